@@ -1,0 +1,131 @@
+"""Every metric name, label set and bucket list ofsre emits, defined once.
+
+The middleware, the queue and database helpers, the log shippers and the local
+autoscaler create their metrics from these specs; dashboards and alert rules import
+the same constants, and a test scrapes running services to check every name used
+by a panel or a rule exists. Never retype a metric name elsewhere.
+
+Names follow Prometheus conventions: ``ofsre_`` prefix, base units (seconds, bytes),
+counters declared without ``_total`` (prometheus_client appends it; use
+``MetricSpec.series`` for the exposed sample name).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .catalog import regulatory_buckets
+
+__all__ = [
+    "MetricSpec", "UNKNOWN_ROUTE", "OTHER_METHOD", "NO_API", "KNOWN_METHODS",
+    "HTTP_REQUESTS", "HTTP_DURATION", "HTTP_IN_FLIGHT", "HTTP_REQUEST_SIZE", "HTTP_RESPONSE_SIZE",
+    "BUILD_INFO", "TELEMETRY_ERRORS",
+    "QUEUE_PUBLISHED", "QUEUE_CONSUMED", "QUEUE_FAILED", "QUEUE_PROCESSING_DURATION", "QUEUE_LATENCY",
+    "DB_QUERY_DURATION", "DB_POOL_IN_USE", "DB_POOL_SIZE",
+    "LOG_RECORDS_SHIPPED", "LOG_RECORDS_DROPPED", "LOG_RECORDS_RETRIED", "LOG_BATCHES",
+    "LOG_QUEUE_DEPTH", "LOG_SEND_DURATION",
+    "KUBE_HPA_CURRENT_REPLICAS", "KUBE_HPA_DESIRED_REPLICAS", "KUBE_HPA_MIN_REPLICAS",
+    "KUBE_HPA_MAX_REPLICAS", "KUBE_HPA_CONDITION", "KUBE_DEPLOYMENT_REPLICAS_AVAILABLE", "ALL",
+]
+
+UNKNOWN_ROUTE = "__unknown__"  # every path no route template matches
+OTHER_METHOD = "_OTHER"         # every method outside KNOWN_METHODS (OpenTelemetry's convention)
+NO_API = ""                      # api/tier label value for routes outside the Open Finance catalog
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"})
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    kind: str  # counter | gauge | histogram
+    doc: str
+    labels: tuple[str, ...] = ()
+    unit: str = ""
+    buckets: tuple[float, ...] | None = None
+    multiprocess_mode: str = "all"  # for gauges under PROMETHEUS_MULTIPROC_DIR
+
+    @property
+    def series(self) -> str:
+        """The sample name as scraped: counters gain ``_total``, histograms are ``_bucket``/``_sum``/``_count``."""
+        return self.name + "_total" if self.kind == "counter" else self.name
+
+
+HTTP_LABELS = ("service", "route", "method", "status", "api", "tier")
+SIZE_BUCKETS = (100.0, 1_000.0, 10_000.0, 100_000.0, 1_000_000.0, 10_000_000.0)
+
+HTTP_REQUESTS = MetricSpec("ofsre_http_server_requests", "counter",
+                           "HTTP requests served, by route template and exact status code.", HTTP_LABELS)
+HTTP_DURATION = MetricSpec("ofsre_http_server_request_duration_seconds", "histogram",
+                           "Time from receiving the request to sending the last response byte.",
+                           HTTP_LABELS, "seconds", regulatory_buckets())
+HTTP_IN_FLIGHT = MetricSpec("ofsre_http_server_requests_in_flight", "gauge",
+                            "Requests being served now.", ("service", "route", "method", "api", "tier"),
+                            multiprocess_mode="livesum")
+HTTP_REQUEST_SIZE = MetricSpec("ofsre_http_server_request_size_bytes", "histogram",
+                               "Request body size.", HTTP_LABELS, "bytes", SIZE_BUCKETS)
+HTTP_RESPONSE_SIZE = MetricSpec("ofsre_http_server_response_size_bytes", "histogram",
+                                "Response body size.", HTTP_LABELS, "bytes", SIZE_BUCKETS)
+BUILD_INFO = MetricSpec("ofsre_build_info", "gauge", "Build of the running service; always 1.",
+                        ("service", "version", "commit", "ofsre_version"), multiprocess_mode="max")
+TELEMETRY_ERRORS = MetricSpec("ofsre_telemetry_errors", "counter",
+                              "Errors inside telemetry code, swallowed so the app never sees them.",
+                              ("component",))
+
+QUEUE_LABELS = ("service", "queue", "backend")
+QUEUE_PUBLISHED = MetricSpec("ofsre_queue_messages_published", "counter", "Messages published.", QUEUE_LABELS)
+QUEUE_CONSUMED = MetricSpec("ofsre_queue_messages_consumed", "counter", "Messages consumed and acknowledged.",
+                            QUEUE_LABELS)
+QUEUE_FAILED = MetricSpec("ofsre_queue_messages_failed", "counter",
+                          "Messages whose processing failed (nack, retry or dead letter).",
+                          QUEUE_LABELS + ("outcome",))
+QUEUE_PROCESSING_DURATION = MetricSpec("ofsre_queue_processing_duration_seconds", "histogram",
+                                       "Time to process one consumed message.", QUEUE_LABELS, "seconds",
+                                       regulatory_buckets())
+QUEUE_LATENCY = MetricSpec("ofsre_queue_publish_to_consume_seconds", "histogram",
+                           "Time from publish to the start of processing.", QUEUE_LABELS, "seconds",
+                           regulatory_buckets() + (30.0, 60.0, 300.0))
+
+DB_QUERY_DURATION = MetricSpec("ofsre_db_query_duration_seconds", "histogram",
+                               "Database statement duration by operation (SELECT, INSERT, …).",
+                               ("service", "db", "operation"), "seconds",
+                               (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0))
+DB_POOL_IN_USE = MetricSpec("ofsre_db_pool_connections_in_use", "gauge", "Pool connections checked out.",
+                            ("service", "db"), multiprocess_mode="livesum")
+DB_POOL_SIZE = MetricSpec("ofsre_db_pool_connections", "gauge", "Pool size (connections open).",
+                          ("service", "db"), multiprocess_mode="livesum")
+
+SHIPPER_LABELS = ("backend",)
+LOG_RECORDS_SHIPPED = MetricSpec("ofsre_log_records_shipped", "counter", "Log records accepted by the backend.",
+                                 SHIPPER_LABELS)
+LOG_RECORDS_DROPPED = MetricSpec("ofsre_log_records_dropped", "counter", "Log records dropped, by reason.",
+                                 SHIPPER_LABELS + ("reason",))
+LOG_RECORDS_RETRIED = MetricSpec("ofsre_log_records_retried", "counter", "Log records sent again after a failure.",
+                                 SHIPPER_LABELS)
+LOG_BATCHES = MetricSpec("ofsre_log_batches", "counter", "Batches sent, by outcome.", SHIPPER_LABELS + ("outcome",))
+LOG_QUEUE_DEPTH = MetricSpec("ofsre_log_queue_records", "gauge", "Records waiting in the shipper's buffer.",
+                             SHIPPER_LABELS, multiprocess_mode="livesum")
+LOG_SEND_DURATION = MetricSpec("ofsre_log_send_duration_seconds", "histogram", "Duration of one batch request.",
+                               SHIPPER_LABELS, "seconds", (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+
+# The local autoscaler exposes its state with kube-state-metrics' own names and labels,
+# so the same dashboards and alerts work locally and on a cluster.
+KUBE_HPA_CURRENT_REPLICAS = MetricSpec("kube_horizontalpodautoscaler_status_current_replicas", "gauge",
+                                       "Current number of replicas of pods managed by this autoscaler.",
+                                       ("namespace", "horizontalpodautoscaler"))
+KUBE_HPA_DESIRED_REPLICAS = MetricSpec("kube_horizontalpodautoscaler_status_desired_replicas", "gauge",
+                                       "Desired number of replicas of pods managed by this autoscaler.",
+                                       ("namespace", "horizontalpodautoscaler"))
+KUBE_HPA_MIN_REPLICAS = MetricSpec("kube_horizontalpodautoscaler_spec_min_replicas", "gauge",
+                                   "Lower limit for the number of pods that can be set by the autoscaler.",
+                                   ("namespace", "horizontalpodautoscaler"))
+KUBE_HPA_MAX_REPLICAS = MetricSpec("kube_horizontalpodautoscaler_spec_max_replicas", "gauge",
+                                   "Upper limit for the number of pods that can be set by the autoscaler.",
+                                   ("namespace", "horizontalpodautoscaler"))
+KUBE_HPA_CONDITION = MetricSpec("kube_horizontalpodautoscaler_status_condition", "gauge",
+                                "The condition of this autoscaler.",
+                                ("namespace", "horizontalpodautoscaler", "condition", "status"))
+KUBE_DEPLOYMENT_REPLICAS_AVAILABLE = MetricSpec("kube_deployment_status_replicas_available", "gauge",
+                                                "The number of available replicas per deployment.",
+                                                ("namespace", "deployment"))
+
+ALL: tuple[MetricSpec, ...] = tuple(v for v in list(globals().values()) if isinstance(v, MetricSpec))

@@ -1,0 +1,1 @@
+"""ofsre.platform: the reference Open Finance platform (services, queue, local runtime)."""

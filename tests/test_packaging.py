@@ -1,0 +1,78 @@
+"""The distribution's shape: packages, extras, and no shadowing of the standard library."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+HEAVY = ("locust", "gevent", "grafanalib", "kubernetes")
+
+
+def _run(code: str, cwd: Path = ROOT, python: str = sys.executable) -> str:
+    out = subprocess.run([python, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_every_python_package_is_listed_in_pyproject():
+    setuptools_cfg = PYPROJECT["tool"]["setuptools"]
+    listed = set(setuptools_cfg["packages"])
+    mapping = setuptools_cfg["package-dir"]
+    found = set()
+    for pkg, folder in mapping.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT / folder)
+            found.add(".".join([pkg, *rel.parts]) if rel.parts else pkg)
+    found = {p for p in found if not any(p.startswith(other + ".") and other not in listed for other in found)}
+    assert found <= listed, f"packages missing from pyproject [tool.setuptools] packages: {sorted(found - listed)}"
+
+
+def test_platform_folder_does_not_shadow_the_standard_library():
+    assert not (ROOT / "platform" / "__init__.py").exists()
+    # From the repo root (cwd first on sys.path, as `python -m pytest` has it) the stdlib module wins.
+    out = _run("import platform, sys; print(platform.__file__); print(platform.system())")
+    path, system = out.split()
+    assert path.startswith(sys.base_prefix) or "python3" in path, path
+    assert system == "Linux"
+    for folder in ("instrumentation", "exporters", "dashboards", "alerts", "loadtests", "tests"):
+        assert folder not in sys.stdlib_module_names
+
+
+def test_instrumentation_import_pulls_no_heavy_dependency():
+    out = _run("import sys, ofsre.instrumentation; print(' '.join(sorted(sys.modules)))")
+    loaded = set(out.split())
+    assert not [m for m in HEAVY if m in loaded]
+
+
+@pytest.mark.skipif(os.environ.get("OFSRE_SKIP_VENV_TESTS") == "1", reason="set by the developer to save a minute")
+def test_base_install_imports_instrumentation_without_extras(tmp_path):
+    """A fresh venv with `pip install .` (no extras) imports and uses the instrumentation library."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = str(venv / "bin" / "python")
+    subprocess.run([py, "-m", "pip", "install", "-q", str(ROOT)], check=True, timeout=600)
+    out = _run(
+        "import sys, ofsre.instrumentation as i; from ofsre.instrumentation.catalog import load_catalog;"
+        "print(len(load_catalog())); print(' '.join(m for m in ('locust','gevent','grafanalib','kubernetes','fastapi')"
+        " if __import__('importlib.util').util.find_spec(m)))",
+        cwd=tmp_path, python=py,
+    )
+    count, installed = (out.splitlines() + [""])[:2]
+    assert int(count) > 50
+    assert installed == "", f"base install pulled extras: {installed}"
+
+
+def test_cli_help_and_version():
+    out = subprocess.run([sys.executable, "-m", "ofsre", "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().startswith("ofsre ")
+    out = subprocess.run([sys.executable, "-m", "ofsre", "--help"], capture_output=True, text=True, check=True)
+    assert "catalog" in out.stdout and "Open Finance" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "ofsre", "no-such-command"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
