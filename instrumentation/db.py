@@ -98,8 +98,11 @@ class _EngineTelemetry:
             self._error()
 
     def _start_span(self, operation: str) -> Any:
-        """A CLIENT span for one statement (not made current: nothing runs inside it), or None."""
-        if self.tracer is None:
+        """A CLIENT span for one statement (not made current: nothing runs inside it), or None.
+
+        Only inside a recording span: a statement outside any request or message (a queue
+        poll, a migration) would otherwise start a new root trace every time it runs."""
+        if self.tracer is None or not trace.get_current_span().is_recording():
             return None
         try:
             return self.tracer.start_span(

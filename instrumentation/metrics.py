@@ -15,6 +15,7 @@ Under ``PROMETHEUS_MULTIPROC_DIR`` gauges get their spec's ``multiprocess_mode``
 from __future__ import annotations
 
 import threading
+import weakref
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
@@ -24,21 +25,24 @@ from .semconv import TELEMETRY_ERRORS, MetricSpec
 __all__ = ["metric", "count_telemetry_error"]
 
 _lock = threading.Lock()
-_created: dict[tuple[int, str], MetricWrapperBase] = {}
+# Per registry, by metric name. Weak keys: a registry that is gone takes its metrics with it
+# (keying by id() would hand a new registry that reuses the id the old registry's metrics).
+_created: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, MetricWrapperBase]] = weakref.WeakKeyDictionary()
 
 
 def metric(spec: MetricSpec, registry: CollectorRegistry | None = REGISTRY) -> MetricWrapperBase:
     """The metric for ``spec`` in ``registry`` (``None``: an unregistered metric, for tests)."""
-    key = (id(registry), spec.name)
-    found = _created.get(key)
+    if registry is None:
+        return _build(spec, None)
+    by_name = _created.get(registry)
+    found = by_name.get(spec.name) if by_name is not None else None
     if found is not None:
         return found
     with _lock:
-        found = _created.get(key)
+        by_name = _created.setdefault(registry, {})
+        found = by_name.get(spec.name)
         if found is None:
-            found = _build(spec, registry)
-            if registry is not None:
-                _created[key] = found
+            found = by_name[spec.name] = _build(spec, registry)
         return found
 
 

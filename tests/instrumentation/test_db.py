@@ -100,9 +100,10 @@ async def test_failed_statement_ends_its_span_with_an_error(registry, spans):
     engine = instrument_engine(create_async_engine(PG_ASYNC), service="svc", registry=registry,
                                tracer_provider=provider)
     try:
-        async with engine.connect() as conn:
-            with pytest.raises(ProgrammingError):
-                await conn.execute(text("SELECT * FROM ofsre_no_such_table"))
+        with provider.get_tracer("test").start_as_current_span("request"):
+            async with engine.connect() as conn:
+                with pytest.raises(ProgrammingError):
+                    await conn.execute(text("SELECT * FROM ofsre_no_such_table"))
     finally:
         await engine.dispose()
     [failed] = [s for s in exporter.get_finished_spans() if s.status.status_code == StatusCode.ERROR]
@@ -169,13 +170,27 @@ def test_engine_instrumented_after_first_use_starts_from_the_pool_state(registry
         engine.dispose()
 
 
-def test_a_failing_tracer_never_fails_a_query(registry):
+def test_statements_outside_a_span_start_no_trace(registry, spans):
+    """A queue poll or a migration must not start a new root trace per statement."""
+    provider, exporter = spans
+    engine = instrument_engine(create_engine("sqlite://"), service="svc", registry=registry,
+                               tracer_provider=provider)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    finally:
+        engine.dispose()
+    assert exporter.get_finished_spans() == ()
+    assert _queries(registry, "SELECT", "memory") == 1
+
+
+def test_a_failing_tracer_never_fails_a_query(registry, spans):
     provider = mock.Mock()
     provider.get_tracer.return_value.start_span.side_effect = RuntimeError("tracer down")
     engine = instrument_engine(create_engine("sqlite://"), service="svc", registry=registry,
                                tracer_provider=provider)
     try:
-        with engine.connect() as conn:
+        with spans[0].get_tracer("test").start_as_current_span("request"), engine.connect() as conn:
             assert conn.execute(text("SELECT 41 + 1")).scalar() == 42
     finally:
         engine.dispose()
