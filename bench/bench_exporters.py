@@ -1,0 +1,266 @@
+"""Log shippers: app-thread cost per log call and end-to-end records/s against a local sink.
+
+Run alone with ``python bench/bench_exporters.py`` or with every benchmark via ``bench/run.py``.
+
+The sink is a separate process (so its parsing does not compete for this process's GIL)
+serving Loki's, Datadog's and Elasticsearch's endpoints on 127.0.0.1; it answers 204/202/200
+at once and counts the records it receives. Compared:
+
+* python-logging-loki 0.3.1 ``LokiHandler`` (one synchronous POST per record) and
+  ``LokiQueueHandler`` (the same, moved to a thread), against
+* ofsre's ``LokiHandler``, ``DatadogHandler`` and ``ElasticHandler``.
+
+Figures: *app µs/call* is the wall time of the logging call on the application thread
+(median of five runs of N/5 calls); *records/s* is end to end, from the first call until the sink has
+counted every record (for python-logging-loki, what the sink counted within the time box).
+Goals: ofsre's Loki throughput >= 100x python-logging-loki's ``LokiHandler``, and its
+app-thread cost <= 1/3 of ``LokiQueueHandler``'s.
+
+Knobs: ``BENCH_DURATION`` seconds per time-boxed measurement (default 2), ``BENCH_RECORDS``
+records per ofsre run (default 30000).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+
+DURATION = float(os.environ.get("BENCH_DURATION", "2"))
+RECORDS = int(os.environ.get("BENCH_RECORDS", "30000"))
+QUEUE_SAMPLE = 5000   # records timed on LokiQueueHandler's app thread; its drain is then time-boxed
+
+SINK = r"""
+import gzip, json, sys, threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+count = 0
+lock = threading.Lock()
+
+def records(path, body):
+    if path.startswith("/loki"):
+        return sum(len(s["values"]) for s in json.loads(body)["streams"])
+    if path.startswith("/api/v2/logs"):
+        return len(json.loads(body))
+    return body.count(b"\n") // 2
+
+class Sink(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True   # headers and body are two writes: no 40 ms delayed-ACK stall
+    def do_POST(self):
+        global count
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        n = records(self.path, body)
+        with lock:
+            count += n
+        status, out = ((204, b"") if self.path.startswith("/loki") else (202, b"{}")
+                       if self.path.startswith("/api") else (200, b'{"errors":false}'))
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+    def do_GET(self):
+        global count
+        with lock:
+            out = str(count).encode()
+            if self.path == "/reset":
+                count = 0
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+    def log_message(self, *args):
+        pass
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+server.daemon_threads = True
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
+def _progress(text: str) -> None:
+    print(f"[bench_exporters] {text}", file=sys.stderr, flush=True)
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.process = subprocess.Popen([sys.executable, "-c", SINK], stdout=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline().strip()
+        if not line.isdigit():
+            self.process.kill()
+            raise RuntimeError("the sink server did not start")
+        self.url = f"http://127.0.0.1:{line}"
+
+    def _get(self, path: str) -> int:
+        with urllib.request.urlopen(self.url + path, timeout=10) as response:
+            return int(response.read())
+
+    def count(self) -> int:
+        return self._get("/count")
+
+    def reset(self) -> None:
+        self._get("/reset")
+
+    def wait_for(self, expected: int, timeout: float = 60.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.count() >= expected:
+                return True
+            time.sleep(0.005)
+        return False
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+def _logger(handler: logging.Handler) -> logging.Logger:
+    log = logging.getLogger(f"bench.exporters.{id(handler)}")
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    return log
+
+
+def _log_call(log: logging.Logger, i: int) -> None:
+    log.info("payment %s settled for %s", f"pay-{i}", "10.00", extra={"payment_id": f"pay-{i}"})
+
+
+def _time_calls(log: logging.Logger, count: int) -> float:
+    """Seconds spent in ``count`` logging calls on this thread."""
+    started = time.perf_counter()
+    for i in range(count):
+        _log_call(log, i)
+    return time.perf_counter() - started
+
+
+def _app_us(log: logging.Logger, count: int, chunks: int = 5) -> float:
+    """Microseconds per call: the median over ``chunks`` runs (the machine is shared and noisy)."""
+    per_chunk = count // chunks
+    return statistics.median(_time_calls(log, per_chunk) / per_chunk * 1e6 for _ in range(chunks))
+
+
+def bench_baseline() -> dict:
+    """The floor: a stdlib logging call whose handler does nothing."""
+    log = _logger(logging.NullHandler())
+    return {"us": _app_us(log, 20_000), "rps": float("nan"), "dropped": 0}
+
+
+def bench_plain_loki(sink: Sink) -> dict:
+    import logging_loki
+    handler = logging_loki.LokiHandler(url=sink.url + "/loki/api/v1/push", tags={"service": "payments"},
+                                       version="1")
+    log = _logger(handler)
+    sink.reset()
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < DURATION:
+        _log_call(log, count)
+        count += 1
+    elapsed = time.perf_counter() - started
+    handler.close()
+    return {"us": elapsed / count * 1e6, "rps": sink.count() / elapsed, "dropped": 0}
+
+
+def bench_queue_loki(sink: Sink) -> dict:
+    import logging_loki
+    handler = logging_loki.LokiQueueHandler(queue.Queue(-1), url=sink.url + "/loki/api/v1/push",
+                                            tags={"service": "payments"}, version="1")
+    log = _logger(handler)
+    sink.reset()
+    started = time.perf_counter()
+    app_us = _app_us(log, QUEUE_SAMPLE)
+    sink.wait_for(QUEUE_SAMPLE, timeout=max(0.0, DURATION - (time.perf_counter() - started)))
+    elapsed = time.perf_counter() - started
+    delivered = sink.count()
+    with handler.queue.mutex:   # stop without waiting for the rest to trickle out
+        handler.queue.queue.clear()
+    handler.listener.stop()
+    handler.handler.close()
+    return {"us": app_us, "rps": delivered / elapsed, "dropped": 0}
+
+
+def bench_ofsre(sink: Sink, make: Callable[[str], logging.Handler]) -> dict:
+    from prometheus_client import CollectorRegistry
+    handler = make(sink.url, registry=CollectorRegistry(), queue_records=RECORDS + 1,
+                   queue_bytes=512 * 1024 * 1024)
+    log = _logger(handler)
+    _time_calls(log, 200)   # warm up: imports, first connection
+    handler.flush(30)
+    sink.reset()
+    started = time.perf_counter()
+    app_us = _app_us(log, RECORDS)
+    handler.flush(60)
+    complete = sink.wait_for(RECORDS)
+    elapsed = time.perf_counter() - started
+    stats = handler.stats()
+    handler.close(timeout=5)
+    dropped = sum(v for k, v in stats.items() if k.startswith("dropped_"))
+    if not complete:
+        _progress(f"{type(handler).__name__}: sink counted {sink.count()} of {RECORDS}")
+    return {"us": app_us, "rps": RECORDS / elapsed, "dropped": dropped}
+
+
+def _ofsre_variants() -> dict[str, Callable[..., logging.Handler]]:
+    from ofsre.exporters.datadog import DatadogHandler
+    from ofsre.exporters.elastic import ElasticHandler
+    from ofsre.exporters.loki import LokiHandler
+    return {
+        "ofsre LokiHandler": lambda url, **kw: LokiHandler(url, service="payments", env="bench", **kw),
+        "ofsre DatadogHandler": lambda url, **kw: DatadogHandler("bench-key", url=url + "/api/v2/logs",
+                                                                 service="payments", env="bench", **kw),
+        "ofsre ElasticHandler": lambda url, **kw: ElasticHandler(url, service="payments", env="bench", **kw),
+    }
+
+
+def _table(results: dict[str, dict]) -> str:
+    lines = [f"{'variant':<40} {'app us/call':>12} {'records/s':>12} {'dropped':>8}"]
+    for name, r in results.items():
+        rps = "-" if r["rps"] != r["rps"] else f"{r['rps']:.0f}"   # NaN: not measured
+        lines.append(f"{name:<40} {r['us']:>12.1f} {rps:>12} {r['dropped']:>8}")
+    ours, plain, queued = (results["ofsre LokiHandler"], results["python-logging-loki LokiHandler"],
+                           results["python-logging-loki LokiQueueHandler"])
+    throughput = ours["rps"] / plain["rps"] if plain["rps"] else float("inf")
+    app_ratio = ours["us"] / queued["us"] if queued["us"] else float("inf")
+    lines += [
+        "",
+        f"{'goal':<52} {'measured':>10} {'target':>9} {'met':>4}",
+        f"{'Loki records/s vs python-logging-loki LokiHandler':<52} {throughput:>9.0f}x {'>= 100x':>9} "
+        f"{'yes' if throughput >= 100 else 'NO':>4}",
+        f"{'Loki app-thread cost vs LokiQueueHandler':<52} {app_ratio:>10.2f} {'<= 0.33':>9} "
+        f"{'yes' if app_ratio <= 1 / 3 else 'NO':>4}",
+        "",
+        "ofsre's app-thread cost = the floor + record_fields (context capture and LGPD redaction)",
+        "+ encoding + enqueue; LokiQueueHandler's = the floor + format + copy + enqueue (no redaction).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def run() -> str:
+    """Run every variant once against one sink process; return the table."""
+    sink = Sink()
+    results: dict[str, dict] = {"stdlib logging call, NullHandler (floor)": bench_baseline()}
+    try:
+        _progress("python-logging-loki LokiHandler")
+        results["python-logging-loki LokiHandler"] = bench_plain_loki(sink)
+        _progress("python-logging-loki LokiQueueHandler")
+        results["python-logging-loki LokiQueueHandler"] = bench_queue_loki(sink)
+        for name, make in _ofsre_variants().items():
+            _progress(name)
+            results[name] = bench_ofsre(sink, make)
+    finally:
+        sink.close()
+    _progress(json.dumps(results))
+    return _table(results)
+
+
+if __name__ == "__main__":
+    print(run())

@@ -1,0 +1,538 @@
+"""RED metrics, one server span and the ``x-fapi-interaction-id`` contract for any ASGI app.
+
+FastAPI / Starlette (the app object stays the one uvicorn serves as ``module:app``)::
+
+    from fastapi import FastAPI
+    from ofsre.instrumentation import instrument_app
+
+    app = FastAPI()
+    instrument_app(app, "accounts", version="1.4.2")     # returns the same app
+
+Any other ASGI app: ``app = instrument_app(app, "accounts")`` returns a wrapper, or use the
+middleware class directly: ``app = OfsreMiddleware(app, "accounts")``.
+
+Per request, in this order and with no I/O:
+
+1. ``x-fapi-interaction-id``: a valid RFC 4122 UUID is kept, anything else is replaced by a
+   new uuid4; the value is echoed on the response, set in :mod:`ofsre.instrumentation.context`
+   for logs, and put on the span as ``fapi.interaction_id`` (never on a metric). With
+   ``require_interaction_id`` a missing or invalid id is answered 400 with the Open Finance
+   error body, and the app is not called.
+2. The route *template* is found with one trie walk over the catalog's templates and the
+   app's own routes (built on the first request); no match gives ``__unknown__``, so a
+   scanner cannot create series. Methods outside the standard nine become ``_OTHER``.
+3. One SERVER span (stable HTTP semantic conventions, parent from ``traceparent``) is made
+   current while the app runs.
+4. Counter, duration histogram (buckets hold every regulatory p95 limit), request and
+   response size histograms, in-flight gauge: labels ``service, route, method, status, api,
+   tier`` (``api``/``tier`` from the catalog, ``""`` outside it). Label children are cached
+   per (route, method, status). The counter and the histogram carry a ``trace_id`` exemplar
+   of sampled requests (not in multiprocess mode, which has no exemplars).
+
+An exception from the app counts as 500 and is re-raised unchanged; a client that went away
+before any response counts as 499. Every telemetry step is guarded: a failure inside it
+increments ``ofsre_telemetry_errors_total{component="asgi"}`` and the request goes on.
+The response is the app's, byte for byte, plus the one ``x-fapi-interaction-id`` header.
+``/metrics`` is answered by the middleware itself; ``excluded_paths`` (health probes) pass
+straight to the app with no telemetry and no header.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from time import perf_counter
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from . import semconv
+from ._config import resolve_settings
+from .catalog import Catalog, RouteMatcher, load_catalog
+from .context import INTERACTION_ID_HEADER, reset_interaction_id, set_interaction_id
+from .exposition import ASGIApp, Scope, is_multiprocess, metrics_app
+from .metrics import count_telemetry_error, metric
+
+__all__ = ["OfsreMiddleware", "instrument_app", "is_valid_interaction_id", "error_body",
+           "route_templates", "EXCLUDED_PATHS"]
+
+_log = logging.getLogger("ofsre.instrumentation")
+
+COMPONENT = "asgi"  # the `component` label of ofsre_telemetry_errors_total for this module
+EXCLUDED_PATHS = ("/metrics", "/healthz", "/readyz")
+_IID = INTERACTION_ID_HEADER.encode("ascii")
+# RFC 4122: 8-4-4-4-12 hex digits, version 1-5, variant 10xx. Either case (the header is echoed as sent).
+_UUID = re.compile(rb"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[1-5][0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}\Z")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def is_valid_interaction_id(value: str | bytes) -> bool:
+    """True for an RFC 4122 UUID of version 1-5 in canonical 36-character form, any case."""
+    raw = value.encode("ascii", "replace") if isinstance(value, str) else value
+    return _UUID.match(raw) is not None
+
+
+def error_body(code: str, title: str, detail: str) -> bytes:
+    """The Open Finance Brasil error document (openfinance.md §4) for one error."""
+    document = {
+        "errors": [{"code": code, "title": title, "detail": detail}],
+        "meta": {"totalRecords": 1, "totalPages": 1,
+                 "requestDateTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")},
+    }
+    return json.dumps(document, ensure_ascii=False).encode("utf-8")
+
+
+def route_templates(routes: Iterable[Any], prefix: str = "") -> Iterator[str]:
+    """Every path template of Starlette/FastAPI-style routes, descending into ``Mount``s.
+
+    Duck-typed (``path_format`` or ``path``, and ``routes`` for mounts) so no web framework
+    is imported. A mount of a plain ASGI app (static files) has no routes: its paths stay
+    ``__unknown__``.
+    """
+    for route in routes:
+        children = getattr(route, "routes", None)
+        if children is not None and not isinstance(children, str):  # a Mount: its `path` is the prefix
+            yield from route_templates(children, prefix + (getattr(route, "path", None) or ""))
+            continue
+        # `path_format` drops converters: "/items/{item_id:int}" -> "/items/{item_id}"
+        path = getattr(route, "path_format", None) or getattr(route, "path", None)
+        if path:
+            yield prefix + path
+
+
+class _Route:
+    """What is cached per (route template, method): labels, in-flight child, span name."""
+
+    __slots__ = ("labels", "in_flight", "span_name", "attributes")
+
+    def __init__(self, labels: dict[str, str], in_flight: Any, span_name: str, attributes: dict[str, str]):
+        self.labels = labels
+        self.in_flight = in_flight
+        self.span_name = span_name
+        self.attributes = attributes
+
+
+class _Exchange:
+    """The state of one request/response pair. Lives in ``__call__``'s frame, never on the middleware."""
+
+    __slots__ = ("_send", "_receive", "_registry", "t0", "t_end", "status", "response_size", "request_size",
+                 "interaction_id", "interaction_header", "reject", "route", "span", "context_token",
+                 "interaction_token", "in_flight", "disconnected", "count_body")
+
+    def __init__(self, receive: Any, send: Any, registry: CollectorRegistry):
+        self._send = send
+        self._receive = receive
+        self._registry = registry
+        self.t0 = perf_counter()
+        self.t_end: float | None = None
+        self.status: int | None = None
+        self.response_size = 0
+        self.request_size = 0  # from Content-Length; a chunked body is counted as the app reads it
+        self.count_body = False
+        self.interaction_id: str | None = None
+        self.interaction_header: bytes | None = None
+        self.reject: str | None = None  # why the request is refused (require_interaction_id), if it is
+        self.route: _Route | None = None
+        self.span: Any = None
+        self.context_token: Any = None
+        self.interaction_token: Any = None
+        self.in_flight: Any = None
+        self.disconnected = False
+
+    async def receive(self) -> dict[str, Any]:
+        message = await self._receive()
+        try:
+            kind = message["type"]
+            if kind == "http.request":
+                if self.count_body:
+                    self.request_size += len(message.get("body", b""))
+            elif kind == "http.disconnect":
+                self.disconnected = True
+        except Exception:  # noqa: BLE001 - telemetry never hurts the request
+            count_telemetry_error(COMPONENT, self._registry)
+        return message
+
+    async def send(self, message: dict[str, Any]) -> None:
+        final = False
+        try:
+            kind = message["type"]
+            if kind == "http.response.body":
+                self.response_size += len(message.get("body", b""))
+                final = not message.get("more_body", False)
+            elif kind == "http.response.start":
+                self.status = message["status"]
+                if self.interaction_header is not None:
+                    message = self._with_interaction_id(message)
+            elif kind == "http.response.pathsend":  # Starlette FileResponse via the pathsend extension
+                final = True
+        except Exception:  # noqa: BLE001
+            count_telemetry_error(COMPONENT, self._registry)
+        await self._send(message)
+        if final:
+            self.t_end = perf_counter()
+
+    def _with_interaction_id(self, message: dict[str, Any]) -> dict[str, Any]:
+        headers = message.get("headers") or []
+        for name, _ in headers:
+            if name == _IID:
+                return message  # the app echoed it itself
+        # A new list and a new message: the app may reuse its own header list (a module-level Response).
+        return {**message, "headers": [*headers, (_IID, self.interaction_header)]}
+
+
+class OfsreMiddleware:
+    """Pure ASGI middleware; see the module docstring. Arguments are those of :func:`instrument_app`,
+    plus ``routes``: an object whose ``.routes`` lists the app's routes (default: the wrapped app,
+    or ``scope["app"]``)."""
+
+    def __init__(self, app: ASGIApp | None, service: str | None = None, *, version: str | None = None,
+                 commit: str | None = None, env: str | None = None, registry: CollectorRegistry | None = None,
+                 catalog: Catalog | None = None, tracer_provider: trace.TracerProvider | None = None,
+                 require_interaction_id: bool | None = None, metrics_path: str | None = "/metrics",
+                 excluded_paths: Iterable[str] = EXCLUDED_PATHS, routes: Any = None):
+        self.app = app
+        self.settings = resolve_settings(service, version=version, commit=commit, env=env,
+                                         require_interaction_id=require_interaction_id)
+        self.registry = registry if registry is not None else REGISTRY
+        self.catalog = catalog if catalog is not None else load_catalog()
+        self._routes_source = routes
+        self._tracer = trace.get_tracer("ofsre.instrumentation", _ofsre_version(), tracer_provider=tracer_provider)
+        # Decided once: a no-op tracer (NoOpTracerProvider, OTEL_SDK_DISABLED) costs nothing per request.
+        # A proxy tracer (no provider installed yet) may become real later, so it counts as tracing.
+        self._tracing = not isinstance(self._tracer, trace.NoOpTracer)
+        self._exemplars = not is_multiprocess()  # prometheus_client drops them there: skip the work
+        self._metrics_path = metrics_path
+        self._metrics_app = metrics_app(registry) if metrics_path else None
+        self._excluded = frozenset(excluded_paths) | ({metrics_path} if metrics_path else frozenset())
+        reg = self.registry
+        self._requests = metric(semconv.HTTP_REQUESTS, reg)
+        self._duration = metric(semconv.HTTP_DURATION, reg)
+        self._request_size = metric(semconv.HTTP_REQUEST_SIZE, reg)
+        self._response_size = metric(semconv.HTTP_RESPONSE_SIZE, reg)
+        self._in_flight = metric(semconv.HTTP_IN_FLIGHT, reg)
+        # Built on the first request, when the app's routes exist (see _prepare).
+        self._matcher: RouteMatcher | None = None
+        self._propagation_fields: frozenset[bytes] = frozenset()
+        # Bounded caches: routes come from the catalog and the app (plus __unknown__), methods
+        # from KNOWN_METHODS (plus _OTHER), statuses from the app's own responses.
+        self._routes: dict[tuple[str, str], _Route] = {}
+        self._series: dict[tuple[_Route, int], tuple[Any, Any, Any, Any]] = {}
+        self._set_build_info()
+
+    def _set_build_info(self) -> None:
+        s = self.settings
+        try:
+            metric(semconv.BUILD_INFO, self.registry).labels(
+                service=s.service, version=s.version, commit=s.commit, ofsre_version=_ofsre_version()).set(1)
+        except Exception:  # noqa: BLE001
+            count_telemetry_error(COMPONENT, self.registry)
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)  # lifespan, websocket: not ours
+            return
+        path = scope["path"]
+        root = scope.get("root_path")
+        if root and path.startswith(root):  # routes are matched without the mount prefix
+            path = path[len(root):] or "/"
+        if path in self._excluded:
+            if path == self._metrics_path:
+                await self._metrics_app(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
+            return
+
+        exchange = _Exchange(receive, send, self.registry)
+        try:
+            self._start(exchange, scope, path)
+        except Exception:  # noqa: BLE001 - serve the request uninstrumented rather than fail it
+            count_telemetry_error(COMPONENT, self.registry)
+        error: BaseException | None = None
+        try:
+            if exchange.reject:
+                await self._reject(exchange)
+            else:
+                await self.app(scope, exchange.receive, exchange.send)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self._finish(exchange, error)
+
+    # -- before the app --------------------------------------------------------------------
+    def _prepare(self, scope: Scope) -> None:
+        matcher = RouteMatcher()
+        for endpoint in self.catalog:  # first: a catalog template wins over an app's spelling of it
+            matcher.add(endpoint.route, endpoint.route)
+        source = self._routes_source or scope.get("app") or self.app
+        for template in route_templates(getattr(source, "routes", None) or ()):
+            matcher.add(template, template)
+        self._propagation_fields = frozenset(f.encode("latin-1") for f in propagate.get_global_textmap().fields)
+        self._matcher = matcher
+
+    def _start(self, exchange: _Exchange, scope: Scope, path: str) -> None:
+        if self._matcher is None:
+            self._prepare(scope)
+        interaction = content_length = host = None
+        carrier: dict[str, str] | None = None
+        fields = self._propagation_fields
+        for name, value in scope["headers"]:
+            if name == _IID:
+                interaction = value
+            elif name == b"content-length":
+                content_length = value
+            elif name == b"host":
+                host = value
+            elif name == b"transfer-encoding":
+                exchange.count_body = True
+            elif name in fields:
+                if carrier is None:
+                    carrier = {}
+                carrier[name.decode("latin-1")] = value.decode("latin-1")
+        if content_length is not None:
+            exchange.request_size = int(content_length)
+
+        # 1. interaction id
+        if interaction is not None and _UUID.match(interaction) is not None:
+            exchange.interaction_header = interaction
+            exchange.interaction_id = interaction.decode("ascii")
+        else:
+            exchange.interaction_id = str(uuid.uuid4())
+            exchange.interaction_header = exchange.interaction_id.encode("ascii")
+            if self.settings.require_interaction_id:
+                exchange.reject = "invalid" if interaction else "missing"
+        exchange.interaction_token = set_interaction_id(exchange.interaction_id)
+
+        # 2. route
+        method = scope["method"]
+        label_method = method if method in semconv.KNOWN_METHODS else semconv.OTHER_METHOD
+        template = self._matcher.match(path) or semconv.UNKNOWN_ROUTE
+        route = self._routes.get((template, label_method)) or self._new_route(template, label_method)
+        exchange.route = route
+
+        # 3. span
+        if self._tracing:
+            self._start_span(exchange, scope, path, route, carrier, host, method)
+
+        # 4. in flight
+        route.in_flight.inc()
+        exchange.in_flight = route.in_flight
+
+    def _start_span(self, exchange: _Exchange, scope: Scope, path: str, route: _Route,
+                    carrier: dict[str, str] | None, host: bytes | None, method: str) -> None:
+        parent = propagate.extract(carrier) if carrier is not None else None
+        # All attributes at once: the SDK validates them in one pass (a later set_attributes
+        # costs a second pass and a lock), and samplers get to see them.
+        attributes = _request_attributes(route.attributes, scope, path, host, exchange.interaction_id)
+        if route.labels["method"] == semconv.OTHER_METHOD:
+            attributes["http.request.method_original"] = method
+        span = self._tracer.start_span(route.span_name, parent, SpanKind.SERVER, attributes)
+        exchange.span = span
+        exchange.context_token = otel_context.attach(trace.set_span_in_context(span, parent))
+
+    def _new_route(self, template: str, method: str) -> _Route:
+        endpoint = None if template == semconv.UNKNOWN_ROUTE else self.catalog.lookup(method, template)
+        labels = {"service": self.settings.service, "route": template, "method": method,
+                  "api": endpoint.api if endpoint else semconv.NO_API,
+                  "tier": endpoint.tier.name if endpoint else semconv.NO_API}
+        in_flight = self._in_flight.labels(**{k: labels[k] for k in semconv.HTTP_IN_FLIGHT.labels})
+        # OpenTelemetry HTTP conventions: "{method} {http.route}", "HTTP" for unknown methods,
+        # and no route (nor http.route) when none matched.
+        span_method = "HTTP" if method == semconv.OTHER_METHOD else method
+        attributes = {"http.request.method": method}
+        if template == semconv.UNKNOWN_ROUTE:
+            span_name = span_method
+        else:
+            span_name = f"{span_method} {template}"
+            attributes["http.route"] = template
+        route = _Route(labels, in_flight, span_name, attributes)
+        self._routes[(template, method)] = route
+        return route
+
+    async def _reject(self, exchange: _Exchange) -> None:
+        """400 for a missing or invalid interaction id (``require_interaction_id``), with the
+        error codes the Open Finance specifications use for a missing or an invalid parameter."""
+        if exchange.reject == "missing":
+            code, title = "PARAMETRO_NAO_INFORMADO", "Parâmetro não informado"
+        else:
+            code, title = "PARAMETRO_INVALIDO", "Parâmetro inválido"
+        body = error_body(code, title, f"O cabeçalho {INTERACTION_ID_HEADER} é obrigatório e deve ser um UUID "
+                                       "(RFC 4122).")
+        await exchange.send({"type": "http.response.start", "status": 400, "headers": [
+            (b"content-type", b"application/json; charset=utf-8"),
+            (b"content-length", str(len(body)).encode("ascii")),
+        ]})
+        await exchange.send({"type": "http.response.body", "body": body})
+
+    # -- after the app ---------------------------------------------------------------------
+    def _finish(self, exchange: _Exchange, error: BaseException | None) -> None:
+        """Record the request. Never raises: each step is guarded on its own."""
+        end = exchange.t_end or perf_counter()
+        if isinstance(error, Exception):
+            status = 500
+        elif exchange.status is not None:
+            status = exchange.status
+        else:  # no response: the client left (or the task was cancelled), else the server answers 500
+            status = 499 if exchange.disconnected or error is not None else 500
+        span = exchange.span
+        if exchange.route is not None:
+            try:
+                self._observe(exchange, status, end - exchange.t0, span)
+            except Exception:  # noqa: BLE001
+                count_telemetry_error(COMPONENT, self.registry)
+        if exchange.in_flight is not None:
+            try:
+                exchange.in_flight.dec()
+            except Exception:  # noqa: BLE001
+                count_telemetry_error(COMPONENT, self.registry)
+        if span is not None:
+            try:
+                _end_span(span, status, error)
+            except Exception:  # noqa: BLE001
+                count_telemetry_error(COMPONENT, self.registry)
+        try:
+            if exchange.context_token is not None:
+                otel_context.detach(exchange.context_token)
+            if exchange.interaction_token is not None:
+                reset_interaction_id(exchange.interaction_token)
+        except Exception:  # noqa: BLE001
+            count_telemetry_error(COMPONENT, self.registry)
+
+    def _observe(self, exchange: _Exchange, status: int, seconds: float, span: Any) -> None:
+        route = exchange.route
+        children = self._series.get((route, status)) or self._new_series(route, status)
+        requests, duration, request_size, response_size = children
+        exemplar = None
+        if self._exemplars and span is not None:
+            ctx = span.get_span_context()
+            if ctx.trace_flags.sampled:
+                exemplar = {"trace_id": format(ctx.trace_id, "032x")}
+        requests.inc(1, exemplar)
+        duration.observe(seconds, exemplar)
+        request_size.observe(exchange.request_size)
+        response_size.observe(exchange.response_size)
+
+    def _new_series(self, route: _Route, status: int) -> tuple[Any, Any, Any, Any]:
+        labels = dict(route.labels, status=str(status))
+        values = {k: labels[k] for k in semconv.HTTP_LABELS}
+        children = (self._requests.labels(**values), self._duration.labels(**values),
+                    self._request_size.labels(**values), self._response_size.labels(**values))
+        self._series[(route, status)] = children
+        return children
+
+
+def _request_attributes(route_attributes: dict[str, str], scope: Scope, path: str, host: bytes | None,
+                        interaction_id: str) -> dict[str, Any]:
+    """The server span's attributes known before the app runs (the route's plus the request's)."""
+    scheme = scope.get("scheme", "http")
+    address, port = _server_address(host, scope.get("server"), scheme)
+    attributes: dict[str, Any] = {**route_attributes, "url.path": path, "url.scheme": scheme,
+                                  "fapi.interaction_id": interaction_id}
+    if address:
+        attributes["server.address"] = address
+    if port:
+        attributes["server.port"] = port
+    return attributes
+
+
+def _server_address(host: bytes | None, server: Any, scheme: str) -> tuple[str | None, int | None]:
+    """``server.address``/``server.port`` from the Host header (as the conventions ask), else the socket."""
+    if host:
+        text = host.decode("latin-1")
+        name, sep, port = text.rpartition(":")
+        if sep and not text.endswith("]") and port.isdigit():
+            return name, int(port)
+        return text, _DEFAULT_PORTS.get(scheme)
+    if server:
+        return server[0], server[1]
+    return None, None
+
+
+def _end_span(span: Any, status: int, error: BaseException | None) -> None:
+    if span.is_recording():
+        span.set_attribute("http.response.status_code", status)
+        if isinstance(error, Exception):
+            span.record_exception(error)
+            span.set_attribute("error.type", type(error).__qualname__)
+            span.set_status(Status(StatusCode.ERROR, str(error)))
+        elif status >= 500:  # server spans: only 5xx are errors (4xx are the client's)
+            span.set_attribute("error.type", str(status))
+            span.set_status(Status(StatusCode.ERROR))
+    span.end()
+
+
+def _ofsre_version() -> str:
+    try:
+        from ofsre._version import __version__
+    except Exception:  # noqa: BLE001 - vendored copies of the library have no package version
+        return "unknown"
+    return __version__
+
+
+def _disable_fastapi_native_tracing(app: Any) -> None:
+    """Keep one SERVER span per request.
+
+    Recent FastAPI releases open their own server span (outside the middleware stack) as
+    soon as a global tracer provider exists, which ``setup_tracing`` installs. Ours knows the
+    catalog route and the interaction id, so FastAPI's is switched off for this app, through
+    the same dict its ``FastAPI(telemetry={"tracing": False})`` option fills. Its metrics and
+    logs (OpenTelemetry meter/logger providers, off unless configured) are left alone.
+    """
+    config = getattr(app, "_telemetry", None)
+    if isinstance(config, dict) and config.get("tracing"):
+        config["tracing"] = False
+        _log.info("FastAPI's own tracing is off for this app: ofsre makes the server span")
+
+
+def instrument_app(app: Any, service: str | None = None, *, version: str | None = None,
+                   commit: str | None = None, env: str | None = None, registry: CollectorRegistry | None = None,
+                   catalog: Catalog | None = None, tracer_provider: trace.TracerProvider | None = None,
+                   require_interaction_id: bool | None = None, metrics_path: str | None = "/metrics",
+                   excluded_paths: Iterable[str] = EXCLUDED_PATHS) -> Any:
+    """Instrument an ASGI app; returns the app to serve.
+
+    A Starlette/FastAPI app is returned *itself*, its middleware stack wrapped so the
+    instrumentation is the outermost layer (it sees the 500 that Starlette's error handler
+    sends, and the exception after it); anything else is returned wrapped in
+    :class:`OfsreMiddleware`.
+
+    ``service``, ``version``, ``commit``, ``env`` and ``require_interaction_id`` (default
+    false) fall back to ``OFSRE_*`` variables. ``registry`` defaults to prometheus_client's
+    global one (ignored for exposition under ``PROMETHEUS_MULTIPROC_DIR``). Without
+    ``tracer_provider``, :func:`ofsre.instrumentation.tracing.setup_tracing` installs the
+    global one (idempotent; it exports only when ``OTEL_EXPORTER_OTLP_*ENDPOINT`` is set).
+    ``metrics_path=None`` serves no metrics endpoint. Calling it twice on one app is a no-op.
+    """
+    existing = getattr(getattr(app, "build_middleware_stack", None), "ofsre_middleware", None)
+    if existing is not None:
+        _log.warning("instrument_app(): %r is already instrumented", app)
+        return app
+    starlette_like = hasattr(app, "build_middleware_stack") and hasattr(app, "middleware_stack")
+    middleware = OfsreMiddleware(
+        None if starlette_like else app, service, version=version, commit=commit, env=env, registry=registry,
+        catalog=catalog, tracer_provider=tracer_provider, require_interaction_id=require_interaction_id,
+        metrics_path=metrics_path, excluded_paths=excluded_paths, routes=app)
+    if tracer_provider is None:
+        from .tracing import setup_tracing
+
+        setup_tracing(middleware.settings.service, version=middleware.settings.version)
+    if not starlette_like:
+        return middleware
+    _disable_fastapi_native_tracing(app)
+    build = app.build_middleware_stack
+
+    def build_middleware_stack() -> ASGIApp:
+        middleware.app = build()
+        return middleware
+
+    build_middleware_stack.ofsre_middleware = middleware  # type: ignore[attr-defined]
+    app.build_middleware_stack = build_middleware_stack
+    app.middleware_stack = None  # rebuilt, with us outside, on the next request or lifespan
+    return app
