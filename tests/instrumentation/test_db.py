@@ -3,7 +3,6 @@
 from unittest import mock
 
 import pytest
-from ofsre.instrumentation.db import OTHER_OPERATION, instrument_engine, operation_of
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -12,6 +11,8 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.ext.asyncio import create_async_engine
+
+from ofsre.instrumentation.db import OTHER_OPERATION, instrument_engine, operation_of
 
 PG_ASYNC = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 PG_SYNC = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -8,10 +8,11 @@ import subprocess
 import sys
 
 import pytest
-from ofsre.instrumentation.context import use_interaction_id
-from ofsre.instrumentation.logs import ContextFilter, JsonFormatter, configure_logging, record_fields
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import REGISTRY
+
+from ofsre.instrumentation.context import use_interaction_id
+from ofsre.instrumentation.logs import ContextFilter, JsonFormatter, configure_logging, record_fields
 
 RFC3339_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 

@@ -3,6 +3,13 @@
 import time
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+from prometheus_client import CollectorRegistry
+
 from ofsre.instrumentation.context import current_log_context, interaction_id, use_interaction_id
 from ofsre.instrumentation.messaging import (
     PUBLISHED_AT_HEADER,
@@ -10,12 +17,6 @@ from ofsre.instrumentation.messaging import (
     extract_context,
     inject_headers,
 )
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind, StatusCode
-from prometheus_client import CollectorRegistry
 
 LABELS = {"service": "payments", "queue": "pix", "backend": "memory"}
 

@@ -3,6 +3,7 @@
 import random
 
 import pytest
+
 from ofsre.instrumentation.redact import (
     CNPJ_MARK,
     CPF_MARK,
