@@ -19,6 +19,8 @@ from ._version import __version__
 # name -> (module that implements it, one-line help). Later areas add a line here.
 COMMANDS: dict[str, tuple[str, str]] = {
     "catalog": ("ofsre.instrumentation._catalog_cli", "show the Open Finance endpoint catalog and SLO objectives"),
+    "platform": ("ofsre.platform.runtime.cli", "run the platform locally: up / down / status / migrate (autoscaled)"),
+    "demo": ("ofsre.platform.runtime.demo", "start the platform, run an Open Finance journey, summarise, stop"),
 }
 
 _DESCRIPTION = """\
