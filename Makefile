@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo bench lint promtool clean
+.PHONY: test demo bench lint promtool wrk clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,13 +20,21 @@ promtool:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
 	  else echo "promtool not found: install Debian's 'prometheus' package" >&2; exit 1; fi; }
 
+# wrk drives the HTTP benchmarks; without it they fall back to a Python load generator.
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing wrk (apt-get install wrk)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
+	  else echo "wrk not found: benchmarks use the Python load generator" >&2; fi; }
+
 test: $(STAMP) promtool
 	$(PY) -m pytest
 
 demo: $(STAMP)
 	$(VENV)/bin/ofsre demo
 
-bench: $(STAMP)
+bench: $(STAMP) wrk
 	$(PY) bench/run.py
 
 lint: $(STAMP)
