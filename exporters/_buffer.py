@@ -1,0 +1,225 @@
+"""The bounded in-memory buffer between the application threads and a shipper's worker thread.
+
+The application thread calls :meth:`RecordBuffer.put` (O(1), one short lock); the worker
+calls :meth:`RecordBuffer.wait_for_batch` then :meth:`RecordBuffer.take`. The buffer is
+bounded twice, by records and by bytes, and what happens when it is full is the
+*overflow policy*:
+
+``drop_newest`` (default)
+    the new record is refused. Cheapest, and during a long outage it keeps the records
+    from the start of the incident, which usually say what went wrong.
+``drop_oldest``
+    the oldest records are evicted until the new one fits (OpenTelemetry's choice).
+``block``
+    the caller waits up to ``block_timeout`` seconds for room, then the record is refused.
+    Backpressure for batch jobs that prefer slowing down to losing logs; never the default.
+
+Every refusal or eviction is reported to the caller of ``put`` so it can be counted.
+
+The buffer also keeps the two counters :meth:`wait_settled` uses to implement ``flush()``:
+``accepted`` (records that entered) and ``settled`` (records delivered or dropped after
+entering). Records leave in FIFO order, so "everything accepted before the flush call is
+settled" is simply ``settled >= accepted-at-call-time``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import NamedTuple
+
+__all__ = ["Entry", "RecordBuffer", "OVERFLOW_POLICIES", "DROP_NEWEST", "DROP_OLDEST", "BLOCK"]
+
+DROP_NEWEST, DROP_OLDEST, BLOCK = "drop_newest", "drop_oldest", "block"
+OVERFLOW_POLICIES = (DROP_NEWEST, DROP_OLDEST, BLOCK)
+
+
+class Entry(NamedTuple):
+    """One log record, already formatted, redacted and encoded for its backend."""
+
+    key: bytes       # grouping key: Loki's stream labels as JSON; empty for the other backends
+    body: bytes      # the record as the backend wants it (a Loki value, a Datadog item, an NDJSON pair)
+    created: float   # record.created (unix seconds), for the backends' maximum record age
+
+    @property
+    def size(self) -> int:
+        """Bytes this record adds to a request body (the 1 is its separator: a comma or newline)."""
+        return len(self.key) + len(self.body) + 1
+
+
+class RecordBuffer:
+    """A FIFO of :class:`Entry` bounded by ``max_records`` and ``max_bytes``; thread-safe."""
+
+    def __init__(self, *, max_records: int, max_bytes: int, policy: str = DROP_NEWEST,
+                 block_timeout: float = 0.0, batch_records: int, batch_bytes: int) -> None:
+        if policy not in OVERFLOW_POLICIES:
+            raise ValueError(f"overflow policy must be one of {OVERFLOW_POLICIES}, not {policy!r}")
+        self.max_records, self.max_bytes = max_records, max_bytes
+        self.policy, self.block_timeout = policy, block_timeout
+        self._batch_records, self._batch_bytes = batch_records, batch_bytes
+        self._items: deque[Entry] = deque()
+        self._bytes = 0
+        lock = threading.Lock()
+        self._lock = lock
+        self._work = threading.Condition(lock)      # the worker waits here for a batch
+        self._space = threading.Condition(lock)     # producers under the "block" policy wait here
+        self._settled_cv = threading.Condition(lock)  # flush() waits here
+        self.accepted = 0
+        self.settled = 0
+        self._flush_requested = False
+        self._stopping = False
+        self._closed = False
+
+    # --- application side -------------------------------------------------------------------
+
+    def put(self, entry: Entry) -> tuple[bool, int]:
+        """Append ``entry``; return ``(accepted, evicted)``.
+
+        ``accepted`` is False when the entry was refused (full buffer under ``drop_newest``,
+        ``block`` timed out, or the buffer is closed); ``evicted`` counts older entries
+        dropped to make room under ``drop_oldest``.
+        """
+        size = entry.size
+        evicted = 0
+        with self._lock:
+            if self._closed or size > self.max_bytes:
+                return False, 0
+            if not self._fits(size):
+                if self.policy == DROP_NEWEST:
+                    return False, 0
+                if self.policy == DROP_OLDEST:
+                    evicted = self._evict_for(size)
+                elif not self._wait_for_space(size):
+                    return False, 0
+            self._items.append(entry)
+            self._bytes += size
+            self.accepted += 1
+            count = len(self._items)
+            # Wake the worker only when it has something new to decide on: the first record
+            # (its linger timer starts) or a full batch (it should send now).
+            if count == 1 or count == self._batch_records or (
+                    self._bytes >= self._batch_bytes > self._bytes - size):
+                self._work.notify()
+        return True, evicted
+
+    def _fits(self, size: int) -> bool:
+        return len(self._items) < self.max_records and self._bytes + size <= self.max_bytes
+
+    def _evict_for(self, size: int) -> int:
+        evicted = 0
+        while self._items and not self._fits(size):
+            self._bytes -= self._items.popleft().size
+            evicted += 1
+        self.settled += evicted
+        self._settled_cv.notify_all()
+        return evicted
+
+    def _wait_for_space(self, size: int) -> bool:
+        deadline = time.monotonic() + self.block_timeout
+        while not self._fits(size):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._closed:
+                return False
+            self._space.wait(remaining)
+        return True
+
+    def close(self) -> None:
+        """Refuse every later ``put`` (records logged after ``close()``)."""
+        with self._lock:
+            self._closed = True
+            self._space.notify_all()
+
+    # --- worker side ------------------------------------------------------------------------
+
+    def wait_for_batch(self, linger: float) -> bool:
+        """Block until a full batch is ready, the oldest record waited ``linger`` s, a flush, or stop.
+
+        Returns True when everything should go now (flush or stop), False for a timed batch.
+        """
+        with self._lock:
+            deadline = None
+            while not (self._stopping or self._flush_requested or self.batch_ready()):
+                if not self._items:
+                    deadline = None
+                    self._work.wait()
+                    continue
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + linger
+                if now >= deadline:
+                    break
+                self._work.wait(deadline - now)
+            drain = self._stopping or self._flush_requested
+            self._flush_requested = False
+            return drain
+
+    def batch_ready(self) -> bool:
+        """A full batch (by records or bytes) is waiting."""
+        return len(self._items) >= self._batch_records or self._bytes >= self._batch_bytes
+
+    def take(self, max_records: int, max_bytes: int, *, strict: bool = False) -> list[Entry]:
+        """Remove and return the oldest entries, at most ``max_records`` and ``max_bytes`` of them.
+
+        Unless ``strict``, returns at least one entry when the buffer is not empty (a single
+        entry is never larger than a batch: the handler enforces the per-record limit).
+        """
+        taken: list[Entry] = []
+        total = 0
+        with self._lock:
+            items = self._items
+            while items and len(taken) < max_records:
+                size = items[0].size
+                if total + size > max_bytes and (taken or strict):
+                    break
+                taken.append(items.popleft())
+                total += size
+            self._bytes -= total
+            if taken and self.policy == BLOCK:
+                self._space.notify_all()
+        return taken
+
+    def settle(self, count: int) -> None:
+        """Record that ``count`` accepted records were delivered or dropped."""
+        if count:
+            with self._lock:
+                self.settled += count
+                self._settled_cv.notify_all()
+
+    def add_carried_over(self, count: int) -> None:
+        """Count records found in the disk spool at start as accepted (so flush() waits for them)."""
+        with self._lock:
+            self.accepted += count
+
+    def stop(self) -> None:
+        """Ask the worker to finish: wakes it from :meth:`wait_for_batch`."""
+        with self._lock:
+            self._stopping = True
+            self._work.notify_all()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    # --- flush ------------------------------------------------------------------------------
+
+    def request_flush(self) -> int:
+        """Wake the worker to send everything now; return the ``settled`` target to wait for."""
+        with self._lock:
+            self._flush_requested = True
+            self._work.notify_all()
+            return self.accepted
+
+    def wait_settled(self, target: int, timeout: float) -> bool:
+        """Wait until ``settled >= target``; False if ``timeout`` seconds passed first."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self.settled < target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._settled_cv.wait(remaining)
+            return True
+
+    def __len__(self) -> int:
+        return len(self._items)
