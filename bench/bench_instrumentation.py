@@ -58,6 +58,14 @@ def _discarding_provider(ratio: float = 1.0):
     return build_tracer_provider("bench", exporter=Discard(), sampler_ratio=ratio)
 
 
+def _unprocessed_provider():
+    """A provider sampling everything but with no span processor: spans are made, then dropped."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    return TracerProvider(sampler=ParentBased(TraceIdRatioBased(1.0)))
+
+
 def build_app(variant: str):
     from fastapi import FastAPI
 
@@ -232,7 +240,11 @@ def cost_breakdown(requests: int = 3000) -> list[str]:
     rows = [("bare FastAPI app, called in-process", bare, "")]
     for label, provider in (("ofsre, no tracer (metrics, id, context)", NoOpTracerProvider()),
                             ("ofsre, traces sampled at 0 %", _discarding_provider(0.0)),
-                            ("ofsre, traces sampled at 100 %", _discarding_provider(1.0))):
+                            ("ofsre, traces sampled at 100 %", _discarding_provider(1.0)),
+                            # Diagnostic only: the same sampled spans with no span processor, so the
+                            # gap to the row above is what the BatchSpanProcessor (queue, worker
+                            # thread, spans freed in batches) adds.
+                            ("  same, no span processor (diagnostic)", _unprocessed_provider())):
         rows.append((label, _per_request_us(ofsre(provider), requests), "+"))
     lines = ["where the time goes (in-process ASGI calls, no server; us per request, best of 3)"]
     for label, us, sign in rows:
