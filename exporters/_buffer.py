@@ -1,20 +1,29 @@
 """The bounded in-memory buffer between the application threads and a shipper's worker thread.
 
-The application thread calls :meth:`RecordBuffer.put` (O(1), one short lock); the worker
-calls :meth:`RecordBuffer.wait_for_batch` then :meth:`RecordBuffer.take`. The buffer is
-bounded twice, by records and by bytes, and what happens when it is full is the
-*overflow policy*:
+The application thread calls :meth:`RecordBuffer.put` (O(1), one short lock) with a record
+as captured by the logging call (:mod:`._capture`); the worker calls
+:meth:`RecordBuffer.wait_for_batch` then :meth:`RecordBuffer.take`, which *encodes* the
+records it is about to hand out (the buffer's ``encode`` function: redaction and
+serialisation, see :mod:`._core`) without holding the lock, so a logging call never waits
+for an encoding. Until then a record's ``size`` is an estimate; once encoded, its exact size
+replaces the estimate in the byte count. An item that is already an :class:`Entry` (no
+``encode`` given) is stored as it is.
+
+The buffer is bounded twice, by records and by bytes, and what happens when it is full is
+the *overflow policy*:
 
 ``drop_newest`` (default)
     the new record is refused. Cheapest, and during a long outage it keeps the records
     from the start of the incident, which usually say what went wrong.
 ``drop_oldest``
-    the oldest records are evicted until the new one fits (OpenTelemetry's choice).
+    the oldest records are evicted until the new one fits (OpenTelemetry's choice). The few
+    records the worker is encoding at that moment cannot be evicted.
 ``block``
     the caller waits up to ``block_timeout`` seconds for room, then the record is refused.
     Backpressure for batch jobs that prefer slowing down to losing logs; never the default.
 
-Every refusal or eviction is reported to the caller of ``put`` so it can be counted.
+Every refusal or eviction is reported to the caller of ``put`` so it can be counted; a
+record that ``encode`` refuses (it returns ``None`` after counting why) is settled.
 
 The buffer also keeps the two counters :meth:`wait_settled` uses to implement ``flush()``:
 ``accepted`` (records that entered) and ``settled`` (records delivered or dropped after
@@ -27,7 +36,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 __all__ = ["Entry", "RecordBuffer", "OVERFLOW_POLICIES", "DROP_NEWEST", "DROP_OLDEST", "BLOCK"]
 
@@ -49,17 +59,26 @@ class Entry(NamedTuple):
 
 
 class RecordBuffer:
-    """A FIFO of :class:`Entry` bounded by ``max_records`` and ``max_bytes``; thread-safe."""
+    """A FIFO bounded by ``max_records`` and ``max_bytes`` that hands out :class:`Entry`; thread-safe.
+
+    ``encode(item) -> Entry | None`` turns a captured record into an entry on the worker
+    thread (``None``: refused, already counted by ``encode``); without it, items must be
+    entries already.
+    """
 
     def __init__(self, *, max_records: int, max_bytes: int, policy: str = DROP_NEWEST,
-                 block_timeout: float = 0.0, batch_records: int, batch_bytes: int) -> None:
+                 block_timeout: float = 0.0, batch_records: int, batch_bytes: int,
+                 encode: Callable[[Any], Entry | None] | None = None) -> None:
         if policy not in OVERFLOW_POLICIES:
             raise ValueError(f"overflow policy must be one of {OVERFLOW_POLICIES}, not {policy!r}")
         self.max_records, self.max_bytes = max_records, max_bytes
         self.policy, self.block_timeout = policy, block_timeout
         self._batch_records, self._batch_bytes = batch_records, batch_bytes
-        self._items: deque[Entry] = deque()
-        self._bytes = 0
+        self._encode = encode
+        self._raw: deque[Any] = deque()       # as put by the app threads, sized by estimate
+        self._ready: deque[Entry] = deque()   # encoded by the worker (older than every raw item)
+        self._count = 0    # records in either deque or being encoded
+        self._bytes = 0    # their sizes: exact once encoded, estimated before
         lock = threading.Lock()
         self._lock = lock
         self._work = threading.Condition(lock)      # the worker waits here for a batch
@@ -73,44 +92,48 @@ class RecordBuffer:
 
     # --- application side -------------------------------------------------------------------
 
-    def put(self, entry: Entry) -> tuple[bool, int]:
-        """Append ``entry``; return ``(accepted, evicted)``.
+    def put(self, item: Any) -> tuple[bool, int]:
+        """Append ``item`` (anything with a ``size``); return ``(accepted, evicted)``.
 
-        ``accepted`` is False when the entry was refused (full buffer under ``drop_newest``,
-        ``block`` timed out, or the buffer is closed); ``evicted`` counts older entries
+        ``accepted`` is False when the item was refused (full buffer under ``drop_newest``,
+        ``block`` timed out, or the buffer is closed); ``evicted`` counts older records
         dropped to make room under ``drop_oldest``.
         """
-        size = entry.size
+        size = item.size
         evicted = 0
         with self._lock:
             if self._closed or size > self.max_bytes:
                 return False, 0
-            if not self._fits(size):
+            if self._count >= self.max_records or self._bytes + size > self.max_bytes:
                 if self.policy == DROP_NEWEST:
                     return False, 0
                 if self.policy == DROP_OLDEST:
                     evicted = self._evict_for(size)
+                    if not self._fits(size):   # what is left is being encoded: cannot go
+                        return False, evicted
                 elif not self._wait_for_space(size):
                     return False, 0
-            self._items.append(entry)
+            self._raw.append(item)
             self._bytes += size
+            self._count += 1
             self.accepted += 1
-            count = len(self._items)
             # Wake the worker only when it has something new to decide on: the first record
             # (its linger timer starts) or a full batch (it should send now).
-            if count == 1 or count == self._batch_records or (
+            if self._count == 1 or self._count == self._batch_records or (
                     self._bytes >= self._batch_bytes > self._bytes - size):
                 self._work.notify()
         return True, evicted
 
     def _fits(self, size: int) -> bool:
-        return len(self._items) < self.max_records and self._bytes + size <= self.max_bytes
+        return self._count < self.max_records and self._bytes + size <= self.max_bytes
 
     def _evict_for(self, size: int) -> int:
         evicted = 0
-        while self._items and not self._fits(size):
-            self._bytes -= self._items.popleft().size
-            evicted += 1
+        for items in (self._ready, self._raw):   # oldest first
+            while items and not self._fits(size):
+                self._bytes -= items.popleft().size
+                self._count -= 1
+                evicted += 1
         self.settled += evicted
         self._settled_cv.notify_all()
         return evicted
@@ -140,7 +163,7 @@ class RecordBuffer:
         with self._lock:
             deadline = None
             while not (self._stopping or self._flush_requested or self.batch_ready()):
-                if not self._items:
+                if not self._count:
                     deadline = None
                     self._work.wait()
                     continue
@@ -155,19 +178,50 @@ class RecordBuffer:
             return drain
 
     def batch_ready(self) -> bool:
-        """A full batch (by records or bytes) is waiting."""
-        return len(self._items) >= self._batch_records or self._bytes >= self._batch_bytes
+        """A full batch (by records, or by bytes as far as known) is waiting."""
+        return self._count >= self._batch_records or self._bytes >= self._batch_bytes
+
+    def _prepare(self, wanted: int) -> None:
+        """Encode raw items until ``wanted`` entries are ready (or none are left); worker thread only."""
+        with self._lock:
+            missing = wanted - len(self._ready)
+            if missing <= 0 or not self._raw:
+                return
+            if missing >= len(self._raw):
+                raw, self._raw = self._raw, deque()
+            else:
+                raw = [self._raw.popleft() for _ in range(missing)]
+        encode = self._encode
+        # Outside the lock: the app threads keep logging while the worker encodes.
+        done = [(item if encode is None else encode(item), item.size) for item in raw]
+        with self._lock:
+            refused = 0
+            for entry, estimate in done:
+                if entry is None:
+                    refused += 1
+                    self._bytes -= estimate
+                else:
+                    self._bytes += entry.size - estimate
+                    self._ready.append(entry)
+            if refused:
+                self._count -= refused
+                self.settled += refused
+                self._settled_cv.notify_all()
+                if self.policy == BLOCK:
+                    self._space.notify_all()
 
     def take(self, max_records: int, max_bytes: int, *, strict: bool = False) -> list[Entry]:
         """Remove and return the oldest entries, at most ``max_records`` and ``max_bytes`` of them.
 
-        Unless ``strict``, returns at least one entry when the buffer is not empty (a single
-        entry is never larger than a batch: the handler enforces the per-record limit).
+        Encodes raw records first as needed. Unless ``strict``, returns at least one entry
+        when one is ready (a single entry is never larger than a batch: the encoder enforces
+        the per-record limit).
         """
+        self._prepare(max_records)
         taken: list[Entry] = []
         total = 0
         with self._lock:
-            items = self._items
+            items = self._ready
             while items and len(taken) < max_records:
                 size = items[0].size
                 if total + size > max_bytes and (taken or strict):
@@ -175,9 +229,21 @@ class RecordBuffer:
                 taken.append(items.popleft())
                 total += size
             self._bytes -= total
+            self._count -= len(taken)
             if taken and self.policy == BLOCK:
                 self._space.notify_all()
         return taken
+
+    def discard(self) -> int:
+        """Remove every record without encoding it; return how many, settled. Worker thread only."""
+        with self._lock:
+            count = self._count   # on the worker thread, nothing is being encoded
+            self._ready.clear()
+            self._raw.clear()
+            self._count = self._bytes = 0
+            self.settled += count
+            self._settled_cv.notify_all()
+        return count
 
     def settle(self, count: int) -> None:
         """Record that ``count`` accepted records were delivered or dropped."""
@@ -222,4 +288,4 @@ class RecordBuffer:
             return True
 
     def __len__(self) -> int:
-        return len(self._items)
+        return self._count

@@ -52,7 +52,7 @@ from ._config import UNKNOWN, env_str
 from .context import current_log_context
 from .redact import redact_text, redact_value
 
-__all__ = ["JsonFormatter", "ContextFilter", "record_fields", "configure_logging", "CONTEXT_KEYS"]
+__all__ = ["JsonFormatter", "ContextFilter", "record_fields", "configure_logging", "CONTEXT_KEYS", "STANDARD_ATTRS", "jsonable"]
 
 CONTEXT_KEYS = ("trace_id", "span_id", "interaction_id")
 
@@ -61,7 +61,7 @@ DEFAULT_LEVEL = "INFO"
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 # ``color_message`` is uvicorn's ANSI-coloured copy of the message: noise in JSON.
-_STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
     "message", "asctime", "taskName", "color_message", *CONTEXT_KEYS,
 }
 _JSON_SCALARS = (str, int, float, bool, type(None))
@@ -77,16 +77,16 @@ def _timestamp(record: logging.LogRecord) -> str:
 _MAX_DEPTH = 8  # deeper containers (or a container holding itself) are cut
 
 
-def _jsonable(value: Any, depth: int = 0) -> Any:
+def jsonable(value: Any, depth: int = 0) -> Any:
     """Make ``value`` JSON-ready *before* redaction, so an object's str() is redacted too."""
     if isinstance(value, _JSON_SCALARS):
         return value
     if isinstance(value, dict | list | tuple | set | frozenset) and depth >= _MAX_DEPTH:
         return "[TRUNCATED]"
     if isinstance(value, dict):
-        return {str(k): _jsonable(v, depth + 1) for k, v in value.items()}
+        return {str(k): jsonable(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
-        return [_jsonable(v, depth + 1) for v in value]
+        return [jsonable(v, depth + 1) for v in value]
     return str(value)
 
 
@@ -120,11 +120,11 @@ def record_fields(record: logging.LogRecord, *, service: str, env: str, version:
     }
     fields.update(_context_of(record))
     for key, value in record.__dict__.items():
-        if key in _STANDARD_ATTRS or key.startswith("_"):
+        if key in STANDARD_ATTRS or key.startswith("_"):
             continue
         # An extra may not overwrite a core field; it is kept under another name.
         name = key if key not in fields else f"extra_{key}"
-        fields[name] = redact_value(_jsonable(value))
+        fields[name] = redact_value(jsonable(value))
     exception = _exception_text(record)
     if exception:
         fields["exception"] = redact_text(exception)
