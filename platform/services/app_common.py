@@ -1,0 +1,215 @@
+"""What every service app has in common: lifespan, probes, errors, instrumentation.
+
+A service module builds its FastAPI app with :func:`service_app` and adds its routes::
+
+    def create_app(settings: Settings | None = None) -> FastAPI:
+        return service_app("accounts", settings, title="Accounts", routers=[router])
+
+``service_app`` gives the app
+
+* a lifespan that opens the database engine (``app.state.engine``/``app.state.sessions``)
+  and the queue (``app.state.queue``) on start, runs the service's own ``on_startup`` /
+  ``on_shutdown`` hooks (the worker starts and stops its consumer there), then closes the
+  queue and the engine and flushes the tracer provider and the log handlers (shippers);
+* ``GET /healthz`` (liveness, no I/O) and ``GET /readyz`` (database and queue reachable,
+  plus the service's own ``readiness`` checks; 503 when one fails);
+* the Open Finance error body for every error (:mod:`ofsre.platform.errors`);
+* ``ofsre.instrumentation.instrument_app`` (metrics on ``/metrics``, one span per request,
+  ``x-fapi-interaction-id``), applied last so it is the outermost layer.
+
+Endpoints get a database session with ``session: Session`` (a FastAPI dependency).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from opentelemetry import trace
+from pydantic import BaseModel, create_model
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ofsre.instrumentation import instrument_app
+from ofsre.instrumentation.catalog import Catalog
+
+from . import db
+from .errors import OFError, install_error_handlers, utc_now_iso
+from .settings import Settings
+
+__all__ = ["service_app", "Session", "CLIENT_ORG_HEADER", "ClientOrg", "Hook", "Check", "flush_telemetry",
+           "Meta", "Links", "of_body", "envelope", "check_owner", "consent_id_from"]
+
+_log = logging.getLogger("ofsre.platform")
+
+# Set by the gateway from the verified client certificate; the services record it on what a
+# client creates and compare it on later reads. The gateway drops any copy a client sends.
+CLIENT_ORG_HEADER = "x-ofsre-client-org-id"
+
+Hook = Callable[[FastAPI], Awaitable[None]]
+Check = Callable[[FastAPI], Awaitable[bool]]
+_QUEUE_CLOSE_TIMEOUT_S = 10.0
+
+
+async def _session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with request.app.state.sessions() as session:
+        yield session
+
+
+Session = Annotated[AsyncSession, Depends(_session)]
+
+
+def _client_org(request: Request) -> str | None:
+    return request.headers.get(CLIENT_ORG_HEADER)
+
+
+# The calling institution's organisationId, when the gateway verified a client certificate.
+ClientOrg = Annotated[str | None, Depends(_client_org)]
+
+
+class Meta(BaseModel):
+    totalRecords: int = 1
+    totalPages: int = 1
+    requestDateTime: str
+
+
+class Links(BaseModel):
+    self: str
+    first: str | None = None
+    prev: str | None = None
+    next: str | None = None
+    last: str | None = None
+
+
+def of_body(data: object, name: str) -> type[BaseModel]:
+    """The response model ``{data, links, meta}`` around ``data`` (a model or ``list[model]``)."""
+    return create_model(name, data=(data, ...), links=(Links, ...), meta=(Meta, ...))
+
+
+def envelope(data: Any, request: Request, *, links: dict | None = None, meta: dict | None = None) -> dict:
+    """The spec's response body: ``data`` plus ``links`` (at least ``self``) and ``meta``."""
+    return {"data": data, "links": links or {"self": str(request.url)},
+            "meta": meta or {"totalRecords": 1, "totalPages": 1, "requestDateTime": utc_now_iso()}}
+
+
+def consent_id_from(authorization: str | None, x_consent_id: str | None) -> str | None:
+    """The consent a call acts under: ``Authorization: Bearer consent:<id>`` first, then ``x-consent-id``.
+
+    Real Open Finance carries it in the access token's scope ``consent:<id>``; with no
+    authorisation server in the platform, the bearer token is that scope itself.
+    """
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "bearer" and token.startswith("consent:") and len(token) > len("consent:"):
+            return token[len("consent:"):].strip()
+    return x_consent_id.strip() if x_consent_id and x_consent_id.strip() else None
+
+
+def check_owner(owner_org: str | None, caller_org: str | None, what: str) -> None:
+    """403 when a resource created by one institution is used by another (both known)."""
+    if owner_org and caller_org and owner_org != caller_org:
+        raise OFError(403, f"{what} belongs to another institution")
+
+
+def flush_telemetry(timeout_s: float = 5.0) -> None:
+    """Export buffered spans and hand buffered log records to their shippers. Never raises."""
+    provider = trace.get_tracer_provider()
+    try:
+        if hasattr(provider, "force_flush"):
+            provider.force_flush(int(timeout_s * 1000))
+    except Exception:  # noqa: BLE001 - shutting down: report, carry on
+        _log.warning("flushing spans failed", exc_info=True)
+    for handler in logging.getLogger().handlers:
+        try:
+            handler.flush()
+        except Exception:  # noqa: BLE001
+            _log.warning("flushing log handler %r failed", handler, exc_info=True)
+
+
+def service_app(service: str, settings: Settings | None, *, title: str, description: str = "",
+                version: str = "1.0.0", routers: Sequence[APIRouter] = (), database: bool = True,
+                queue: bool = False, on_startup: Hook | None = None, on_shutdown: Hook | None = None,
+                readiness: dict[str, Check] | None = None, catalog: Catalog | None = None) -> FastAPI:
+    """A FastAPI app for ``service`` serving ``routers``, with lifespan, probes, error bodies and
+    instrumentation. ``settings`` defaults to ``Settings.from_env()``."""
+    settings = settings or Settings.from_env()
+    checks: dict[str, Check] = {}
+    if database:
+        checks["database"] = lambda app: db.ping(app.state.engine)
+    if queue:
+        checks["queue"] = _queue_ping
+    checks.update(readiness or {})
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = app.state
+        state.engine = db.create_engine(settings, service=service) if database else None
+        state.sessions = db.session_factory(state.engine) if database else None
+        state.queue = None
+        try:
+            if queue:
+                from .queue import open_queue  # the queue's backends import their clients lazily too
+
+                # The database backend shares this process's engine (one pool, one set of metrics).
+                shared = {"engine": state.engine} if database and settings.queue_backend == "db" else {}
+                state.queue = await open_queue(settings, **shared)
+            if on_startup is not None:
+                await on_startup(app)
+            yield
+        finally:
+            await _shutdown(app, on_shutdown)
+
+    app = FastAPI(title=title, description=description, version=version, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.service = service
+    install_error_handlers(app)
+    _add_probes(app, checks)
+    for router in routers:
+        app.include_router(router)
+    return instrument_app(app, service, catalog=catalog)
+
+
+async def _shutdown(app: FastAPI, on_shutdown: Hook | None) -> None:
+    """Stop the service's own work first (consumer), then the queue, then the engine, then telemetry."""
+    state = app.state
+    steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
+    if on_shutdown is not None:
+        steps.append(("on_shutdown", lambda: on_shutdown(app)))
+    if getattr(state, "queue", None) is not None:
+        steps.append(("queue", lambda: asyncio.wait_for(state.queue.close(), _QUEUE_CLOSE_TIMEOUT_S)))
+    if getattr(state, "engine", None) is not None:
+        steps.append(("engine", state.engine.dispose))
+    for name, step in steps:
+        try:
+            await step()
+        except Exception:  # noqa: BLE001 - one failing step must not skip the others
+            _log.exception("shutdown step %s failed", name)
+    flush_telemetry()
+
+
+async def _queue_ping(app: FastAPI) -> bool:
+    q = app.state.queue
+    return q is not None and bool(await q.ping())
+
+
+def _add_probes(app: FastAPI, checks: dict[str, Check]) -> None:
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        results = {}
+        for name, check in checks.items():
+            try:
+                results[name] = bool(await check(app))
+            except Exception:  # noqa: BLE001 - a check that raises is a failed check
+                _log.warning("readiness check %s raised", name, exc_info=True)
+                results[name] = False
+        ok = all(results.values())
+        return JSONResponse({"status": "ready" if ok else "unavailable", "checks": results},
+                            status_code=200 if ok else 503)

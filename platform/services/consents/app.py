@@ -1,0 +1,203 @@
+"""The consents service: consents v3 (create, read, revoke) plus a simulated authorisation.
+
+Spec routes (base ``/open-banking/consents/v3``)::
+
+    POST   /consents                 create, status AWAITING_AUTHORISATION          201
+    GET    /consents/{consentId}     read (expiry applied on read)                   200
+    DELETE /consents/{consentId}     revoke: AUTHORISED/AWAITING → REJECTED           204
+
+Simulation (not in the spec; the user's authorisation at the bank happens in a browser
+journey the platform does not model)::
+
+    POST /_sim/consents/{consentId}/authorise    AWAITING_AUTHORISATION → AUTHORISED
+    POST /_sim/consents/{consentId}/reject       AWAITING_AUTHORISATION → REJECTED
+
+Status changes are conditional ``UPDATE … WHERE status = <expected>``: two concurrent
+transitions cannot both win.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, FastAPI, Path, Request, Response
+from pydantic import AwareDatetime, BaseModel, Field
+from sqlalchemy import update
+
+from ..app_common import ClientOrg, Session, check_owner, envelope, of_body, service_app
+from ..errors import ERROR_RESPONSES, OFError
+from ..models import Consent, as_utc, utcnow
+from ..settings import Settings
+from .lifecycle import AUTHORISED, AWAITING, REJECTED, effective_status
+from .permissions import Permission, missing_group_permission
+
+__all__ = ["create_app", "BASE", "SIM_BASE", "consent_data", "iso"]
+
+BASE = "/open-banking/consents/v3"
+SIM_BASE = "/_sim/consents"
+MAX_VALIDITY = timedelta(days=365)  # the spec caps a consent at twelve months
+ConsentId = Annotated[str, Path(min_length=1, max_length=256)]
+
+
+def iso(value: datetime | None) -> str | None:
+    return as_utc(value).strftime("%Y-%m-%dT%H:%M:%SZ") if value is not None else None
+
+
+# --- request and response bodies --------------------------------------------------------------
+
+class PersonDocument(BaseModel):
+    identification: str = Field(pattern=r"^\d{11}$", description="CPF, 11 digits")
+    rel: Literal["CPF"]
+
+
+class BusinessDocument(BaseModel):
+    identification: str = Field(pattern=r"^\d{14}$", description="CNPJ, 14 digits")
+    rel: Literal["CNPJ"]
+
+
+class LoggedUser(BaseModel):
+    document: PersonDocument
+
+
+class BusinessEntity(BaseModel):
+    document: BusinessDocument
+
+
+class CreateConsentData(BaseModel):
+    loggedUser: LoggedUser
+    businessEntity: BusinessEntity | None = None
+    permissions: list[Permission] = Field(min_length=1, max_length=len(Permission))
+    expirationDateTime: AwareDatetime | None = None
+
+
+class CreateConsent(BaseModel):
+    data: CreateConsentData
+
+
+class RejectionReason(BaseModel):
+    code: str
+    additionalInformation: str | None = None
+
+
+class Rejection(BaseModel):
+    rejectedBy: str
+    reason: RejectionReason
+
+
+class ConsentData(BaseModel):
+    consentId: str
+    creationDateTime: str
+    status: Literal["AWAITING_AUTHORISATION", "AUTHORISED", "REJECTED"]
+    statusUpdateDateTime: str
+    permissions: list[str]
+    expirationDateTime: str | None = None
+    rejection: Rejection | None = None
+
+
+ConsentResponse = of_body(ConsentData, "ConsentResponse")
+
+
+def consent_data(consent: Consent, now: datetime) -> dict:
+    status, reason = effective_status(consent, now)
+    data = {"consentId": consent.consent_id, "creationDateTime": iso(consent.created_at), "status": status,
+            "statusUpdateDateTime": iso(consent.status_updated_at), "permissions": list(consent.permissions),
+            "expirationDateTime": iso(consent.expiration_at)}
+    if status == REJECTED:
+        data["rejection"] = {"rejectedBy": consent.rejected_by or "ASPSP", "reason": {"code": reason or "UNKNOWN"}}
+    return data
+
+
+# --- endpoints ----------------------------------------------------------------------------------
+
+router = APIRouter(responses=ERROR_RESPONSES)
+_OUT = {"response_model": ConsentResponse, "response_model_exclude_none": True}
+
+
+async def _load(session: Session, consent_id: str, caller_org: str | None) -> Consent:
+    consent = await session.get(Consent, consent_id)
+    if consent is None:
+        raise OFError(404, f"consent {consent_id} not found")
+    check_owner(consent.client_org_id, caller_org, "consent")
+    return consent
+
+
+@router.post(BASE + "/consents", status_code=201, tags=["consents"], **_OUT)
+async def create_consent(body: CreateConsent, request: Request, session: Session, org: ClientOrg) -> dict:
+    data = body.data
+    permissions = list(dict.fromkeys(p.value for p in data.permissions))  # the spec forbids repeats; keep first
+    missing = missing_group_permission(permissions)
+    if missing:
+        raise OFError(422, f"the permissions need {missing} to form a group", code="COMBINACAO_PERMISSOES_INCORRETA")
+    now = utcnow()
+    expires = data.expirationDateTime.astimezone(UTC) if data.expirationDateTime else None
+    if expires is not None and not now < expires <= now + MAX_VALIDITY:
+        raise OFError(422, "expirationDateTime must be in the future and within 12 months",
+                      code="DATA_EXPIRACAO_INVALIDA")
+    consent = Consent(
+        consent_id=f"urn:ofsre:{uuid.uuid4()}", status=AWAITING, permissions=permissions,
+        document=data.loggedUser.document.identification, document_rel=data.loggedUser.document.rel,
+        business_document=data.businessEntity.document.identification if data.businessEntity else None,
+        client_org_id=org, expiration_at=expires, created_at=now, status_updated_at=now)
+    session.add(consent)
+    await session.commit()
+    return envelope(consent_data(consent, now), request,
+                    links={"self": f"{str(request.url).rstrip('/')}/{consent.consent_id}"})
+
+
+@router.get(BASE + "/consents/{consentId}", tags=["consents"], **_OUT)
+async def get_consent(consentId: ConsentId, request: Request, session: Session, org: ClientOrg) -> dict:
+    consent = await _load(session, consentId, org)
+    return envelope(consent_data(consent, utcnow()), request)
+
+
+@router.delete(BASE + "/consents/{consentId}", status_code=204, tags=["consents"], response_class=Response)
+async def revoke_consent(consentId: ConsentId, session: Session, org: ClientOrg) -> Response:
+    consent = await _load(session, consentId, org)
+    status, _ = effective_status(consent, utcnow())
+    if status == REJECTED:
+        raise OFError(422, "the consent is already rejected", code="CONSENTIMENTO_EM_STATUS_REJEITADO")
+    reason = "CUSTOMER_MANUALLY_REVOKED" if status == AUTHORISED else "CUSTOMER_MANUALLY_REJECTED"
+    await _transition(session, consentId, status, REJECTED, rejected_by="USER", reason=reason)
+    return Response(status_code=204)
+
+
+@router.post(SIM_BASE + "/{consentId}/authorise", tags=["simulation"], **_OUT)
+async def sim_authorise(consentId: ConsentId, request: Request, session: Session) -> dict:
+    """Simulate the customer approving the consent at the bank (not an Open Finance endpoint)."""
+    return await _sim_decide(session, request, consentId, AUTHORISED)
+
+
+@router.post(SIM_BASE + "/{consentId}/reject", tags=["simulation"], **_OUT)
+async def sim_reject(consentId: ConsentId, request: Request, session: Session) -> dict:
+    """Simulate the customer refusing the consent at the bank (not an Open Finance endpoint)."""
+    return await _sim_decide(session, request, consentId, REJECTED)
+
+
+async def _sim_decide(session: Session, request: Request, consent_id: str, target: str) -> dict:
+    consent = await _load(session, consent_id, None)
+    status, _ = effective_status(consent, utcnow())
+    if status != AWAITING:
+        raise OFError(422, f"the consent is {status}, not {AWAITING}", code="STATUS_INVALIDO")
+    reason = "CUSTOMER_MANUALLY_REJECTED" if target == REJECTED else None
+    await _transition(session, consent_id, AWAITING, target, rejected_by="USER" if reason else None, reason=reason)
+    consent = await session.get(Consent, consent_id, populate_existing=True)
+    return envelope(consent_data(consent, utcnow()), request)
+
+
+async def _transition(session: Session, consent_id: str, expected: str, target: str, *,
+                      rejected_by: str | None, reason: str | None) -> None:
+    """Move the consent from ``expected`` to ``target``; 409 if someone else moved it first."""
+    result = await session.execute(
+        update(Consent).where(Consent.consent_id == consent_id, Consent.status == expected)
+        .values(status=target, status_updated_at=utcnow(), rejected_by=rejected_by, rejection_reason=reason))
+    if result.rowcount != 1:
+        await session.rollback()
+        raise OFError(409, "the consent changed status meanwhile; read it again")
+    await session.commit()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    return service_app("consents", settings, title="ofsre consents", version="3.3.1", routers=[router],
+                       description="Open Finance Brasil consents v3 (reference platform)")

@@ -1,0 +1,37 @@
+"""Consent statuses and the rules that move a consent between them.
+
+Data-sharing consent (consents v3)::
+
+    AWAITING_AUTHORISATION --authorise--> AUTHORISED --revoke (DELETE)--> REJECTED
+             |                                  |
+             +--reject / DELETE / 60 min--> REJECTED <--expirationDateTime passed--+
+
+Expiry is evaluated when a consent is read (:func:`effective_status`), so no background job is
+needed and every reader (consents, accounts) sees the same answer.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from ..models import Consent, as_utc
+
+__all__ = ["AWAITING", "AUTHORISED", "REJECTED", "CONSUMED", "AWAITING_TTL", "effective_status"]
+
+AWAITING = "AWAITING_AUTHORISATION"
+AUTHORISED = "AUTHORISED"
+REJECTED = "REJECTED"
+CONSUMED = "CONSUMED"  # payment consents only: a payment used it
+
+# A consent nobody authorises within an hour is rejected (CONSENT_AWAITING_AUTHORISATION_EXPIRED).
+AWAITING_TTL = timedelta(minutes=60)
+
+
+def effective_status(consent: Consent, now: datetime) -> tuple[str, str | None]:
+    """``(status, rejection reason code)`` of ``consent`` at ``now``, expiry included."""
+    if consent.status == AWAITING and as_utc(consent.created_at) + AWAITING_TTL <= now:
+        return REJECTED, "CONSENT_AWAITING_AUTHORISATION_EXPIRED"
+    expires = as_utc(consent.expiration_at)
+    if consent.status == AUTHORISED and expires is not None and expires <= now:
+        return REJECTED, "CONSENT_EXPIRED"
+    return consent.status, consent.rejection_reason

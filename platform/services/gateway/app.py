@@ -1,0 +1,271 @@
+"""The embedded API gateway: the one door of the platform.
+
+Per request, in this order (each refusal answers with the Open Finance error body)::
+
+    route     /open-banking/consents/v3/**  → consents     (unknown path → 404)
+              /open-banking/accounts/v2/**  → accounts
+              /open-banking/payments/v4/**  → payments
+              /_sim/consents/**, /_sim/payments/** → the simulated authorisation (OFSRE_SIMULATION_ROUTES)
+    mTLS      client certificate (see mtls.py)                     missing → 401, untrusted → 403
+    TPM       per origin and endpoint, fixed clock minute, limit from the catalog          → 429
+    TPS       global capacity, OFSRE_GATEWAY_TPS_LIMIT (default: catalog min_capacity_tps) → 529
+    proxy     next replica in round-robin order, over one pooled instrumented httpx client;
+              a refused connection moves on to the next replica; none left → 502;
+              no answer within the catalog's client_timeout_s → 504
+
+The origin is the certificate's organisationId when there is one, else the client's IP
+(OFSRE_MTLS=off). Upstream calls carry the trace (``traceparent``), the request's
+``x-fapi-interaction-id`` (one id per request/response pair: the gateway and the module
+serve the same pair), the verified organisationId (``x-ofsre-client-org-id``, any copy sent
+by the client is dropped), ``x-forwarded-for``/``x-forwarded-proto`` and the original Host
+(so the modules' ``links`` point at the gateway).
+
+The proxy is a plain ASGI callable mounted on two catch-all routes: FastAPI routing and the
+instrumentation middleware (metrics labelled by catalog route template, the SERVER span,
+the interaction id) surround it, and nothing else does per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.cookiejar
+import logging
+import time
+from collections.abc import Callable
+
+import httpx
+from fastapi import FastAPI
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ofsre.instrumentation.catalog import Catalog, load_catalog
+from ofsre.instrumentation.context import INTERACTION_ID_HEADER, interaction_id
+from ofsre.instrumentation.httpclient import instrumented_client
+
+from ..app_common import CLIENT_ORG_HEADER, service_app
+from ..errors import error_response
+from ..settings import Settings
+from .limits import WindowCounter
+from .mtls import Authenticator, CertificateRejected, CertificateVerifier
+from .upstreams import Upstreams
+
+__all__ = ["create_app", "GatewayProxy", "ROUTES", "SIM_ROUTES"]
+
+_log = logging.getLogger("ofsre.platform.gateway")
+
+ROUTES = (("/open-banking/consents/v3/", "consents"), ("/open-banking/accounts/v2/", "accounts"),
+          ("/open-banking/payments/v4/", "payments"))
+SIM_ROUTES = (("/_sim/consents/", "consents"), ("/_sim/payments/", "payments"))
+MAX_BODY_BYTES = 1 << 20
+# Hop-by-hop headers (RFC 9110 §7.6.1) and what the gateway sets itself.
+_DROP_REQUEST = frozenset({b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
+                           b"trailer", b"transfer-encoding", b"upgrade", b"content-length",
+                           CLIENT_ORG_HEADER.encode(), INTERACTION_ID_HEADER.encode(), b"x-forwarded-for",
+                           b"x-forwarded-proto"})
+_DROP_RESPONSE = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+                            "transfer-encoding", "upgrade", "content-length", "content-encoding", "date", "server",
+                            INTERACTION_ID_HEADER})
+
+
+class GatewayProxy:
+    """The ASGI proxy; holds the limiters, the authenticator, the upstreams and the client."""
+
+    def __init__(self, settings: Settings, catalog: Catalog, upstreams: Upstreams,
+                 authenticator: Authenticator | None, *, transport: httpx.AsyncBaseTransport | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.catalog = catalog
+        self.upstreams = upstreams
+        self.authenticator = authenticator  # None: OFSRE_MTLS=off
+        self.routes = ROUTES + (SIM_ROUTES if settings.simulation_routes else ())
+        self.tps_limit = settings.gateway_tps_limit or int(catalog.ecosystem["min_capacity_tps"])
+        self.timeout_s = float(catalog.ecosystem["client_timeout_s"])
+        self.tpm = WindowCounter(60, clock)
+        self.tps = WindowCounter(1, clock)
+        self.transport = transport  # tests: an httpx transport standing in for the network
+        self.client: httpx.AsyncClient | None = None
+
+    def open(self) -> None:
+        self.client = instrumented_client(transport=self.transport or _ShardedTransport(),
+                                          cookies=_refusing_cookie_jar(), timeout=httpx.Timeout(self.timeout_s))
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+
+    def _service(self, path: str) -> str | None:
+        for prefix, service in self.routes:
+            if path.startswith(prefix):
+                return service
+        return None
+
+    async def __call__(self, scope, receive, send) -> None:
+        path, method = scope["path"], scope["method"]
+        service = self._service(path)
+        if service is None:
+            return await error_response(404, f"no API at {path}")(scope, receive, send)
+        org_id = None
+        if self.authenticator is not None:
+            try:
+                org_id = self.authenticator.authenticate(scope).org_id
+            except CertificateRejected as rejected:
+                return await error_response(rejected.status, rejected.detail)(scope, receive, send)
+        refusal = self._over_limit(scope, method, path, org_id)
+        if refusal is not None:
+            return await refusal(scope, receive, send)
+        body = await _read_body(receive)
+        if body is None:
+            return await error_response(413, f"request body larger than {MAX_BODY_BYTES} bytes")(scope, receive, send)
+        response = await self._forward(scope, service, body, org_id)
+        if not isinstance(response, httpx.Response):  # the gateway's own error
+            return await response(scope, receive, send)
+        await send({"type": "http.response.start", "status": response.status_code,
+                    "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.multi_items()
+                                if k not in _DROP_RESPONSE]
+                    + [(b"content-length", str(len(response.content)).encode())]})
+        await send({"type": "http.response.body", "body": response.content})
+
+    def _over_limit(self, scope, method: str, path: str, org_id: str | None):
+        entry = self.catalog.match(method, path)
+        if entry is not None and entry.tpm is not None:
+            origin = org_id or (scope.get("client") or ("unknown",))[0]
+            if not self.tpm.hit((origin, entry.method, entry.route), entry.tpm):
+                return error_response(429, f"more than {entry.tpm} calls to {entry.route} in this minute",
+                                      headers={"retry-after": str(self.tpm.seconds_left())})
+        if not self.tps.hit(None, self.tps_limit):
+            return error_response(529, f"the platform is above its capacity of {self.tps_limit} TPS",
+                                  headers={"retry-after": "1"})
+        return None
+
+    def _headers(self, scope, org_id: str | None) -> list[tuple[bytes, bytes]]:
+        headers = [(k, v) for k, v in scope["headers"] if k not in _DROP_REQUEST]
+        if self.authenticator is not None:
+            header = self.authenticator.header
+            headers = [(k, v) for k, v in headers if k != header]  # the certificate stays at the edge
+        forwarded_for = [v for k, v in scope["headers"] if k == b"x-forwarded-for"]
+        client = scope.get("client")
+        chain = b", ".join(forwarded_for + ([client[0].encode()] if client else []))
+        if chain:
+            headers.append((b"x-forwarded-for", chain))
+        headers.append((b"x-forwarded-proto", scope.get("scheme", "http").encode()))
+        iid = interaction_id() or next((v.decode("latin-1") for k, v in scope["headers"]
+                                        if k == INTERACTION_ID_HEADER.encode()), None)
+        if iid:
+            headers.append((INTERACTION_ID_HEADER.encode(), iid.encode("latin-1")))
+        if org_id:
+            headers.append((CLIENT_ORG_HEADER.encode(), org_id.encode("utf-8")))
+        return headers
+
+    async def _forward(self, scope, service: str, body: bytes, org_id: str | None) -> httpx.Response | Response:
+        targets = self.upstreams.order(service)
+        if not targets:
+            return error_response(502, f"no {service} replica is available")
+        target = scope.get("raw_path") or scope["path"].encode()
+        if scope.get("query_string"):
+            target += b"?" + scope["query_string"]
+        headers = self._headers(scope, org_id)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                for base in targets:
+                    # A bare Request: skips the client's base-URL/header/cookie merging (nothing to merge)
+                    request = httpx.Request(scope["method"], base + target.decode("latin-1"),
+                                            headers=headers, content=body)
+                    try:
+                        return await self.client.send(request)
+                    except httpx.ConnectError as exc:  # nothing was sent: the next replica may take it
+                        _log.warning("%s replica %s refused the connection: %s", service, base, exc)
+        except (TimeoutError, httpx.TimeoutException):
+            return error_response(504, f"{service} did not answer within {self.timeout_s:g} s")
+        except httpx.HTTPError as exc:
+            _log.warning("%s call failed: %s", service, exc)
+            return error_response(502, f"{service} failed to answer")
+        return error_response(502, f"no {service} replica accepted the connection")
+
+
+class _ShardedTransport(httpx.AsyncBaseTransport):
+    """The shared client's connection pool, split into ``shards`` smaller pools used in turn.
+
+    httpcore 1.0's pool re-scans every connection, polling each socket, for every queued
+    request on every request start and end (O(connections² + connections × requests);
+    encode/httpcore#1035, encode/httpx#3215). Under a few dozen concurrent calls that scan
+    cost the gateway more CPU than the proxying itself; eight pools of an eighth the size
+    keep each scan short. Keep-alive (4 s) stays below uvicorn's 5 s, so the gateway never
+    reuses a connection the module is about to close.
+    """
+
+    def __init__(self, shards: int = 8, connections_per_shard: int = 64) -> None:
+        limits = httpx.Limits(max_connections=connections_per_shard, max_keepalive_connections=connections_per_shard // 2,
+                              keepalive_expiry=4.0)
+        self._pools = [httpx.AsyncHTTPTransport(limits=limits) for _ in range(shards)]
+        self._next = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self._next = (self._next + 1) % len(self._pools)
+        return await self._pools[self._next].handle_async_request(request)
+
+    async def aclose(self) -> None:
+        for pool in self._pools:
+            await pool.aclose()
+
+
+def _refusing_cookie_jar() -> http.cookiejar.CookieJar:
+    """A jar that stores no cookie: one client serves every caller, so a module's ``Set-Cookie``
+    (passed through to the caller) must never be kept, let alone replayed for someone else."""
+    return http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+
+
+async def _read_body(receive) -> bytes | None:
+    """The whole request body, or None past MAX_BODY_BYTES."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def create_app(settings: Settings | None = None, *, catalog: Catalog | None = None,
+               transport: httpx.AsyncBaseTransport | None = None, clock: Callable[[], float] = time.time) -> FastAPI:
+    """The gateway app. ``catalog`` defaults to ``load_catalog()`` (``OFSRE_CATALOG`` or the bundled one);
+    ``transport`` and ``clock`` replace the network and the wall clock in tests."""
+    settings = settings or Settings.from_env()
+    catalog = catalog or load_catalog()
+    authenticator = None
+    if settings.mtls:
+        if settings.client_ca_file is None and settings.tls_cert_file is None:
+            raise ValueError("OFSRE_MTLS is on but OFSRE_CLIENT_CA_FILE is not set: no client certificate could be "
+                             "verified (set it, or OFSRE_MTLS=off for a local demo)")
+        verifier = CertificateVerifier.from_file(settings.client_ca_file) if settings.client_ca_file else None
+        authenticator = Authenticator(verifier, header=settings.client_cert_header,
+                                      trusted_proxies=settings.trusted_proxies)
+    upstreams = Upstreams(settings.upstreams, settings.upstreams_file)
+    proxy = GatewayProxy(settings, catalog, upstreams, authenticator, transport=transport, clock=clock)
+    watcher: list[asyncio.Task] = []
+
+    async def start(app: FastAPI) -> None:
+        proxy.open()
+        if settings.upstreams_file is not None:
+            watcher.append(asyncio.create_task(upstreams.watch(), name="upstreams-watch"))
+
+    async def stop(app: FastAPI) -> None:
+        for task in watcher:
+            task.cancel()
+        await proxy.close()
+
+    async def routable(app: FastAPI) -> bool:
+        table = upstreams.table
+        return any(table.get(service) for _, service in ROUTES)
+
+    app = service_app("gateway", settings, title="ofsre gateway", database=False, on_startup=start,
+                      on_shutdown=stop, readiness={"upstreams": routable}, catalog=catalog,
+                      description="Embedded API gateway of the reference Open Finance platform")
+    app.state.proxy = proxy
+    for prefix in ("/open-banking", "/_sim"):
+        app.router.routes.append(Route(prefix + "/{path:path}", proxy, include_in_schema=False))
+    return app

@@ -1,0 +1,194 @@
+"""End-to-end through real processes: consent → authorise → accounts → Pix → settled, one trace.
+
+The client plays the WAF: it calls the gateway from 127.0.0.1 (a trusted proxy) and forwards
+the client certificate in ``x-ssl-client-cert``. Every assertion is on behaviour; waits are
+polls bounded by generous timeouts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import ssl
+import time
+
+import httpx
+import pytest
+
+from ofsre.instrumentation.semconv import HTTP_IN_FLIGHT
+
+from ..conftest import consent_request, payment_consent_request, pix_request
+from .conftest import E2E_BAIXA_TPM, start_process, stop_processes, wait_ready
+
+CONSENTS = "/open-banking/consents/v3/consents"
+ACCOUNTS = "/open-banking/accounts/v2/accounts"
+PAYMENTS = "/open-banking/payments/v4"
+
+
+def poll(check, timeout_s: float = 30.0, every_s: float = 0.1):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        time.sleep(every_s)
+
+
+def of_error(response: httpx.Response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"errors", "meta"} and set(body["errors"][0]) == {"code", "title", "detail"}
+    return body["errors"][0]
+
+
+@pytest.fixture(scope="module")
+def waf(platform, pki):
+    """An httpx client acting as the WAF in front of the gateway, with org ``org-e2e``'s certificate."""
+    cert = pki.issue("org-e2e")
+    with httpx.Client(base_url=platform.gateway.url, headers={"x-ssl-client-cert": cert.header}, timeout=20) as client:
+        yield client
+
+
+def test_full_journey_is_one_trace_from_gateway_to_worker(platform, waf):
+    trace_id = secrets.token_hex(16)
+
+    def traced() -> dict:
+        return {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
+
+    created = waf.post(CONSENTS, json=consent_request())
+    assert created.status_code == 201, created.text
+    cid = created.json()["data"]["consentId"]
+    assert waf.post(f"/_sim/consents/{cid}/authorise").json()["data"]["status"] == "AUTHORISED"
+    token = {"authorization": f"Bearer consent:{cid}"}
+    accounts = waf.get(ACCOUNTS, headers=token)
+    assert accounts.status_code == 200, accounts.text
+    account_id = accounts.json()["data"][0]["accountId"]
+    assert waf.get(f"{ACCOUNTS}/{account_id}/balances", headers=token).status_code == 200
+    transactions = waf.get(f"{ACCOUNTS}/{account_id}/transactions", headers=token).json()
+    assert transactions["meta"]["totalPages"] >= 1 and transactions["links"]["self"].startswith(platform.gateway.url)
+
+    pay_consent = waf.post(f"{PAYMENTS}/consents", json=payment_consent_request(),
+                           headers={"x-idempotency-key": secrets.token_hex(8)}).json()["data"]["consentId"]
+    waf.post(f"/_sim/payments/consents/{pay_consent}/authorise")
+    paid = waf.post(f"{PAYMENTS}/pix/payments", json=pix_request(),
+                    headers={**traced(), "x-idempotency-key": secrets.token_hex(8),
+                             "authorization": f"Bearer consent:{pay_consent}"})
+    assert paid.status_code == 201, paid.text
+    payment_id = paid.json()["data"][0]["paymentId"]
+    assert paid.json()["data"][0]["status"] == "RCVD"
+
+    final = poll(lambda: (lambda s: s if s in ("ACSC", "RJCT") else None)(
+        waf.get(f"{PAYMENTS}/pix/payments/{payment_id}").json()["data"]["status"]))
+    assert final == "ACSC"
+
+    # One trace: gateway SERVER → payments SERVER → PRODUCER → (queue) → worker CONSUMER.
+    def chain_from_consumer():
+        """Services from the worker's CONSUMER span up its parents, once the whole chain has arrived."""
+        spans = platform.receiver.trace(trace_id)
+        by_id = {s.span_id: s for s in spans}
+        consumer = next((s for s in spans if s.service == "worker" and s.kind == 5), None)  # 5: CONSUMER
+        chain, span = [], consumer
+        while span is not None:
+            chain.append(span.service)
+            span = by_id.get(span.parent_id)
+        return chain if chain and chain[-1] == "gateway" else None
+
+    chain = poll(chain_from_consumer)
+    assert chain[0] == "worker" and "payments" in chain, chain
+
+
+def test_missing_certificate_is_401(platform):
+    with httpx.Client(base_url=platform.gateway.url) as client:
+        assert of_error(client.get(ACCOUNTS), 401)["code"] == "UNAUTHORIZED"
+
+
+def test_certificate_from_another_ca_is_403(platform, rogue_pki):
+    rogue = {"x-ssl-client-cert": rogue_pki.issue("org-e2e").header}
+    with httpx.Client(base_url=platform.gateway.url) as client:
+        assert of_error(client.get(ACCOUNTS, headers=rogue), 403)["code"] == "FORBIDDEN"
+
+
+def test_certificate_claimed_by_an_untrusted_proxy_is_403(platform, pki):
+    """127.0.0.2 is loopback too, but outside OFSRE_TRUSTED_PROXIES=127.0.0.1/32."""
+    cert = {"x-ssl-client-cert": pki.issue("org-e2e").header}
+    transport = httpx.HTTPTransport(local_address="127.0.0.2")
+    with httpx.Client(base_url=platform.gateway.url, transport=transport) as client:
+        assert "untrusted peer" in of_error(client.get(ACCOUNTS, headers=cert), 403)["detail"]
+
+
+def test_tpm_from_the_catalog_is_429_exactly_past_the_limit(platform, pki):
+    # A fresh organisation, so the journey's calls do not count; start well inside a clock minute
+    # so the limit + 1 calls cannot straddle two minutes.
+    if time.time() % 60 > 50:
+        time.sleep(61 - time.time() % 60)
+    cert = {"x-ssl-client-cert": pki.issue(f"org-tpm-{secrets.token_hex(4)}").header}
+    with httpx.Client(base_url=platform.gateway.url, headers=cert) as client:
+        statuses = [client.get(ACCOUNTS).status_code for _ in range(E2E_BAIXA_TPM + 1)]
+        # the calls carry no consent: 401 from accounts, but each one counts against the origin's TPM
+        assert statuses == [401] * E2E_BAIXA_TPM + [429]
+        refused = client.get(ACCOUNTS)
+        assert of_error(refused, 429)["code"] == "TOO_MANY_REQUESTS" and int(refused.headers["retry-after"]) >= 1
+
+
+def test_gateway_with_its_own_tls_listener(platform, pki, tmp_path):
+    """OFSRE_TLS_CERT_FILE: the handshake requires a client certificate signed by the CA, and the
+    certificate's OU still becomes the origin forwarded to the modules."""
+    server = pki.issue("gateway", cn="127.0.0.1", san="127.0.0.1")
+    (tmp_path / "server.pem").write_bytes(server.pem)
+    (tmp_path / "server.key").write_bytes(server.key_pem)
+    env = {**platform.env, "OFSRE_SERVICE": "gateway", "OFSRE_MTLS": "on", "OFSRE_CLIENT_CA_FILE": str(platform.client_ca),
+           "OFSRE_TLS_CERT_FILE": str(tmp_path / "server.pem"), "OFSRE_TLS_KEY_FILE": str(tmp_path / "server.key"),
+           "OFSRE_UPSTREAMS": f'{{"consents": ["{platform.services["consents"].url}"]}}'}
+    gateway = start_process("gateway", env, tmp_path)
+    try:
+        client_cert = pki.issue("org-tls")
+        (tmp_path / "client.pem").write_bytes(client_cert.pem + client_cert.key_pem)
+        context = ssl.create_default_context(cafile=str(platform.client_ca))
+        context.load_cert_chain(str(tmp_path / "client.pem"))
+        url = f"https://127.0.0.1:{gateway.port}"
+        with httpx.Client(base_url=url, verify=context) as client:
+            created = client.post(CONSENTS, json=consent_request())
+            assert created.status_code == 201, created.text
+            cid = created.json()["data"]["consentId"]
+        # the consent belongs to org-tls: another organisation (via the WAF path) may not read it
+        other = {"x-ssl-client-cert": pki.issue("org-other").header}
+        with httpx.Client(base_url=platform.gateway.url, headers=other) as client:
+            assert of_error(client.get(f"{CONSENTS}/{cid}"), 403)["code"] == "FORBIDDEN"
+        anonymous = ssl.create_default_context(cafile=str(platform.client_ca))
+        with httpx.Client(base_url=url, verify=anonymous) as client, pytest.raises(httpx.HTTPError):
+            client.get(f"{CONSENTS}/{cid}")  # no client certificate: the handshake fails
+    finally:
+        assert stop_processes([gateway]) == {"gateway": True}
+
+
+def _in_flight(url: str, route: str) -> float:
+    metrics = httpx.get(url + "/metrics").text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith(HTTP_IN_FLIGHT.name + "{") and f'route="{route}"' in line)
+
+
+def test_sigterm_drains_in_flight_requests(platform, tmp_path):
+    """A second consents replica gets SIGTERM while a request is in flight (its body half sent):
+    the request still completes, then the process ends by itself after its lifespan shutdown
+    (uvicorn re-raises the SIGTERM it handled: exit code 0 or -15)."""
+    replica = start_process("consents", {**platform.env, "OFSRE_SERVICE": "consents"}, tmp_path)
+    wait_ready(replica)
+    body = json.dumps(consent_request()).encode()
+    head = (f"POST {CONSENTS} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", replica.port), timeout=30) as conn:
+        conn.sendall(head + body[:10])
+        poll(lambda: _in_flight(replica.url, CONSENTS) >= 1)  # the app is waiting for the rest of the body
+        os.kill(replica.proc.pid, signal.SIGTERM)
+        conn.sendall(body[10:])
+        response = b""
+        while chunk := conn.recv(65536):
+            response += chunk
+    assert response.startswith(b"HTTP/1.1 201"), response[:200]
+    assert replica.proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    assert "Application shutdown complete" in replica.log.read_text()

@@ -1,0 +1,125 @@
+"""consents v3 on PostgreSQL: create, authorise (simulated), read, revoke, and every refusal."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import update
+
+from ofsre.platform import db
+from ofsre.platform.consents.app import create_app
+from ofsre.platform.models import Consent
+
+BASE = "/open-banking/consents/v3/consents"
+
+
+def assert_of_error(response, status: int, code: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"errors", "meta"}
+    err = body["errors"][0]
+    assert set(err) == {"code", "title", "detail"}
+    assert body["meta"]["totalRecords"] == 1 and body["meta"]["requestDateTime"].endswith("Z")
+    if code:
+        assert err["code"] == code
+    return err
+
+
+async def test_consent_lifecycle_awaiting_authorised_rejected(settings, serve, journeys):
+    async with serve(create_app(settings)) as http:
+        created = await http.post(BASE, json=journeys.consent())
+        assert created.status_code == 201, created.text
+        data = created.json()["data"]
+        cid = data["consentId"]
+        assert data["status"] == "AWAITING_AUTHORISATION"
+        assert data["permissions"] == journeys.consent()["data"]["permissions"]
+        assert created.json()["links"]["self"].endswith(cid)
+
+        authorised = await http.post(f"/_sim/consents/{cid}/authorise")
+        assert authorised.status_code == 200 and authorised.json()["data"]["status"] == "AUTHORISED"
+        assert (await http.get(f"{BASE}/{cid}")).json()["data"]["status"] == "AUTHORISED"
+
+        revoked = await http.delete(f"{BASE}/{cid}")
+        assert revoked.status_code == 204 and revoked.content == b""
+        after = (await http.get(f"{BASE}/{cid}")).json()["data"]
+        assert after["status"] == "REJECTED"
+        assert after["rejection"] == {"rejectedBy": "USER", "reason": {"code": "CUSTOMER_MANUALLY_REVOKED"}}
+
+        assert_of_error(await http.delete(f"{BASE}/{cid}"), 422, "CONSENTIMENTO_EM_STATUS_REJEITADO")
+        assert_of_error(await http.post(f"/_sim/consents/{cid}/authorise"), 422, "STATUS_INVALIDO")
+
+
+async def test_rejecting_an_awaiting_consent(settings, serve, journeys):
+    async with serve(create_app(settings)) as http:
+        cid = (await http.post(BASE, json=journeys.consent())).json()["data"]["consentId"]
+        rejected = await http.post(f"/_sim/consents/{cid}/reject")
+        assert rejected.json()["data"]["rejection"]["reason"]["code"] == "CUSTOMER_MANUALLY_REJECTED"
+
+
+async def test_expired_consents_read_as_rejected(settings, serve, journeys):
+    async with serve(create_app(settings)) as http:
+        cid = (await http.post(BASE, json=journeys.consent())).json()["data"]["consentId"]
+        await http.post(f"/_sim/consents/{cid}/authorise")
+        engine = db.create_engine(settings, service="test")
+        async with engine.begin() as conn:
+            await conn.execute(update(Consent).where(Consent.consent_id == cid)
+                               .values(expiration_at=datetime.now(UTC) - timedelta(seconds=1)))
+        await engine.dispose()
+        data = (await http.get(f"{BASE}/{cid}")).json()["data"]
+        assert data["status"] == "REJECTED" and data["rejection"]["reason"]["code"] == "CONSENT_EXPIRED"
+
+
+@pytest.mark.parametrize("body, status, code", [
+    ({"data": {}}, 422, "PARAMETRO_INVALIDO"),
+    ({"data": {"loggedUser": {"document": {"identification": "123", "rel": "CPF"}},
+               "permissions": ["ACCOUNTS_READ", "RESOURCES_READ"]}}, 422, None),
+    ({"data": {"loggedUser": {"document": {"identification": "12345678901", "rel": "CPF"}},
+               "permissions": ["NOT_A_PERMISSION"]}}, 422, None),
+    ({"data": {"loggedUser": {"document": {"identification": "12345678901", "rel": "CPF"}},
+               "permissions": ["ACCOUNTS_READ"]}}, 422, "COMBINACAO_PERMISSOES_INCORRETA"),
+    ({"data": {"loggedUser": {"document": {"identification": "12345678901", "rel": "CPF"}},
+               "permissions": ["RESOURCES_READ"], "expirationDateTime": "2001-01-01T00:00:00Z"}},
+     422, "DATA_EXPIRACAO_INVALIDA"),
+    ([1, 2, 3], 400, None),
+])
+async def test_invalid_consent_requests_get_of_errors(settings, serve, body, status, code):
+    async with serve(create_app(settings)) as http:
+        assert_of_error(await http.post(BASE, json=body), status, code)
+
+
+async def test_malformed_json_and_unknown_routes_get_of_errors(settings, serve):
+    async with serve(create_app(settings)) as http:
+        bad = await http.post(BASE, content=b"{not json", headers={"content-type": "application/json"})
+        assert_of_error(bad, 400)
+        assert_of_error(await http.get(f"{BASE}/urn:ofsre:nope"), 404, "NOT_FOUND")
+        assert_of_error(await http.get("/no/such/route"), 404)
+        assert_of_error(await http.put(BASE, json={}), 405)
+
+
+async def test_another_institution_cannot_read_or_revoke(settings, serve, journeys):
+    async with serve(create_app(settings)) as http:
+        mine = {"x-ofsre-client-org-id": "org-a"}
+        cid = (await http.post(BASE, json=journeys.consent(), headers=mine)).json()["data"]["consentId"]
+        assert (await http.get(f"{BASE}/{cid}", headers=mine)).status_code == 200
+        theirs = {"x-ofsre-client-org-id": "org-b"}
+        assert_of_error(await http.get(f"{BASE}/{cid}", headers=theirs), 403)
+        assert_of_error(await http.delete(f"{BASE}/{cid}", headers=theirs), 403)
+
+
+async def test_probes(settings, serve):
+    app = create_app(settings)
+    async with serve(app) as http:
+        assert (await http.get("/healthz")).json() == {"status": "ok"}
+        ready = await http.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["checks"] == {"database": True}
+        assert "ofsre_http_server_requests_total" in (await http.get("/metrics")).text
+
+
+async def test_readyz_is_503_when_the_database_is_unreachable(settings, serve):
+    broken = settings.__class__(database_url="postgresql+asyncpg://postgres@127.0.0.1:1/none",
+                                data_dir=settings.data_dir)
+    async with serve(create_app(broken)) as http:
+        ready = await http.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"] == {"database": False}
+        assert (await http.get("/healthz")).status_code == 200

@@ -1,0 +1,273 @@
+"""The gateway: routing, round robin, failover, timeouts, mTLS, TPM/TPS limits, forwarded headers.
+
+The upstream replicas are an ``httpx.MockTransport`` that answers with what it received (or
+refuses, or hangs), except the last test, which goes through to the real accounts app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+import uuid
+from contextlib import AsyncExitStack
+
+import httpx
+import pytest
+
+from ofsre.instrumentation.catalog import load_catalog
+from ofsre.platform.accounts.app import create_app as accounts_app
+from ofsre.platform.consents.app import create_app as consents_app
+from ofsre.platform.gateway.app import create_app
+from ofsre.platform.settings import Settings
+
+from .test_consents import assert_of_error
+
+ACCOUNTS = "/open-banking/accounts/v2/accounts"
+CONSENTS = "/open-banking/consents/v3/consents"
+IID = "x-fapi-interaction-id"
+UPSTREAMS = {"consents": ("http://consents-1:8000",),
+             "accounts": ("http://accounts-1:8000", "http://accounts-2:8000", "http://accounts-3:8000"),
+             "payments": ("http://payments-1:8000",)}
+TRUSTED = (ipaddress.ip_network("127.0.0.0/8"),)
+
+
+class Replicas:
+    """Answers as the upstream replicas: echoes what it got; ``down`` hosts refuse, ``slow`` ones hang."""
+
+    def __init__(self) -> None:
+        self.seen: list[httpx.Request] = []
+        self.down: set[str] = set()
+        self.slow: set[str] = set()
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        if host in self.down:
+            raise httpx.ConnectError("connection refused", request=request)
+        if host in self.slow:
+            await asyncio.sleep(30)
+        self.seen.append(request)
+        return httpx.Response(200, json={"replica": host, "path": request.url.raw_path.decode()},
+                              headers=[("x-upstream", host), (IID, "upstream-must-not-leak"), ("connection", "keep-alive"),
+                                       ("set-cookie", f"session={host}; Path=/"), ("set-cookie", "b=2")])
+
+    @property
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self)
+
+
+@pytest.fixture
+def replicas():
+    return Replicas()
+
+
+def gateway_settings(tmp_path, **changes) -> Settings:
+    base = Settings(data_dir=tmp_path, upstreams=UPSTREAMS, mtls=False)
+    return dataclasses.replace(base, **changes)
+
+
+async def test_routes_each_family_to_its_module(tmp_path, serve, replicas):
+    app = create_app(gateway_settings(tmp_path), transport=replicas.transport)
+    async with serve(app) as http:
+        for path, host in ((CONSENTS, "consents-1"), (ACCOUNTS, "accounts-1"),
+                           ("/open-banking/payments/v4/pix/payments/p-1", "payments-1"),
+                           ("/_sim/consents/urn:x:1/authorise", "consents-1"),
+                           ("/_sim/payments/consents/urn:x:1/authorise", "payments-1")):
+            response = await http.get(path + "?a=1")
+            assert response.status_code == 200 and response.json()["replica"] == host
+            assert response.json()["path"] == path + "?a=1"
+        assert_of_error(await http.get("/open-banking/credit-cards-accounts/v2/accounts"), 404)
+        assert_of_error(await http.get("/elsewhere"), 404)
+
+
+async def test_simulation_routes_can_be_switched_off(tmp_path, serve, replicas):
+    app = create_app(gateway_settings(tmp_path, simulation_routes=False), transport=replicas.transport)
+    async with serve(app) as http:
+        assert_of_error(await http.post("/_sim/consents/urn:x:1/authorise"), 404)
+
+
+async def test_round_robin_and_failover(tmp_path, serve, replicas):
+    app = create_app(gateway_settings(tmp_path), transport=replicas.transport)
+    async with serve(app) as http:
+        hosts = [(await http.get(ACCOUNTS)).json()["replica"] for _ in range(6)]
+        assert hosts == ["accounts-1", "accounts-2", "accounts-3"] * 2
+        replicas.down.add("accounts-2")
+        hosts = [(await http.get(ACCOUNTS)).json()["replica"] for _ in range(6)]
+        assert "accounts-2" not in hosts and set(hosts) == {"accounts-1", "accounts-3"}
+        replicas.down.update({"accounts-1", "accounts-3"})
+        assert_of_error(await http.get(ACCOUNTS), 502, "BAD_GATEWAY")
+
+
+async def test_a_module_without_replicas_is_502(tmp_path, serve, replicas):
+    app = create_app(gateway_settings(tmp_path, upstreams={}), transport=replicas.transport)
+    async with serve(app) as http:
+        assert_of_error(await http.get(ACCOUNTS), 502)
+        ready = await http.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"] == {"upstreams": False}
+
+
+async def test_an_upstream_slower_than_the_catalog_timeout_is_504(tmp_path, serve, replicas, catalog_file):
+    catalog = load_catalog(catalog_file(client_timeout_s=0.2))
+    app = create_app(gateway_settings(tmp_path), catalog=catalog, transport=replicas.transport)
+    replicas.slow.add("consents-1")
+    async with serve(app) as http:
+        err = assert_of_error(await http.get(CONSENTS), 504, "GATEWAY_TIMEOUT")
+        assert "0.2 s" in err["detail"]
+
+
+async def test_forwarded_and_dropped_headers(tmp_path, serve, replicas):
+    app = create_app(gateway_settings(tmp_path), transport=replicas.transport)
+    iid = str(uuid.uuid4())
+    async with serve(app) as http:
+        response = await http.get(ACCOUNTS, headers={IID: iid, "x-ofsre-client-org-id": "forged",
+                                                     "x-forwarded-for": "203.0.113.9", "authorization": "Bearer t"})
+        sent = replicas.seen[-1].headers
+        assert sent[IID] == iid and response.headers[IID] == iid
+        assert response.headers.get_list(IID) == [iid]          # the upstream's copy does not leak
+        assert "x-ofsre-client-org-id" not in sent               # only the gateway vouches for an org
+        assert sent["x-forwarded-for"] == "203.0.113.9, 127.0.0.1"
+        assert sent["authorization"] == "Bearer t" and sent["host"] == "testserver"
+        assert sent["traceparent"].startswith("00-")
+        assert response.headers["x-upstream"] == "accounts-1" and "connection" not in response.headers
+        generated = await http.get(ACCOUNTS)                      # no id: the gateway makes one and sends it on
+        assert replicas.seen[-1].headers[IID] == generated.headers[IID]
+        # Set-Cookie reaches the caller, but the client shared by every caller keeps none of it
+        first = await http.get(CONSENTS)
+        assert first.headers.get_list("set-cookie") == ["session=consents-1; Path=/", "b=2"]
+        assert list(app.state.proxy.client.cookies.jar) == []
+        http.cookies.clear()  # the test client is the caller: it would send them back itself
+        await http.get(CONSENTS)
+        assert "cookie" not in replicas.seen[-1].headers
+
+
+# --- mTLS -----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def mtls_app(tmp_path, pki, replicas):
+    settings = gateway_settings(tmp_path, mtls=True, client_ca_file=pki.write(tmp_path), trusted_proxies=TRUSTED)
+    return create_app(settings, transport=replicas.transport)
+
+
+async def test_client_certificate_forwarded_by_a_trusted_proxy(mtls_app, serve, pki, replicas):
+    cert = pki.issue("org-123")
+    async with serve(mtls_app) as http:
+        response = await http.get(ACCOUNTS, headers={"x-ssl-client-cert": cert.header})
+        assert response.status_code == 200
+        sent = replicas.seen[-1].headers
+        assert sent["x-ofsre-client-org-id"] == "org-123" and "x-ssl-client-cert" not in sent
+
+
+async def test_missing_certificate_is_401(mtls_app, serve):
+    async with serve(mtls_app) as http:
+        assert_of_error(await http.get(ACCOUNTS), 401, "UNAUTHORIZED")
+
+
+@pytest.mark.parametrize("kind", ["rogue-ca", "expired", "not-yet-valid", "garbage"])
+async def test_untrusted_certificates_are_403(mtls_app, serve, pki, rogue_pki, kind):
+    header = {"rogue-ca": lambda: rogue_pki.issue("org-1").header,
+              "expired": lambda: pki.issue("org-1", days_valid=(-10, -1)).header,
+              "not-yet-valid": lambda: pki.issue("org-1", days_valid=(1, 10)).header,
+              "garbage": lambda: "-----BEGIN%20CERTIFICATE-----%0Anope%0A-----END%20CERTIFICATE-----"}[kind]()
+    async with serve(mtls_app) as http:
+        assert_of_error(await http.get(ACCOUNTS, headers={"x-ssl-client-cert": header}), 403, "FORBIDDEN")
+
+
+async def test_a_certificate_claimed_by_an_untrusted_peer_is_403(mtls_app, serve, pki):
+    cert = pki.issue("org-123")
+    async with serve(mtls_app, client=("198.51.100.7", 5555)) as http:
+        err = assert_of_error(await http.get(ACCOUNTS, headers={"x-ssl-client-cert": cert.header}), 403)
+        assert "untrusted peer" in err["detail"]
+
+
+def test_mtls_without_a_ca_refuses_to_start(tmp_path):
+    with pytest.raises(ValueError, match="OFSRE_CLIENT_CA_FILE"):
+        create_app(gateway_settings(tmp_path, mtls=True))
+
+
+# --- traffic limits -------------------------------------------------------------------------------
+
+class Clock:
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_tpm_from_the_catalog_refuses_exactly_past_the_limit(tmp_path, serve, replicas, pki, catalog_file):
+    catalog = load_catalog(catalog_file(baixa_tpm=3))
+    limit = catalog.match("GET", ACCOUNTS).tpm
+    clock = Clock(60 * 28_333_333 + 5)  # 5 s into a clock minute
+    settings = gateway_settings(tmp_path, mtls=True, client_ca_file=pki.write(tmp_path), trusted_proxies=TRUSTED)
+    app = create_app(settings, catalog=catalog, transport=replicas.transport, clock=clock)
+    org_a = {"x-ssl-client-cert": pki.issue("org-a").header}
+    org_b = {"x-ssl-client-cert": pki.issue("org-b").header}
+    async with serve(app) as http:
+        statuses = [(await http.get(ACCOUNTS, headers=org_a)).status_code for _ in range(limit + 1)]
+        assert statuses == [200] * limit + [429]
+        refused = await http.get(ACCOUNTS, headers=org_a)
+        assert_of_error(refused, 429, "TOO_MANY_REQUESTS")
+        assert refused.headers["retry-after"] == "55"
+        assert (await http.get(ACCOUNTS, headers=org_b)).status_code == 200          # per origin
+        assert (await http.get(ACCOUNTS + "/acc-1", headers=org_a)).status_code == 200  # per endpoint
+        assert catalog.match("GET", CONSENTS + "/urn:x:1").tpm is None
+        assert {(await http.get(CONSENTS + "/urn:x:1", headers=org_a)).status_code for _ in range(10)} == {200}
+        clock.now += 55  # the next clock minute
+        assert (await http.get(ACCOUNTS, headers=org_a)).status_code == 200
+
+
+async def test_without_mtls_the_origin_is_the_client_ip(tmp_path, serve, replicas, catalog_file):
+    catalog = load_catalog(catalog_file(baixa_tpm=1))
+    app = create_app(gateway_settings(tmp_path), catalog=catalog, transport=replicas.transport, clock=Clock())
+    async with AsyncExitStack() as stack:
+        one = await stack.enter_async_context(serve(app, client=("10.0.0.1", 1)))
+        assert [(await one.get(ACCOUNTS)).status_code for _ in range(2)] == [200, 429]
+        other = await stack.enter_async_context(serve(app, client=("10.0.0.2", 1)))
+        assert (await other.get(ACCOUNTS)).status_code == 200
+
+
+async def test_global_tps_capacity_is_529(tmp_path, serve, replicas):
+    clock = Clock(1_700_000_000.25)
+    app = create_app(gateway_settings(tmp_path, gateway_tps_limit=2), transport=replicas.transport, clock=clock)
+    async with serve(app) as http:
+        assert [(await http.get(CONSENTS)).status_code for _ in range(3)] == [200, 200, 529]
+        assert_of_error(await http.get(CONSENTS), 529, "SITE_IS_OVERLOADED")
+        assert (await http.get("/healthz")).status_code == 200  # probes are not traffic
+        clock.now += 1
+        assert (await http.get(CONSENTS)).status_code == 200
+
+
+def test_tps_capacity_defaults_to_the_catalog(tmp_path):
+    app = create_app(gateway_settings(tmp_path))
+    assert app.state.proxy.tps_limit == load_catalog().ecosystem["min_capacity_tps"]
+    assert app.state.proxy.timeout_s == load_catalog().ecosystem["client_timeout_s"]
+
+
+# --- through to a real module ---------------------------------------------------------------------
+
+async def test_a_consent_journey_through_the_gateway(tmp_path, settings, serve, journeys, pki):
+    """Gateway → consents/accounts apps (over ASGI): the org from the certificate owns the consent."""
+    modules = {"consents": consents_app(settings), "accounts": accounts_app(settings)}
+    transports = {name: httpx.ASGITransport(app=app) for name, app in modules.items()}
+
+    async def route(request: httpx.Request) -> httpx.Response:
+        return await transports[request.url.host].handle_async_request(request)
+
+    upstreams = {name: (f"http://{name}",) for name in modules}
+    gw_settings = gateway_settings(tmp_path, upstreams=upstreams, mtls=True, client_ca_file=pki.write(tmp_path),
+                                   trusted_proxies=TRUSTED)
+    gateway = create_app(gw_settings, transport=httpx.MockTransport(route))
+    cert = {"x-ssl-client-cert": pki.issue("org-journey").header}
+    async with AsyncExitStack() as stack:
+        for app in modules.values():
+            await stack.enter_async_context(app.router.lifespan_context(app))
+        http = await stack.enter_async_context(serve(gateway))
+        created = await http.post(CONSENTS, json=journeys.consent(), headers=cert)
+        assert created.status_code == 201, created.text
+        cid = created.json()["data"]["consentId"]
+        assert created.json()["links"]["self"].startswith("http://testserver/")
+        assert (await http.post(f"/_sim/consents/{cid}/authorise", headers=cert)).status_code == 200
+        listed = await http.get(ACCOUNTS, headers={**cert, "authorization": f"Bearer consent:{cid}"})
+        assert listed.status_code == 200 and listed.json()["data"]
+        stranger = {"x-ssl-client-cert": pki.issue("org-other").header, "authorization": f"Bearer consent:{cid}"}
+        assert_of_error(await http.get(ACCOUNTS, headers=stranger), 403)

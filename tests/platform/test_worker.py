@@ -1,0 +1,113 @@
+"""The settlement worker over the real database queue: settle, reject, dead-letter, drain on stop."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+
+from ofsre.platform.payments.app import TOPIC
+from ofsre.platform.payments.app import create_app as payments_app
+from ofsre.platform.queue import open_queue
+from ofsre.platform.worker.app import create_app as worker_app
+
+from .test_payments import BASE, authorised_consent, drain
+
+
+async def until(check, timeout_s: float = 20.0, every_s: float = 0.05):
+    """Poll ``check()`` until it returns something truthy (a bound, not a timing assertion)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        value = await check()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        await asyncio.sleep(every_s)
+
+
+async def pay(http, journeys) -> str:
+    cid = await authorised_consent(http, journeys)
+    paid = await http.post(f"{BASE}/pix/payments", json=journeys.pix(),
+                           headers={"x-idempotency-key": "w-" + cid, "x-consent-id": cid})
+    assert paid.status_code == 201, paid.text
+    return paid.json()["data"][0]["paymentId"]
+
+
+def status_of(http, payment_id):
+    async def check():
+        return (await http.get(f"{BASE}/pix/payments/{payment_id}")).json()["data"]
+    return check
+
+
+async def test_worker_settles_payments_to_acsc(settings, serve, journeys):
+    await drain(settings)
+    worker_settings = dataclasses.replace(settings, worker_concurrency=2)
+    async with serve(payments_app(settings)) as http, serve(worker_app(worker_settings)) as worker:
+        payment_ids = [await pay(http, journeys) for _ in range(3)]
+        for payment_id in payment_ids:
+            async def settled(pid=payment_id):
+                data = await status_of(http, pid)()
+                return data if data["status"] in ("ACSC", "RJCT") else None
+            assert (await until(settled))["status"] == "ACSC"
+        ready = await worker.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["checks"] == {"database": True, "queue": True, "consumer": True}
+
+
+async def test_failure_rate_one_rejects_every_payment(settings, serve, journeys):
+    await drain(settings)
+    rejecting = dataclasses.replace(settings, settlement_failure_rate=1.0, worker_concurrency=1)
+    async with serve(payments_app(settings)) as http, serve(worker_app(rejecting)):
+        payment_id = await pay(http, journeys)
+
+        async def rejected():
+            data = await status_of(http, payment_id)()
+            return data if data["status"] == "RJCT" else None
+        data = await until(rejected)
+        assert data["rejectionReason"]["code"] == "PAGAMENTO_RECUSADO_SPI"
+
+
+async def test_poison_messages_are_dead_lettered(settings, serve):
+    await drain(settings)
+    marker = uuid.uuid4().hex
+    queue = await open_queue(settings)
+    try:
+        await queue.publish(TOPIC, {"marker": marker})
+        await queue.publish(TOPIC, {"paymentId": f"missing-{marker}"})
+        async with serve(worker_app(dataclasses.replace(settings, worker_concurrency=1))):
+            async def both_dead():
+                reasons = {str(d.body): d.reason for d in await queue.dead_letters(TOPIC, limit=1000)
+                           if marker in str(d.body)}
+                return reasons if len(reasons) == 2 else None
+            reasons = await until(both_dead)
+    finally:
+        await queue.close()
+    assert sorted(reasons.values()) == ["malformed: no paymentId", "unknown payment"]
+
+
+async def test_settling_twice_changes_nothing(settings, serve, journeys):
+    await drain(settings)
+    app = worker_app(dataclasses.replace(settings, worker_concurrency=1))
+    async with serve(payments_app(settings)) as http:
+        payment_id = await pay(http, journeys)
+        await drain(settings)  # take the message away: this test drives the settler by hand
+        async with serve(app):
+            assert await app.state.settler.settle(payment_id) == "ACSC"
+            first = await status_of(http, payment_id)()
+            assert await app.state.settler.settle(payment_id) == "ACSC"
+            assert await status_of(http, payment_id)() == first
+            assert await app.state.settler.settle("no-such-payment") is None
+
+
+async def test_stopping_finishes_the_settlement_in_flight(settings, serve, journeys):
+    await drain(settings)
+    slow = dataclasses.replace(settings, settlement_latency_ms=1500, worker_concurrency=1)
+    async with serve(payments_app(settings)) as http:
+        async with serve(worker_app(slow)):
+            payment_id = await pay(http, journeys)
+
+            async def accepted():
+                return (await status_of(http, payment_id)())["status"] == "ACCP"
+            await until(accepted)
+        # the worker's lifespan has ended: the settlement it had started was finished, not dropped
+        assert (await status_of(http, payment_id)())["status"] == "ACSC"
