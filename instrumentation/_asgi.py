@@ -92,11 +92,16 @@ def error_body(code: str, title: str, detail: str) -> bytes:
 def route_templates(routes: Iterable[Any], prefix: str = "") -> Iterator[str]:
     """Every path template of Starlette/FastAPI-style routes, descending into ``Mount``s.
 
-    Duck-typed (``path_format`` or ``path``, and ``routes`` for mounts) so no web framework
-    is imported. A mount of a plain ASGI app (static files) has no routes: its paths stay
+    Duck-typed (``path_format`` or ``path``, ``routes`` for mounts, ``original_router`` for
+    FastAPI's included routers) so no web framework is imported. A mount of a plain ASGI app (static files) has no routes: its paths stay
     ``__unknown__``.
     """
     for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is not None:  # FastAPI >= 0.13x keeps `include_router` branches unflattened
+            context = getattr(route, "include_context", None)
+            yield from route_templates(included.routes, prefix + (getattr(context, "prefix", "") or ""))
+            continue
         children = getattr(route, "routes", None)
         if children is not None and not isinstance(children, str):  # a Mount: its `path` is the prefix
             yield from route_templates(children, prefix + (getattr(route, "path", None) or ""))

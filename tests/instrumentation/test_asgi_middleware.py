@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import APIRouter, FastAPI
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
@@ -206,6 +207,24 @@ async def test_starlette_mounts_give_prefixed_templates(registry, tracer_provide
     status, _, body = await call_asgi(app, "GET", "/api/v1/users/ana")
     assert (status, body) == (200, b"ana")
     assert requests_count(registry, route="/api/v1/users/{name}") == 1
+
+
+async def test_fastapi_included_routers_give_prefixed_templates(registry, tracer_provider, call_asgi):
+    inner = APIRouter()
+
+    @inner.post("/{consentId}/authorise")
+    async def authorise(consentId: str):  # noqa: N803 - the Open Finance parameter name
+        return {"id": consentId}
+
+    outer = APIRouter()
+    outer.include_router(inner, prefix="/consents")
+    app = FastAPI()
+    app.include_router(outer, prefix="/_sim")
+    assert "/_sim/consents/{consentId}/authorise" in list(route_templates(app.routes))
+    instrument_app(app, "svc", registry=registry, tracer_provider=tracer_provider)
+    status, _, _ = await call_asgi(app, "POST", "/_sim/consents/c-1/authorise")
+    assert status == 200
+    assert requests_count(registry, route="/_sim/consents/{consentId}/authorise", method="POST") == 1
 
 
 async def test_works_through_httpx_and_the_app_stays_servable(make_app, registry):
