@@ -49,6 +49,13 @@ def _suppressed() -> bool:
     return bool(otel_context.get_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY))
 
 
+def _url_full(url: httpx.URL) -> str:
+    """The URL without credentials, query or fragment. Built by hand: ``url.copy_with(...)``
+    re-parses and re-validates the URL, about 25x slower, on every outgoing request."""
+    path = url.raw_path.split(b"?", 1)[0].decode("ascii")
+    return f"{url.scheme}://{url.netloc.decode('ascii')}{path}"
+
+
 def _start_span(tracer: trace.Tracer, request: httpx.Request) -> trace.Span | None:
     """Start the CLIENT span and inject its context into ``request``; ``None`` when not tracing."""
     if _suppressed():
@@ -61,7 +68,7 @@ def _start_span(tracer: trace.Tracer, request: httpx.Request) -> trace.Span | No
             "http.request.method": method if known else semconv.OTHER_METHOD,
             "server.address": url.host,
             "server.port": url.port or (443 if url.scheme == "https" else 80),
-            "url.full": str(url.copy_with(username=None, password=None, query=None, fragment=None)),
+            "url.full": _url_full(url),
         }
         if not known:
             attributes["http.request.method_original"] = request.method
