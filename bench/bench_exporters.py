@@ -33,7 +33,6 @@ records per ofsre run (default 30000).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -306,7 +305,6 @@ def run() -> str:
             results[name] = bench_ofsre(sink, make)
     finally:
         sink.close()
-    _progress(json.dumps(results))
     return _table(results)
 
 
