@@ -44,6 +44,12 @@ def tracer_provider(span_exporter: InMemorySpanExporter) -> TracerProvider:
     return provider
 
 
+@pytest.fixture
+def spans(tracer_provider: TracerProvider, span_exporter: InMemorySpanExporter):
+    """``(provider, exporter)``: the test's tracer provider and what it exported."""
+    return tracer_provider, span_exporter
+
+
 def build_test_app() -> FastAPI:
     """A small FastAPI app: a catalog route, a parametrised route, body echo, errors, streaming."""
     app = FastAPI()

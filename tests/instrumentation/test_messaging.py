@@ -4,11 +4,7 @@ import time
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
-from prometheus_client import CollectorRegistry
 
 from ofsre.instrumentation.context import current_log_context, interaction_id, use_interaction_id
 from ofsre.instrumentation.messaging import (
@@ -19,19 +15,6 @@ from ofsre.instrumentation.messaging import (
 )
 
 LABELS = {"service": "payments", "queue": "pix", "backend": "memory"}
-
-
-@pytest.fixture
-def spans():
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return provider, exporter
-
-
-@pytest.fixture
-def registry():
-    return CollectorRegistry()
 
 
 def _sample(registry, name, **extra):
