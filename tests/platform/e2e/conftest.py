@@ -9,8 +9,9 @@
 with the database queue on a database of its own, a catalog copy whose baixa-tier TPM is
 tiny (so the 429 test is quick, and the limit still comes from the catalog), and every
 process exporting spans over OTLP/HTTP to :class:`OtlpReceiver`, a small in-test collector
-that decodes ``ExportTraceServiceRequest`` protobufs. At the end every process gets SIGTERM
-and must shut down gracefully.
+that decodes ``ExportTraceServiceRequest`` protobufs, and shipping its logs with
+``OFSRE_LOG_SHIPPER=loki`` to the fake Loki of the exporter tests (which validates every push).
+At the end every process gets SIGTERM and must shut down gracefully.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from ...exporters.exporter_fakes import FakeBackend
 from ..conftest import scratch_database
 
 SERVICES = ("consents", "accounts", "payments", "worker")
@@ -184,6 +186,7 @@ class Platform:
     env: dict[str, str]
     client_ca: Path
     catalog: Path
+    loki: FakeBackend
     processes: list[Process] = field(default_factory=list)
 
     def url(self, name: str) -> str:
@@ -211,7 +214,9 @@ def e2e_database_url(tmp_path_factory):
 def platform(e2e_database_url, tmp_path_factory, pki, catalog_writer):
     workdir = tmp_path_factory.mktemp("platform")
     receiver = OtlpReceiver()
+    loki = FakeBackend("loki")
     env = base_env(e2e_database_url, workdir, receiver)
+    env.update({"OFSRE_LOG_SHIPPER": "loki", "OFSRE_LOKI_URL": loki.url, "OFSRE_LOG_BATCH_WAIT": "0.2"})
     client_ca = pki.write(workdir)
     catalog = catalog_writer(workdir, baixa_tpm=E2E_BAIXA_TPM)
     env["OFSRE_CATALOG"] = str(catalog)
@@ -232,9 +237,10 @@ def platform(e2e_database_url, tmp_path_factory, pki, catalog_writer):
         processes.append(gateway)
         for p in processes:
             wait_ready(p)
-        yield Platform(gateway, services, receiver, workdir, env, client_ca, catalog, processes)
+        yield Platform(gateway, services, receiver, workdir, env, client_ca, catalog, loki, processes)
     finally:
         graceful = stop_processes(processes)
         receiver.close()
+        loki.close()
     unclean = [name for name, ok in graceful.items() if not ok]
     assert not unclean, f"processes did not shut down gracefully on SIGTERM: {unclean}"

@@ -14,6 +14,7 @@ import signal
 import socket
 import ssl
 import time
+import uuid
 
 import httpx
 import pytest
@@ -75,8 +76,10 @@ def test_full_journey_is_one_trace_from_gateway_to_worker(platform, waf):
     pay_consent = waf.post(f"{PAYMENTS}/consents", json=payment_consent_request(),
                            headers={"x-idempotency-key": secrets.token_hex(8)}).json()["data"]["consentId"]
     waf.post(f"/_sim/payments/consents/{pay_consent}/authorise")
+    interaction_id = str(uuid.uuid4())
     paid = waf.post(f"{PAYMENTS}/pix/payments", json=pix_request(),
                     headers={**traced(), "x-idempotency-key": secrets.token_hex(8),
+                             "x-fapi-interaction-id": interaction_id,
                              "authorization": f"Bearer consent:{pay_consent}"})
     assert paid.status_code == 201, paid.text
     payment_id = paid.json()["data"][0]["paymentId"]
@@ -192,3 +195,30 @@ def test_sigterm_drains_in_flight_requests(platform, tmp_path):
     assert response.startswith(b"HTTP/1.1 201"), response[:200]
     assert replica.proc.wait(timeout=30) in (0, -signal.SIGTERM)
     assert "Application shutdown complete" in replica.log.read_text()
+
+
+def test_worker_logs_reach_loki_correlated_with_the_payments_trace(platform, waf):
+    """OFSRE_LOG_SHIPPER=loki: the worker's settlement log arrives at Loki as a valid push,
+    labelled by service, carrying the trace id and the x-fapi-interaction-id of the request
+    that created the payment (they crossed the queue in the message headers)."""
+    trace_id, interaction_id = secrets.token_hex(16), str(uuid.uuid4())
+    pay_consent = waf.post(f"{PAYMENTS}/consents", json=payment_consent_request(),
+                           headers={"x-idempotency-key": secrets.token_hex(8)}).json()["data"]["consentId"]
+    waf.post(f"/_sim/payments/consents/{pay_consent}/authorise")
+    paid = waf.post(f"{PAYMENTS}/pix/payments", json=pix_request(),
+                    headers={"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01",
+                             "x-fapi-interaction-id": interaction_id, "x-idempotency-key": secrets.token_hex(8),
+                             "authorization": f"Bearer consent:{pay_consent}"})
+    assert paid.status_code == 201, paid.text
+    payment_id = paid.json()["data"][0]["paymentId"]
+
+    def settled_line():
+        return next((r for r in list(platform.loki.records)
+                     if r["_labels"].get("service") == "worker" and payment_id in r.get("message", "")), None)
+
+    line = poll(settled_line)
+    assert line["trace_id"] == trace_id
+    assert line["interaction_id"] == interaction_id
+    assert line["_labels"]["level"] == "info" and "trace_id" not in line["_labels"]
+    assert {r["_labels"]["service"] for r in platform.loki.records} >= {"gateway", "payments", "worker"}
+    assert platform.loki.errors == []  # every push was valid Loki JSON with good labels
