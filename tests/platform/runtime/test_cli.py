@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -40,7 +39,6 @@ def prometheus_value(base: str, query: str) -> float | None:
     return float(data[0]["value"][1]) if data else None
 
 
-@pytest.mark.skipif(not shutil.which("prometheus") or not shutil.which("promtool"), reason="needs Debian's prometheus")
 def test_detached_up_status_down_with_prometheus(tmp_path, standin_command, wait_for):
     config = tmp_path / "runtime.toml"
     write_config(config, standin_command)
