@@ -342,9 +342,14 @@ class Queue(ABC):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    @abstractmethod
     async def ping(self) -> bool:
-        """True when the broker answers; never raises (readiness probes call it)."""
+        """True when the queue is open and the broker answers; never raises (readiness probes
+        call it, so a queue being closed for shutdown reports not-ready at once)."""
+        return not self.closed and await self._ping()
+
+    @abstractmethod
+    async def _ping(self) -> bool:
+        """True when the broker answers; never raises."""
 
     @abstractmethod
     async def depth(self, topic: str, group: str = "worker") -> int:

@@ -222,7 +222,7 @@ class DatabaseQueue(Queue):
             message_id=row.id, topic=row.topic, msg_key=row.msg_key, body=row.body, headers=row.headers,
             attempts=row.attempts, reason=reason, created_at=row.created_at, dead_lettered_at=self._now))
 
-    async def ping(self) -> bool:
+    async def _ping(self) -> bool:
         try:
             async with self.engine.connect() as conn:
                 await conn.execute(select(func.count()).select_from(messages).where(literal(False)))

@@ -204,7 +204,7 @@ class KafkaQueue(Queue):
             consumer.client.seek(partition, offset)
 
     # -- inspection --------------------------------------------------------------------------
-    async def ping(self) -> bool:
+    async def _ping(self) -> bool:
         try:
             async with asyncio.timeout(_PING_TIMEOUT_S):
                 await self._producer.client.fetch_all_metadata()

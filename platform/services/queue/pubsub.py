@@ -178,7 +178,7 @@ class PubSubQueue(Queue):
         await self._ack(message)
 
     # -- inspection --------------------------------------------------------------------------
-    async def ping(self) -> bool:
+    async def _ping(self) -> bool:
         try:
             request = {"project": f"projects/{self.config.pubsub_project}", "page_size": 1}
             await self._call(lambda **kw: next(iter(self._publisher.list_topics(**kw)), None), request=request)

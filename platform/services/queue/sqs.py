@@ -208,7 +208,7 @@ class SqsQueue(Queue):
         await self._sqs.delete_message(QueueUrl=url, ReceiptHandle=message.receipt)
 
     # -- inspection --------------------------------------------------------------------------
-    async def ping(self) -> bool:
+    async def _ping(self) -> bool:
         try:
             await self._sqs.list_queues(QueueNamePrefix=self.config.name_prefix or "ofsre", MaxResults=1)
             return True

@@ -167,5 +167,6 @@ async def test_close_ends_the_subscription_loop(harness, topic):
     async with asyncio.timeout(30):
         await task  # returns: the loop ended by itself
     assert received == [{"n": 1}]
+    assert await queue.ping() is False  # readiness turns red as soon as the queue closes
     with pytest.raises(QueueError):
         await queue.publish(topic, {"n": 2})
