@@ -65,7 +65,6 @@ def test_records_are_flushed_at_interpreter_exit(servers):
     assert server.messages() == {f"exit-{i}" for i in range(10)}
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_ships_its_own_records_and_not_its_parents(servers, handlers, logger):
     server = servers("loki")
     handler = handlers("loki", server, batch_wait=30)   # the parent's records wait in its buffer
