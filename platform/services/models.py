@@ -4,6 +4,9 @@ consents ............. data-sharing consents (consents v3); accounts reads them 
 payment_consents ..... payment consents (payments v4)
 pix_payments ......... Pix payments; the worker moves them RCVD → ACCP → ACSC / RJCT
 idempotency_keys ..... first response to each ``x-idempotency-key`` (payments POSTs)
+consent_extensions ... each ``POST /consents/{consentId}/extends`` (consents v3 ``/extensions`` lists them)
+operational_usage .... successful calls per consent, endpoint and month (the 423 operational limits)
+seen_jtis ............ ``jti`` of every signed request, per issuer, for 24 h (a replay is refused)
 
 Times are stored in UTC. SQLite hands back naive datetimes, so read them through
 :func:`as_utc`. The schema is created only by ``python -m ofsre.platform.run migrate``.
@@ -16,7 +19,8 @@ from datetime import UTC, datetime
 from sqlalchemy import JSON, DateTime, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "Consent", "PaymentConsent", "PixPayment", "IdempotencyRecord", "as_utc", "utcnow"]
+__all__ = ["Base", "Consent", "PaymentConsent", "PixPayment", "IdempotencyRecord", "ConsentExtension",
+           "OperationalUsage", "SeenJti", "as_utc", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -102,3 +106,41 @@ class IdempotencyRecord(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     response: Mapped[str] = mapped_column(Text)  # the JSON body exactly as first sent
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ConsentExtension(Base):
+    """One extension of a data-sharing consent's expiry (consents v3 ``/extends``), newest listed first."""
+
+    __tablename__ = "consent_extensions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    consent_id: Mapped[str] = mapped_column(String(100), index=True)
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expiration_at: Mapped[datetime | None] = mapped_column(nullable=True)           # None: no expiry
+    previous_expiration_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    document: Mapped[str] = mapped_column(String(20))
+    document_rel: Mapped[str] = mapped_column(String(4))
+    customer_ip: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    customer_user_agent: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+
+class OperationalUsage(Base):
+    """Successful calls of one consent to one endpoint in one calendar month (UTC), for the 423 limits."""
+
+    __tablename__ = "operational_usage"
+
+    consent_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    endpoint: Mapped[str] = mapped_column(String(200), primary_key=True)   # "GET <route template>"
+    resource_id: Mapped[str] = mapped_column(String(100), primary_key=True)  # "-" for a list endpoint
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)           # "2026-12"
+    calls: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class SeenJti(Base):
+    """A signed request's ``jti``: unique per issuer for 24 h (FAPI-BR), across every replica."""
+
+    __tablename__ = "seen_jtis"
+
+    issuer: Mapped[str] = mapped_column(String(200), primary_key=True)
+    jti: Mapped[str] = mapped_column(String(100), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
