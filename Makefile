@@ -39,6 +39,7 @@ bench: $(STAMP) wrk
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/hadolint Dockerfile
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -7,12 +7,16 @@ cluster are involved: ``Chart.render`` is ``helm template``.
 
 Rendered manifests are checked against the JSON Schemas vendored in ``shared/schemas``
 beside the repository (``<repo>/../shared/schemas``; CI lays a copy of ``shared/`` at the
-same relative place). ``KINDS`` maps every kind the chart may render to its apiVersion and
-schema file: a kind missing there fails the test, so nothing is rendered unvalidated.
+same relative place). The two kinds not vendored there, NetworkPolicy and Secret, are checked
+against the same Kubernetes version's strict schemas shipped in the PyPI package
+``kubernetes-validate`` (its ``v1.32.0-local-strict`` folder; the ``dev`` extra installs it).
+``KINDS`` maps every kind the chart may render to its apiVersion and schema: a kind missing
+there fails the test, so nothing is rendered unvalidated.
 """
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -23,12 +27,16 @@ from typing import Any
 import helm_python as helm
 import pytest
 import yaml
-from jsonschema import Draft7Validator
+from jsonschema import Draft7Validator, Draft202012Validator
+from referencing import Registry, Resource
 
 REPO = Path(__file__).resolve().parents[3]
 CHART_DIR = REPO / "platform" / "deploy" / "helm" / "ofsre-platform"
 SCHEMAS = REPO.parent / "shared" / "schemas" / "kubernetes"
 _K8S = "v1.32.2-standalone-strict"
+# A schema from the kubernetes-validate wheel: "local" schemas $ref one _definitions.json.
+_PACKAGED = "kubernetes-validate:"
+_PACKAGED_DIR = "v1.32.0-local-strict"
 
 # kind -> (apiVersion, schema file under shared/schemas/kubernetes)
 KINDS: dict[str, tuple[str, str]] = {
@@ -38,6 +46,8 @@ KINDS: dict[str, tuple[str, str]] = {
     "PodDisruptionBudget": ("policy/v1", f"{_K8S}/poddisruptionbudget-policy-v1.json"),
     "Job": ("batch/v1", f"{_K8S}/job-batch-v1.json"),
     "ConfigMap": ("v1", f"{_K8S}/configmap-v1.json"),
+    "NetworkPolicy": ("networking.k8s.io/v1", f"{_PACKAGED}networkpolicy-networking-v1.json"),
+    "Secret": ("v1", f"{_PACKAGED}secret-v1.json"),
     "ServiceMonitor": ("monitoring.coreos.com/v1", "crds/monitoring.coreos.com/servicemonitor_v1.json"),
 }
 # Every module gets one of each of these.
@@ -84,8 +94,20 @@ def render_chart(values: dict[str, Any] | None = None, *, release: str = "ofsre"
 
 
 @cache
-def _validator(kind: str) -> Draft7Validator:
-    return Draft7Validator(json.loads((SCHEMAS / KINDS[kind][1]).read_text()))
+def _validator(kind: str) -> Draft7Validator | Draft202012Validator:
+    source = KINDS[kind][1]
+    if source.startswith(_PACKAGED):
+        return _packaged_validator(source.removeprefix(_PACKAGED))
+    return Draft7Validator(json.loads((SCHEMAS / source).read_text()))
+
+
+def _packaged_validator(name: str) -> Draft202012Validator:
+    """kubernetes-validate's schema ``name``, its ``$ref``s resolved in the same folder's
+    ``_definitions.json`` (what ``kubernetes_validate.validate`` does, but keeping every error)."""
+    folder = importlib.resources.files("kubernetes_validate") / "kubernetes-json-schema" / _PACKAGED_DIR
+    schema, definitions = (json.loads((folder / f).read_text()) for f in (name, "_definitions.json"))
+    resources = [Resource.from_contents(doc) for doc in (schema, definitions)]
+    return Draft202012Validator(schema, registry=Registry().with_resources((r.id(), r) for r in resources))
 
 
 def schema_errors(manifest: Manifest) -> list[str]:

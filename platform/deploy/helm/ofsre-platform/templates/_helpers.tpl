@@ -41,7 +41,9 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace 
 
 {{/*
 Environment of a module's container or the migrate Job (a list of EnvVar). Takes
-{root: $, name: <module>, extra: <env the chart computes for this module>, env: <the module's env map>}.
+{root: $, name: <module>, extra: <env the chart computes for this module>, env: <the module's env map>}
+and optionally secretExtra: {NAME: {secret, key}} read from Secrets the chart computes
+(the Deployments' OFSRE_GATEWAY_SECRET).
 Plain values are inline rather than in a ConfigMap: pre-install hooks run before any
 ConfigMap of the release exists, and an inline change rolls the pods by itself.
 Plain values are collected in one dict first, so each name appears once (duplicate env
@@ -67,7 +69,7 @@ A name given both plainly and from a Secret fails the render.
     "secret" (required "database.existingSecret is required" $v.database.existingSecret)
     "key" (required "database.secretKey is required" $v.database.secretKey)) -}}
 {{- $layers := list (get $v.queue.settings $v.queue.backend | default dict) -}}
-{{- $secret = merge $secret ($v.queue.secretEnv | default dict) -}}
+{{- $secret = merge $secret (.secretExtra | default dict) ($v.queue.secretEnv | default dict) -}}
 {{- if ne $v.logShipper.type "none" -}}
 {{- /* Spool undelivered log batches to the pod's data emptyDir: they survive a container restart. */ -}}
 {{- $_ := set $plain "OFSRE_LOG_SPOOL_DIR" (printf "%s/log-spool" $v.dataDir) -}}
@@ -138,4 +140,14 @@ shared by the Deployments and the migrate Job. Both take $.
   mountPath: /tmp
 - name: data
   mountPath: {{ .Values.dataDir }}
+{{- end -}}
+
+{{/*
+The Secret holding OFSRE_GATEWAY_SECRET, shared by the gateway and every module:
+{secret, key}. gatewaySecret.existingSecret if set, else the one templates/secret.yaml
+creates. Takes $.
+*/}}
+{{- define "ofsre-platform.gatewaySecretRef" -}}
+{{- $name := .Values.gatewaySecret.existingSecret | default (include "ofsre-platform.moduleName" (dict "root" . "name" "gateway-secret")) -}}
+{{- toJson (dict "secret" $name "key" .Values.gatewaySecret.secretKey) -}}
 {{- end -}}
