@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 __all__ = ["OFError", "error_body", "error_response", "install_error_handlers", "utc_now_iso", "DEFAULT_CODES",
-           "ErrorBody", "ERROR_RESPONSES"]
+           "ErrorBody", "ERROR_RESPONSES", "ERROR_MEDIA_TYPE"]
 
 _log = logging.getLogger("ofsre.platform.errors")
 
@@ -40,6 +40,7 @@ DEFAULT_CODES: dict[int, tuple[str, str]] = {
     413: ("PAYLOAD_TOO_LARGE", "Payload too large"),
     415: ("UNSUPPORTED_MEDIA_TYPE", "Unsupported media type"),
     422: ("PARAMETRO_INVALIDO", "Unprocessable entity"),
+    423: ("LOCKED", "Locked"),
     429: ("TOO_MANY_REQUESTS", "Too many requests"),
     500: ("INTERNAL_SERVER_ERROR", "Internal server error"),
     502: ("BAD_GATEWAY", "Bad gateway"),
@@ -48,6 +49,9 @@ DEFAULT_CODES: dict[int, tuple[str, str]] = {
     529: ("SITE_IS_OVERLOADED", "Site is overloaded"),
 }
 _MAX_DETAIL = 2048  # the spec's maxLength for detail
+# The error content type every Open Finance document gives its JSON errors (consents, accounts,
+# resources, and payments' non-422 errors): with the charset, which a validator compares too.
+ERROR_MEDIA_TYPE = "application/json; charset=utf-8"
 
 
 class _Error(BaseModel):
@@ -106,7 +110,7 @@ def error_response(status: int, detail: str, *, code: str | None = None, title: 
     """A ready ``Response`` (also a plain ASGI app) with the Open Finance error body."""
     err = OFError(status, detail, code=code, title=title)
     content = json.dumps(error_body(err.code, err.title, err.detail), separators=(",", ":"))
-    return Response(content, status_code=status, headers=headers, media_type="application/json")
+    return Response(content, status_code=status, headers=headers, media_type=ERROR_MEDIA_TYPE)
 
 
 def _validation_status(exc: RequestValidationError) -> tuple[int, str]:

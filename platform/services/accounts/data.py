@@ -25,8 +25,11 @@ __all__ = ["ACCOUNT_TYPES", "Account", "customer_accounts", "find_account", "bal
 _BANK = {"brandName": "Banco ofsre", "companyCnpj": "12345678000195", "compeCode": "999"}
 ACCOUNT_TYPES = ("CONTA_DEPOSITO_A_VISTA", "CONTA_POUPANCA", "CONTA_PAGAMENTO_PRE_PAGA")
 _SUBTYPES = ("INDIVIDUAL", "CONJUNTA_SIMPLES", "CONJUNTA_SOLIDARIA")
-_TX_TYPES = ("PIX", "TED", "TEF", "BOLETO", "CARTAO", "CONVENIO_ARRECADACAO", "FOLHA_PAGAMENTO")
-_TX_NAMES = {"PIX": "Pix", "TED": "TED", "TEF": "Transferencia", "BOLETO": "Pagamento de boleto",
+# Values of accounts 2.4.2's EnumTransactionTypes (a transfer within the bank is
+# TRANSFERENCIA_MESMA_INSTITUICAO there, not the colloquial "TEF").
+_TX_TYPES = ("PIX", "TED", "TRANSFERENCIA_MESMA_INSTITUICAO", "BOLETO", "CARTAO", "CONVENIO_ARRECADACAO",
+             "FOLHA_PAGAMENTO")
+_TX_NAMES = {"PIX": "Pix", "TED": "TED", "TRANSFERENCIA_MESMA_INSTITUICAO": "Transferencia", "BOLETO": "Pagamento de boleto",
              "CARTAO": "Compra no cartao", "CONVENIO_ARRECADACAO": "Conta de consumo",
              "FOLHA_PAGAMENTO": "Salario"}
 
@@ -113,7 +116,7 @@ def _day_transactions(account: Account, day: date) -> tuple[dict, ...]:
             "transactionDateTime": at.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
             "partieCnpjCpf": party, "partiePersonType": "PESSOA_NATURAL",
             "partieCompeCode": "001", "partieBranchCode": f"{rng.randint(1, 9999):04d}",
-            "partieNumber": f"{rng.randint(10_000, 99_999_999)}", "partieCheckDigit": str(rng.randint(0, 9)),
+            "partieNumber": f"{rng.randint(10_000_000, 99_999_999)}", "partieCheckDigit": str(rng.randint(0, 9)),
         })
     return tuple(sorted(items, key=lambda t: t["transactionDateTime"], reverse=True))
 
