@@ -11,13 +11,20 @@ What is checked instead:
   the full dependency closure, which must not contain locust, grafanalib or kubernetes;
 - the Helm chart runs the image as the image expects: the same user and group, the
   Dockerfile's VOLUMEs as emptyDirs and nothing else writable, the same entrypoint;
-- ``.dockerignore`` admits exactly what the COPY lines need.
+- ``.dockerignore`` admits exactly what the COPY lines need;
+- the lock-down, emulated: in a private mount namespace the root filesystem is remounted
+  read-only and tmpfs volumes are mounted where the image declares them, then ``migrate``
+  and a service run as the image's user with no capability but reading files (so that
+  wherever this checkout lives it can be read); the service must start, answer its probes
+  and spool logs in the data dir without a single write failing.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import signal
+import socket
 import subprocess
 import sys
 import tomllib
@@ -320,3 +327,103 @@ def test_chart_starts_the_image_entrypoint_with_the_module_as_argument(chart, wo
         if "--port" in argv:
             assert int(argv[argv.index("--port") + 1]) == chart.values["containerPort"]
     assert chart.values["containerPort"] in exposed
+
+
+# --------------------------------------------------------------------------- the lock-down, emulated
+
+# Runs as root inside `unshare --mount`: makes the namespace's root read-only, mounts the
+# volumes, then runs migrate and one service as the image's user (setpriv) and reports.
+_LOCKDOWN_DRIVER = r"""
+import json, os, signal, subprocess, sys, time, urllib.request
+cfg = json.loads(sys.argv[1])
+def sh(*argv):
+    subprocess.run(argv, check=True)
+# Read-only: the namespace's own copy of every mount holding the checkout or the interpreter
+# (a bind remount changes this namespace's mount flags only, never the host's filesystem).
+for path in ("/", cfg["repo"], cfg["prefix"]):
+    target = subprocess.run(["findmnt", "-n", "-o", "TARGET", "-T", path], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    sh("mount", "-o", "remount,bind,ro", target)
+uid, gid = cfg["uid"], cfg["gid"]
+sh("mount", "-t", "tmpfs", "-o", "mode=1777,size=64m", "tmpfs", "/tmp")
+os.mkdir(cfg["data"])
+sh("mount", "-t", "tmpfs", "-o", f"uid={uid},gid={gid},mode=0750,size=64m", "tmpfs", cfg["data"])
+as_user = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--no-new-privs",
+           "--inh-caps=-all,+dac_read_search", "--ambient-caps=-all,+dac_read_search",
+           "--bounding-set=-all,+dac_read_search", "--"]
+run = [*as_user, sys.executable, "-m", "ofsre.platform.run"]
+env = cfg["env"]
+out = {}
+probe = subprocess.run([*as_user, "sh", "-c", "touch /ro-probe; echo $?; id -u"], capture_output=True, text=True)
+out["root_write_rc"], out["uid"] = probe.stdout.split()
+m = subprocess.run([*run, "migrate"], env=env, capture_output=True, text=True, timeout=60)
+out["migrate"] = {"rc": m.returncode, "log": m.stdout + m.stderr}
+port_file = os.path.join(cfg["data"], "port")
+svc = subprocess.Popen([*run, cfg["service"], "--port", "0", "--port-file", port_file], env=env,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+deadline = time.monotonic() + 30
+while not os.path.exists(port_file) and svc.poll() is None and time.monotonic() < deadline:
+    time.sleep(0.1)
+codes = {}
+if os.path.exists(port_file):
+    port = int(open(port_file).read())
+    for path in ("/healthz", "/readyz"):
+        try:
+            codes[path] = urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5).status
+        except Exception as exc:
+            codes[path] = repr(exc)
+    time.sleep(cfg["settle_s"])  # let the log shipper write its first batch to the spool
+out["probes"] = codes
+svc.send_signal(signal.SIGTERM)
+try:
+    log, _ = svc.communicate(timeout=30)
+except subprocess.TimeoutExpired:
+    svc.kill()
+    log, _ = svc.communicate()
+out["service"] = {"rc": svc.returncode, "log": log}
+out["data"] = sorted(os.path.relpath(os.path.join(d, f), cfg["data"])
+                     for d, _, files in os.walk(cfg["data"]) for f in files)
+print(json.dumps(out))
+"""
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens once closed: every shipping attempt fails
+
+
+def test_a_service_runs_as_the_image_user_on_a_read_only_root_filesystem():
+    uid, gid = image_user()
+    image_env = final_stage().env()
+    assert "/tmp" in image_volumes()
+    # The data dir's own tmpfs is mounted inside the /tmp one: its usual path
+    # (/var/lib/ofsre) cannot be created on a read-only root that is the host's.
+    data = "/tmp/ofsre-data"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        **{k: image_env[k] for k in ("HOME", "TMPDIR", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED")},
+        "OFSRE_DATA_DIR": data,
+        "OFSRE_LOG_SHIPPER": "loki",
+        "OFSRE_LOKI_URL": f"http://127.0.0.1:{_closed_port()}",
+        "OFSRE_LOG_SPOOL_DIR": f"{data}/log-spool",  # as the chart sets it
+        "OFSRE_LOG_BATCH_WAIT": "0.1",
+        "OFSRE_LOG_FLUSH_TIMEOUT": "0.5",  # the backend never answers: do not wait 5 s at exit
+    }
+    cfg = {"repo": str(REPO), "prefix": str(Path(sys.prefix).resolve()), "uid": uid, "gid": gid,
+           "data": data, "env": env, "service": "consents", "settle_s": 1.5}
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable, "-c",
+                           _LOCKDOWN_DRIVER, json.dumps(cfg)], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["uid"] == str(uid) and out["root_write_rc"] != "0", "the root filesystem must be read-only"
+    assert out["migrate"]["rc"] == 0, out["migrate"]["log"]
+    assert out["probes"] == {"/healthz": 200, "/readyz": 200}, out["service"]["log"]
+    # A clean drain on SIGTERM (uvicorn re-raises the signal once it has shut down).
+    assert out["service"]["rc"] in (0, -signal.SIGTERM), out["service"]["log"]
+    assert "Application shutdown complete." in out["service"]["log"]
+    logs = out["migrate"]["log"] + out["service"]["log"]
+    for failure in ("Read-only file system", "Permission denied", "Traceback"):
+        assert failure not in logs, logs
+    assert "ofsre.db" in out["data"]  # the default SQLite database, in the data dir
+    assert any(f.startswith("log-spool/") for f in out["data"]), out["data"]  # the shipper's spool
