@@ -12,13 +12,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[all,dev]'
 	@touch $(STAMP)
 
-# promtool comes from Debian's prometheus package; CI installs it here when it is missing.
+# promtool and prometheus come from Debian's prometheus package, alertmanager and amtool from
+# prometheus-alertmanager; CI installs them here when they are missing.
 promtool:
 	@command -v promtool >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing promtool (apt-get install prometheus)"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
 	  else echo "promtool not found: install Debian's 'prometheus' package" >&2; exit 1; fi; }
+	@command -v amtool >/dev/null 2>&1 && command -v prometheus-alertmanager >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing alertmanager and amtool (apt-get install prometheus-alertmanager)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager >/dev/null; \
+	  else echo "alertmanager not found: install Debian's 'prometheus-alertmanager' package" >&2; exit 1; fi; }
 
 # wrk drives the HTTP benchmarks; without it they fall back to a Python load generator.
 wrk:

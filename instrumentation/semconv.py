@@ -25,7 +25,8 @@ __all__ = [
     "LOG_RECORDS_SHIPPED", "LOG_RECORDS_DROPPED", "LOG_RECORDS_RETRIED", "LOG_BATCHES",
     "LOG_QUEUE_DEPTH", "LOG_SEND_DURATION",
     "KUBE_HPA_CURRENT_REPLICAS", "KUBE_HPA_DESIRED_REPLICAS", "KUBE_HPA_MIN_REPLICAS",
-    "KUBE_HPA_MAX_REPLICAS", "KUBE_HPA_CONDITION", "KUBE_DEPLOYMENT_REPLICAS_AVAILABLE", "ALL",
+    "KUBE_HPA_MAX_REPLICAS", "KUBE_HPA_CONDITION", "KUBE_DEPLOYMENT_REPLICAS_AVAILABLE",
+    "KUBE_HPA_TARGET_METRIC", "KUBE_POD_RESOURCE_REQUESTS", "ALL",
 ]
 
 UNKNOWN_ROUTE = "__unknown__"  # every path no route template matches
@@ -127,5 +128,14 @@ KUBE_HPA_CONDITION = MetricSpec("kube_horizontalpodautoscaler_status_condition",
 KUBE_DEPLOYMENT_REPLICAS_AVAILABLE = MetricSpec("kube_deployment_status_replicas_available", "gauge",
                                                 "The number of available replicas per deployment.",
                                                 ("namespace", "deployment"))
+KUBE_HPA_TARGET_METRIC = MetricSpec("kube_horizontalpodautoscaler_spec_target_metric", "gauge",
+                                    "The metric specifications used by this autoscaler when calculating the "
+                                    "desired replica count.",
+                                    ("namespace", "horizontalpodautoscaler", "metric_name", "metric_target_type"))
+KUBE_POD_RESOURCE_REQUESTS = MetricSpec("kube_pod_container_resource_requests", "gauge",
+                                        "The number of requested request resource by a container. It is "
+                                        "recommended to use the kube_pod_resource_requests metric exposed by "
+                                        "kube-scheduler instead, as it is more precise.",
+                                        ("namespace", "pod", "uid", "container", "node", "resource", "unit"))
 
 ALL: tuple[MetricSpec, ...] = tuple(v for v in list(globals().values()) if isinstance(v, MetricSpec))

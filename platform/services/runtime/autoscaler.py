@@ -18,13 +18,17 @@ Series (labels as in kube-state-metrics; ``namespace`` is the runtime's namespac
 ``kube_horizontalpodautoscaler_status_current_replicas``, ``…_status_desired_replicas``,
 ``…_spec_min_replicas``, ``…_spec_max_replicas``,
 ``…_status_condition{condition,status="true|false|unknown"}`` (1 for the current status,
-0 for the others) and ``kube_deployment_status_replicas_available{deployment}``.
+0 for the others), ``…_spec_target_metric{metric_name,metric_target_type="utilization"}`` (the
+target percentage), ``kube_deployment_status_replicas_available{deployment}`` and, per replica,
+``kube_pod_container_resource_requests{pod,container,resource="cpu|memory",unit="core|byte"}``
+(so usage ÷ request is computed the same way as on a cluster).
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -45,6 +49,7 @@ __all__ = ["Autoscaler", "HPABinding"]
 log = logging.getLogger(__name__)
 
 _CONDITION_STATUSES = ("true", "false", "unknown")
+_KSM_UNITS = {hpa.CPU: "core", hpa.MEMORY: "byte"}  # kube-state-metrics' `unit` label per resource
 
 
 @dataclass
@@ -82,7 +87,9 @@ class Autoscaler:
         # Our own metric objects registered in our registry: the runtime's endpoint serves only these.
         self._g = {spec.name: metric(spec, None) for spec in (
             semconv.KUBE_HPA_CURRENT_REPLICAS, semconv.KUBE_HPA_DESIRED_REPLICAS, semconv.KUBE_HPA_MIN_REPLICAS,
-            semconv.KUBE_HPA_MAX_REPLICAS, semconv.KUBE_HPA_CONDITION, semconv.KUBE_DEPLOYMENT_REPLICAS_AVAILABLE)}
+            semconv.KUBE_HPA_MAX_REPLICAS, semconv.KUBE_HPA_CONDITION, semconv.KUBE_DEPLOYMENT_REPLICAS_AVAILABLE,
+            semconv.KUBE_HPA_TARGET_METRIC, semconv.KUBE_POD_RESOURCE_REQUESTS)}
+        self._node = socket.gethostname()
         for g in self._g.values():
             registry.register(g)
 
@@ -192,9 +199,21 @@ class Autoscaler:
                     for s in _CONDITION_STATUSES:
                         self._g[semconv.KUBE_HPA_CONDITION.name].labels(condition=ctype, status=s, **labels).set(
                             1 if s == status else 0)
-            for name, (dep, _) in self._watched.items():
+                for t in b.spec.metrics:
+                    self._g[semconv.KUBE_HPA_TARGET_METRIC.name].labels(
+                        metric_name=t.resource, metric_target_type="utilization", **labels).set(t.average_utilization)
+            requests_gauge = self._g[semconv.KUBE_POD_RESOURCE_REQUESTS.name]
+            requests_gauge.clear()  # replicas come and go: only the live ones keep a series
+            for name, (dep, requests) in self._watched.items():
                 self._g[semconv.KUBE_DEPLOYMENT_REPLICAS_AVAILABLE.name].labels(namespace=ns, deployment=name).set(
                     dep.available())
+                for r in dep.replicas():
+                    if r.state == TERMINATING:
+                        continue
+                    for resource, value in requests.items():
+                        requests_gauge.labels(namespace=ns, pod=r.name, uid=f"{r.name}-{r.pid}", container=name,
+                                              node=self._node, resource=resource,
+                                              unit=_KSM_UNITS.get(resource, resource)).set(value)
 
     def status(self) -> dict[str, Any]:
         """A JSON-ready picture: deployments with per-replica usage, HPAs, recent events."""
