@@ -59,6 +59,7 @@ from .catalog import Catalog, RouteMatcher, load_catalog
 from .context import INTERACTION_ID_HEADER, reset_interaction_id, set_interaction_id
 from .exposition import ASGIApp, Scope, is_multiprocess, metrics_app
 from .metrics import count_telemetry_error, metric
+from .pcm import PcmCapture, capture_for
 
 __all__ = ["OfsreMiddleware", "instrument_app", "is_valid_interaction_id", "error_body",
            "route_templates", "EXCLUDED_PATHS"]
@@ -129,7 +130,7 @@ class _Exchange:
 
     __slots__ = ("_send", "_receive", "_registry", "t0", "t_end", "status", "response_size", "request_size",
                  "interaction_id", "interaction_header", "reject", "route", "span", "context_token",
-                 "interaction_token", "in_flight", "disconnected", "count_body")
+                 "interaction_token", "in_flight", "disconnected", "count_body", "pcm")
 
     def __init__(self, receive: Any, send: Any, registry: CollectorRegistry):
         self._send = send
@@ -150,6 +151,7 @@ class _Exchange:
         self.interaction_token: Any = None
         self.in_flight: Any = None
         self.disconnected = False
+        self.pcm: Any = None  # the PCM SERVER call being captured (ofsre.instrumentation.pcm), if any
 
     async def receive(self) -> dict[str, Any]:
         message = await self._receive()
@@ -201,7 +203,8 @@ class OfsreMiddleware:
                  commit: str | None = None, env: str | None = None, registry: CollectorRegistry | None = None,
                  catalog: Catalog | None = None, tracer_provider: trace.TracerProvider | None = None,
                  require_interaction_id: bool | None = None, metrics_path: str | None = "/metrics",
-                 excluded_paths: Iterable[str] = EXCLUDED_PATHS, routes: Any = None):
+                 excluded_paths: Iterable[str] = EXCLUDED_PATHS, routes: Any = None,
+                 pcm: bool | PcmCapture | None = None):
         self.app = app
         self.settings = resolve_settings(service, version=version, commit=commit, env=env,
                                          require_interaction_id=require_interaction_id)
@@ -229,6 +232,8 @@ class OfsreMiddleware:
         # from KNOWN_METHODS (plus _OTHER), statuses from the app's own responses.
         self._routes: dict[tuple[str, str], _Route] = {}
         self._series: dict[tuple[_Route, int], tuple[Any, Any, Any, Any]] = {}
+        # PCM SERVER reports: None unless this service opted in (argument, then OFSRE_PCM_CAPTURE).
+        self._pcm = capture_for(self.settings.service, pcm)
         self._set_build_info()
 
     def _set_build_info(self) -> None:
@@ -321,6 +326,8 @@ class OfsreMiddleware:
         template = self._matcher.match(path) or semconv.UNKNOWN_ROUTE
         route = self._routes.get((template, label_method)) or self._new_route(template, label_method)
         exchange.route = route
+        if self._pcm is not None:  # PCM: catalog calls only; O(1), the report is queued in _finish
+            exchange.pcm = self._pcm.server_start(label_method, template, exchange.interaction_id, scope)
 
         # 3. span
         if self._tracing:
@@ -390,6 +397,11 @@ class OfsreMiddleware:
         if exchange.route is not None:
             try:
                 self._observe(exchange, status, end - exchange.t0, span)
+            except Exception:  # noqa: BLE001
+                count_telemetry_error(COMPONENT, self.registry)
+        if exchange.pcm is not None:  # PCM SERVER report: one enqueue, no I/O (see ofsre.instrumentation.pcm)
+            try:
+                self._pcm.server_finish(exchange.pcm, status, end - exchange.t0)
             except Exception:  # noqa: BLE001
                 count_telemetry_error(COMPONENT, self.registry)
         if exchange.in_flight is not None:
@@ -500,7 +512,7 @@ def instrument_app(app: Any, service: str | None = None, *, version: str | None 
                    commit: str | None = None, env: str | None = None, registry: CollectorRegistry | None = None,
                    catalog: Catalog | None = None, tracer_provider: trace.TracerProvider | None = None,
                    require_interaction_id: bool | None = None, metrics_path: str | None = "/metrics",
-                   excluded_paths: Iterable[str] = EXCLUDED_PATHS) -> Any:
+                   excluded_paths: Iterable[str] = EXCLUDED_PATHS, pcm: bool | PcmCapture | None = None) -> Any:
     """Instrument an ASGI app; returns the app to serve.
 
     A Starlette/FastAPI app is returned *itself*, its middleware stack wrapped so the
@@ -513,7 +525,10 @@ def instrument_app(app: Any, service: str | None = None, *, version: str | None 
     global one (ignored for exposition under ``PROMETHEUS_MULTIPROC_DIR``). Without
     ``tracer_provider``, :func:`ofsre.instrumentation.tracing.setup_tracing` installs the
     global one (idempotent; it exports only when ``OTEL_EXPORTER_OTLP_*ENDPOINT`` is set).
-    ``metrics_path=None`` serves no metrics endpoint. Calling it twice on one app is a no-op.
+    ``metrics_path=None`` serves no metrics endpoint. ``pcm`` switches PCM SERVER reports on
+    (``True`` or a :class:`~ofsre.instrumentation.pcm.PcmCapture`) or off (``False``); by default
+    ``OFSRE_PCM_CAPTURE`` decides (see :mod:`ofsre.instrumentation.pcm`). Calling it twice on one
+    app is a no-op.
     """
     existing = getattr(getattr(app, "build_middleware_stack", None), "ofsre_middleware", None)
     if existing is not None:
@@ -523,7 +538,7 @@ def instrument_app(app: Any, service: str | None = None, *, version: str | None 
     middleware = OfsreMiddleware(
         None if starlette_like else app, service, version=version, commit=commit, env=env, registry=registry,
         catalog=catalog, tracer_provider=tracer_provider, require_interaction_id=require_interaction_id,
-        metrics_path=metrics_path, excluded_paths=excluded_paths, routes=app)
+        metrics_path=metrics_path, excluded_paths=excluded_paths, routes=app, pcm=pcm)
     if tracer_provider is None:
         from .tracing import setup_tracing
 

@@ -21,6 +21,10 @@ HTTP semantic conventions (``http.request.method``, ``server.address``, ``server
 injected into the request headers. ``x-fapi-interaction-id`` is *not* forwarded: in Open
 Finance it names one request/response pair, so an outgoing call needs its own.
 
+``pcm=True`` marks a client that calls *other institutions*: each of its calls to a catalog
+endpoint then also produces a PCM ``CLIENT`` report (:mod:`ofsre.instrumentation.pcm`; only in
+a service whose PCM capture is on, ``OFSRE_PCM_CAPTURE``), with a 408 on a timeout.
+
 A failure inside the tracing code is counted in ``ofsre_telemetry_errors_total{component="httpclient"}``
 and the request goes out untraced. Calls made while instrumentation is suppressed (an
 exporter's own requests) are not traced.
@@ -36,7 +40,9 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import semconv
+from ._config import resolve_settings
 from .metrics import count_telemetry_error
+from .pcm import PcmCapture, capture_for
 
 __all__ = ["instrumented_client", "instrumented_sync_client", "InstrumentedAsyncClient", "InstrumentedClient"]
 
@@ -80,6 +86,13 @@ def _start_span(tracer: trace.Tracer, request: httpx.Request) -> trace.Span | No
         return None
 
 
+def _pcm_capture(pcm: bool | PcmCapture) -> PcmCapture | None:
+    """The PCM capture of a ``pcm=True`` client: the service's, when its capture is on."""
+    if isinstance(pcm, PcmCapture):
+        return pcm
+    return capture_for(resolve_settings().service, None) if pcm else None
+
+
 def _end_span(span: trace.Span, response: httpx.Response | None, error: BaseException | None) -> None:
     try:
         if span.is_recording():
@@ -100,11 +113,18 @@ def _end_span(span: trace.Span, response: httpx.Response | None, error: BaseExce
 class InstrumentedAsyncClient(httpx.AsyncClient):
     """``httpx.AsyncClient`` whose ``send`` is traced; built by :func:`instrumented_client`."""
 
-    def __init__(self, *args: Any, tracer_provider: trace.TracerProvider | None = None, **kwargs: Any):
+    def __init__(self, *args: Any, tracer_provider: trace.TracerProvider | None = None,
+                 pcm: bool | PcmCapture = False, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._ofsre_tracer = trace.get_tracer(_TRACER_NAME, tracer_provider=tracer_provider)
+        self._ofsre_pcm = _pcm_capture(pcm)
 
     async def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        if self._ofsre_pcm is not None:  # PCM CLIENT report around the traced send (one enqueue)
+            return await self._ofsre_pcm.send_async(self._traced_send, request, kwargs)
+        return await self._traced_send(request, **kwargs)
+
+    async def _traced_send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
         span = _start_span(self._ofsre_tracer, request)
         if span is None:
             return await super().send(request, **kwargs)
@@ -120,11 +140,18 @@ class InstrumentedAsyncClient(httpx.AsyncClient):
 class InstrumentedClient(httpx.Client):
     """``httpx.Client`` whose ``send`` is traced; built by :func:`instrumented_sync_client`."""
 
-    def __init__(self, *args: Any, tracer_provider: trace.TracerProvider | None = None, **kwargs: Any):
+    def __init__(self, *args: Any, tracer_provider: trace.TracerProvider | None = None,
+                 pcm: bool | PcmCapture = False, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._ofsre_tracer = trace.get_tracer(_TRACER_NAME, tracer_provider=tracer_provider)
+        self._ofsre_pcm = _pcm_capture(pcm)
 
     def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        if self._ofsre_pcm is not None:  # PCM CLIENT report around the traced send (one enqueue)
+            return self._ofsre_pcm.send_sync(self._traced_send, request, kwargs)
+        return self._traced_send(request, **kwargs)
+
+    def _traced_send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
         span = _start_span(self._ofsre_tracer, request)
         if span is None:
             return super().send(request, **kwargs)

@@ -138,4 +138,45 @@ KUBE_POD_RESOURCE_REQUESTS = MetricSpec("kube_pod_container_resource_requests", 
                                         "kube-scheduler instead, as it is more precise.",
                                         ("namespace", "pod", "uid", "container", "node", "resource", "unit"))
 
+# PCM regulatory reporting (ofsre.instrumentation.pcm captures, ofsre.exporters.pcm stores and sends).
+# Capture side, in the capturing service:
+PCM_DROP_REASONS = ("queue_full", "store_full", "store_error", "unencodable", "closed")
+PCM_SKIP_REASONS = ("no_client_org", "no_server_org", "no_response")
+PCM_REPORTS_CAPTURED = MetricSpec("ofsre_pcm_reports_captured", "counter",
+                                  "PCM reports captured and written to the local store, by role.", ("service", "role"))
+PCM_REPORTS_DROPPED = MetricSpec("ofsre_pcm_reports_dropped", "counter",
+                                 "PCM reports lost before the store (overflow or store failure): alerted.",
+                                 ("service", "reason"))
+PCM_REPORTS_SKIPPED = MetricSpec("ofsre_pcm_reports_skipped", "counter",
+                                 "Catalog calls deliberately not reported (no verified client org, no answer).",
+                                 ("service", "reason"))
+# Sender side, in the `ofsre pcm send` process (kind: private | opendata):
+PCM_BATCH_OUTCOMES = ("ok", "partial", "split", "throttled", "server_error", "network_error", "unauthorized",
+                      "rejected", "token_error", "unreadable")
+PCM_REPORT_RESULTS = MetricSpec("ofsre_pcm_report_results", "counter",
+                                "Per-report results stored from the PCM's answers (ACCEPTED, DISCARDED, ...).",
+                                ("kind", "status"))
+PCM_BATCHES = MetricSpec("ofsre_pcm_batches", "counter", "Report requests to the PCM, by outcome.",
+                         ("kind", "outcome"))
+PCM_REPORTS_HELD = MetricSpec("ofsre_pcm_reports_held", "counter",
+                              "Reports of batches the PCM refused for good (400/401/403/406/415), kept: alerted.",
+                              ("kind", "status"))
+# Deadline (reports of a Brasília day are due by 08:00 the next day), computed from the store on scrape:
+PCM_BACKLOG = MetricSpec("ofsre_pcm_backlog_reports", "gauge", "Reports in the store not yet delivered.", ("kind",),
+                         multiprocess_mode="max")
+PCM_HELD_REPORTS = MetricSpec("ofsre_pcm_held_reports", "gauge", "Reports held after a refusal, waiting for a fix.",
+                              multiprocess_mode="max")
+PCM_OLDEST_UNSENT_AGE = MetricSpec("ofsre_pcm_oldest_unsent_age_seconds", "gauge",
+                                   "Age of the oldest report not yet delivered (0 when none).", unit="seconds",
+                                   multiprocess_mode="max")
+PCM_DEADLINE_SECONDS_LEFT = MetricSpec("ofsre_pcm_deadline_seconds_left", "gauge",
+                                       "Seconds until the delivery deadline of the oldest undelivered report's day "
+                                       "(today's when none); negative: missed.", unit="seconds",
+                                       multiprocess_mode="min")
+PCM_DAY_REPORTS = MetricSpec("ofsre_pcm_day_reports", "gauge",
+                             "Today's (Brasília) reports by PCM result; PENDING and HELD not yet accepted.",
+                             ("status",), multiprocess_mode="max")
+PCM_LAST_DELIVERY = MetricSpec("ofsre_pcm_last_delivery_timestamp_seconds", "gauge",
+                               "Unix time of the last delivery to the PCM.", unit="seconds", multiprocess_mode="max")
+
 ALL: tuple[MetricSpec, ...] = tuple(v for v in list(globals().values()) if isinstance(v, MetricSpec))

@@ -1,0 +1,76 @@
+"""The deadline metrics, computed from the store at each scrape (a prometheus ``Collector``).
+
+Reports of a Brasília day are due at the PCM by 08:00 the next day. The sender process
+(``ofsre pcm send --metrics-port``) exposes, from the store itself, so every figure is true
+whichever process captured or sent the reports:
+
+* ``ofsre_pcm_backlog_reports{kind}`` — reports not yet delivered;
+* ``ofsre_pcm_held_reports`` — reports the PCM refused for good, waiting for a fix;
+* ``ofsre_pcm_oldest_unsent_age_seconds`` — age of the oldest undelivered report;
+* ``ofsre_pcm_deadline_seconds_left`` — time left before the deadline of that report's day
+  (today's deadline when nothing is waiting); negative once missed;
+* ``ofsre_pcm_day_reports{status}`` — today's reports by PCM result, PENDING and HELD included;
+* ``ofsre_pcm_last_delivery_timestamp_seconds``.
+
+The names and help texts come from :mod:`ofsre.instrumentation.semconv` (the alert rule and
+the dashboard panel use the same constants).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from ofsre.instrumentation import semconv
+
+from .store import KINDS, ReportStore, brasilia_day, deadline_of
+
+__all__ = ["StoreCollector", "deadline_figures"]
+
+
+def deadline_figures(store: ReportStore, now: float | None = None) -> dict[str, Any]:
+    """Backlog, oldest unsent age, time left to the deadline and today's counts (status and metrics)."""
+    now = time.time() if now is None else now
+    backlog = store.backlog()
+    oldest = backlog["oldest_unsent_ts"]
+    day = brasilia_day(oldest) if oldest is not None else brasilia_day(now)
+    today = brasilia_day(now)
+    return {
+        "now": now, "today": today, "unsent": backlog["unsent"], "held": backlog["held"],
+        "oldest_unsent_ts": oldest, "oldest_unsent_age_s": max(0.0, now - oldest) if oldest is not None else 0.0,
+        "deadline_day": day, "deadline_ts": deadline_of(day), "seconds_left": deadline_of(day) - now,
+        "last_delivery_ts": backlog["last_delivery_ts"], "day_counts": store.day_status_counts(today),
+    }
+
+
+class StoreCollector(Collector):
+    """Register with ``registry.register(StoreCollector(store))``."""
+
+    def __init__(self, store: ReportStore, clock: Callable[[], float] = time.time) -> None:
+        self.store, self.clock = store, clock
+
+    def describe(self) -> list:  # no scrape at registration: describing touches no disk
+        return []
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        f = deadline_figures(self.store, self.clock())
+        backlog = GaugeMetricFamily(semconv.PCM_BACKLOG.name, semconv.PCM_BACKLOG.doc, labels=semconv.PCM_BACKLOG.labels)
+        for kind in KINDS:
+            backlog.add_metric([kind], f["unsent"][kind])
+        yield backlog
+        yield GaugeMetricFamily(semconv.PCM_HELD_REPORTS.name, semconv.PCM_HELD_REPORTS.doc, value=f["held"])
+        yield GaugeMetricFamily(semconv.PCM_OLDEST_UNSENT_AGE.name, semconv.PCM_OLDEST_UNSENT_AGE.doc,
+                                value=f["oldest_unsent_age_s"])
+        yield GaugeMetricFamily(semconv.PCM_DEADLINE_SECONDS_LEFT.name, semconv.PCM_DEADLINE_SECONDS_LEFT.doc,
+                                value=f["seconds_left"])
+        day = GaugeMetricFamily(semconv.PCM_DAY_REPORTS.name, semconv.PCM_DAY_REPORTS.doc,
+                                labels=semconv.PCM_DAY_REPORTS.labels)
+        for status, count in f["day_counts"].items():
+            day.add_metric([status], count)
+        yield day
+        yield GaugeMetricFamily(semconv.PCM_LAST_DELIVERY.name, semconv.PCM_LAST_DELIVERY.doc,
+                                value=f["last_delivery_ts"] or 0.0)

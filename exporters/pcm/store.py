@@ -1,0 +1,303 @@
+"""The durable local store of PCM reports: one SQLite file, written before anything is sent.
+
+Why SQLite and not the log shippers' spool (:mod:`ofsre.exporters._spool`): the spool is a
+queue — it deletes what was delivered and belongs to one process. PCM reports must outlive
+their delivery: each one keeps the regulator's verdict (``ACCEPTED``, ``DISCARDED``,
+``PAIRED_INCONSISTENT``, ``UNPAIRED``, ``SINGLE`` and its ``message``), ``ofsre pcm report``
+recomputes the regulator's figures from the same reports, and several processes (gateway
+replicas, the worker, one sender) share one store. SQLite in WAL mode does all of that with
+the standard library only; every write is one transaction, durable when it returns.
+
+One row per report (``reports``)::
+
+    id           our key (uuid4 hex, made at capture): the same report is never stored twice
+    kind         private | opendata      (which PCM endpoint it goes to)
+    role, endpoint, method, status_code, process_ms, ts (unix seconds of its timestamp),
+    day          its Brasília calendar day (YYYY-MM-DD): the delivery deadline is 08:00 the next day
+    body         the JSON report exactly as sent
+    state        pending → sending → delivered        or   → held (a 4xx that retrying cannot fix)
+    result, message, result_id, delivered_at          the PCM's answer for this report
+    error        why a report is held (HTTP status and the PCM's message)
+
+Idempotency: a report leaves ``pending`` only when a sender leases it; its result is written
+by id, so a report sent twice (a sender killed after the PCM answered, before we stored the
+answer) is still one row and one count. The PCM itself pairs reports on ``fapiInteractionId``
+and role.
+
+Bounds: at most ``max_reports`` rows. Delivered reports older than ``retention_days`` are
+pruned first; if the store is still full, new reports are refused and the caller counts
+them (``ofsre_pcm_reports_dropped_total{reason="store_full"}``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ReportStore", "Row", "BRT", "brasilia_day", "deadline_of", "KINDS", "STATES", "RESULTS",
+           "default_store_path"]
+
+# Brasília time. Brazil has had no daylight saving time since 2019 (Decree 9,772/2019), so a
+# fixed UTC-3 is exact and needs no time-zone database on the machine.
+BRT = timezone(timedelta(hours=-3), "BRT")
+KINDS = ("private", "opendata")
+STATES = ("pending", "sending", "delivered", "held")
+RESULTS = ("ACCEPTED", "DISCARDED", "PAIRED_INCONSISTENT", "UNPAIRED", "SINGLE")
+DEADLINE_HOUR = 8  # reports of a day are due by 08:00 of the next day, Brasília time
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS reports (
+    id           TEXT PRIMARY KEY,
+    kind         TEXT NOT NULL,
+    role         TEXT NOT NULL,
+    day          TEXT NOT NULL,
+    ts           REAL NOT NULL,
+    endpoint     TEXT NOT NULL,
+    method       TEXT NOT NULL,
+    status_code  INTEGER NOT NULL,
+    process_ms   INTEGER NOT NULL,
+    body         TEXT NOT NULL,
+    state        TEXT NOT NULL DEFAULT 'pending',
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    result       TEXT,
+    message      TEXT,
+    result_id    TEXT,
+    delivered_at REAL,
+    error        TEXT
+);
+CREATE INDEX IF NOT EXISTS reports_queue ON reports (state, kind, ts);
+CREATE INDEX IF NOT EXISTS reports_day ON reports (day, role);
+"""
+
+
+def default_store_path() -> Path:
+    """``$OFSRE_PCM_STORE``, else ``$OFSRE_DATA_DIR/pcm/reports.db`` (``var/`` when unset)."""
+    explicit = os.environ.get("OFSRE_PCM_STORE", "").strip()
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("OFSRE_DATA_DIR", "").strip() or "var") / "pcm" / "reports.db"
+
+
+def brasilia_day(ts: float) -> str:
+    """The Brasília calendar day (YYYY-MM-DD) of a unix time."""
+    return datetime.fromtimestamp(ts, BRT).strftime("%Y-%m-%d")
+
+
+def deadline_of(day: str) -> float:
+    """Unix time of the delivery deadline of ``day``'s reports: 08:00 Brasília the next day."""
+    start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=BRT)
+    return (start + timedelta(days=1, hours=DEADLINE_HOUR)).timestamp()
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """What ``ofsre pcm report`` needs of one stored report."""
+
+    endpoint: str
+    method: str
+    status_code: int
+    ts: float
+    process_ms: int
+    result: str | None
+    role: str
+
+
+class ReportStore:
+    """A handle on the store file; one per process, thread-safe (one connection, one lock).
+
+    Use it as a context manager or call :meth:`close`.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, max_reports: int = 5_000_000,
+                 retention_days: float = 40.0, busy_timeout_s: float = 30.0) -> None:
+        self.path = Path(path) if path is not None else default_store_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.max_reports = max_reports
+        self.retention_days = retention_days
+        self._lock = threading.Lock()
+        # check_same_thread=False: the lock serialises use; the capture's writer thread and a
+        # sender thread may share a handle.
+        self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None,
+                                   check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")   # readers never block the writers
+        self._db.execute("PRAGMA synchronous=FULL")   # a committed report survives power loss
+        self._db.executescript(_SCHEMA)
+        self._rows = self._count_rows()
+
+    def __enter__(self) -> ReportStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock, contextlib.suppress(sqlite3.Error):
+            self._db.close()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE: take the write lock up front, no upgrade deadlock)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _count_rows(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT count(*) FROM reports").fetchone()[0]
+
+    # --- capture side ------------------------------------------------------------------------
+
+    def add(self, reports: Sequence[tuple[Any, ...]]) -> int:
+        """Store reports durably, one transaction; return how many were stored (the rest: store full).
+
+        Each item is ``(id, kind, role, day, ts, endpoint, method, status_code, process_ms, body)``.
+        A report whose id is already stored is ignored (and counts as stored).
+        """
+        if not reports:
+            return 0
+        with self._tx() as db:
+            rows = db.execute("SELECT count(*) FROM reports").fetchone()[0]
+            room = self.max_reports - rows
+            if room < len(reports):
+                self._prune(db)
+                rows = db.execute("SELECT count(*) FROM reports").fetchone()[0]
+                room = self.max_reports - rows
+            accepted = list(reports[:max(0, room)])
+            db.executemany("INSERT OR IGNORE INTO reports (id, kind, role, day, ts, endpoint, method, status_code,"
+                           " process_ms, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", accepted)
+            self._rows = rows + len(accepted)
+        return len(accepted)
+
+    def _prune(self, db: sqlite3.Connection) -> None:
+        cutoff = time.time() - self.retention_days * 86400
+        db.execute("DELETE FROM reports WHERE state = 'delivered' AND ts < ?", (cutoff,))
+
+    # --- sender side -------------------------------------------------------------------------
+
+    def reclaim(self) -> int:
+        """Put reports a dead sender had leased back in the queue (the caller holds the sender lock)."""
+        with self._tx() as db:
+            return db.execute("UPDATE reports SET state = 'pending' WHERE state = 'sending'").rowcount
+
+    def oldest_pending_kind(self) -> str | None:
+        """The kind whose oldest pending report is the oldest (deliver the most urgent first)."""
+        with self._lock:
+            row = self._db.execute("SELECT kind FROM reports WHERE state = 'pending' ORDER BY ts LIMIT 1").fetchone()
+        return row[0] if row else None
+
+    def lease(self, kind: str, limit: int) -> list[tuple[str, str]]:
+        """Move up to ``limit`` of the oldest pending reports of ``kind`` to ``sending``; ``[(id, body)]``."""
+        with self._tx() as db:
+            rows = db.execute("SELECT id, body FROM reports WHERE state = 'pending' AND kind = ? ORDER BY ts LIMIT ?",
+                              (kind, limit)).fetchall()
+            db.executemany("UPDATE reports SET state = 'sending', attempts = attempts + 1 WHERE id = ?",
+                           [(r[0],) for r in rows])
+        return rows
+
+    def deliver(self, results: Iterable[tuple[str, str | None, str | None, str]], now: float | None = None) -> None:
+        """Store the PCM's answers: ``(result, message, result_id, id)`` per report; state ``delivered``."""
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            db.executemany("UPDATE reports SET state = 'delivered', result = ?, message = ?, result_id = ?,"
+                           f" delivered_at = {now!r}, error = NULL WHERE id = ?", results)
+
+    def release(self, ids: Iterable[str]) -> None:
+        """Leased reports go back to ``pending`` (the sender is stopping mid-retry)."""
+        with self._tx() as db:
+            db.executemany("UPDATE reports SET state = 'pending' WHERE id = ? AND state = 'sending'",
+                           [(i,) for i in ids])
+
+    def hold(self, ids: Iterable[str], error: str) -> None:
+        """Keep reports the PCM refused for good (400/401/403/406/415) out of the queue, with why."""
+        with self._tx() as db:
+            db.executemany("UPDATE reports SET state = 'held', error = ? WHERE id = ?", [(error, i) for i in ids])
+
+    def requeue_held(self) -> int:
+        """Held reports back to ``pending`` (after the cause was fixed); returns how many."""
+        with self._tx() as db:
+            return db.execute("UPDATE reports SET state = 'pending', error = NULL WHERE state = 'held'").rowcount
+
+    # --- queries -----------------------------------------------------------------------------
+
+    def counts_by_state(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT state, count(*) FROM reports GROUP BY state").fetchall()
+        return {state: 0 for state in STATES} | dict(rows)
+
+    def backlog(self) -> dict[str, Any]:
+        """Unsent reports (pending + sending) per kind, held reports, oldest unsent time, last delivery."""
+        with self._lock:
+            per_kind = dict(self._db.execute("SELECT kind, count(*) FROM reports WHERE state IN ('pending', 'sending')"
+                                             " GROUP BY kind").fetchall())
+            oldest = self._db.execute("SELECT min(ts) FROM reports WHERE state IN ('pending', 'sending', 'held')"
+                                      ).fetchone()[0]
+            held = self._db.execute("SELECT count(*) FROM reports WHERE state = 'held'").fetchone()[0]
+            last = self._db.execute("SELECT max(delivered_at) FROM reports").fetchone()[0]
+        return {"unsent": {kind: per_kind.get(kind, 0) for kind in KINDS}, "held": held,
+                "oldest_unsent_ts": oldest, "last_delivery_ts": last}
+
+    def day_status_counts(self, day: str) -> dict[str, int]:
+        """``day``'s reports by PCM result; unsent ones as PENDING, held ones as HELD."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT CASE WHEN state = 'delivered' THEN coalesce(result, 'UNKNOWN')"
+                " WHEN state = 'held' THEN 'HELD' ELSE 'PENDING' END AS s, count(*)"
+                " FROM reports WHERE day = ? GROUP BY s", (day,)).fetchall()
+        return {name: 0 for name in (*RESULTS, "PENDING", "HELD")} | dict(rows)
+
+    def rows(self, days: Sequence[str], role: str | None = "SERVER") -> Iterator[Row]:
+        """Every report of ``days`` (Brasília), optionally of one role, for the compliance figures."""
+        marks = ",".join("?" * len(days))
+        sql = (f"SELECT endpoint, method, status_code, ts, process_ms, result, role FROM reports"
+               f" WHERE day IN ({marks})")
+        params: list[Any] = list(days)
+        if role:
+            sql += " AND role = ?"
+            params.append(role)
+        with self._lock:
+            fetched = self._db.execute(sql, params).fetchall()
+        for r in fetched:
+            yield Row(*r)
+
+    def results(self, *, day: str | None = None, result: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Stored reports with their PCM answer (newest first), for ``ofsre pcm results``."""
+        sql = "SELECT id, kind, role, endpoint, status_code, ts, state, result, message, error FROM reports WHERE 1=1"
+        params: list[Any] = []
+        if day:
+            sql += " AND day = ?"
+            params.append(day)
+        if result:
+            sql += " AND (result = ? OR (? = 'HELD' AND state = 'held') OR (? = 'PENDING' AND state IN"
+            sql += " ('pending', 'sending')))"
+            params += [result, result, result]
+        sql += " ORDER BY ts DESC LIMIT ?"
+        params.append(limit)
+        with self._lock:
+            fetched = self._db.execute(sql, params).fetchall()
+        names = ("id", "kind", "role", "endpoint", "statusCode", "ts", "state", "result", "message", "error")
+        return [dict(zip(names, r, strict=True)) for r in fetched]
+
+    def get(self, report_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            cur = self._db.execute("SELECT * FROM reports WHERE id = ?", (report_id,))
+            row = cur.fetchone()
+            names = [d[0] for d in cur.description]
+        return dict(zip(names, row, strict=True)) if row else None
+
+
+def utc_iso(ts: float) -> str:
+    """UTC ISO 8601 with milliseconds, as the PCM wants timestamps: ``2026-12-01T22:45:01.123Z``."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
