@@ -60,6 +60,18 @@ resource "helm_release" "ofsre_platform" {
       enabled = true
       labels  = { release = helm_release.kube_prometheus_stack.name }
     }
+    # Only the gateway reaches the modules; the gateway admits the ingress, every module the
+    # Prometheus of the stack above (its pods: app.kubernetes.io/name=prometheus).
+    networkPolicy = {
+      enabled = true
+      gateway = { from = var.gateway_ingress_from }
+      prometheus = {
+        from = [{
+          namespaceSelector = { matchLabels = { "kubernetes.io/metadata.name" = var.monitoring_namespace } }
+          podSelector       = { matchLabels = { "app.kubernetes.io/name" = "prometheus" } }
+        }]
+      }
+    }
   })]
 
   depends_on = [helm_release.kube_prometheus_stack]

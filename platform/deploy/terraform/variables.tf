@@ -27,6 +27,14 @@ variable "monitoring_namespace" {
   default     = "monitoring"
 }
 
+variable "gateway_ingress_from" {
+  description = "NetworkPolicyPeers admitted to the gateway (the chart's networkPolicy.gateway.from): the ingress controller's namespace, or with the AWS Load Balancer Controller in IP mode the load balancer's subnets as ipBlocks. The VPC CNI enforces NetworkPolicy only with its network policy agent enabled."
+  type        = any
+  default     = [{
+    namespaceSelector = { matchLabels = { "kubernetes.io/metadata.name" = "ingress-nginx" } }
+  }]
+}
+
 variable "db_subnet_ids" {
   description = "Private subnets (two or more availability zones) for the RDS instance."
   type        = list(string)
