@@ -63,6 +63,7 @@ class Records:
     p95 = f"{_LEVEL}:{sc.HTTP_DURATION.name}:p95_rate5m"
     minute_available = f"{_LEVEL}:{sc.HTTP_REQUESTS.name}:available_minute"
     tier_limit = "tier:ofsre_http_p95_limit:seconds"
+    tier_tpm = "tier:ofsre_http_tpm_limit:requests_per_minute"
     availability_objective = "ofsre:slo_availability_objective:ratio"
     latency_objective = "ofsre:slo_latency_objective:ratio"
 
@@ -162,6 +163,8 @@ def recording_groups(cfg: MonitoringConfig) -> list[dict]:
                     (*GROUP, "le")) + "\n)")))
     meta = [_record(R.tier_limit, f"vector({fmt(t.p95_seconds)})", {"tier": t.name})
             for t in sorted(cfg.catalog.tiers.values(), key=lambda t: t.name)]
+    meta += [_record(R.tier_tpm, f"vector({t.tpm})", {"tier": t.name})
+             for t in sorted(cfg.catalog.tiers.values(), key=lambda t: t.name)]
     meta += [_record(R.availability_objective, f"vector({fmt(cfg.availability_objective)})"),
              _record(R.latency_objective, f"vector({fmt(cfg.latency_objective)})")]
     return [{"name": "ofsre-http-sli.rules", "rules": rules},

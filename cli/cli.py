@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("ofsre.platform.runtime.demo", "start the platform, run an Open Finance journey, summarise, stop"),
     "loadtest": ("ofsre.loadtests.cli", "Locust suites of ecosystem traffic; verify-scaling gives a scaling verdict"),
     "pcm": ("ofsre.exporters.pcm.cli", "PCM regulatory reporting: status, report --day, send, results, requeue"),
+    "dashboards": ("ofsre.dashboards.cli", "build the Grafana dashboards as JSON, or publish them to Grafana"),
     "alerts": ("ofsre.alerts.cli", "build the Prometheus rules, PrometheusRule and Alertmanager example"),
 }
 
