@@ -24,6 +24,7 @@ import asyncio
 import importlib
 import logging
 import os
+import socket
 import ssl
 import sys
 from collections.abc import Callable, Sequence
@@ -87,6 +88,22 @@ def _tls_options(service: str, settings: Settings) -> dict:
             "http": PeerCertificateProtocol}
 
 
+def _shared_socket(host: str) -> socket.socket | None:
+    """The listening socket on ``OFSRE_SHARED_PORT``, with ``SO_REUSEPORT``: every replica of
+    the gateway binds the same port this way and the kernel spreads new connections over them
+    (the local runtime's stand-in for a Kubernetes Service). None when the variable is unset."""
+    raw = os.environ.get("OFSRE_SHARED_PORT", "").strip()
+    if not raw:
+        return None
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, int(raw)))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
 class _Server(uvicorn.Server):
     """uvicorn's server, calling ``on_started`` once start-up (lifespan included) succeeded."""
 
@@ -122,7 +139,8 @@ def serve(service: str, host: str = "127.0.0.1", port: int = 8000, *, port_file:
             tmp.write_text(f"{bound}\n")
             tmp.replace(port_file)  # atomic: a reader never sees a half-written file
 
-    _Server(config, started).run(sockets=[sock])
+    shared = _shared_socket(host)
+    _Server(config, started).run(sockets=[sock] if shared is None else [sock, shared])
 
 
 def _parser() -> argparse.ArgumentParser:

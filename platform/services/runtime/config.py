@@ -99,7 +99,7 @@ class RuntimeConfig:
     queue_backend: str = field(default_factory=lambda: os.environ.get("OFSRE_QUEUE_BACKEND") or "db")
     mtls: bool = field(default_factory=lambda: os.environ.get("OFSRE_MTLS", "on").lower() not in ("off", "0", "false"))
     services: tuple[ServiceConfig, ...] = DEFAULT_SERVICES
-    gateway: ServiceConfig = ServiceConfig("gateway", autoscale=False, routed=False, cpu_request=0.5)
+    gateway: ServiceConfig = ServiceConfig("gateway", routed=False, cpu_request=0.5)  # autoscaled, as in the chart
     controller: hpa.ControllerConfig = hpa.ControllerConfig()
     scale_up: hpa.ScalingRules = hpa.DEFAULT_SCALE_UP
     scale_down: hpa.ScalingRules = hpa.DEFAULT_SCALE_DOWN

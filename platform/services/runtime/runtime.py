@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry
 
 from .autoscaler import Autoscaler
 from .config import RuntimeConfig, ServiceConfig
-from .files import atomic_write_json, port_free, read_json
+from .files import atomic_write_json, free_port, port_free, read_json
 from .prometheus import prometheus_command, write_scrape_config, write_targets
 from .server import RuntimeServer
 from .supervisor import Deployment, tail
@@ -89,6 +89,7 @@ class LocalRuntime:
         self.autoscaler = Autoscaler(registry=self.registry, config=config.controller, namespace=config.namespace)
         self.deployments: dict[str, Deployment] = {}
         self.gateway: Deployment | None = None
+        self.gateway_port = 0  # the port every gateway replica serves (chosen at start when 0)
         self.prometheus: Deployment | None = None
         self.server: RuntimeServer | None = None
         self.scrape_config: Path | None = None
@@ -127,8 +128,13 @@ class LocalRuntime:
             self.deployments[svc.name] = self._deployment(svc, cfg.command)
         self._bring_up(list(self.deployments.values()))
         self._write_files()
-        self.gateway = self._deployment(cfg.gateway, cfg.command, port=cfg.gateway_port or None,
-                                        env={"OFSRE_UPSTREAMS_FILE": str(self.paths.upstreams.resolve())})
+        # Every gateway replica serves the one gateway port (SO_REUSEPORT: the kernel spreads the
+        # connections) besides a port of its own, where it is probed and scraped like any replica.
+        self.gateway_port = cfg.gateway_port or free_port(cfg.host)
+        gateway_max = cfg.gateway.max_replicas if cfg.gateway.autoscale else cfg.gateway.replicas
+        self.gateway = self._deployment(cfg.gateway, cfg.command, env={
+            "OFSRE_UPSTREAMS_FILE": str(self.paths.upstreams.resolve()),
+            "OFSRE_SHARED_PORT": str(self.gateway_port), "OFSRE_GATEWAY_REPLICAS": str(gateway_max)})
         self._bring_up([self.gateway])
         for svc in cfg.services:
             dep = self.deployments[svc.name]
@@ -136,7 +142,10 @@ class LocalRuntime:
                 self.autoscaler.add(svc.hpa_spec(cfg.scale_up, cfg.scale_down), dep, svc.requests)
             else:
                 self.autoscaler.watch(dep, svc.requests)
-        self.autoscaler.watch(self.gateway, cfg.gateway.requests)
+        if cfg.gateway.autoscale:  # the chart gives the gateway an HPA too
+            self.autoscaler.add(cfg.gateway.hpa_spec(cfg.scale_up, cfg.scale_down), self.gateway, cfg.gateway.requests)
+        else:
+            self.autoscaler.watch(self.gateway, cfg.gateway.requests)
         self.autoscaler.start()
         runtime_target = self.server.url.split("://", 1)[1]
         self.scrape_config = write_scrape_config(self.paths.prometheus, runtime_target=runtime_target,
@@ -211,7 +220,7 @@ class LocalRuntime:
             urls = dep.ready_urls() if dep is not None else []
             return urls[0] if urls else None
         return {
-            "gateway": first(self.gateway),
+            "gateway": f"http://{self.config.host}:{self.gateway_port}" if first(self.gateway) else None,
             "runtime_metrics": f"{self.server.url}/metrics" if self.server else None,
             "runtime_status": f"{self.server.url}/status" if self.server else None,
             "prometheus": first(self.prometheus),

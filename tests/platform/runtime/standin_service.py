@@ -111,11 +111,19 @@ def main() -> int:
     else:
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    shared = None
+    if os.environ.get("OFSRE_SHARED_PORT"):  # the gateway port every replica serves (SO_REUSEPORT), as run.py
+        ThreadingHTTPServer.allow_reuse_port = True
+        shared = ThreadingHTTPServer((args.host, int(os.environ["OFSRE_SHARED_PORT"])), Handler)
+        shared.daemon_threads = True
+        threading.Thread(target=shared.serve_forever, daemon=True).start()
     print(f"{args.service} listening on {args.host}:{args.port} pid {os.getpid()}", flush=True)
     while not stop.wait(0.2):
         pass
     print("SIGTERM received: shutting down", flush=True)
     server.shutdown()
+    if shared is not None:
+        shared.shutdown()
     return 0
 
 

@@ -1,0 +1,65 @@
+"""The gateway is autoscaled like every module: replicas share the one gateway port (SO_REUSEPORT).
+
+Real processes (the stand-in service as gateway and module, see standin_service.py): CPU load
+on the gateway port makes the HPA add gateway replicas, the kernel hands new connections to
+every replica listening on the port, and idleness removes them again after the window.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+import pytest
+
+from ofsre.platform.runtime import LocalRuntime, RuntimeConfig, ServiceConfig
+from ofsre.platform.runtime.hpa import DEFAULT_SCALE_DOWN, ControllerConfig, ScalingRules
+
+
+@pytest.fixture
+def runtime(tmp_path, standin_command):
+    cfg = RuntimeConfig(
+        data_dir=tmp_path, gateway_port=0, command=tuple(standin_command), migrate_command=None,
+        services=(ServiceConfig("consents", autoscale=False),),
+        gateway=ServiceConfig("gateway", routed=False, max_replicas=3, cpu_request=0.1, cpu_target=50,
+                              memory_target=None),
+        controller=ControllerConfig(sync_period=1.0), scale_down=ScalingRules(3.0, DEFAULT_SCALE_DOWN.policies),
+        termination_grace=5.0, startup_timeout=30.0)
+    rt = LocalRuntime(cfg)
+    rt.start()
+    yield rt
+    rt.stop()
+
+
+def test_gateway_replicas_are_added_on_the_shared_port_and_removed(runtime, wait_for):
+    gateway = runtime.deployments.get("gateway") or runtime.gateway
+    url = runtime.endpoints()["gateway"]
+    assert url.endswith(f":{runtime.gateway_port}") and url not in gateway.ready_urls()  # not a replica's own port
+    assert "gateway" in runtime.status()["hpa"]
+    pids: set[int] = set()
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            try:  # a new connection per call, so the kernel picks a replica every time
+                r = httpx.get(f"{url}/burn?ms=30", timeout=10)
+                if r.status_code == 200:
+                    pids.add(int(r.text))
+            except httpx.HTTPError:
+                pass
+
+    threads = [threading.Thread(target=load, daemon=True) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: gateway.available() >= 2)
+        replica_pids = {r.pid for r in gateway.replicas()}
+        wait_for(lambda: len(pids & replica_pids) >= 2)  # answers came from two gateway processes
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(15)
+    events = [e for e in runtime.status()["events"] if e["hpa"] == "gateway"]
+    assert any(e["reason"] == "SuccessfulRescale" and "above target" in e["message"] for e in events)
+    wait_for(lambda: gateway.spec_replicas == 1 and len(gateway.replicas()) == 1)
+    assert httpx.get(f"{url}/pid", timeout=5).status_code == 200  # the remaining replica still serves the port
