@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ("Catalog", "CatalogError", "Endpoint", "SLO", "Tier", "RouteMatcher", "load_catalog", "DEFAULT_PATH")
+__all__ = ("Catalog", "CatalogError", "Endpoint", "Family", "SLO", "Tier", "RouteMatcher", "load_catalog",
+           "DEFAULT_PATH")
 
 DEFAULT_PATH = Path(__file__).with_name("catalog.toml")
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"})
@@ -68,6 +69,15 @@ class Endpoint:
     @property
     def p95_seconds(self) -> float:
         return self.tier.p95_seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """One API family of the catalog: ``consents`` 3.3.1 under ``/open-banking/consents/v3``."""
+
+    api: str
+    version: str
+    base: str  # no trailing slash
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +133,10 @@ def _segments(path: str) -> list[str]:
 class Catalog:
     """The loaded catalog. Iterate it for every :class:`Endpoint`."""
 
-    def __init__(self, tiers: dict[str, Tier], endpoints: list[Endpoint], slo: SLO, raw: dict[str, Any]):
+    def __init__(self, tiers: dict[str, Tier], endpoints: list[Endpoint], slo: SLO, raw: dict[str, Any],
+                 families: dict[str, Family] | None = None):
         self.tiers = tiers
+        self.families: dict[str, Family] = dict(families or {})
         self.endpoints = tuple(endpoints)
         self.slo = slo
         self.ecosystem: dict[str, int] = dict(raw.get("ecosystem", {}))
@@ -148,6 +160,17 @@ class Catalog:
         """The entry whose template matches a raw request *path*, or None."""
         m = self._matchers.get(method.upper())
         return m.match(path) if m is not None else None
+
+    def allowed_methods(self, path: str) -> tuple[str, ...]:
+        """The methods whose templates match a raw ``path`` (empty: the catalog has no such route)."""
+        return tuple(sorted(method for method, m in self._matchers.items() if m.match(path) is not None))
+
+    def family(self, api: str) -> Family:
+        """The family named ``api``; ``KeyError`` naming the known ones when there is none."""
+        try:
+            return self.families[api]
+        except KeyError:
+            raise KeyError(f"no API family {api!r} in the catalog (known: {', '.join(self.families)})") from None
 
     @property
     def apis(self) -> tuple[str, ...]:
@@ -182,6 +205,7 @@ def parse_catalog(raw: dict[str, Any], source: str = "<catalog>") -> Catalog:
         if tiers[name].p95_ms <= 0:
             raise CatalogError(f"{where}: p95_ms must be positive")
     endpoints: list[Endpoint] = []
+    families: dict[str, Family] = {}
     seen: set[tuple[str, str]] = set()
     for i, fam in enumerate(_require(raw, "family", source)):
         api = _require(fam, "api", f"{source}: family #{i + 1}")
@@ -189,6 +213,9 @@ def parse_catalog(raw: dict[str, Any], source: str = "<catalog>") -> Catalog:
         base = _require(fam, "base", where).rstrip("/")
         version = str(_require(fam, "version", where))
         fam_tpm = fam.get("tpm", "tier")
+        if api in families:
+            raise CatalogError(f"{where}: duplicate family")
+        families[api] = Family(api, version, base)
         for row in _require(fam, "endpoints", where):
             if not isinstance(row, list) or len(row) not in (3, 4):
                 raise CatalogError(f"{where}: endpoint row {row!r} must be [method, path, tier(, tpm)]")
@@ -225,7 +252,7 @@ def parse_catalog(raw: dict[str, Any], source: str = "<catalog>") -> Catalog:
     for name in ("latency_objective", "availability_objective", "availability_daily_objective"):
         if not 0 < getattr(slo, name) < 1:
             raise CatalogError(f"{source}: [slo] {name} must be between 0 and 1")
-    return Catalog(tiers, endpoints, slo, raw)
+    return Catalog(tiers, endpoints, slo, raw, families)
 
 
 @functools.lru_cache(maxsize=8)

@@ -8,14 +8,19 @@ current OpenTelemetry span. ``x-fapi-interaction-id`` is never a metric label.
 from __future__ import annotations
 
 import contextvars
+import re
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from opentelemetry import trace
 
-__all__ = ["INTERACTION_ID_HEADER", "interaction_id", "current_log_context", "use_interaction_id"]
+__all__ = ["INTERACTION_ID_HEADER", "interaction_id", "current_log_context", "use_interaction_id",
+           "is_valid_interaction_id", "new_interaction_id"]
 
 INTERACTION_ID_HEADER = "x-fapi-interaction-id"
+# RFC 4122: 8-4-4-4-12 hex digits, version 1-5, variant 10xx, either case (openfinance.md §4).
+_UUID = re.compile(rb"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[1-5][0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}\Z")
 
 _interaction_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("ofsre_interaction_id", default=None)
 
@@ -23,6 +28,16 @@ _interaction_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("of
 def interaction_id() -> str | None:
     """The ``x-fapi-interaction-id`` of the request being served, if any."""
     return _interaction_id.get()
+
+
+def is_valid_interaction_id(value: bytes) -> bool:
+    """True when a raw ``x-fapi-interaction-id`` header value is an RFC 4122 UUID."""
+    return _UUID.match(value) is not None
+
+
+def new_interaction_id() -> str:
+    """A fresh interaction id, for an answer to a request that brought no valid one."""
+    return str(uuid.uuid4())
 
 
 def set_interaction_id(value: str | None) -> contextvars.Token:

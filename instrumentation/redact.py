@@ -19,6 +19,8 @@ CNPJ (``00.000.000/0000-00`` or 14 bare digits;      ``[CNPJ]``
 the 2026 alphanumeric form when punctuated)
 JWT / JWE (``eyJ…`` dot-separated base64url)         ``[JWT]``
 ``Bearer <token>`` / ``Basic <credentials>``         ``Bearer [TOKEN]``
+``Authorization: <any scheme> <anything>``,          ``Authorization: [TOKEN]``,
+``Cookie: …``, ``Set-Cookie: …`` (the whole value)   ``Cookie: [SECRET]``
 ``client_secret=…``, ``"password": "…"``, …          ``[SECRET]``
 e-mail addresses                                     ``[EMAIL]``
 =================================================  ============
@@ -115,10 +117,17 @@ _DOCUMENT = re.compile(
 _JWT = re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*){2,4}")
 
 # The credential must look like one (see _looks_like_credential), so "bearer of bad news"
-# and "basic information" stay.
-_AUTH_SCHEME = re.compile(r"\b(?P<scheme>Bearer|Basic)(?P<sep>\s+)(?P<token>[A-Za-z0-9\-._~+/]{8,}=*)",
+# and "basic information" stay; any length ("Bearer abc.def") and the platform's own
+# "Bearer consent:<id>" do not.
+_AUTH_SCHEME = re.compile(r"\b(?P<scheme>Bearer|Basic)(?P<sep>\s+)(?P<token>[A-Za-z0-9\-._~+/:]+=*)",
                           re.IGNORECASE)
-_TOKEN_SYMBOLS = frozenset("0123456789-._~+/=")
+_TOKEN_SYMBOLS = frozenset("0123456789-._~+/=:")
+# A header whose whole value is a credential, whatever its scheme or shape, up to the end of
+# the value (a quote, a line break, or the end of a "b'…'" repr): Authorization,
+# Proxy-Authorization, Cookie, Set-Cookie. The scheme word of an Authorization is kept.
+_CREDENTIAL_HEADER = re.compile(
+    r"(?P<name>\b(?:proxy[_-])?authorization|\b(?:set[_-])?cookie)(?P<sep>[\"']?\s*[=:]\s*[\"']?)"
+    r"(?:(?P<scheme>[A-Za-z][A-Za-z0-9._~+/-]*) (?=\S))?(?P<value>[^\"'\r\n]*)", re.IGNORECASE)
 
 # Key names whose value is a secret wherever they appear (``key=value``, ``key: value``,
 # ``"key": "value"``). A prefix is allowed: db_password, x-api-key, OFSRE_LOKI_PASSWORD.
@@ -156,6 +165,15 @@ def _document(match: re.Match[str]) -> str:
 def _looks_like_credential(token: str) -> bool:
     """Base64 or a random token has a digit, a symbol or an inner capital; an ordinary word has none."""
     return any(c in _TOKEN_SYMBOLS for c in token) or any(c.isupper() for c in token[1:])
+
+
+def _credential_header(match: re.Match[str]) -> str:
+    if not match.group("value").strip():
+        return match.group(0)
+    name = match.group("name")
+    mark = SECRET_MARK if name.lower().endswith("cookie") else TOKEN_MARK
+    scheme = match.group("scheme")
+    return name + match.group("sep") + (scheme + " " if scheme else "") + mark
 
 
 def _auth_scheme(match: re.Match[str]) -> str:
@@ -201,6 +219,8 @@ def redact_text(text: str) -> str:
     # Secrets first: "access_token=eyJ…" becomes "access_token=[SECRET]", not a JWT mark.
     if ("=" in text or ":" in text) and any(hint in lowered for hint in _SECRET_HINTS):
         text = _redact_assignments(text)
+    if "authorization" in lowered or "cookie" in lowered:
+        text = _CREDENTIAL_HEADER.sub(_credential_header, text)
     if "bearer" in lowered or "basic" in lowered:
         text = _AUTH_SCHEME.sub(_auth_scheme, text)
     if "eyJ" in text:

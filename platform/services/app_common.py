@@ -14,6 +14,8 @@ A service module builds its FastAPI app with :func:`service_app` and adds its ro
 * ``GET /healthz`` (liveness, no I/O) and ``GET /readyz`` (database and queue reachable,
   plus the service's own ``readiness`` checks; 503 when one fails);
 * the Open Finance error body for every error (:mod:`ofsre.platform.errors`);
+* :class:`~ofsre.platform.guard.RequestGuard`: malformed headers refused, body size and
+  read time bounded, and (modules) only the gateway, holding ``OFSRE_GATEWAY_SECRET``, heard;
 * ``ofsre.instrumentation.instrument_app`` (metrics on ``/metrics``, one span per request,
   ``x-fapi-interaction-id``), applied last so it is the outermost layer.
 
@@ -39,6 +41,7 @@ from ofsre.instrumentation.catalog import Catalog
 
 from . import db
 from .errors import OFError, install_error_handlers, utc_now_iso
+from .guard import RequestGuard
 from .settings import Settings
 
 __all__ = ["service_app", "Session", "CLIENT_ORG_HEADER", "ClientOrg", "Hook", "Check", "flush_telemetry",
@@ -47,7 +50,8 @@ __all__ = ["service_app", "Session", "CLIENT_ORG_HEADER", "ClientOrg", "Hook", "
 _log = logging.getLogger("ofsre.platform")
 
 # Set by the gateway from the verified client certificate; the services record it on what a
-# client creates and compare it on later reads. The gateway drops any copy a client sends.
+# client creates and compare it on later reads. The gateway drops any copy a client sends, and
+# a module with OFSRE_GATEWAY_SECRET set hears only requests that carry the secret (guard.py).
 CLIENT_ORG_HEADER = "x-ofsre-client-org-id"
 
 Hook = Callable[[FastAPI], Awaitable[None]]
@@ -110,8 +114,12 @@ def consent_id_from(authorization: str | None, x_consent_id: str | None) -> str 
 
 
 def check_owner(owner_org: str | None, caller_org: str | None, what: str) -> None:
-    """403 when a resource created by one institution is used by another (both known)."""
-    if owner_org and caller_org and owner_org != caller_org:
+    """403 when a resource created by one institution is used by anyone else.
+
+    A resource created with no organisation (OFSRE_MTLS=off) is open to every caller; one
+    created by an institution is open only to it: a caller with no organisation is refused too.
+    """
+    if owner_org is not None and owner_org != caller_org:
         raise OFError(403, f"{what} belongs to another institution")
 
 
@@ -167,6 +175,8 @@ def service_app(service: str, settings: Settings | None, *, title: str, descript
     app.state.settings = settings
     app.state.service = service
     install_error_handlers(app)
+    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s,
+                       gateway_secret=None if service == "gateway" else settings.gateway_secret)
     _add_probes(app, checks)
     for router in routers:
         app.include_router(router)

@@ -33,6 +33,7 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
+from .protocol import protocol_class
 from .settings import SERVICES, Settings
 
 __all__ = ["main", "serve", "migrate", "create_app"]
@@ -75,9 +76,10 @@ def _setup_process_telemetry(service: str) -> None:
     install_from_env(service)  # OFSRE_LOG_SHIPPER: none (stdout only), loki, datadog or elastic
 
 
-def _tls_options(service: str, settings: Settings) -> dict:
+def _protocol_options(service: str, settings: Settings) -> dict:
+    """uvicorn's ``http=`` protocol with the request-head limits, and the gateway's own TLS listener."""
     if service != "gateway" or not settings.tls_cert_file:
-        return {}
+        return {"http": protocol_class(settings)}
     from .gateway.tls import PeerCertificateProtocol
 
     if not settings.client_ca_file:
@@ -85,7 +87,7 @@ def _tls_options(service: str, settings: Settings) -> dict:
     return {"ssl_certfile": str(settings.tls_cert_file),
             "ssl_keyfile": str(settings.tls_key_file) if settings.tls_key_file else None,
             "ssl_ca_certs": str(settings.client_ca_file), "ssl_cert_reqs": ssl.CERT_REQUIRED,
-            "http": PeerCertificateProtocol}
+            "http": protocol_class(settings, PeerCertificateProtocol)}
 
 
 def _shared_socket(host: str) -> socket.socket | None:
@@ -128,7 +130,7 @@ def serve(service: str, host: str = "127.0.0.1", port: int = 8000, *, port_file:
         # The gateway decides itself which peers may speak for a client (OFSRE_TRUSTED_PROXIES):
         # uvicorn must not rewrite the peer address from X-Forwarded-For.
         proxy_headers=False, server_header=False, timeout_graceful_shutdown=settings.shutdown_timeout_s,
-        **_tls_options(service, settings))
+        **_protocol_options(service, settings))
     sock = config.bind_socket()
     bound = sock.getsockname()[1]
 

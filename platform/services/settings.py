@@ -73,7 +73,15 @@ class Settings:
     client_cert_header      [OFSRE_CLIENT_CERT_HEADER] gateway: header carrying the URL-encoded PEM
     client_ca_file          [OFSRE_CLIENT_CA_FILE] gateway: CA bundle that signs client certificates
     tls_cert_file/key_file  [OFSRE_TLS_CERT_FILE / OFSRE_TLS_KEY_FILE] gateway: own TLS listener (mTLS)
-    simulation_routes       [OFSRE_SIMULATION_ROUTES] gateway: also route /_sim/… (test authorisation)
+    simulation_routes       [OFSRE_SIMULATION_ROUTES] modules: serve /_sim/… (test authorisation; off by default,
+                            never routed by the gateway, and only for the consent's own organisation)
+    gateway_secret          [OFSRE_GATEWAY_SECRET] shared by the gateway and the modules: the gateway sends it
+                            on every call, a module with it set refuses API calls without it (401)
+    max_header_bytes        [OFSRE_MAX_HEADER_BYTES] request line + headers, past it 431
+    max_url_bytes           [OFSRE_MAX_URL_BYTES] request target, past it 414
+    max_body_bytes          [OFSRE_MAX_BODY_BYTES] request body, past it 413 (gateway and modules)
+    header_timeout_s        [OFSRE_HEADER_TIMEOUT_S] seconds to receive the request head, past it 408
+    body_timeout_s          [OFSRE_BODY_TIMEOUT_S] seconds to receive the whole body, past it 408
     settlement_latency_ms   [OFSRE_SETTLEMENT_LATENCY_MS] worker: simulated SPI settlement time
     settlement_failure_rate [OFSRE_SETTLEMENT_FAILURE_RATE] worker: fraction of payments rejected (0..1)
     worker_concurrency      [OFSRE_WORKER_CONCURRENCY] worker: messages settled at once
@@ -93,7 +101,13 @@ class Settings:
     client_ca_file: Path | None = None
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
-    simulation_routes: bool = True
+    simulation_routes: bool = False
+    gateway_secret: str | None = field(default=None, repr=False)
+    max_header_bytes: int = 16 * 1024
+    max_url_bytes: int = 8 * 1024
+    max_body_bytes: int = 1 << 20
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 10.0
     settlement_latency_ms: int = 100
     settlement_failure_rate: float = 0.0
     worker_concurrency: int = 8
@@ -123,7 +137,13 @@ class Settings:
             client_ca_file=reader.path("OFSRE_CLIENT_CA_FILE"),
             tls_cert_file=reader.path("OFSRE_TLS_CERT_FILE"),
             tls_key_file=reader.path("OFSRE_TLS_KEY_FILE"),
-            simulation_routes=reader.flag("OFSRE_SIMULATION_ROUTES", True),
+            simulation_routes=reader.flag("OFSRE_SIMULATION_ROUTES", False),
+            gateway_secret=env.get("OFSRE_GATEWAY_SECRET", "").strip() or None,
+            max_header_bytes=reader.number("OFSRE_MAX_HEADER_BYTES", 16 * 1024, int, minimum=1024),
+            max_url_bytes=reader.number("OFSRE_MAX_URL_BYTES", 8 * 1024, int, minimum=256),
+            max_body_bytes=reader.number("OFSRE_MAX_BODY_BYTES", 1 << 20, int, minimum=1024),
+            header_timeout_s=reader.number("OFSRE_HEADER_TIMEOUT_S", 10.0, float, minimum=0.1),
+            body_timeout_s=reader.number("OFSRE_BODY_TIMEOUT_S", 10.0, float, minimum=0.1),
             settlement_latency_ms=reader.number("OFSRE_SETTLEMENT_LATENCY_MS", 100, int, minimum=0),
             settlement_failure_rate=reader.number("OFSRE_SETTLEMENT_FAILURE_RATE", 0.0, float, 0, 1),
             worker_concurrency=reader.number("OFSRE_WORKER_CONCURRENCY", 8, int, minimum=1),

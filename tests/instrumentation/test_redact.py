@@ -105,6 +105,15 @@ def test_valid_cnpjs_are_redacted(cnpj):
     ("senha='minha senha'", f"senha='{SECRET_MARK}'"),
     ("contato ana.souza+pix@banco.example.com.br hoje", f"contato {EMAIL_MARK} hoje"),
     ("from: JOAO_1@Example.COM", f"from: {EMAIL_MARK}"),
+    # every Authorization value, whatever its scheme or shape; cookies whole (issue #7)
+    ("token Bearer abc.def", f"token Bearer {TOKEN_MARK}"),
+    ("Illegal header value b'Bearer consent:TOPSECRET123 '", f"Illegal header value b'Bearer {TOKEN_MARK} '"),
+    ("authorization: Bearer consent:urn:ofsre:1234", f"authorization: Bearer {TOKEN_MARK}"),
+    ("Authorization: Digest username=ana, response=6629fae4", f"Authorization: Digest {TOKEN_MARK}"),
+    ("Proxy-Authorization: opaque", f"Proxy-Authorization: {TOKEN_MARK}"),
+    ('{"authorization": "DPoP x"}', f'{{"authorization": "DPoP {TOKEN_MARK}"}}'),
+    ("cookie: session=abc; csrf=def", f"cookie: {SECRET_MARK}"),
+    ("Set-Cookie: id=a3fWa; Path=/; HttpOnly", f"Set-Cookie: {SECRET_MARK}"),
 ])
 def test_secrets_tokens_and_emails(text, expected):
     assert redact_text(text) == expected

@@ -64,7 +64,7 @@ def database_url(tmp_path_factory):
 @pytest.fixture
 def settings(database_url, tmp_path) -> Settings:
     return Settings(database_url=database_url, data_dir=tmp_path, settlement_latency_ms=0, db_pool_size=4,
-                    mtls=False)
+                    mtls=False, simulation_routes=True)
 
 
 @asynccontextmanager
@@ -116,14 +116,24 @@ class PKI:
                      .sign(self.key, hashes.SHA256()))
         self.pem = self.cert.public_bytes(serialization.Encoding.PEM)
 
-    def issue(self, org_id: str, *, cn: str = "client.example", days_valid: tuple[int, int] = (-1, 30),
-              server: bool = False, san: str | None = None) -> Issued:
+    @property
+    def header(self) -> str:
+        """The CA certificate itself, forwarded as if it were a client's (a hostile test case)."""
+        return quote(self.pem.decode(), safe="")
+
+    def issue(self, org_id: str | None, *, cn: str = "client.example", days_valid: tuple[int, int] = (-1, 30),
+              server: bool = False, san: str | None = None, server_auth_only: bool = False) -> Issued:
+        """A certificate for ``org_id`` (its subject OU; None: no OU at all). ``server_auth_only``
+        gives it an extended key usage that excludes client authentication."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.now(UTC)
         builder = (x509.CertificateBuilder().subject_name(_name(cn, org_id)).issuer_name(self.name)
                    .public_key(key.public_key()).serial_number(x509.random_serial_number())
                    .not_valid_before(now + timedelta(days=days_valid[0]))
                    .not_valid_after(now + timedelta(days=days_valid[1])))
+        if server_auth_only:
+            builder = builder.add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
+                                            critical=False)
         if san:
             import ipaddress
 

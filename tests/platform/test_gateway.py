@@ -18,13 +18,14 @@ import pytest
 from ofsre.instrumentation.catalog import load_catalog
 from ofsre.platform.accounts.app import create_app as accounts_app
 from ofsre.platform.consents.app import create_app as consents_app
-from ofsre.platform.gateway.app import create_app
+from ofsre.platform.gateway.app import canonical_path, create_app
 from ofsre.platform.settings import Settings
 
 from .test_consents import assert_of_error
 
 ACCOUNTS = "/open-banking/accounts/v2/accounts"
 CONSENTS = "/open-banking/consents/v3/consents"
+CONSENT = CONSENTS + "/urn:x:1"
 IID = "x-fapi-interaction-id"
 UPSTREAMS = {"consents": ("http://consents-1:8000",),
              "accounts": ("http://accounts-1:8000", "http://accounts-2:8000", "http://accounts-3:8000"),
@@ -66,24 +67,57 @@ def gateway_settings(tmp_path, **changes) -> Settings:
     return dataclasses.replace(base, **changes)
 
 
-async def test_routes_each_family_to_its_module(tmp_path, serve, replicas):
+async def test_routes_each_family_the_catalog_lists_to_its_module(tmp_path, serve, replicas):
     app = create_app(gateway_settings(tmp_path), transport=replicas.transport)
     async with serve(app) as http:
-        for path, host in ((CONSENTS, "consents-1"), (ACCOUNTS, "accounts-1"),
-                           ("/open-banking/payments/v4/pix/payments/p-1", "payments-1"),
-                           ("/_sim/consents/urn:x:1/authorise", "consents-1"),
-                           ("/_sim/payments/consents/urn:x:1/authorise", "payments-1")):
-            response = await http.get(path + "?a=1")
+        for method, path, host in (("POST", CONSENTS, "consents-1"), ("GET", ACCOUNTS, "accounts-1"),
+                                   ("GET", "/open-banking/payments/v4/pix/payments/p-1", "payments-1"),
+                                   ("GET", "/open-banking/resources/v3/resources", "consents-1")):
+            response = await http.request(method, path + "?a=1")
             assert response.status_code == 200 and response.json()["replica"] == host
             assert response.json()["path"] == path + "?a=1"
+        # a family of the catalog that no module serves, a path the catalog does not list
         assert_of_error(await http.get("/open-banking/credit-cards-accounts/v2/accounts"), 404)
+        assert_of_error(await http.get(ACCOUNTS + "/acc-1/nope"), 404)
         assert_of_error(await http.get("/elsewhere"), 404)
+        wrong = assert_of_error(await http.put(CONSENTS + "/urn:x:1"), 405)
+        assert "PUT" in wrong["detail"]
+        assert (await http.put(CONSENTS + "/urn:x:1")).headers["allow"] == "DELETE, GET"
+        assert not replicas.seen[4:]
 
 
-async def test_simulation_routes_can_be_switched_off(tmp_path, serve, replicas):
-    app = create_app(gateway_settings(tmp_path, simulation_routes=False), transport=replicas.transport)
+@pytest.mark.parametrize("path", ["/_sim/consents/urn:x:1/authorise", "/_sim/payments/consents/urn:x:1/authorise",
+                                  "/open-banking/consents/v3/metrics", "/open-banking/accounts/v2/openapi.json"])
+async def test_never_routes_what_the_catalog_does_not_list(tmp_path, serve, replicas, path):
+    """Not even with OFSRE_SIMULATION_ROUTES on: that setting is the modules', never the gateway's."""
+    app = create_app(gateway_settings(tmp_path, simulation_routes=True), transport=replicas.transport)
     async with serve(app) as http:
-        assert_of_error(await http.post("/_sim/consents/urn:x:1/authorise"), 404)
+        assert (await http.post(path)).status_code in (404, 405)
+        assert replicas.seen == []
+
+
+@pytest.mark.parametrize("raw", [
+    b"/open-banking/consents/v3/../../../_sim/consents/c-1/authorise",
+    b"/open-banking/consents/v3/%2e%2e/%2e%2e/%2E%2E/metrics",
+    b"/open-banking/accounts/v2/x/../accounts",
+    b"/open-banking/accounts/v2/./accounts",
+    b"/open-banking/accounts/v2/accounts/..",
+    b"/open-banking/accounts/v2//accounts",
+    b"/open-banking/accounts/v2/accounts%2facc-1",
+    b"/open-banking/accounts/v2/accounts%5C..%5Cx",
+    b"/open-banking/accounts/v2/accounts\\acc-1",
+    b"/open-banking/accounts/v2/accounts/acc%00-1",
+    b"/open-banking/accounts/v2/accounts/acc%0a-1",
+])
+def test_a_path_with_more_than_one_meaning_is_not_canonical(raw):
+    from urllib.parse import unquote
+    assert canonical_path({"path": unquote(raw.decode()), "raw_path": raw}) is None
+
+
+def test_a_canonical_path_is_kept_as_decoded():
+    raw = b"/open-banking/consents/v3/consents/urn%3Aofsre%3A1"
+    assert canonical_path({"path": "/open-banking/consents/v3/consents/urn:ofsre:1", "raw_path": raw}) \
+        == "/open-banking/consents/v3/consents/urn:ofsre:1"
 
 
 async def test_round_robin_and_failover(tmp_path, serve, replicas):
@@ -111,7 +145,7 @@ async def test_an_upstream_slower_than_the_catalog_timeout_is_504(tmp_path, serv
     app = create_app(gateway_settings(tmp_path), catalog=catalog, transport=replicas.transport)
     replicas.slow.add("consents-1")
     async with serve(app) as http:
-        err = assert_of_error(await http.get(CONSENTS), 504, "GATEWAY_TIMEOUT")
+        err = assert_of_error(await http.get(CONSENT), 504, "GATEWAY_TIMEOUT")
         assert "0.2 s" in err["detail"]
 
 
@@ -120,11 +154,13 @@ async def test_forwarded_and_dropped_headers(tmp_path, serve, replicas):
     iid = str(uuid.uuid4())
     async with serve(app) as http:
         response = await http.get(ACCOUNTS, headers={IID: iid, "x-ofsre-client-org-id": "forged",
+                                                     "x-ofsre-gateway-secret": "guessed",
                                                      "x-forwarded-for": "203.0.113.9", "authorization": "Bearer t"})
         sent = replicas.seen[-1].headers
         assert sent[IID] == iid and response.headers[IID] == iid
         assert response.headers.get_list(IID) == [iid]          # the upstream's copy does not leak
         assert "x-ofsre-client-org-id" not in sent               # only the gateway vouches for an org
+        assert "x-ofsre-gateway-secret" not in sent              # no secret configured: none sent, none passed on
         assert sent["x-forwarded-for"] == "203.0.113.9, 127.0.0.1"
         assert sent["authorization"] == "Bearer t" and sent["host"] == "testserver"
         assert sent["traceparent"].startswith("00-")
@@ -132,11 +168,11 @@ async def test_forwarded_and_dropped_headers(tmp_path, serve, replicas):
         generated = await http.get(ACCOUNTS)                      # no id: the gateway makes one and sends it on
         assert replicas.seen[-1].headers[IID] == generated.headers[IID]
         # Set-Cookie reaches the caller, but the client shared by every caller keeps none of it
-        first = await http.get(CONSENTS)
+        first = await http.get(CONSENT)
         assert first.headers.get_list("set-cookie") == ["session=consents-1; Path=/", "b=2"]
         assert list(app.state.proxy.client.cookies.jar) == []
         http.cookies.clear()  # the test client is the caller: it would send them back itself
-        await http.get(CONSENTS)
+        await http.get(CONSENT)
         assert "cookie" not in replicas.seen[-1].headers
 
 
@@ -162,14 +198,19 @@ async def test_missing_certificate_is_401(mtls_app, serve):
         assert_of_error(await http.get(ACCOUNTS), 401, "UNAUTHORIZED")
 
 
-@pytest.mark.parametrize("kind", ["rogue-ca", "expired", "not-yet-valid", "garbage"])
-async def test_untrusted_certificates_are_403(mtls_app, serve, pki, rogue_pki, kind):
+@pytest.mark.parametrize("kind", ["rogue-ca", "expired", "not-yet-valid", "garbage", "no-organisation",
+                                  "the-ca-itself", "server-auth-only"])
+async def test_untrusted_certificates_are_403(mtls_app, serve, pki, rogue_pki, replicas, kind):
     header = {"rogue-ca": lambda: rogue_pki.issue("org-1").header,
               "expired": lambda: pki.issue("org-1", days_valid=(-10, -1)).header,
               "not-yet-valid": lambda: pki.issue("org-1", days_valid=(1, 10)).header,
-              "garbage": lambda: "-----BEGIN%20CERTIFICATE-----%0Anope%0A-----END%20CERTIFICATE-----"}[kind]()
+              "garbage": lambda: "-----BEGIN%20CERTIFICATE-----%0Anope%0A-----END%20CERTIFICATE-----",
+              "no-organisation": lambda: pki.issue(None).header,
+              "the-ca-itself": lambda: pki.header,
+              "server-auth-only": lambda: pki.issue("org-1", server_auth_only=True).header}[kind]()
     async with serve(mtls_app) as http:
         assert_of_error(await http.get(ACCOUNTS, headers={"x-ssl-client-cert": header}), 403, "FORBIDDEN")
+    assert replicas.seen == []
 
 
 async def test_a_certificate_claimed_by_an_untrusted_peer_is_403(mtls_app, serve, pki):
@@ -230,11 +271,11 @@ async def test_global_tps_capacity_is_529(tmp_path, serve, replicas):
     clock = Clock(1_700_000_000.25)
     app = create_app(gateway_settings(tmp_path, gateway_tps_limit=2), transport=replicas.transport, clock=clock)
     async with serve(app) as http:
-        assert [(await http.get(CONSENTS)).status_code for _ in range(3)] == [200, 200, 529]
-        assert_of_error(await http.get(CONSENTS), 529, "SITE_IS_OVERLOADED")
+        assert [(await http.get(CONSENT)).status_code for _ in range(3)] == [200, 200, 529]
+        assert_of_error(await http.get(CONSENT), 529, "SITE_IS_OVERLOADED")
         assert (await http.get("/healthz")).status_code == 200  # probes are not traffic
         clock.now += 1
-        assert (await http.get(CONSENTS)).status_code == 200
+        assert (await http.get(CONSENT)).status_code == 200
 
 
 def test_tps_capacity_defaults_to_the_catalog(tmp_path):
@@ -266,7 +307,14 @@ async def test_a_consent_journey_through_the_gateway(tmp_path, settings, serve, 
         assert created.status_code == 201, created.text
         cid = created.json()["data"]["consentId"]
         assert created.json()["links"]["self"].startswith("http://testserver/")
-        assert (await http.post(f"/_sim/consents/{cid}/authorise", headers=cert)).status_code == 200
+        assert_of_error(await http.post(f"/_sim/consents/{cid}/authorise", headers=cert), 404)  # never routed
+        # The customer's decision at the bank: on the module, for the consent's own organisation only
+        async with httpx.AsyncClient(transport=transports["consents"], base_url="http://consents") as module:
+            other = await module.post(f"/_sim/consents/{cid}/authorise", headers={"x-ofsre-client-org-id": "org-x"})
+            assert_of_error(other, 403)
+            owner = await module.post(f"/_sim/consents/{cid}/authorise",
+                                      headers={"x-ofsre-client-org-id": "org-journey"})
+            assert owner.status_code == 200, owner.text
         listed = await http.get(ACCOUNTS, headers={**cert, "authorization": f"Bearer consent:{cid}"})
         assert listed.status_code == 200 and listed.json()["data"]
         stranger = {"x-ssl-client-cert": pki.issue("org-other").header, "authorization": f"Bearer consent:{cid}"}

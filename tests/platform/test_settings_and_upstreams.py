@@ -49,7 +49,9 @@ def test_every_variable_is_read():
     ("OFSRE_UPSTREAMS", "{not json", "upstreams", {}),
     ("OFSRE_UPSTREAMS", '{"accounts": "ftp://x"}', "upstreams", {}),
     ("OFSRE_TRUSTED_PROXIES", "not-an-ip", "trusted_proxies", ()),
-    ("OFSRE_SIMULATION_ROUTES", "maybe", "simulation_routes", True),
+    ("OFSRE_SIMULATION_ROUTES", "maybe", "simulation_routes", False),
+    ("OFSRE_MAX_BODY_BYTES", "1MB", "max_body_bytes", 1 << 20),
+    ("OFSRE_BODY_TIMEOUT_S", "soon", "body_timeout_s", 10.0),
 ])
 def test_a_bad_value_is_logged_and_the_default_used(caplog, name, value, field, default):
     with caplog.at_level(logging.WARNING, logger="ofsre.platform.settings"):

@@ -30,6 +30,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
 from pydantic import BaseModel
 
+from ofsre.instrumentation.catalog import load_catalog
+
 from ..app_common import ClientOrg, Session, check_owner, consent_id_from, envelope, of_body, service_app
 from ..consents.lifecycle import AUTHORISED, effective_status
 from ..consents.permissions import Permission
@@ -40,7 +42,8 @@ from . import data
 
 __all__ = ["create_app", "BASE", "paginate"]
 
-BASE = "/open-banking/accounts/v2"
+FAMILY = load_catalog().family("accounts")
+BASE = FAMILY.base
 MAX_RANGE_DAYS = 366
 CURRENT_DAYS = 7
 AccountId = Annotated[str, Path(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9-]{0,99}$")]
@@ -242,5 +245,5 @@ async def get_transactions_current(accountId: AccountId, request: Request, conse
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    return service_app("accounts", settings, title="ofsre accounts", version="2.4.2", routers=[router],
+    return service_app("accounts", settings, title="ofsre accounts", version=FAMILY.version, routers=[router],
                        description="Open Finance Brasil accounts v2 (reference platform, seeded data)")

@@ -7,7 +7,8 @@ Spec routes (base ``/open-banking/consents/v3``)::
     DELETE /consents/{consentId}     revoke: AUTHORISED/AWAITING → REJECTED           204
 
 Simulation (not in the spec; the user's authorisation at the bank happens in a browser
-journey the platform does not model)::
+journey the platform does not model). Served only with ``OFSRE_SIMULATION_ROUTES=on`` (the
+demo, the tests), never routed by the gateway, and only for the consent's own organisation::
 
     POST /_sim/consents/{consentId}/authorise    AWAITING_AUTHORISATION → AUTHORISED
     POST /_sim/consents/{consentId}/reject       AWAITING_AUTHORISATION → REJECTED
@@ -27,15 +28,18 @@ from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy import update
 
 from ..app_common import ClientOrg, Session, check_owner, envelope, of_body, service_app
+from ofsre.instrumentation.catalog import load_catalog
+
 from ..errors import ERROR_RESPONSES, OFError
 from ..models import Consent, as_utc, utcnow
 from ..settings import Settings
 from .lifecycle import AUTHORISED, AWAITING, REJECTED, effective_status
 from .permissions import Permission, missing_group_permission
 
-__all__ = ["create_app", "BASE", "SIM_BASE", "consent_data", "iso"]
+__all__ = ["create_app", "BASE", "FAMILY", "SIM_BASE", "consent_data", "iso"]
 
-BASE = "/open-banking/consents/v3"
+FAMILY = load_catalog().family("consents")
+BASE = FAMILY.base
 SIM_BASE = "/_sim/consents"
 MAX_VALIDITY = timedelta(days=365)  # the spec caps a consent at twelve months
 ConsentId = Annotated[str, Path(min_length=1, max_length=256)]
@@ -163,20 +167,23 @@ async def revoke_consent(consentId: ConsentId, session: Session, org: ClientOrg)
     return Response(status_code=204)
 
 
-@router.post(SIM_BASE + "/{consentId}/authorise", tags=["simulation"], **_OUT)
-async def sim_authorise(consentId: ConsentId, request: Request, session: Session) -> dict:
+sim_router = APIRouter(responses=ERROR_RESPONSES)  # only with OFSRE_SIMULATION_ROUTES=on
+
+
+@sim_router.post(SIM_BASE + "/{consentId}/authorise", tags=["simulation"], **_OUT)
+async def sim_authorise(consentId: ConsentId, request: Request, session: Session, org: ClientOrg) -> dict:
     """Simulate the customer approving the consent at the bank (not an Open Finance endpoint)."""
-    return await _sim_decide(session, request, consentId, AUTHORISED)
+    return await _sim_decide(session, request, consentId, AUTHORISED, org)
 
 
-@router.post(SIM_BASE + "/{consentId}/reject", tags=["simulation"], **_OUT)
-async def sim_reject(consentId: ConsentId, request: Request, session: Session) -> dict:
+@sim_router.post(SIM_BASE + "/{consentId}/reject", tags=["simulation"], **_OUT)
+async def sim_reject(consentId: ConsentId, request: Request, session: Session, org: ClientOrg) -> dict:
     """Simulate the customer refusing the consent at the bank (not an Open Finance endpoint)."""
-    return await _sim_decide(session, request, consentId, REJECTED)
+    return await _sim_decide(session, request, consentId, REJECTED, org)
 
 
-async def _sim_decide(session: Session, request: Request, consent_id: str, target: str) -> dict:
-    consent = await _load(session, consent_id, None)
+async def _sim_decide(session: Session, request: Request, consent_id: str, target: str, org: str | None) -> dict:
+    consent = await _load(session, consent_id, org)  # the consent's own organisation only
     status, _ = effective_status(consent, utcnow())
     if status != AWAITING:
         raise OFError(422, f"the consent is {status}, not {AWAITING}", code="STATUS_INVALIDO")
@@ -199,5 +206,7 @@ async def _transition(session: Session, consent_id: str, expected: str, target: 
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    return service_app("consents", settings, title="ofsre consents", version="3.3.1", routers=[router],
-                       description="Open Finance Brasil consents v3 (reference platform)")
+    settings = settings or Settings.from_env()
+    routers = [router, sim_router] if settings.simulation_routes else [router]
+    return service_app("consents", settings, title="ofsre consents", version=FAMILY.version, routers=routers,
+                       description=f"Open Finance Brasil consents v{FAMILY.version} (reference platform)")

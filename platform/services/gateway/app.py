@@ -2,25 +2,29 @@
 
 Per request, in this order (each refusal answers with the Open Finance error body)::
 
-    route     /open-banking/consents/v3/**  → consents     (unknown path → 404)
-              /open-banking/accounts/v2/**  → accounts
-              /open-banking/payments/v4/**  → payments
-              /_sim/consents/**, /_sim/payments/** → the simulated authorisation (OFSRE_SIMULATION_ROUTES)
-    mTLS      client certificate (see mtls.py)                     missing → 401, untrusted → 403
-    TPM       per origin and endpoint, fixed clock minute, limit from the catalog          → 429
-    TPS       global capacity, OFSRE_GATEWAY_TPS_LIMIT (default: catalog min_capacity_tps) → 529
-    proxy     next replica in round-robin order, over one pooled instrumented httpx client;
-              a refused connection moves on to the next replica; none left → 502;
-              no answer within the catalog's client_timeout_s → 504
+    guard     malformed headers → 400, body over OFSRE_MAX_BODY_BYTES → 413, slow body → 408
+              (guard.py; the request line and headers are bounded in protocol.py: 414, 431, 408)
+    path      dot segments, encoded slashes or backslashes, empty segments, control characters → 400
+    route     the catalog, and only the catalog: a path no catalog template matches → 404, a
+              template with another method → 405; a family no module serves → 404. Families go
+              to modules by ``SERVICE_OF_API`` (consents and resources → consents, accounts →
+              accounts, payments → payments); ``/_sim/…``, ``/metrics``, ``/openapi.json`` never.
+    mTLS      client certificate (see mtls.py): missing → 401; untrusted, a CA, no organisation → 403
+    TPM       per organisation and endpoint, fixed clock minute, limit from the catalog → tpm_status (429)
+    TPS       global capacity, OFSRE_GATEWAY_TPS_LIMIT (default: catalog min_capacity_tps) → capacity_status (529)
+    proxy     exactly the path that was matched, to the next replica in round-robin order, over one
+              pooled instrumented httpx client; a refused connection moves on to the next replica;
+              none left → 502; no answer within the catalog's client_timeout_s → 504
 
 The origin is the certificate's organisationId when there is one, else the client's IP
 (OFSRE_MTLS=off). Upstream calls carry the trace (``traceparent``), the request's
 ``x-fapi-interaction-id`` (one id per request/response pair: the gateway and the module
-serve the same pair), the verified organisationId (``x-ofsre-client-org-id``, any copy sent
-by the client is dropped), ``x-forwarded-for``/``x-forwarded-proto`` and the original Host
-(so the modules' ``links`` point at the gateway).
+serve the same pair), the verified organisationId (``x-ofsre-client-org-id``) with the
+gateway's secret (``x-ofsre-gateway-secret``, OFSRE_GATEWAY_SECRET; any copy of either sent by
+the client is dropped), ``x-forwarded-for``/``x-forwarded-proto`` and the original Host (so the
+modules' ``links`` point at the gateway). Header values are never logged: they carry tokens.
 
-The proxy is a plain ASGI callable mounted on two catch-all routes: FastAPI routing and the
+The proxy is a plain ASGI callable mounted on a catch-all route: FastAPI routing and the
 instrumentation middleware (metrics labelled by catalog route template, the SERVER span,
 the interaction id) surround it, and nothing else does per request.
 """
@@ -30,41 +34,63 @@ from __future__ import annotations
 import asyncio
 import http.cookiejar
 import logging
+import re
 import time
 from collections.abc import Callable
+from urllib.parse import quote
 
 import httpx
 from fastapi import FastAPI
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ofsre.instrumentation.catalog import Catalog, load_catalog
+from ofsre.instrumentation.catalog import Catalog, Endpoint, load_catalog
 from ofsre.instrumentation.context import INTERACTION_ID_HEADER, interaction_id
 from ofsre.instrumentation.httpclient import instrumented_client
 
 from ..app_common import CLIENT_ORG_HEADER, service_app
 from ..errors import error_response
+from ..guard import GATEWAY_SECRET_HEADER
 from ..settings import Settings
 from .limits import WindowCounter
 from .mtls import Authenticator, CertificateRejected, CertificateVerifier
 from .upstreams import Upstreams
 
-__all__ = ["create_app", "GatewayProxy", "ROUTES", "SIM_ROUTES"]
+__all__ = ["create_app", "GatewayProxy", "SERVICE_OF_API", "canonical_path"]
 
 _log = logging.getLogger("ofsre.platform.gateway")
 
-ROUTES = (("/open-banking/consents/v3/", "consents"), ("/open-banking/accounts/v2/", "accounts"),
-          ("/open-banking/payments/v4/", "payments"))
-SIM_ROUTES = (("/_sim/consents/", "consents"), ("/_sim/payments/", "payments"))
-MAX_BODY_BYTES = 1 << 20
+# Which module serves each API family of the catalog; a family not listed is not served here.
+SERVICE_OF_API = {"consents": "consents", "resources": "consents", "accounts": "accounts", "payments": "payments"}
 # Hop-by-hop headers (RFC 9110 §7.6.1) and what the gateway sets itself.
 _DROP_REQUEST = frozenset({b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
                            b"trailer", b"transfer-encoding", b"upgrade", b"content-length",
-                           CLIENT_ORG_HEADER.encode(), INTERACTION_ID_HEADER.encode(), b"x-forwarded-for",
-                           b"x-forwarded-proto"})
+                           CLIENT_ORG_HEADER.encode(), GATEWAY_SECRET_HEADER.encode(), INTERACTION_ID_HEADER.encode(),
+                           b"x-forwarded-for", b"x-forwarded-proto"})
 _DROP_RESPONSE = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
                             "transfer-encoding", "upgrade", "content-length", "content-encoding", "date", "server",
                             INTERACTION_ID_HEADER})
+# In the raw request target: an encoded slash, backslash or NUL, a backslash, an empty segment.
+_AMBIGUOUS_RAW = re.compile(rb"%(?:2[fF]|5[cC]|00)|\\|//")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# What the path may hold unencoded when forwarded (RFC 3986 pchar and "/").
+_PATH_SAFE = "/!$&'()*+,;=:@-._~"
+
+
+def canonical_path(scope) -> str | None:
+    """The request's decoded path when it has one meaning only, else None.
+
+    Refused: dot segments (``.``/``..``, also percent-encoded), encoded slashes and backslashes
+    (``%2F``, ``%5C``), backslashes, empty segments (``//``), NUL and control characters. What
+    the gateway matches against the catalog is then exactly what the module routes on.
+    """
+    path = scope["path"]
+    raw = scope.get("raw_path") or path.encode("utf-8")
+    if not path.startswith("/") or _AMBIGUOUS_RAW.search(raw) or _CONTROL.search(path):
+        return None
+    if any(segment in (".", "..") for segment in path.split("/")):
+        return None
+    return path
 
 
 class GatewayProxy:
@@ -76,9 +102,12 @@ class GatewayProxy:
         self.catalog = catalog
         self.upstreams = upstreams
         self.authenticator = authenticator  # None: OFSRE_MTLS=off
-        self.routes = ROUTES + (SIM_ROUTES if settings.simulation_routes else ())
+        self.services = {api: service for api, service in SERVICE_OF_API.items() if api in catalog.families}
         self.tps_limit = settings.gateway_tps_limit or int(catalog.ecosystem["min_capacity_tps"])
         self.timeout_s = float(catalog.ecosystem["client_timeout_s"])
+        self.tpm_status = int(catalog.ecosystem["tpm_status"])
+        self.capacity_status = int(catalog.ecosystem["capacity_status"])
+        self._secret = settings.gateway_secret.encode() if settings.gateway_secret else None
         self.tpm = WindowCounter(60, clock)
         self.tps = WindowCounter(1, clock)
         self.transport = transport  # tests: an httpx transport standing in for the network
@@ -92,30 +121,38 @@ class GatewayProxy:
         if self.client is not None:
             await self.client.aclose()
 
-    def _service(self, path: str) -> str | None:
-        for prefix, service in self.routes:
-            if path.startswith(prefix):
-                return service
-        return None
+    def _route(self, method: str, path: str) -> Endpoint | Response:
+        """The catalog entry of a canonical path, or the refusal to send."""
+        entry = self.catalog.match(method, path)
+        if entry is None:
+            allowed = self.catalog.allowed_methods(path)
+            if allowed:
+                return error_response(405, f"{method} is not allowed here", headers={"allow": ", ".join(allowed)})
+            return error_response(404, "no Open Finance API at this path")
+        if entry.api not in self.services:
+            return error_response(404, f"the {entry.api} API is not served by this platform")
+        return entry
 
     async def __call__(self, scope, receive, send) -> None:
-        path, method = scope["path"], scope["method"]
-        service = self._service(path)
-        if service is None:
-            return await error_response(404, f"no API at {path}")(scope, receive, send)
+        method = scope["method"]
+        path = canonical_path(scope)
+        if path is None:
+            return await error_response(400, "the path is not in canonical form (dot segments, encoded "
+                                             "or doubled slashes, control characters)")(scope, receive, send)
+        entry = self._route(method, path)
+        if isinstance(entry, Response):
+            return await entry(scope, receive, send)
         org_id = None
         if self.authenticator is not None:
             try:
                 org_id = self.authenticator.authenticate(scope).org_id
             except CertificateRejected as rejected:
                 return await error_response(rejected.status, rejected.detail)(scope, receive, send)
-        refusal = self._over_limit(scope, method, path, org_id)
+        refusal = self._over_limit(scope, entry, org_id)
         if refusal is not None:
             return await refusal(scope, receive, send)
-        body = await _read_body(receive)
-        if body is None:
-            return await error_response(413, f"request body larger than {MAX_BODY_BYTES} bytes")(scope, receive, send)
-        response = await self._forward(scope, service, body, org_id)
+        body = await _read_body(receive)  # bounded in size and time by the guard around this app
+        response = await self._forward(scope, self.services[entry.api], path, body, org_id)
         if not isinstance(response, httpx.Response):  # the gateway's own error
             return await response(scope, receive, send)
         await send({"type": "http.response.start", "status": response.status_code,
@@ -124,15 +161,14 @@ class GatewayProxy:
                     + [(b"content-length", str(len(response.content)).encode())]})
         await send({"type": "http.response.body", "body": response.content})
 
-    def _over_limit(self, scope, method: str, path: str, org_id: str | None):
-        entry = self.catalog.match(method, path)
-        if entry is not None and entry.tpm is not None:
+    def _over_limit(self, scope, entry: Endpoint, org_id: str | None) -> Response | None:
+        if entry.tpm is not None:
             origin = org_id or (scope.get("client") or ("unknown",))[0]
             if not self.tpm.hit((origin, entry.method, entry.route), entry.tpm):
-                return error_response(429, f"more than {entry.tpm} calls to {entry.route} in this minute",
+                return error_response(self.tpm_status, f"more than {entry.tpm} calls to {entry.route} in this minute",
                                       headers={"retry-after": str(self.tpm.seconds_left())})
         if not self.tps.hit(None, self.tps_limit):
-            return error_response(529, f"the platform is above its capacity of {self.tps_limit} TPS",
+            return error_response(self.capacity_status, f"the platform is above its capacity of {self.tps_limit} TPS",
                                   headers={"retry-after": "1"})
         return None
 
@@ -153,30 +189,36 @@ class GatewayProxy:
             headers.append((INTERACTION_ID_HEADER.encode(), iid.encode("latin-1")))
         if org_id:
             headers.append((CLIENT_ORG_HEADER.encode(), org_id.encode("utf-8")))
+        if self._secret is not None:
+            headers.append((GATEWAY_SECRET_HEADER.encode(), self._secret))
         return headers
 
-    async def _forward(self, scope, service: str, body: bytes, org_id: str | None) -> httpx.Response | Response:
+    async def _forward(self, scope, service: str, path: str, body: bytes,
+                       org_id: str | None) -> httpx.Response | Response:
         targets = self.upstreams.order(service)
         if not targets:
             return error_response(502, f"no {service} replica is available")
-        target = scope.get("raw_path") or scope["path"].encode()
+        # The path that was matched, re-encoded: the module decodes it back to the same string.
+        target = quote(path.rstrip("/") or "/", safe=_PATH_SAFE)
         if scope.get("query_string"):
-            target += b"?" + scope["query_string"]
+            target += "?" + scope["query_string"].decode("latin-1")
         headers = self._headers(scope, org_id)
         try:
             async with asyncio.timeout(self.timeout_s):
                 for base in targets:
                     # A bare Request: skips the client's base-URL/header/cookie merging (nothing to merge)
-                    request = httpx.Request(scope["method"], base + target.decode("latin-1"),
-                                            headers=headers, content=body)
+                    request = httpx.Request(scope["method"], base + target, headers=headers, content=body)
                     try:
                         return await self.client.send(request)
                     except httpx.ConnectError as exc:  # nothing was sent: the next replica may take it
-                        _log.warning("%s replica %s refused the connection: %s", service, base, exc)
+                        _log.warning("%s replica %s refused the connection (%s)", service, base, type(exc).__name__)
         except (TimeoutError, httpx.TimeoutException):
             return error_response(504, f"{service} did not answer within {self.timeout_s:g} s")
+        except httpx.InvalidURL:  # not an HTTPError; the guard and the protocol leave little to reach here
+            return error_response(400, "the request target cannot be forwarded")
         except httpx.HTTPError as exc:
-            _log.warning("%s call failed: %s", service, exc)
+            # The type only: httpx's messages can quote a header value, and header values are credentials.
+            _log.warning("%s call failed (%s)", service, type(exc).__name__)
             return error_response(502, f"{service} failed to answer")
         return error_response(502, f"no {service} replica accepted the connection")
 
@@ -213,18 +255,14 @@ def _refusing_cookie_jar() -> http.cookiejar.CookieJar:
     return http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
 
 
-async def _read_body(receive) -> bytes | None:
-    """The whole request body, or None past MAX_BODY_BYTES."""
-    chunks, size = [], 0
+async def _read_body(receive) -> bytes:
+    """The request body (the guard has read it already, within its size and time limits)."""
+    chunks = []
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return None
-        chunks.append(chunk)
+        chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             break
     return b"".join(chunks)
@@ -260,12 +298,13 @@ def create_app(settings: Settings | None = None, *, catalog: Catalog | None = No
 
     async def routable(app: FastAPI) -> bool:
         table = upstreams.table
-        return any(table.get(service) for _, service in ROUTES)
+        return any(table.get(service) for service in proxy.services.values())
 
     app = service_app("gateway", settings, title="ofsre gateway", database=False, on_startup=start,
                       on_shutdown=stop, readiness={"upstreams": routable}, catalog=catalog,
                       description="Embedded API gateway of the reference Open Finance platform")
     app.state.proxy = proxy
-    for prefix in ("/open-banking", "/_sim"):
-        app.router.routes.append(Route(prefix + "/{path:path}", proxy, include_in_schema=False))
+    # One catch-all: the proxy decides what exists (the catalog), so /_sim/… and the modules'
+    # /metrics or /openapi.json are never reachable through the gateway, however spelled.
+    app.router.routes.append(Route("/open-banking/{path:path}", proxy, include_in_schema=False))
     return app

@@ -14,9 +14,12 @@ reaches the gateway one of two ways:
    name and signature) and within its validity dates, as is the CA.
 
 Outcomes: no certificate → 401; a certificate that is unreadable, untrusted, expired, or
-forwarded by an untrusted peer (a spoofing attempt) → 403. The identity is the
-``organisationId`` from the subject (``OU``, else ``organizationIdentifier``), the origin
-for the per-origin TPM limits.
+forwarded by an untrusted peer (a spoofing attempt) → 403; and, however it arrived, a CA
+certificate (basic constraints ``ca=true``, or key usage ``keyCertSign``), a certificate whose
+extended key usage excludes ``clientAuth``, or one that names no organisation → 403. The
+identity is the ``organisationId`` from the subject (``OU``, else ``organizationIdentifier``):
+every ownership check of the modules and the per-origin TPM limits rest on it, so a caller
+without one is never let in.
 
 Verifications are cached by certificate bytes (bounded LRU); the dates are re-checked on
 every hit, so a certificate that expires while cached is refused from then on.
@@ -37,7 +40,7 @@ from urllib.parse import unquote
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-__all__ = ["ClientIdentity", "CertificateRejected", "CertificateVerifier", "Authenticator"]
+__all__ = ["ClientIdentity", "CertificateRejected", "CertificateVerifier", "Authenticator", "identity_of"]
 
 _log = logging.getLogger("ofsre.platform.gateway")
 _CACHE_SIZE = 4096
@@ -45,7 +48,7 @@ _CACHE_SIZE = 4096
 
 @dataclass(frozen=True, slots=True)
 class ClientIdentity:
-    org_id: str | None
+    org_id: str
     subject: str
 
 
@@ -64,6 +67,28 @@ def _org_id(cert: x509.Certificate) -> str | None:
         if values and str(values[0].value).strip():
             return str(values[0].value).strip()
     return None
+
+
+def _extension(cert: x509.Certificate, kind):
+    try:
+        return cert.extensions.get_extension_for_class(kind).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def identity_of(cert: x509.Certificate) -> ClientIdentity:
+    """The caller a client certificate names; :class:`CertificateRejected` (403) when it names none."""
+    constraints = _extension(cert, x509.BasicConstraints)
+    usage = _extension(cert, x509.KeyUsage)
+    if (constraints is not None and constraints.ca) or (usage is not None and usage.key_cert_sign):
+        raise CertificateRejected(403, "a CA certificate is not a client certificate")
+    extended = _extension(cert, x509.ExtendedKeyUsage)
+    if extended is not None and x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH not in extended:
+        raise CertificateRejected(403, "the certificate is not for client authentication (extended key usage)")
+    org_id = _org_id(cert)
+    if org_id is None:
+        raise CertificateRejected(403, "the client certificate names no organisation (no OU or organizationIdentifier)")
+    return ClientIdentity(org_id, cert.subject.rfc4514_string())
 
 
 def _within_dates(cert: x509.Certificate, now: datetime) -> bool:
@@ -99,7 +124,7 @@ class CertificateVerifier:
             raise found
         if not _within_dates(found, now):
             raise CertificateRejected(403, "client certificate is expired or not yet valid")
-        return ClientIdentity(_org_id(found), found.subject.rfc4514_string())
+        return identity_of(found)
 
     def _check_signature(self, cert_bytes: bytes, now: datetime) -> x509.Certificate | CertificateRejected:
         try:
@@ -119,9 +144,13 @@ class CertificateVerifier:
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
+def _verified_certificate(pem: bytes) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(pem)
+
+
 def _identity_of_verified(pem: bytes) -> ClientIdentity:
-    cert = x509.load_pem_x509_certificate(pem)
-    return ClientIdentity(_org_id(cert), cert.subject.rfc4514_string())
+    """A certificate the TLS handshake verified still has to name an organisation (and not be a CA)."""
+    return identity_of(_verified_certificate(pem))
 
 
 def _decode_header(value: str) -> bytes:

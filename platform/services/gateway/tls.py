@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import ssl
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from ..protocol import LimitedHttpProtocol
 
 __all__ = ["PeerCertificateProtocol"]
 
 
-class PeerCertificateProtocol(HttpToolsProtocol):
+class PeerCertificateProtocol(LimitedHttpProtocol):
+    """The platform's bounded protocol (:mod:`ofsre.platform.protocol`), plus the peer certificate."""
+
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         ssl_object = transport.get_extra_info("ssl_object")

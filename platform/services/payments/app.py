@@ -8,7 +8,8 @@ Spec routes (base ``/open-banking/payments/v4``)::
                                      payment RCVD, then {paymentId,…} published to "pix-payments"
     GET  /pix/payments/{paymentId}   RCVD → ACCP → ACSC / RJCT as the worker settles it    200
 
-Simulation (not in the spec)::
+Simulation (not in the spec; only with ``OFSRE_SIMULATION_ROUTES=on``, never routed by the
+gateway, and only for the consent's own organisation)::
 
     POST /_sim/payments/consents/{consentId}/authorise    AWAITING_AUTHORISATION → AUTHORISED
     POST /_sim/payments/consents/{consentId}/reject       AWAITING_AUTHORISATION → REJECTED
@@ -40,16 +41,19 @@ from sqlalchemy import update
 from ..app_common import ClientOrg, Session, check_owner, consent_id_from, envelope, of_body, service_app
 from ..consents.app import BusinessEntity, LoggedUser, iso
 from ..consents.lifecycle import AUTHORISED, AWAITING, CONSUMED, REJECTED
+from ofsre.instrumentation.catalog import load_catalog
+
 from ..errors import ERROR_RESPONSES, OFError
 from ..models import PaymentConsent, PixPayment, as_utc, utcnow
 from ..settings import Settings
 from .idempotency import Outcome, Stored, run_once
 
-__all__ = ["create_app", "BASE", "SIM_BASE", "TOPIC", "payment_data"]
+__all__ = ["create_app", "BASE", "FAMILY", "SIM_BASE", "TOPIC", "payment_data"]
 
 _log = logging.getLogger("ofsre.platform.payments")
 
-BASE = "/open-banking/payments/v4"
+FAMILY = load_catalog().family("payments")
+BASE = FAMILY.base
 SIM_BASE = "/_sim/payments"
 TOPIC = "pix-payments"
 CONSENT_AUTHORISATION_WINDOW = timedelta(minutes=5)  # the spec's payment consent expiry
@@ -299,28 +303,31 @@ async def get_pix_payment(paymentId: PaymentId, request: Request, session: Sessi
     payment = await session.get(PixPayment, paymentId)
     if payment is None:
         raise OFError(404, f"payment {paymentId} not found")
-    if org:
-        consent = await session.get(PaymentConsent, payment.consent_id)
-        check_owner(consent.client_org_id if consent else None, org, "payment")
+    consent = await session.get(PaymentConsent, payment.consent_id)
+    check_owner(consent.client_org_id if consent else None, org, "payment")
     return envelope(payment_data(payment), request)
 
 
-@router.post(SIM_BASE + "/consents/{consentId}/authorise", response_model=PaymentConsentResponse, response_model_exclude_none=True, tags=["simulation"])
-async def sim_authorise(consentId: ConsentId, request: Request, session: Session) -> dict:
+sim_router = APIRouter(responses=ERROR_RESPONSES)  # only with OFSRE_SIMULATION_ROUTES=on
+
+
+@sim_router.post(SIM_BASE + "/consents/{consentId}/authorise", response_model=PaymentConsentResponse, response_model_exclude_none=True, tags=["simulation"])
+async def sim_authorise(consentId: ConsentId, request: Request, session: Session, org: ClientOrg) -> dict:
     """Simulate the payer approving the payment consent (not an Open Finance endpoint)."""
-    return await _sim_decide(session, request, consentId, AUTHORISED)
+    return await _sim_decide(session, request, consentId, AUTHORISED, org)
 
 
-@router.post(SIM_BASE + "/consents/{consentId}/reject", response_model=PaymentConsentResponse, response_model_exclude_none=True, tags=["simulation"])
-async def sim_reject(consentId: ConsentId, request: Request, session: Session) -> dict:
+@sim_router.post(SIM_BASE + "/consents/{consentId}/reject", response_model=PaymentConsentResponse, response_model_exclude_none=True, tags=["simulation"])
+async def sim_reject(consentId: ConsentId, request: Request, session: Session, org: ClientOrg) -> dict:
     """Simulate the payer refusing the payment consent (not an Open Finance endpoint)."""
-    return await _sim_decide(session, request, consentId, REJECTED)
+    return await _sim_decide(session, request, consentId, REJECTED, org)
 
 
-async def _sim_decide(session: Session, request: Request, consent_id: str, target: str) -> dict:
+async def _sim_decide(session: Session, request: Request, consent_id: str, target: str, org: str | None) -> dict:
     consent = await session.get(PaymentConsent, consent_id)
     if consent is None:
         raise OFError(404, f"payment consent {consent_id} not found")
+    check_owner(consent.client_org_id, org, "payment consent")  # the consent's own organisation only
     now = utcnow()
     status, _ = _consent_status(consent, now)
     if status != AWAITING:
@@ -338,5 +345,8 @@ async def _sim_decide(session: Session, request: Request, consent_id: str, targe
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    return service_app("payments", settings, title="ofsre payments", version="4.0.0", routers=[router], queue=True,
+    settings = settings or Settings.from_env()
+    routers = [router, sim_router] if settings.simulation_routes else [router]
+    return service_app("payments", settings, title="ofsre payments", version=FAMILY.version, routers=routers,
+                       queue=True,
                        description="Open Finance Brasil payments v4 (reference platform; JSON bodies, not JWT)")

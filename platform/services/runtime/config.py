@@ -115,6 +115,8 @@ class RuntimeConfig:
     prometheus_port: int = 0
     scrape_interval: str = "5s"
     env: Mapping[str, str] = field(default_factory=dict)
+    # The modules serve /_sim/… (the customer's simulated decision; see runtime/simulation.py).
+    simulation_routes: bool = True
 
     @property
     def resolved_database_url(self) -> str:
@@ -126,6 +128,8 @@ class RuntimeConfig:
                "OFSRE_QUEUE_BACKEND": self.queue_backend}
         if not self.mtls:
             env["OFSRE_MTLS"] = "off"
+        if self.simulation_routes:
+            env["OFSRE_SIMULATION_ROUTES"] = "on"
         return {**env, **self.env}
 
     def service(self, name: str) -> ServiceConfig:

@@ -4,8 +4,10 @@ What it does, with progress on stdout:
 
 1. starts the platform in a fresh data directory: SQLite, the ``db`` queue backend, one
    replica per service (the autoscaler runs), ``OFSRE_MTLS=off``, the gateway on a free port;
-2. a data-sharing consent journey: create, simulated authorisation, read it back, then a burst
-   of account reads (list, account, balances, current transactions);
+2. a data-sharing consent journey: create, simulated authorisation (called on the consents
+   module directly, as the customer's decision at the bank: the gateway never routes it; see
+   :mod:`.simulation`), read it back, then a burst of account reads (list, account, balances,
+   current transactions);
 3. Pix payments: payment consent, simulated authorisation, payment, polled until the worker
    settled it (``ACSC``);
 4. a summary read back from the services' own ``/metrics``: requests by route and status,
@@ -40,6 +42,7 @@ from ofsre.instrumentation.catalog import load_catalog
 from .config import RuntimeConfig
 from .runtime import LocalRuntime, RuntimeStartError
 from .scrape import Sample, buckets, group_by, histogram_quantile, scrape, total
+from .simulation import SimulatedBank
 
 __all__ = ["configure", "run_demo", "Journey", "summarise"]
 
@@ -83,6 +86,7 @@ class Journey:
 
     gateway: str
     client: httpx.Client
+    bank: SimulatedBank
     failures: list[str] = field(default_factory=list)
     calls: int = 0
 
@@ -104,6 +108,17 @@ class Journey:
             return {}
         return resp.json() if resp.content else {}
 
+    def authorise(self, service: str, consent_id: str) -> None:
+        """The customer's simulated approval, on the module itself (never through the gateway)."""
+        self.calls += 1
+        try:
+            resp = self.bank.decide(service, consent_id, client=self.client)
+        except httpx.HTTPError as exc:
+            self.failures.append(f"authorising {consent_id}: {exc!r}")
+            return
+        if resp.status_code != 200:
+            self.failures.append(f"authorising {consent_id}: {resp.status_code} {resp.text[:300]}")
+
     def data_consent(self) -> str | None:
         expires = (datetime.now(UTC) + timedelta(days=90)).strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {"data": {"loggedUser": {"document": {"identification": CPF, "rel": "CPF"}},
@@ -113,7 +128,7 @@ class Journey:
         consent_id = self.call("POST", CONSENTS, 201, json=body).get("data", {}).get("consentId")
         if not consent_id:
             return None
-        self.call("POST", f"/_sim/consents/{consent_id}/authorise", 200)
+        self.authorise("consents", consent_id)
         status = self.call("GET", f"{CONSENTS}/{consent_id}", 200).get("data", {}).get("status")
         if status != "AUTHORISED":
             self.failures.append(f"consent {consent_id} is {status}, not AUTHORISED after authorisation")
@@ -142,7 +157,7 @@ class Journey:
             .get("data", {}).get("consentId")
         if not consent_id:
             return None
-        self.call("POST", f"/_sim/payments/consents/{consent_id}/authorise", 200)
+        self.authorise("payments", consent_id)
         payment_body = {"data": [{
             "localInstrument": "MANU", "payment": {"amount": amount, "currency": "BRL"},
             "creditorAccount": {"ispb": "12345678", "issuer": "0001", "number": "1234567890", "accountType": "CACC"},
@@ -262,7 +277,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def _journey(runtime: LocalRuntime, gateway: str, args: argparse.Namespace, progress: Progress) -> bool:
     with httpx.Client(timeout=15.0) as client, ThreadPoolExecutor(4) as pool:
-        journey = Journey(gateway, client)
+        journey = Journey(gateway, client, SimulatedBank.from_data_dir(runtime.paths.data_dir))
         progress.step("consent journey: create → authorise (simulated) → account reads …")
         consent = journey.data_consent()
         reads = journey.account_reads(consent, args.reads, pool) if consent else 0

@@ -37,6 +37,7 @@ from .config import RuntimeConfig, ServiceConfig
 from .files import atomic_write_json, free_port, port_free, read_json
 from .prometheus import prometheus_command, write_scrape_config, write_targets
 from .server import RuntimeServer
+from .simulation import new_secret
 from .supervisor import Deployment, tail
 
 __all__ = ["LocalRuntime", "RuntimeStartError", "RuntimePaths", "mask_url", "process_alive"]
@@ -99,6 +100,7 @@ class LocalRuntime:
         self._create_times: dict[int, float] = {}
         self._stop_tick = threading.Event()
         self._tick: threading.Thread | None = None
+        self.gateway_secret = ""  # a fresh one at every start()
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -121,6 +123,8 @@ class LocalRuntime:
                                         f"choose another port or 0 for a free one")
         self.phase = "starting"
         self._write_state()
+        # One secret per start, shared by the gateway and the modules only (guard.py).
+        self.gateway_secret = new_secret(self.paths.data_dir)
         self.migrate()
         self.server = RuntimeServer(self.registry, self.status, host=cfg.host, port=cfg.runtime_port)
         self.server.start()
@@ -246,7 +250,7 @@ class LocalRuntime:
         cfg = self.config
         return Deployment(
             svc.name, command, log_dir=self.paths.logs, replicas=svc.replicas, host=cfg.host, port=port,
-            env={**cfg.service_env(), **svc.env, **(env or {})},
+            env={**cfg.service_env(), "OFSRE_GATEWAY_SECRET": self.gateway_secret, **svc.env, **(env or {})},
             readiness_path=readiness_path or cfg.readiness_path, startup_timeout=cfg.startup_timeout,
             termination_grace=cfg.termination_grace,
             # Only a replica behind the gateway needs time for the gateway to forget it.

@@ -19,6 +19,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -34,6 +35,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+
+from ofsre.platform.guard import GATEWAY_SECRET_HEADER
+from ofsre.platform.runtime.simulation import SimulatedBank
 
 from ...exporters.exporter_fakes import FakeBackend
 from ..conftest import scratch_database
@@ -187,10 +191,21 @@ class Platform:
     client_ca: Path
     catalog: Path
     loki: FakeBackend
+    secret: str
     processes: list[Process] = field(default_factory=list)
 
     def url(self, name: str) -> str:
         return self.gateway.url if name == "gateway" else self.services[name].url
+
+    @property
+    def module_headers(self) -> dict[str, str]:
+        """What the gateway adds when it calls a module (tests that call one directly send it too)."""
+        return {GATEWAY_SECRET_HEADER: self.secret}
+
+    @property
+    def bank(self) -> SimulatedBank:
+        """The customer's simulated decision, made on the modules as the demo makes it."""
+        return SimulatedBank({name: [p.url] for name, p in self.services.items()}, self.secret)
 
 
 def base_env(database_url: str, workdir: Path, receiver: OtlpReceiver) -> dict[str, str]:
@@ -199,6 +214,8 @@ def base_env(database_url: str, workdir: Path, receiver: OtlpReceiver) -> dict[s
         "OFSRE_DATABASE_URL": database_url, "OFSRE_DATA_DIR": str(workdir), "OFSRE_QUEUE_BACKEND": "db",
         "OFSRE_QUEUE_POLL_MAX_SECONDS": "0.2", "OFSRE_SETTLEMENT_LATENCY_MS": "50", "OFSRE_WORKER_CONCURRENCY": "2",
         "OFSRE_DB_POOL_SIZE": "3", "OFSRE_SHUTDOWN_TIMEOUT_S": "10", "OFSRE_LOG_LEVEL": "INFO",
+        # short, so the hostile tests' slow requests are answered quickly (408)
+        "OFSRE_BODY_TIMEOUT_S": "1", "OFSRE_HEADER_TIMEOUT_S": "2",
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "100", "OTEL_TRACES_SAMPLER": "parentbased_always_on",
     })
     return env
@@ -220,13 +237,16 @@ def platform(e2e_database_url, tmp_path_factory, pki, catalog_writer):
     client_ca = pki.write(workdir)
     catalog = catalog_writer(workdir, baixa_tpm=E2E_BAIXA_TPM)
     env["OFSRE_CATALOG"] = str(catalog)
+    secret = secrets.token_urlsafe(24)
+    env["OFSRE_GATEWAY_SECRET"] = secret  # the gateway sends it, the modules require it
     subprocess.run([sys.executable, "-m", "ofsre.platform.run", "migrate"], env=env, cwd=workdir, check=True,
                    capture_output=True, timeout=120)
     processes: list[Process] = []
     try:
         services = {}
         for name in SERVICES:
-            services[name] = start_process(name, {**env, "OFSRE_SERVICE": name}, workdir)
+            services[name] = start_process(name, {**env, "OFSRE_SERVICE": name, "OFSRE_SIMULATION_ROUTES": "on"},
+                                           workdir)
             processes.append(services[name])
         upstreams = {name: [services[name].url] for name in ("consents", "accounts", "payments")}
         (workdir / "upstreams.json").write_text(json.dumps(upstreams))
@@ -237,7 +257,7 @@ def platform(e2e_database_url, tmp_path_factory, pki, catalog_writer):
         processes.append(gateway)
         for p in processes:
             wait_ready(p)
-        yield Platform(gateway, services, receiver, workdir, env, client_ca, catalog, loki, processes)
+        yield Platform(gateway, services, receiver, workdir, env, client_ca, catalog, loki, secret, processes)
     finally:
         graceful = stop_processes(processes)
         receiver.close()

@@ -64,7 +64,7 @@ def test_full_journey_is_one_trace_from_gateway_to_worker(platform, waf):
     created = waf.post(CONSENTS, json=consent_request())
     assert created.status_code == 201, created.text
     cid = created.json()["data"]["consentId"]
-    assert waf.post(f"/_sim/consents/{cid}/authorise").json()["data"]["status"] == "AUTHORISED"
+    assert platform.bank.decide("consents", cid, org_id="org-e2e").json()["data"]["status"] == "AUTHORISED"
     token = {"authorization": f"Bearer consent:{cid}"}
     accounts = waf.get(ACCOUNTS, headers=token)
     assert accounts.status_code == 200, accounts.text
@@ -75,7 +75,7 @@ def test_full_journey_is_one_trace_from_gateway_to_worker(platform, waf):
 
     pay_consent = waf.post(f"{PAYMENTS}/consents", json=payment_consent_request(),
                            headers={"x-idempotency-key": secrets.token_hex(8)}).json()["data"]["consentId"]
-    waf.post(f"/_sim/payments/consents/{pay_consent}/authorise")
+    assert platform.bank.decide("payments", pay_consent, org_id="org-e2e").status_code == 200
     interaction_id = str(uuid.uuid4())
     paid = waf.post(f"{PAYMENTS}/pix/payments", json=pix_request(),
                     headers={**traced(), "x-idempotency-key": secrets.token_hex(8),
@@ -179,10 +179,12 @@ def test_sigterm_drains_in_flight_requests(platform, tmp_path):
     """A second consents replica gets SIGTERM while a request is in flight (its body half sent):
     the request still completes, then the process ends by itself after its lifespan shutdown
     (uvicorn re-raises the SIGTERM it handled: exit code 0 or -15)."""
-    replica = start_process("consents", {**platform.env, "OFSRE_SERVICE": "consents"}, tmp_path)
+    replica = start_process("consents", {**platform.env, "OFSRE_SERVICE": "consents", "OFSRE_BODY_TIMEOUT_S": "60"},
+                            tmp_path)
     wait_ready(replica)
     body = json.dumps(consent_request()).encode()
     head = (f"POST {CONSENTS} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            f"x-ofsre-gateway-secret: {platform.secret}\r\n"
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode()
     with socket.create_connection(("127.0.0.1", replica.port), timeout=30) as conn:
         conn.sendall(head + body[:10])
@@ -204,7 +206,7 @@ def test_worker_logs_reach_loki_correlated_with_the_payments_trace(platform, waf
     trace_id, interaction_id = secrets.token_hex(16), str(uuid.uuid4())
     pay_consent = waf.post(f"{PAYMENTS}/consents", json=payment_consent_request(),
                            headers={"x-idempotency-key": secrets.token_hex(8)}).json()["data"]["consentId"]
-    waf.post(f"/_sim/payments/consents/{pay_consent}/authorise")
+    assert platform.bank.decide("payments", pay_consent, org_id="org-e2e").status_code == 200
     paid = waf.post(f"{PAYMENTS}/pix/payments", json=pix_request(),
                     headers={"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01",
                              "x-fapi-interaction-id": interaction_id, "x-idempotency-key": secrets.token_hex(8),

@@ -48,19 +48,19 @@ def payments_schema(platform):
 
 @pytest.fixture(scope="module")
 def data_consent(platform) -> str:
-    with httpx.Client(base_url=platform.url("consents")) as http:
+    with httpx.Client(base_url=platform.url("consents"), headers=platform.module_headers) as http:
         cid = http.post("/open-banking/consents/v3/consents", json=consent_request()).json()["data"]["consentId"]
-        http.post(f"/_sim/consents/{cid}/authorise")
+    assert platform.bank.decide("consents", cid).status_code == 200
     return cid
 
 
 @pytest.fixture(scope="module")
 def payment_consent(platform) -> str:
-    with httpx.Client(base_url=platform.url("payments")) as http:
+    with httpx.Client(base_url=platform.url("payments"), headers=platform.module_headers) as http:
         created = http.post("/open-banking/payments/v4/consents", json=payment_consent_request(),
                             headers={"x-idempotency-key": "schemathesis-consent"})
         cid = created.json()["data"]["consentId"]
-        http.post(f"/_sim/payments/consents/{cid}/authorise")
+    assert platform.bank.decide("payments", cid).status_code == 200
     return cid
 
 
@@ -93,12 +93,14 @@ def fuzz(schema, base_url: str, headers: dict | None = None) -> None:
 
 
 def test_consents_api(consents_schema, platform):
-    fuzz(consents_schema, platform.url("consents"))
+    fuzz(consents_schema, platform.url("consents"), platform.module_headers)
 
 
 def test_accounts_api(accounts_schema, platform, data_consent):
-    fuzz(accounts_schema, platform.url("accounts"), {"authorization": f"Bearer consent:{data_consent}"})
+    fuzz(accounts_schema, platform.url("accounts"),
+         {**platform.module_headers, "authorization": f"Bearer consent:{data_consent}"})
 
 
 def test_payments_api(payments_schema, platform, payment_consent):
-    fuzz(payments_schema, platform.url("payments"), {"authorization": f"Bearer consent:{payment_consent}"})
+    fuzz(payments_schema, platform.url("payments"),
+         {**platform.module_headers, "authorization": f"Bearer consent:{payment_consent}"})
