@@ -24,7 +24,7 @@ from typing import Any
 import helm_python as helm
 import pytest
 
-from ofsre.platform.settings import SERVICES
+from ofsre.platform.settings import SERVICES, Settings
 
 # --------------------------------------------------------------------------- NetworkPolicy semantics
 
@@ -234,6 +234,22 @@ def test_gateway_and_every_module_read_the_same_secret_key(chart):
     # The migrate Job serves nothing: it does not get the secret.
     [job] = [m.doc for m in chart.default if m.kind == "Job"]
     assert all("OFSRE_GATEWAY_SECRET" not in chart.container_env(c) for c in chart.pod_spec(job)["containers"])
+
+
+def test_the_platform_reads_one_secret_in_the_gateway_and_every_module(chart):
+    """The env as the kubelet would resolve it (secretKeyRef -> the rendered Secret's value),
+    fed to the platform's own reader: every pod holds the same gateway_secret."""
+    secrets = {m.name: m.doc for m in chart.default if m.kind == "Secret"}
+    held = {}
+    for module, deployment in chart.default.of_kind("Deployment").items():
+        [container] = chart.pod_spec(deployment)["containers"]
+        env = chart.plain_env(container)
+        ref = chart.container_env(container)["OFSRE_GATEWAY_SECRET"]["valueFrom"]["secretKeyRef"]
+        env["OFSRE_GATEWAY_SECRET"] = base64.b64decode(secrets[ref["name"]]["data"][ref["key"]]).decode()
+        held[module] = Settings.from_env(env).gateway_secret
+    assert sorted(held) == sorted(SERVICES)
+    [secret] = set(held.values())
+    assert secret and len(secret) >= 32
 
 
 def test_the_generated_secret_is_random(chart):
