@@ -359,9 +359,11 @@ def test_a_module_env_overrides_the_shared_env_without_duplicates(chart):
     assert set(levels.values()) == {"WARNING"}
 
 
-def test_gateway_keeps_the_simulation_routes_off(chart):
-    [gateway] = chart.pod_spec(chart.default.of_kind("Deployment")["gateway"])["containers"]
-    assert Settings.from_env(chart.plain_env(gateway)).simulation_routes is False
+def test_every_module_keeps_the_simulation_routes_off(chart):
+    for module, deployment in chart.default.of_kind("Deployment").items():
+        [container] = chart.pod_spec(deployment)["containers"]
+        assert chart.plain_env(container)["OFSRE_SIMULATION_ROUTES"] == "off", module  # said, not defaulted
+        assert Settings.from_env(chart.plain_env(container)).simulation_routes is False, module
 
 
 def test_a_name_both_plain_and_secret_fails_the_render(chart):
