@@ -165,6 +165,17 @@ def test_gateway_with_its_own_tls_listener(platform, pki, tmp_path):
         anonymous = ssl.create_default_context(cafile=str(platform.client_ca))
         with httpx.Client(base_url=url, verify=anonymous) as client, pytest.raises(httpx.HTTPError):
             client.get(f"{CONSENTS}/{cid}")  # no client certificate: the handshake fails
+        # The handshake accepts these (the chain verifies), the gateway does not: no organisation, or a CA.
+        from cryptography.hazmat.primitives import serialization
+        ca_key = pki.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption())
+        nameless = pki.issue(None)
+        for name, pem in (("nameless", nameless.pem + nameless.key_pem), ("the-ca", pki.pem + ca_key)):
+            (tmp_path / f"{name}.pem").write_bytes(pem)
+            context = ssl.create_default_context(cafile=str(platform.client_ca))
+            context.load_cert_chain(str(tmp_path / f"{name}.pem"))
+            with httpx.Client(base_url=url, verify=context) as client:
+                assert of_error(client.get(f"{CONSENTS}/{cid}"), 403)["code"] == "FORBIDDEN", name
     finally:
         assert stop_processes([gateway]) == {"gateway": True}
 
