@@ -40,7 +40,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import semconv
-from ._config import resolve_settings
+from ._config import env_str
 from .metrics import count_telemetry_error
 from .pcm import PcmCapture, capture_for
 
@@ -87,10 +87,11 @@ def _start_span(tracer: trace.Tracer, request: httpx.Request) -> trace.Span | No
 
 
 def _pcm_capture(pcm: bool | PcmCapture) -> PcmCapture | None:
-    """The PCM capture of a ``pcm=True`` client: the service's, when its capture is on."""
-    if isinstance(pcm, PcmCapture):
-        return pcm
-    return capture_for(resolve_settings().service, None) if pcm else None
+    """The PCM capture of a ``pcm=True`` client: the service's (``OFSRE_SERVICE``), when its capture is on."""
+    if isinstance(pcm, PcmCapture) or not pcm:
+        return pcm or None
+    service = env_str("OFSRE_SERVICE") or env_str("OTEL_SERVICE_NAME")
+    return capture_for(service, None) if service else None
 
 
 def _end_span(span: trace.Span, response: httpx.Response | None, error: BaseException | None) -> None:

@@ -332,9 +332,11 @@ class PcmCapture:
     def _start_writer(self) -> None:
         self._wake = threading.Event()
         self._stopping = False
-        self._written = 0          # reports taken off the queue (stored or dropped): for flush()
+        self._taken = 0            # reports taken off the queue by the writer
+        self._written = 0          # of those, the ones stored or dropped: for flush()
         self._taken_cv = threading.Condition()
         self._store = None
+        self._days = _Days()
         self._thread = threading.Thread(target=self._run, name="ofsre-pcm-writer", daemon=True)
         self._thread.start()
 
@@ -369,13 +371,15 @@ class PcmCapture:
         if not queue:
             return
         items = []
-        with contextlib.suppress(IndexError):
-            for _ in range(len(queue)):
-                items.append(queue.popleft())
-        rows, roles = [], {SERVER: 0, CLIENT: 0}
+        with self._taken_cv:   # flush() reads the queue length and `_taken` under the same lock
+            with contextlib.suppress(IndexError):
+                for _ in range(len(queue)):
+                    items.append(queue.popleft())
+            self._taken += len(items)
+        rows, roles, days = [], {SERVER: 0, CLIENT: 0}, self._days
         for item in items:
             try:
-                rows.append(_row(item))
+                rows.append(_row(item, days))
                 roles[item[0]] += 1
             except Exception:  # noqa: BLE001 - a report that cannot be encoded (odd additionalInfo)
                 count_telemetry_error(COMPONENT, self._registry)
@@ -384,7 +388,7 @@ class PcmCapture:
         try:
             if self._store is None:
                 self._store = self._open_store()
-            stored = self._store.add(rows)
+            stored = len(self._store.add(rows))
         except Exception:  # noqa: BLE001 - disk full, unwritable path: count, say so, carry on
             count_telemetry_error(COMPONENT, self._registry)
             self._dropped["store_error"].inc(len(rows))
@@ -409,7 +413,7 @@ class PcmCapture:
         """Write everything captured so far to the store; True if done within ``timeout`` s."""
         deadline = time.monotonic() + timeout
         with self._taken_cv:
-            target = self._written + len(self._queue)
+            target = self._taken + len(self._queue)
             self._wake.set()
             while self._written < target:
                 remaining = deadline - time.monotonic()
@@ -431,31 +435,39 @@ class PcmCapture:
         return done
 
 
-def _row(item: tuple[Any, ...]) -> tuple[Any, ...]:
-    """The store row (and the JSON body, §5 field names) of one queued report. Writer thread."""
-    from ofsre.exporters.pcm.store import brasilia_day, utc_iso
+_encode_info = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
 
+
+class _Days:
+    """The Brasília day of a unix time, recomputed only when a report crosses midnight."""
+
+    __slots__ = ("start", "end", "day")
+
+    def __init__(self) -> None:
+        self.start = self.end = 0.0
+        self.day = ""
+
+    def of(self, ts: float) -> str:
+        if not self.start <= ts < self.end:
+            from ofsre.exporters.pcm.store import brasilia_day, deadline_of
+
+            self.day = brasilia_day(ts)
+            self.end = deadline_of(self.day) - 8 * 3600      # the next midnight, Brasília
+            self.start = self.end - 86400
+        return self.day
+
+
+def _row(item: tuple[Any, ...], days: _Days) -> tuple[Any, ...]:
+    """The store row (``ofsre.exporters.pcm.store.COLUMNS``) of one queued report. Writer thread.
+
+    Kept to the minimum (the writer shares the GIL with the requests): the JSON body is built
+    by the sender, in its own process.
+    """
     role, entry, status, ts, seconds, iid, client_org, server_org, correlation, info, prefix, ssid = item
-    process_ms = int(round(seconds * 1000))
-    report: dict[str, Any] = {
-        "fapiInteractionId": iid, "endpoint": entry.route, "statusCode": int(status), "httpMethod": entry.method,
-        "clientOrgId": client_org, "serverOrgId": server_org, "timestamp": utc_iso(ts),
-        "processTimespan": process_ms, "role": role,
-    }
-    if client_org is None:
-        del report["clientOrgId"]      # open data: anonymous caller, identified by clientIp
-    if correlation:
-        report["correlationId"] = str(correlation)
-    if role == CLIENT:
-        report["endpointUriPrefix"] = prefix
-        if ssid:
-            report["clientSSId"] = ssid
-    if info:
-        report["additionalInfo"] = info
     kind = "opendata" if entry.api.startswith("opendata") else "private"
-    body = json.dumps(report, separators=(",", ":"), ensure_ascii=False, default=str)
-    return (uuid.uuid4().hex, kind, role, brasilia_day(ts), ts, entry.route, entry.method, int(status),
-            process_ms, body)
+    info_json = _encode_info(info) if info else None
+    return (kind, role, days.of(ts), ts, entry.route, entry.method, int(status), int(round(seconds * 1000)), iid,
+            client_org, server_org, str(correlation) if correlation else None, info_json, prefix, ssid)
 
 
 _shared: dict[str, PcmCapture] = {}

@@ -10,14 +10,19 @@ the standard library only; every write is one transaction, durable when it retur
 
 One row per report (``reports``)::
 
-    id           our key (uuid4 hex, made at capture): the same report is never stored twice
+    id           SQLite's rowid: the capture's writer inserts each report once, so one report, one row
     kind         private | opendata      (which PCM endpoint it goes to)
-    role, endpoint, method, status_code, process_ms, ts (unix seconds of its timestamp),
     day          its Brasília calendar day (YYYY-MM-DD): the delivery deadline is 08:00 the next day
-    body         the JSON report exactly as sent
+    role, endpoint, method, status_code, process_ms, ts (unix seconds of its ``timestamp``),
+    interaction_id, client_org, server_org, correlation_id, info (additionalInfo as JSON),
+    uri_prefix, ss_id            the §5 fields; the JSON body is built from them when sent
     state        pending → sending → delivered        or   → held (a 4xx that retrying cannot fix)
     result, message, result_id, delivered_at          the PCM's answer for this report
     error        why a report is held (HTTP status and the PCM's message)
+
+The fields are columns, not a ready JSON body, so the capturing service's writer thread does
+as little as possible per report (it shares the GIL with the requests); the sender process
+builds the bodies (:func:`report_json`).
 
 Idempotency: a report leaves ``pending`` only when a sender leases it; its result is written
 by id, so a report sent twice (a sender killed after the PCM answered, before we stored the
@@ -32,18 +37,19 @@ them (``ofsre_pcm_reports_dropped_total{reason="store_full"}``).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 __all__ = ["ReportStore", "Row", "BRT", "brasilia_day", "deadline_of", "KINDS", "STATES", "RESULTS",
-           "default_store_path"]
+           "default_store_path", "report_json", "utc_iso", "COLUMNS"]
 
 # Brasília time. Brazil has had no daylight saving time since 2019 (Decree 9,772/2019), so a
 # fixed UTC-3 is exact and needs no time-zone database on the machine.
@@ -55,16 +61,22 @@ DEADLINE_HOUR = 8  # reports of a day are due by 08:00 of the next day, Brasíli
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS reports (
-    id           TEXT PRIMARY KEY,
-    kind         TEXT NOT NULL,
-    role         TEXT NOT NULL,
-    day          TEXT NOT NULL,
-    ts           REAL NOT NULL,
-    endpoint     TEXT NOT NULL,
-    method       TEXT NOT NULL,
-    status_code  INTEGER NOT NULL,
-    process_ms   INTEGER NOT NULL,
-    body         TEXT NOT NULL,
+    id             INTEGER PRIMARY KEY,
+    kind           TEXT NOT NULL,
+    role           TEXT NOT NULL,
+    day            TEXT NOT NULL,
+    ts             REAL NOT NULL,
+    endpoint       TEXT NOT NULL,
+    method         TEXT NOT NULL,
+    status_code    INTEGER NOT NULL,
+    process_ms     INTEGER NOT NULL,
+    interaction_id TEXT NOT NULL,
+    client_org     TEXT,
+    server_org     TEXT NOT NULL,
+    correlation_id TEXT,
+    info           TEXT,
+    uri_prefix     TEXT,
+    ss_id          TEXT,
     state        TEXT NOT NULL DEFAULT 'pending',
     attempts     INTEGER NOT NULL DEFAULT 0,
     result       TEXT,
@@ -76,6 +88,39 @@ CREATE TABLE IF NOT EXISTS reports (
 CREATE INDEX IF NOT EXISTS reports_queue ON reports (state, kind, ts);
 CREATE INDEX IF NOT EXISTS reports_day ON reports (day, role);
 """
+# The columns a new report is inserted with, in this order (the capture's writer builds these tuples).
+COLUMNS = ("kind", "role", "day", "ts", "endpoint", "method", "status_code", "process_ms", "interaction_id",
+           "client_org", "server_org", "correlation_id", "info", "uri_prefix", "ss_id")
+_SENT = ("role", "endpoint", "method", "status_code", "process_ms", "ts", "interaction_id", "client_org",
+         "server_org", "correlation_id", "info", "uri_prefix", "ss_id")
+_INSERT = f"INSERT INTO reports ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+try:  # the C string encoder json.dumps uses: a JSON string literal, escaped, quotes included
+    from json.encoder import c_encode_basestring as _string  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - CPython always has it
+    from json.encoder import py_encode_basestring as _string
+_string = _string or json.encoder.py_encode_basestring
+
+
+def report_json(role: str, endpoint: str, method: str, status: int, process_ms: int, ts: float, iid: str,
+                client_org: str | None, server_org: str, correlation: str | None, info: str | None,
+                prefix: str | None, ss_id: str | None) -> str:
+    """The §5 JSON document of one report (what the PCM receives), from the stored columns."""
+    parts = ['{"fapiInteractionId":', _string(iid), ',"endpoint":', _string(endpoint), ',"statusCode":',
+             str(int(status)), ',"httpMethod":', _string(method)]
+    if client_org is not None:   # open data: anonymous caller (additionalInfo.clientIp instead)
+        parts += [',"clientOrgId":', _string(client_org)]
+    parts += [',"serverOrgId":', _string(server_org), ',"timestamp":', _string(utc_iso(ts)),
+              ',"processTimespan":', str(int(process_ms)), ',"role":', _string(role)]
+    if correlation:
+        parts += [',"correlationId":', _string(correlation)]
+    if prefix is not None:
+        parts += [',"endpointUriPrefix":', _string(prefix)]
+    if ss_id:
+        parts += [',"clientSSId":', _string(ss_id)]
+    if info:
+        parts += [',"additionalInfo":', info]
+    parts.append("}")
+    return "".join(parts)
 
 
 def default_store_path() -> Path:
@@ -160,14 +205,14 @@ class ReportStore:
 
     # --- capture side ------------------------------------------------------------------------
 
-    def add(self, reports: Sequence[tuple[Any, ...]]) -> int:
-        """Store reports durably, one transaction; return how many were stored (the rest: store full).
+    def add(self, reports: Sequence[tuple[Any, ...]]) -> range:
+        """Store reports durably, one transaction; return the ids given to those stored, in order.
 
-        Each item is ``(id, kind, role, day, ts, endpoint, method, status_code, process_ms, body)``.
-        A report whose id is already stored is ignored (and counts as stored).
+        Each item holds the :data:`COLUMNS` values. Fewer ids than reports: the store is full
+        (the caller counts the rest as dropped).
         """
         if not reports:
-            return 0
+            return range(0)
         with self._tx() as db:
             rows = db.execute("SELECT count(*) FROM reports").fetchone()[0]
             room = self.max_reports - rows
@@ -176,10 +221,11 @@ class ReportStore:
                 rows = db.execute("SELECT count(*) FROM reports").fetchone()[0]
                 room = self.max_reports - rows
             accepted = list(reports[:max(0, room)])
-            db.executemany("INSERT OR IGNORE INTO reports (id, kind, role, day, ts, endpoint, method, status_code,"
-                           " process_ms, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", accepted)
+            db.executemany(_INSERT, accepted)
+            # Under BEGIN IMMEDIATE nobody else inserts: the new rowids are consecutive.
+            last = db.execute("SELECT last_insert_rowid()").fetchone()[0]
             self._rows = rows + len(accepted)
-        return len(accepted)
+        return range(last - len(accepted) + 1, last + 1) if accepted else range(0)
 
     def _prune(self, db: sqlite3.Connection) -> None:
         cutoff = time.time() - self.retention_days * 86400
@@ -198,29 +244,29 @@ class ReportStore:
             row = self._db.execute("SELECT kind FROM reports WHERE state = 'pending' ORDER BY ts LIMIT 1").fetchone()
         return row[0] if row else None
 
-    def lease(self, kind: str, limit: int) -> list[tuple[str, str]]:
-        """Move up to ``limit`` of the oldest pending reports of ``kind`` to ``sending``; ``[(id, body)]``."""
+    def lease(self, kind: str, limit: int) -> list[tuple[int, str]]:
+        """Move up to ``limit`` of the oldest pending reports of ``kind`` to ``sending``; ``[(id, JSON body)]``."""
         with self._tx() as db:
-            rows = db.execute("SELECT id, body FROM reports WHERE state = 'pending' AND kind = ? ORDER BY ts LIMIT ?",
-                              (kind, limit)).fetchall()
-            db.executemany("UPDATE reports SET state = 'sending', attempts = attempts + 1 WHERE id = ?",
-                           [(r[0],) for r in rows])
-        return rows
+            rows = db.execute(f"UPDATE reports SET state = 'sending', attempts = attempts + 1 WHERE id IN"
+                              f" (SELECT id FROM reports WHERE state = 'pending' AND kind = ? ORDER BY ts LIMIT ?)"
+                              f" RETURNING id, ts, {', '.join(_SENT)}", (kind, limit)).fetchall()
+        rows.sort(key=lambda r: (r[1], r[0]))   # RETURNING has no order: oldest first
+        return [(r[0], report_json(*r[2:])) for r in rows]
 
-    def deliver(self, results: Iterable[tuple[str, str | None, str | None, str]], now: float | None = None) -> None:
+    def deliver(self, results: Iterable[tuple[str, str | None, str | None, int]], now: float | None = None) -> None:
         """Store the PCM's answers: ``(result, message, result_id, id)`` per report; state ``delivered``."""
         now = time.time() if now is None else now
         with self._tx() as db:
             db.executemany("UPDATE reports SET state = 'delivered', result = ?, message = ?, result_id = ?,"
                            f" delivered_at = {now!r}, error = NULL WHERE id = ?", results)
 
-    def release(self, ids: Iterable[str]) -> None:
+    def release(self, ids: Iterable[int]) -> None:
         """Leased reports go back to ``pending`` (the sender is stopping mid-retry)."""
         with self._tx() as db:
             db.executemany("UPDATE reports SET state = 'pending' WHERE id = ? AND state = 'sending'",
                            [(i,) for i in ids])
 
-    def hold(self, ids: Iterable[str], error: str) -> None:
+    def hold(self, ids: Iterable[int], error: str) -> None:
         """Keep reports the PCM refused for good (400/401/403/406/415) out of the queue, with why."""
         with self._tx() as db:
             db.executemany("UPDATE reports SET state = 'held', error = ? WHERE id = ?", [(error, i) for i in ids])
@@ -274,7 +320,8 @@ class ReportStore:
 
     def results(self, *, day: str | None = None, result: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Stored reports with their PCM answer (newest first), for ``ofsre pcm results``."""
-        sql = "SELECT id, kind, role, endpoint, status_code, ts, state, result, message, error FROM reports WHERE 1=1"
+        sql = ("SELECT id, kind, role, endpoint, status_code, ts, state, result, message, error, interaction_id"
+               " FROM reports WHERE 1=1")
         params: list[Any] = []
         if day:
             sql += " AND day = ?"
@@ -287,10 +334,11 @@ class ReportStore:
         params.append(limit)
         with self._lock:
             fetched = self._db.execute(sql, params).fetchall()
-        names = ("id", "kind", "role", "endpoint", "statusCode", "ts", "state", "result", "message", "error")
+        names = ("id", "kind", "role", "endpoint", "statusCode", "ts", "state", "result", "message", "error",
+                 "fapiInteractionId")
         return [dict(zip(names, r, strict=True)) for r in fetched]
 
-    def get(self, report_id: str) -> dict[str, Any] | None:
+    def get(self, report_id: int) -> dict[str, Any] | None:
         with self._lock:
             cur = self._db.execute("SELECT * FROM reports WHERE id = ?", (report_id,))
             row = cur.fetchone()
@@ -300,4 +348,5 @@ class ReportStore:
 
 def utc_iso(ts: float) -> str:
     """UTC ISO 8601 with milliseconds, as the PCM wants timestamps: ``2026-12-01T22:45:01.123Z``."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    seconds = int(ts // 1)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int((ts - seconds) * 1000):03d}Z"

@@ -16,7 +16,7 @@ import pytest
 
 from ofsre.exporters.pcm.mock import MockPcm
 from ofsre.exporters.pcm.sender import Sender, SenderOptions
-from ofsre.exporters.pcm.store import ReportStore, brasilia_day, utc_iso
+from ofsre.exporters.pcm.store import ReportStore, brasilia_day
 
 ORG_US = "11111111-1111-4111-8111-111111111111"
 ORG_THEM = "22222222-2222-4222-8222-222222222222"
@@ -25,20 +25,22 @@ BALANCES = "/open-banking/accounts/v2/accounts/{accountId}/balances"
 
 def report_row(*, ts: float | None = None, endpoint: str = BALANCES, method: str = "GET", status: int = 200,
                process_ms: int = 100, role: str = "SERVER", kind: str = "private") -> tuple:
-    """One store row with a §5-valid JSON body, as the capture writes it."""
+    """One store row (``store.COLUMNS``) of a §5-valid report, as the capture's writer makes it."""
     ts = time.time() if ts is None else ts
-    body = {"fapiInteractionId": str(uuid.uuid4()), "endpoint": endpoint, "statusCode": status, "httpMethod": method,
-            "clientOrgId": ORG_THEM, "serverOrgId": ORG_US, "timestamp": utc_iso(ts), "processTimespan": process_ms,
-            "role": role}
-    if kind == "opendata":
-        body["additionalInfo"] = {"clientIp": "203.0.113.7"}
-    return (uuid.uuid4().hex, kind, role, brasilia_day(ts), ts, endpoint, method, status, process_ms,
-            json.dumps(body))
+    info = json.dumps({"clientIp": "203.0.113.7"}) if kind == "opendata" else None
+    client_org = None if kind == "opendata" else ORG_THEM
+    return (kind, role, brasilia_day(ts), ts, endpoint, method, status, process_ms, str(uuid.uuid4()), client_org,
+            ORG_US, None, info, None, None)
 
 
 def interaction_of(row: tuple) -> tuple[str, str]:
-    body = json.loads(row[-1])
-    return body["fapiInteractionId"], body["role"]
+    """The PCM's pairing key of a row: ``(fapiInteractionId, role)``."""
+    return row[8], row[1]
+
+
+def id_of(store: ReportStore, row: tuple) -> int:
+    """The store's id of a row added earlier."""
+    return store._db.execute("SELECT id FROM reports WHERE interaction_id = ?", (row[8],)).fetchone()[0]
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from ofsre.cli import main
 from ofsre.exporters.pcm.compliance import day_report, p95
 from ofsre.exporters.pcm.store import BRT
 
-from .conftest import report_row
+from .conftest import id_of, report_row
 
 DAY = "2026-11-10"
 BALANCES = "/open-banking/accounts/v2/accounts/{accountId}/balances"      # alta: 1,500 ms
@@ -74,8 +74,8 @@ def generated_day(store) -> None:
         rows.append(report_row(ts=at(f"2026-11-{d:02d}", 12, 0), endpoint=BALANCES, process_ms=1700 if d == 5 else 900))
     # PIX on 2026-11-01 was fine: the month still fails on DAY's 1.2 × breach.
     rows.append(report_row(ts=at("2026-11-01", 12, 0), endpoint=PIX, method="POST", process_ms=500))
-    assert store.add(rows) == len(rows)
-    store.deliver([("DISCARDED", "no pair", None, discarded[0])])
+    assert len(store.add(rows)) == len(rows)
+    store.deliver([("DISCARDED", "no pair", None, id_of(store, discarded))])
 
 
 @pytest.fixture
@@ -158,9 +158,8 @@ def test_a_bad_day_is_a_clear_error(store, capsys):
 def test_ofsre_pcm_status_shows_backlog_deadline_and_risk(store, capsys):
     now = time.time()
     store.add([report_row(ts=now - 60), report_row(ts=now - 30)])
-    delivered = report_row(ts=now - 10)
-    store.add([delivered])
-    store.deliver([("UNPAIRED", "no client report", "r-1", delivered[0])])
+    [delivered] = store.add([report_row(ts=now - 10)])
+    store.deliver([("UNPAIRED", "no client report", "r-1", delivered)])
     assert main(["pcm", "status", "--store", str(store.path), "--json"]) == 0
     figures = json.loads(capsys.readouterr().out)
     assert figures["unsent"] == {"private": 2, "opendata": 0} and figures["held"] == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -15,13 +14,13 @@ import pytest
 from ofsre.exporters.pcm.mock import Reply
 from ofsre.exporters.pcm.sender import Sender
 
-from .conftest import interaction_of, report_row, sender_options
+from .conftest import id_of, interaction_of, report_row, sender_options
 
 
 def fill(store, count: int, **kwargs) -> list[tuple]:
     rows = [report_row(ts=time.time() - count + i, **kwargs) for i in range(count)]
     for start in range(0, count, 5000):
-        assert store.add(rows[start:start + 5000]) == len(rows[start:start + 5000])
+        assert len(store.add(rows[start:start + 5000])) == len(rows[start:start + 5000])
     return rows
 
 
@@ -49,23 +48,21 @@ def test_207_partial_results_are_stored_per_report_and_queryable(store, pcm, mak
     pcm.script(Reply(207, statuses=statuses))
     assert make_sender().drain(10)
     for i, row in enumerate(rows):
-        stored = store.get(row[0])
+        stored = store.get(id_of(store, row))
         assert stored["state"] == "delivered"
         assert stored["result"] == statuses[i % 4]
         assert (stored["message"] is None) == (statuses[i % 4] == "ACCEPTED")
         assert stored["result_id"]
-    assert store.day_status_counts(rows[0][3])["UNPAIRED"] == 2
-    assert [r["id"] for r in store.results(result="SINGLE")] == [rows[7][0], rows[3][0]]
+    assert store.day_status_counts(rows[0][2])["UNPAIRED"] == 2
+    assert [r["fapiInteractionId"] for r in store.results(result="SINGLE")] == [rows[7][8], rows[3][8]]
 
 
 def test_a_report_the_pcm_finds_invalid_is_classified_discarded_with_the_reason(store, pcm, make_sender):
     row = list(report_row())
-    body = json.loads(row[-1])
-    del body["clientOrgId"]
-    row[-1] = json.dumps(body)
-    store.add([tuple(row)])
+    row[9] = None                                # a private report without clientOrgId
+    [report_id] = store.add([tuple(row)])
     assert make_sender().drain(10)
-    stored = store.get(row[0])
+    stored = store.get(report_id)
     assert (stored["result"], stored["message"]) == ("DISCARDED", "missing fields: clientOrgId")
 
 
@@ -119,7 +116,7 @@ def test_a_refused_batch_is_held_counted_and_can_be_requeued(store, pcm, make_se
     sender = make_sender()
     assert sender.drain(10)        # nothing left pending: the batch is held, not retried forever
     assert store.counts_by_state()["held"] == 6
-    assert store.get(rows[0][0])["error"].startswith(f"HTTP {status}")
+    assert store.get(id_of(store, rows[0]))["error"].startswith(f"HTTP {status}")
     assert registry.get_sample_value("ofsre_pcm_reports_held_total", {"kind": "private", "status": str(status)}) == 6
     assert not pcm.received
     assert store.requeue_held() == 6

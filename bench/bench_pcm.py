@@ -1,0 +1,221 @@
+"""What do PCM reports cost? Capture overhead per request, and sender throughput to a local PCM.
+
+1. **Capture overhead.** The same FastAPI app (one catalog endpoint whose handler names the
+   verified client with ``identify_client``, as the gateway does) is served by uvicorn, one
+   worker, in a subprocess, instrumented by ofsre with tracing off, twice: ``pcm_off`` and
+   ``pcm_on`` (every request queues a SERVER report; the writer thread stores them in SQLite
+   in a temporary directory). Load: ``wrk`` (1 thread) or, without it, the Python keep-alive
+   client of ``bench_instrumentation``. Rounds interleaved, best of each kept. Target:
+   ``pcm_on / pcm_off >= 0.97``. The same two apps called in-process (no sockets) give the
+   cost in microseconds per request, which is much less noisy.
+2. **Sender throughput.** ``BENCH_PCM_REPORTS`` reports (default 100,000) are put in a store,
+   then one :class:`~ofsre.exporters.pcm.sender.Sender` delivers them to the local PCM
+   (``ofsre.exporters.pcm.mock``, which validates every report, in its own process), 5,000 per
+   request with a token. Target: >= 20,000 reports/s.
+
+The machine is shared: figures are noisy; read them as orders of magnitude and ratios.
+Knobs: BENCH_DURATION (s per measured run, default 3), BENCH_WARMUP (1), BENCH_ROUNDS (2),
+BENCH_CONNECTIONS (16), BENCH_PCM_REPORTS (100000).
+``python bench/bench_pcm.py`` runs it alone; ``--serve VARIANT DIR`` serves one variant.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_instrumentation import load_python, load_wrk  # noqa: E402 - the sibling benchmark's load generators
+
+ROUTE = "/open-banking/accounts/v2/accounts/{accountId}/balances"
+PATH = ROUTE.replace("{accountId}", "acc-1")
+CAPTURE_TARGET = 0.97
+SENDER_TARGET = 20_000
+ORG = "11111111-1111-4111-8111-111111111111"
+CLIENT_ORG = "22222222-2222-4222-8222-222222222222"
+
+
+def build_app(variant: str, directory: str):
+    from fastapi import FastAPI
+    from opentelemetry.trace import NoOpTracerProvider
+    from prometheus_client import CollectorRegistry
+
+    from ofsre.instrumentation import instrument_app
+    from ofsre.instrumentation.pcm import PcmCapture, identify_client
+
+    app = FastAPI()
+
+    @app.get(ROUTE)
+    async def balances(accountId: str):  # noqa: N803 - the Open Finance parameter name
+        identify_client(CLIENT_ORG, consentId="urn:bank:consent-1")
+        return {"data": {"accountId": accountId, "availableAmount": {"amount": "100.00", "currency": "BRL"}},
+                "links": {"self": PATH}, "meta": {"requestDateTime": "2025-01-01T00:00:00Z"}}
+
+    registry = CollectorRegistry()
+    pcm = PcmCapture("bench", org_id=ORG, store=Path(directory) / "reports.db", registry=registry) \
+        if variant == "pcm_on" else False
+    return instrument_app(app, "bench", registry=registry, tracer_provider=NoOpTracerProvider(), pcm=pcm)
+
+
+def serve(variant: str, directory: str) -> None:
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    print(sock.getsockname()[1], flush=True)
+    config = uvicorn.Config(build_app(variant, directory), log_level="warning", access_log=False, lifespan="on")
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _wait_port(port: int, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{what} did not start")
+
+
+def measure(variant: str, seconds: float, warmup: float, connections: int, directory: str) -> float:
+    load = load_wrk if shutil.which("wrk") else load_python
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", variant, directory], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        port = int(proc.stdout.readline())
+        _wait_port(port, variant)
+        url = f"http://127.0.0.1:{port}{PATH}"
+        load(url, warmup, connections)
+        return load(url, seconds, connections)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def in_process_us(variant: str, directory: str, requests: int = 3000) -> float:
+    """Microseconds per request, the app called in-process (best of 3)."""
+    import asyncio
+
+    app = build_app(variant, directory)
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "path": PATH,
+             "raw_path": PATH.encode(), "query_string": b"", "root_path": "", "scheme": "http",
+             "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 50000),
+             "headers": [(b"host", b"127.0.0.1:8000"), (b"x-fapi-interaction-id", str(uuid.uuid4()).encode())]}
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        pass
+
+    async def loop(n):
+        for _ in range(n):
+            await app(dict(scope), receive, send)
+
+    asyncio.run(loop(300))
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        asyncio.run(loop(requests))
+        best = min(best, (time.perf_counter() - started) / requests * 1e6)
+    return best
+
+
+def _rows(count: int) -> list[tuple]:
+    """Store rows (``store.COLUMNS``) of ``count`` SERVER reports, one a second up to now."""
+    from ofsre.exporters.pcm.store import brasilia_day
+
+    now = time.time()
+    info = '{"consentId":"urn:bank:consent-1"}'
+    return [("private", "SERVER", brasilia_day(now - count + i), now - count + i, ROUTE, "GET", 200, 120,
+             str(uuid.uuid4()), CLIENT_ORG, ORG, None, info, None, None) for i in range(count)]
+
+
+def sender_run(count: int, directory: str) -> tuple[float, int]:
+    from prometheus_client import CollectorRegistry
+
+    from ofsre.exporters.pcm.sender import Sender, SenderOptions
+    from ofsre.exporters.pcm.store import ReportStore
+
+    store = ReportStore(Path(directory) / "send.db")
+    rows = _rows(count)
+    for start in range(0, count, 5000):
+        store.add(rows[start:start + 5000])
+    port_file = Path(directory) / "pcm.port"
+    mock = subprocess.Popen([sys.executable, "-m", "ofsre.exporters.pcm.mock", "--port", "0", "--port-file",
+                             str(port_file)], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not port_file.exists() or not port_file.read_text():
+            if time.monotonic() > deadline or mock.poll() is not None:
+                raise RuntimeError("the local PCM did not start")
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{int(port_file.read_text())}"
+        options = SenderOptions(url=url, token_url=url + "/token/", client_id="ofsre", client_secret="secret")
+        sender = Sender(store, options, registry=CollectorRegistry())
+        try:
+            started = time.perf_counter()
+            if not sender.drain(300):
+                raise RuntimeError("the sender did not empty the store")
+            elapsed = time.perf_counter() - started
+        finally:
+            sender.close()
+        delivered = store.counts_by_state()["delivered"]
+        if delivered != count:
+            raise RuntimeError(f"{delivered} of {count} reports delivered")
+        return count / elapsed, sender.stats["requests"]
+    finally:
+        mock.terminate()
+        mock.wait(timeout=15)
+        store.close()
+
+
+def run() -> str:
+    seconds = float(os.environ.get("BENCH_DURATION", "3"))
+    warmup = float(os.environ.get("BENCH_WARMUP", "1"))
+    rounds = int(os.environ.get("BENCH_ROUNDS", "2"))
+    connections = int(os.environ.get("BENCH_CONNECTIONS", "16"))
+    count = int(os.environ.get("BENCH_PCM_REPORTS", "100000"))
+    best: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-pcm-") as directory:
+        for r in range(rounds):
+            for variant in ("pcm_off", "pcm_on"):
+                rps = measure(variant, seconds, warmup, connections, directory)
+                print(f"round {r + 1} {variant}: {rps:,.0f} req/s", file=sys.stderr, flush=True)
+                best[variant] = max(best.get(variant, 0.0), rps)
+        us = {variant: in_process_us(variant, directory) for variant in ("pcm_off", "pcm_on")}
+        print(f"sending {count:,} reports to the local PCM", file=sys.stderr, flush=True)
+        per_second, requests = sender_run(count, directory)
+    generator = "wrk -t1" if shutil.which("wrk") else "python asyncio client"
+    ratio = best["pcm_on"] / best["pcm_off"]
+    lines = [f"capture: FastAPI + uvicorn (1 worker), ofsre without tracing, GET {ROUTE}, {generator}, "
+             f"{connections} connections, {seconds:g} s x {rounds} rounds (best)",
+             f"{'variant':<10}{'req/s':>10}{'ratio':>8}",
+             f"{'pcm_off':<10}{best['pcm_off']:>10,.0f}{1:>8.2f}",
+             f"{'pcm_on':<10}{best['pcm_on']:>10,.0f}{ratio:>8.2f}  target >= {CAPTURE_TARGET:.2f}: "
+             f"{'met' if ratio >= CAPTURE_TARGET else 'MISSED'}",
+             f"in-process: {us['pcm_off']:.1f} us/request without capture, {us['pcm_on']:.1f} with "
+             f"(+{us['pcm_on'] - us['pcm_off']:.1f} us, the enqueue plus the writer thread's share of the GIL)",
+             "",
+             f"sender: {count:,} reports from the SQLite store to the local PCM (own process), "
+             f"{requests} requests of <= 5,000",
+             f"{per_second:,.0f} reports/s  target >= {SENDER_TARGET:,}: "
+             f"{'met' if per_second >= SENDER_TARGET else 'MISSED'}",
+             "(shared 2-core machine: noisy figures)"]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--serve":
+        serve(sys.argv[2], sys.argv[3])
+    else:
+        print(run())
