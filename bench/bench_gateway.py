@@ -21,6 +21,7 @@ import asyncio
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import statistics
@@ -32,6 +33,8 @@ from pathlib import Path
 
 import httpx
 import psutil
+
+from ofsre.platform.guard import GATEWAY_SECRET_HEADER
 
 PATH = "/open-banking/accounts/v2/accounts"
 GOAL = 0.25  # the gateway may cost at most this fraction of the direct throughput
@@ -134,12 +137,14 @@ def _measure(direct: str, gateway: str, headers: dict[str, str], pids: dict[str,
     return results
 
 
-def _consent(consents_url: str) -> str:
+def _consent(consents_url: str, secret: str) -> str:
+    from ofsre.platform.runtime.simulation import SimulatedBank
+
     body = {"data": {"loggedUser": {"document": {"identification": "12345678901", "rel": "CPF"}},
                      "permissions": ["ACCOUNTS_READ", "RESOURCES_READ"]}}
-    with httpx.Client(base_url=consents_url, timeout=30) as http:
+    with httpx.Client(base_url=consents_url, timeout=30, headers={GATEWAY_SECRET_HEADER: secret}) as http:
         cid = http.post("/open-banking/consents/v3/consents", json=body).json()["data"]["consentId"]
-        http.post(f"/_sim/consents/{cid}/authorise").raise_for_status()
+    SimulatedBank({"consents": [consents_url]}, secret).decide("consents", cid).raise_for_status()
     return cid
 
 
@@ -147,10 +152,14 @@ def _unlimited_catalog(directory: Path) -> Path:
     from ofsre.instrumentation.catalog import DEFAULT_PATH, load_catalog
 
     path = directory / "catalog.toml"
-    path.write_text(DEFAULT_PATH.read_text().replace("[tiers.baixa]\np95_ms = 4000\ntpm = 1000",
-                                                      "[tiers.baixa]\np95_ms = 4000\ntpm = 1000000000"))
-    if load_catalog(path).lookup("GET", PATH).tpm != 1_000_000_000:
-        raise RuntimeError("could not lift the baixa tier's TPM: the catalog changed shape")
+    text = DEFAULT_PATH.read_text().replace("[tiers.baixa]\np95_ms = 4000\ntpm = 1000",
+                                            "[tiers.baixa]\np95_ms = 4000\ntpm = 1000000000")
+    # One consent serves the whole run: lift the monthly operational limits (423) the same way.
+    text = re.sub(r"(?m)^monthly_limit = \d+", "monthly_limit = 1000000000", text)
+    path.write_text(text)
+    catalog = load_catalog(path)
+    if catalog.lookup("GET", PATH).tpm != 1_000_000_000 or catalog.lookup("GET", PATH).tier.monthly_limit != 1_000_000_000:
+        raise RuntimeError("could not lift the baixa tier's TPM and monthly limit: the catalog changed shape")
     return path
 
 
@@ -176,8 +185,10 @@ def run() -> str:
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
         workdir = Path(tmp)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OFSRE_", "OTEL_"))}
+        secret = secrets.token_urlsafe(24)
         env.update({"OFSRE_DATA_DIR": str(workdir), "OFSRE_LOG_LEVEL": "WARNING", "OFSRE_MTLS": "off",
-                    "OFSRE_GATEWAY_TPS_LIMIT": "1000000", "OTEL_TRACES_EXPORTER": "none"})
+                    "OFSRE_GATEWAY_TPS_LIMIT": "1000000", "OTEL_TRACES_EXPORTER": "none",
+                    "OFSRE_GATEWAY_SECRET": secret, "OFSRE_SIMULATION_ROUTES": "on"})
         # One load generator is one origin: the baixa tier's 1,000 TPM would refuse most of the run.
         # A catalog copy lifts it, so the TPM check still runs on every request, with a limit never hit.
         env["OFSRE_CATALOG"] = str(_unlimited_catalog(workdir))
@@ -194,7 +205,9 @@ def run() -> str:
             upstreams = json.dumps({"accounts": [accounts_url], "consents": [consents_url]})
             gateway_proc, gateway_url = _start("gateway", {**env, "OFSRE_UPSTREAMS": upstreams}, workdir)
             processes.append(gateway_proc)
-            headers = {"authorization": f"Bearer consent:{_consent(consents_url)}"}
+            # "direct" calls accounts as the gateway does: with the gateway secret.
+            headers = {"authorization": f"Bearer consent:{_consent(consents_url, secret)}",
+                       GATEWAY_SECRET_HEADER: secret}
             results = _measure(accounts_url, gateway_url, headers,
                                {"accounts": accounts_proc.pid, "gateway": gateway_proc.pid})
         finally:
