@@ -38,7 +38,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAPSSAlgorithm
 
 __all__ = ["ALGORITHM", "MEDIA_TYPE", "IAT_LEEWAY_S", "JTI_WINDOW_S", "JwsError", "BadSignature", "InvalidClaims",
-           "SigningKey", "KeyDirectory", "Verifier", "MemoryReplayGuard", "JwsConfig", "JWT_CLAIMS", "body_of"]
+           "SigningKey", "KeyDirectory", "Verifier", "MemoryReplayGuard", "JwsConfig", "JWT_CLAIMS", "body_of",
+           "Participant", "DEFAULT_PLATFORM_ORG"]
 
 ALGORITHM = "PS256"
 MEDIA_TYPE = "application/jwt"
@@ -56,6 +57,7 @@ IAT_LEEWAY_S = 60          # "A claim iat deve ser numérica … com tolerância
 JTI_WINDOW_S = 86_400      # "jti deve ser única para um clientId dentro de um intervalo de 86.400 segundos"
 JWT_CLAIMS = ("iss", "aud", "iat", "jti")
 _MAX_TOKEN_BYTES = 1 << 20
+DEFAULT_PLATFORM_ORG = "ofsre-bank"  # the platform's organisationId unless OFSRE_ORG_ID says otherwise
 _PS256 = RSAPSSAlgorithm(RSAPSSAlgorithm.SHA256)
 
 
@@ -116,6 +118,15 @@ class SigningKey:
         claims = {**body, "iss": iss, "aud": aud, "iat": int(time.time()) if iat is None else iat,
                   "jti": jti or str(uuid.uuid4())}
         return jwt.encode(claims, self.private_key, algorithm=ALGORITHM, headers={"kid": self.kid, "typ": "JWT"})
+
+    def sign_detached(self, content: bytes, *, iss: str, aud: str) -> str:
+        """A detached JWS over ``content`` (RFC 7515 appendix F: ``header..signature``) whose protected
+        header carries ``iss``, ``aud``, ``iat`` and ``jti``: how the platform signs an error that the
+        document makes ``application/json`` (it travels in ``x-jws-signature``)."""
+        headers = {"kid": self.kid, "typ": "JOSE", "iss": iss, "aud": aud, "iat": int(time.time()),
+                   "jti": str(uuid.uuid4())}
+        return jwt.api_jws.encode(content, self.private_key, algorithm=ALGORITHM, headers=headers,
+                                  is_payload_detached=True)
 
     def save(self, path: Path) -> None:
         """Write the private JWK to ``path`` (mode 0600), atomically."""
@@ -258,13 +269,15 @@ class Verifier:
         self.clock = clock
         self.replay = replay  # None: the caller checks replays itself (the platform: in the database)
 
-    def verify(self, token: str | bytes, *, audience: str | None, issuer: str | None = None) -> dict[str, Any]:
+    def verify(self, token: str | bytes, *, audience: str | Collection[str] | None,
+               issuer: str | None = None) -> dict[str, Any]:
         """The claims of ``token``, signed by a registered key of ``issuer`` and meant for ``audience``.
 
         ``issuer`` is who the transport says sent it (the client certificate's organisationId);
         when unknown, the token's own ``iss`` chooses the JWKS, and the signature must still
         verify with one of that organisation's registered keys. ``audience=None`` skips the
-        ``aud`` comparison (a caller checking it another way).
+        ``aud`` comparison (a caller checking it another way); several values accept any of them
+        (an endpoint known by its public URL and by the address the client called).
         """
         token = token.decode("ascii", "replace") if isinstance(token, bytes) else token
         token = token.strip()
@@ -300,15 +313,18 @@ class Verifier:
         self._check_claims(claims, audience=audience, owner=owner)
         return claims
 
-    def _check_claims(self, claims: dict[str, Any], *, audience: str | None, owner: str) -> None:
+    def _check_claims(self, claims: dict[str, Any], *, audience: str | Collection[str] | None, owner: str) -> None:
         missing = [c for c in JWT_CLAIMS if c not in claims]
         if missing:
             raise InvalidClaims(f"missing claims: {', '.join(missing)}")
         if claims["iss"] != owner:
             raise InvalidClaims(f"iss {claims['iss']!r} is not the sender {owner!r}")
         aud = claims["aud"]
-        if audience is not None and not (aud == audience or (isinstance(aud, list) and audience in aud)):
-            raise InvalidClaims(f"aud {aud!r} is not {audience!r}")
+        if audience is not None:
+            allowed = {audience} if isinstance(audience, str) else set(audience)
+            given = set(aud) if isinstance(aud, list) else {aud} if isinstance(aud, str) else set()
+            if not allowed & given:
+                raise InvalidClaims(f"aud {aud!r} is not {' or '.join(sorted(allowed))}")
         iat = claims["iat"]
         if isinstance(iat, bool) or not isinstance(iat, int | float):
             raise InvalidClaims("iat must be a NumericDate")
@@ -322,6 +338,27 @@ class Verifier:
             raise InvalidClaims("jti must be a UUID v4") from None
         if self.replay is not None and self.replay.seen(owner, jti):
             raise InvalidClaims("jti already used")
+
+
+    def verify_detached(self, signature: str, content: bytes, *, audience: str | None,
+                        issuer: str) -> dict[str, Any]:
+        """The protected header of a detached JWS over ``content`` (see :meth:`SigningKey.sign_detached`),
+        after checking the signature, ``alg``, ``iss``, ``aud``, ``iat`` and ``jti`` as for a message."""
+        try:
+            header = jwt.get_unverified_header(signature)
+        except jwt.PyJWTError as exc:
+            raise BadSignature(f"the detached JWS cannot be read: {exc}") from None
+        if header.get("alg") != ALGORITHM:
+            raise BadSignature(f"alg must be {ALGORITHM}, not {header.get('alg')!r}")
+        key = self.directory.keys(issuer).get(str(header.get("kid")))
+        if key is None:
+            raise BadSignature(f"kid {header.get('kid')!r} is not a registered key of {issuer}")
+        try:
+            jwt.api_jws.decode_complete(signature, key, algorithms=[ALGORITHM], detached_payload=content)
+        except jwt.PyJWTError:
+            raise BadSignature("the detached signature does not match the content") from None
+        self._check_claims(header, audience=audience, owner=issuer)
+        return header
 
 
 def body_of(claims: Mapping[str, Any]) -> dict[str, Any]:
@@ -350,7 +387,7 @@ class JwsConfig:
     def from_env(cls, environ: Mapping[str, str] | None = None, *, data_dir: Path | None = None) -> JwsConfig:
         env = os.environ if environ is None else environ
         base = Path(data_dir or env.get("OFSRE_DATA_DIR") or "var")
-        return cls(org_id=(env.get("OFSRE_ORG_ID") or "ofsre-bank").strip(),
+        return cls(org_id=(env.get("OFSRE_ORG_ID") or DEFAULT_PLATFORM_ORG).strip(),
                    jwks_dir=Path(env.get("OFSRE_JWKS_DIR") or base / "jwks"),
                    key_file=Path(env.get("OFSRE_JWS_KEY_FILE") or base / "jws" / "platform-key.json"))
 
@@ -361,3 +398,48 @@ class JwsConfig:
         if key.kid not in directory.keys(self.org_id):
             directory.publish(self.org_id, key)
         return key
+
+
+# --- the participant's side ---------------------------------------------------------------------------
+
+class Participant:
+    """An institution calling payments v4: signs its requests and verifies the platform's answers.
+
+    What the demo, the tests and the Locust personas use, so they sign like a real initiator::
+
+        me = Participant.register("org-1", jwks_dir)                  # new key, public half registered
+        resp = httpx.post(url, content=me.sign(body, url), headers={**me.headers, "x-idempotency-key": k})
+        data = me.read(resp.text)                                     # verified: iss, aud = org-1, iat, jti
+
+    ``read`` refuses a replayed answer too (a bounded in-memory record of the ``jti`` seen).
+    """
+
+    headers = {"content-type": MEDIA_TYPE, "accept": f"{MEDIA_TYPE}, application/json"}
+
+    def __init__(self, org_id: str, key: SigningKey, directory: KeyDirectory,
+                 platform_org: str = DEFAULT_PLATFORM_ORG) -> None:
+        self.org_id, self.key, self.directory, self.platform_org = org_id, key, directory, platform_org
+        self.verifier = Verifier(directory, replay=MemoryReplayGuard(max_entries=10_000))
+
+    @classmethod
+    def register(cls, org_id: str, jwks_dir: Path, *, platform_org: str = DEFAULT_PLATFORM_ORG) -> Participant:
+        """A new signing key for ``org_id``, its public half published in ``jwks_dir`` (the Directory)."""
+        directory = KeyDirectory(Path(jwks_dir))
+        key = SigningKey.generate(kid=f"{org_id}-{uuid.uuid4().hex[:8]}")
+        directory.publish(org_id, key)
+        return cls(org_id, key, directory, platform_org)
+
+    def sign(self, body: Mapping[str, Any], url: str) -> str:
+        """``body`` as a signed request to ``url`` (``aud``: the endpoint called, without its query)."""
+        return self.key.sign(body, iss=self.org_id, aud=url.split("?", 1)[0])
+
+    def read(self, token: str | bytes) -> dict[str, Any]:
+        """The API body of a signed answer, after checking it came from the platform and is meant for us."""
+        return body_of(self.verifier.verify(token, audience=self.org_id, issuer=self.platform_org))
+
+    def read_error(self, content: bytes, signature: str | None) -> dict[str, Any]:
+        """A JSON error answer (400/401/403/404/415), after checking its ``x-jws-signature``."""
+        if not signature:
+            raise BadSignature("the error carries no x-jws-signature")
+        self.verifier.verify_detached(signature, content, audience=self.org_id, issuer=self.platform_org)
+        return json.loads(content)

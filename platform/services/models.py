@@ -65,6 +65,8 @@ class PaymentConsent(Base):
     consent_id: Mapped[str] = mapped_column(String(100), primary_key=True)
     status: Mapped[str] = mapped_column(String(32))
     client_org_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    # the organisation whose key signed the creating request (the JWS iss); the answers' aud
+    signer_org_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
     logged_user: Mapped[dict] = mapped_column(JSON)
     creditor: Mapped[dict] = mapped_column(JSON)
     payment: Mapped[dict] = mapped_column(JSON)  # type, date, currency, amount

@@ -145,3 +145,49 @@ def test_seeded_data_is_deterministic_per_customer():
 ])
 def test_consent_id_sources(authorization, header, expected):
     assert consent_id_from(authorization, header) == expected
+
+
+# --- monthly operational limits (423) -------------------------------------------------------------
+
+async def test_monthly_operational_limit_is_423_past_the_catalogs_tier_limit(apis, journeys):
+    """/accounts is baixa (monthly_limit 8): the ninth successful call of the month is 423; another
+    consent, another endpoint or another account has its own count; refused calls never count."""
+    from ofsre.instrumentation.catalog import load_catalog
+
+    limit = load_catalog().lookup("GET", f"{BASE}/accounts").tier.monthly_limit
+    consents, accounts = apis
+    cid = await new_consent(consents, journeys)
+    own, stranger = data.customer_accounts(journeys.cpf)[0].account_id, data.customer_accounts("10987654321")[0].account_id
+    for _ in range(limit + 2):  # 404s are not successful calls
+        assert (await accounts.get(f"{BASE}/accounts/{stranger}", headers=bearer(cid))).status_code == 404
+    statuses = [(await accounts.get(f"{BASE}/accounts", headers=bearer(cid))).status_code for _ in range(limit + 1)]
+    assert statuses == [200] * limit + [423]
+    err = assert_of_error(await accounts.get(f"{BASE}/accounts", headers=bearer(cid)), 423, "LIMITE_MENSAL_EXCEDIDO")
+    assert str(limit) in err["detail"]
+    assert (await accounts.get(f"{BASE}/accounts/{own}", headers=bearer(cid))).status_code == 200
+    other = await new_consent(consents, journeys)
+    assert (await accounts.get(f"{BASE}/accounts", headers=bearer(other))).status_code == 200
+
+
+async def test_paging_on_with_the_pagination_key_does_not_count(apis, journeys):
+    from ofsre.instrumentation.catalog import load_catalog
+
+    consents, accounts = apis
+    cid = await new_consent(consents, journeys)
+    account = data.customer_accounts(journeys.cpf)[0]
+    url = f"{BASE}/accounts/{account.account_id}/transactions"
+    limit = load_catalog().lookup("GET", url.replace(account.account_id, "{accountId}")).tier.monthly_limit
+    query = {"fromBookingDate": "2024-01-01", "toBookingDate": "2024-03-31", "page-size": 5}
+    for _ in range(limit):
+        first = await accounts.get(url, params=query, headers=bearer(cid))
+        assert first.status_code == 200
+    assert_of_error(await accounts.get(url, params=query, headers=bearer(cid)), 423)
+    nxt = first.json()["links"]["next"]
+    assert "pagination-key=" in nxt
+    for _ in range(3):  # following the links pages on for free
+        page = await accounts.get(nxt, headers=bearer(cid))
+        assert page.status_code == 200, page.text
+        nxt = page.json()["links"]["next"]
+    # a made-up key does not make page 2 free
+    assert_of_error(await accounts.get(url, params={**query, "page": 2, "pagination-key": "x"}, headers=bearer(cid)),
+                    423)

@@ -67,15 +67,16 @@ async def test_expired_consents_read_as_rejected(settings, serve, journeys):
                                .values(expiration_at=datetime.now(UTC) - timedelta(seconds=1)))
         await engine.dispose()
         data = (await http.get(f"{BASE}/{cid}")).json()["data"]
-        assert data["status"] == "REJECTED" and data["rejection"]["reason"]["code"] == "CONSENT_EXPIRED"
+        assert data["status"] == "REJECTED" and data["rejection"]["reason"]["code"] == "CONSENT_MAX_DATE_REACHED"
 
 
 @pytest.mark.parametrize("body, status, code", [
-    ({"data": {}}, 422, "PARAMETRO_INVALIDO"),
+    # consents 3.3.1 enumerates business codes only for 422: a body breaking the schema is 400
+    ({"data": {}}, 400, "PARAMETRO_INVALIDO"),
     ({"data": {"loggedUser": {"document": {"identification": "123", "rel": "CPF"}},
-               "permissions": ["ACCOUNTS_READ", "RESOURCES_READ"]}}, 422, None),
+               "permissions": ["ACCOUNTS_READ", "RESOURCES_READ"]}}, 400, "PARAMETRO_INVALIDO"),
     ({"data": {"loggedUser": {"document": {"identification": "12345678901", "rel": "CPF"}},
-               "permissions": ["NOT_A_PERMISSION"]}}, 422, None),
+               "permissions": ["NOT_A_PERMISSION"]}}, 400, "PARAMETRO_INVALIDO"),
     ({"data": {"loggedUser": {"document": {"identification": "12345678901", "rel": "CPF"}},
                "permissions": ["ACCOUNTS_READ"]}}, 422, "COMBINACAO_PERMISSOES_INCORRETA"),
     ({"data": {"loggedUser": {"document": {"identification": "12345678901", "rel": "CPF"}},
@@ -123,3 +124,90 @@ async def test_readyz_is_503_when_the_database_is_unreachable(settings, serve):
         ready = await http.get("/readyz")
         assert ready.status_code == 503 and ready.json()["checks"] == {"database": False}
         assert (await http.get("/healthz")).status_code == 200
+
+
+# --- x-v, resources v3, renewal (/extends, /extensions) ----------------------------------------------
+
+RESOURCES = "/open-banking/resources/v3/resources"
+CUSTOMER = {"x-fapi-customer-ip-address": "203.0.113.7", "x-customer-user-agent": "ofsre-test/1.0"}
+
+
+async def _authorised(http, journeys, **kw) -> str:
+    cid = (await http.post(BASE, json=journeys.consent(**kw))).json()["data"]["consentId"]
+    assert (await http.post(f"/_sim/consents/{cid}/authorise")).status_code == 200
+    return cid
+
+
+async def test_every_success_carries_the_api_version(settings, serve, journeys):
+    async with serve(create_app(settings)) as http:
+        created = await http.post(BASE, json=journeys.consent())
+        cid = created.json()["data"]["consentId"]
+        assert created.headers["x-v"] == "3.3.1"
+        assert (await http.get(f"{BASE}/{cid}")).headers["x-v"] == "3.3.1"
+        deleted = await http.delete(f"{BASE}/{cid}")
+        assert deleted.status_code == 204 and deleted.headers["x-v"] == "3.3.1"
+
+
+async def test_resources_lists_the_consents_accounts(settings, serve, journeys):
+    from ofsre.platform.accounts import data
+
+    async with serve(create_app(settings)) as http:
+        cid = await _authorised(http, journeys)
+        listed = await http.get(RESOURCES, headers={"authorization": f"Bearer consent:{cid}"})
+        assert listed.status_code == 200 and listed.headers["x-v"] == "3.1.0"
+        body = listed.json()
+        assert [r["resourceId"] for r in body["data"]] == [a.account_id for a in data.customer_accounts(journeys.cpf)]
+        assert {(r["type"], r["status"]) for r in body["data"]} == {("ACCOUNT", "AVAILABLE")}
+        assert body["meta"]["totalRecords"] == len(body["data"])
+        assert_of_error(await http.get(RESOURCES), 401)
+        awaiting = (await http.post(BASE, json=journeys.consent())).json()["data"]["consentId"]
+        assert_of_error(await http.get(RESOURCES, headers={"authorization": f"Bearer consent:{awaiting}"}), 403)
+        no_resources = await _authorised(http, journeys, permissions=["RESOURCES_READ"])
+        empty = await http.get(RESOURCES, headers={"authorization": f"Bearer consent:{no_resources}"})
+        assert empty.status_code == 200 and empty.json()["data"] == []
+        assert_of_error(await http.get(RESOURCES, params={"page-size": 10},
+                                       headers={"authorization": f"Bearer consent:{cid}"}), 400)  # minimum 25
+
+
+async def test_extending_a_consent_moves_its_expiry_and_is_listed(settings, serve, journeys):
+    async with serve(create_app(settings)) as http:
+        cid = await _authorised(http, journeys)
+        first = (datetime.now(UTC) + timedelta(days=100)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {"data": {"loggedUser": {"document": {"identification": journeys.cpf, "rel": "CPF"}},
+                         "expirationDateTime": first}}
+        extended = await http.post(f"{BASE}/{cid}/extends", json=body, headers=CUSTOMER)
+        assert extended.status_code == 201, extended.text
+        assert extended.headers["x-v"] == "3.3.1" and extended.json()["data"]["expirationDateTime"] == first
+        assert (await http.get(f"{BASE}/{cid}")).json()["data"]["expirationDateTime"] == first
+        # no expirationDateTime: no expiry from now on
+        forever = await http.post(f"{BASE}/{cid}/extends", json={"data": {"loggedUser": body["data"]["loggedUser"]}},
+                                  headers=CUSTOMER)
+        assert forever.status_code == 201 and "expirationDateTime" not in forever.json()["data"]
+        history = (await http.get(f"{BASE}/{cid}/extensions")).json()
+        assert [e.get("expirationDateTime") for e in history["data"]] == [None, first]
+        assert history["data"][0]["previousExpirationDateTime"] == first
+        assert history["data"][1]["xFapiCustomerIpAddress"] == "203.0.113.7"
+        assert history["data"][1]["xCustomerUserAgent"] == "ofsre-test/1.0"
+        assert history["meta"]["totalRecords"] == 2
+
+
+async def test_extension_refusals_use_the_documents_codes(settings, serve, journeys):
+    async with serve(create_app(settings)) as http:
+        cid = await _authorised(http, journeys)
+        user = {"document": {"identification": journeys.cpf, "rel": "CPF"}}
+        soon = (datetime.now(UTC) + timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        too_far = (datetime.now(UTC) + timedelta(days=400)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        url = f"{BASE}/{cid}/extends"
+        assert (await http.post(url, json={"data": {"loggedUser": user, "expirationDateTime": soon}},
+                                headers=CUSTOMER)).status_code == 201
+        earlier = (datetime.now(UTC) + timedelta(days=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for date in (earlier, too_far):
+            assert_of_error(await http.post(url, json={"data": {"loggedUser": user, "expirationDateTime": date}},
+                                            headers=CUSTOMER), 422, "DATA_EXPIRACAO_INVALIDA")
+        stranger = {"document": {"identification": "10987654321", "rel": "CPF"}}
+        assert_of_error(await http.post(url, json={"data": {"loggedUser": stranger}}, headers=CUSTOMER), 403)
+        assert_of_error(await http.post(url, json={"data": {"loggedUser": user}}), 400)  # customer headers required
+        awaiting = (await http.post(BASE, json=journeys.consent())).json()["data"]["consentId"]
+        assert_of_error(await http.post(f"{BASE}/{awaiting}/extends", json={"data": {"loggedUser": user}},
+                                        headers=CUSTOMER), 422, "ESTADO_CONSENTIMENTO_INVALIDO")
+        assert_of_error(await http.get(f"{BASE}/urn:ofsre:nope/extensions"), 404)

@@ -6,12 +6,15 @@ import asyncio
 import dataclasses
 import uuid
 
+import pytest
+
 from ofsre.platform.payments.app import TOPIC
 from ofsre.platform.payments.app import create_app as payments_app
 from ofsre.platform.queue import open_queue
 from ofsre.platform.worker.app import create_app as worker_app
 
-from .test_payments import BASE, authorised_consent, drain
+from .participant import Participant, pix_body
+from .test_payments import BASE, ORG, authorised_consent, drain, post
 
 
 async def until(check, timeout_s: float = 20.0, every_s: float = 0.05):
@@ -26,25 +29,32 @@ async def until(check, timeout_s: float = 20.0, every_s: float = 0.05):
         await asyncio.sleep(every_s)
 
 
-async def pay(http, journeys) -> str:
-    cid = await authorised_consent(http, journeys)
-    paid = await http.post(f"{BASE}/pix/payments", json=journeys.pix(),
-                           headers={"x-idempotency-key": "w-" + cid, "x-consent-id": cid})
+@pytest.fixture
+def initiator(settings) -> Participant:
+    return Participant.register("org-pay", settings.data_dir / "jwks")
+
+
+async def pay(http, me) -> str:
+    """A signed Pix payment by the initiator ``me`` (payments v4 is JWS both ways)."""
+    http.headers.update(ORG)
+    cid = await authorised_consent(http, me)
+    paid = await post(http, me, f"{BASE}/pix/payments", pix_body(consent_id=cid), key="w-" + cid)
     assert paid.status_code == 201, paid.text
-    return paid.json()["data"][0]["paymentId"]
+    http.me = me
+    return me.read(paid.text)["data"][0]["paymentId"]
 
 
 def status_of(http, payment_id):
     async def check():
-        return (await http.get(f"{BASE}/pix/payments/{payment_id}")).json()["data"]
+        return http.me.read((await http.get(f"{BASE}/pix/payments/{payment_id}")).text)["data"]
     return check
 
 
-async def test_worker_settles_payments_to_acsc(settings, serve, journeys):
+async def test_worker_settles_payments_to_acsc(settings, serve, initiator):
     await drain(settings)
     worker_settings = dataclasses.replace(settings, worker_concurrency=2)
     async with serve(payments_app(settings)) as http, serve(worker_app(worker_settings)) as worker:
-        payment_ids = [await pay(http, journeys) for _ in range(3)]
+        payment_ids = [await pay(http, initiator) for _ in range(3)]
         for payment_id in payment_ids:
             async def settled(pid=payment_id):
                 data = await status_of(http, pid)()
@@ -54,11 +64,11 @@ async def test_worker_settles_payments_to_acsc(settings, serve, journeys):
         assert ready.status_code == 200 and ready.json()["checks"] == {"database": True, "queue": True, "consumer": True}
 
 
-async def test_failure_rate_one_rejects_every_payment(settings, serve, journeys):
+async def test_failure_rate_one_rejects_every_payment(settings, serve, initiator):
     await drain(settings)
     rejecting = dataclasses.replace(settings, settlement_failure_rate=1.0, worker_concurrency=1)
     async with serve(payments_app(settings)) as http, serve(worker_app(rejecting)):
-        payment_id = await pay(http, journeys)
+        payment_id = await pay(http, initiator)
 
         async def rejected():
             data = await status_of(http, payment_id)()
@@ -85,11 +95,11 @@ async def test_poison_messages_are_dead_lettered(settings, serve):
     assert sorted(reasons.values()) == ["malformed: no paymentId", "unknown payment"]
 
 
-async def test_settling_twice_changes_nothing(settings, serve, journeys):
+async def test_settling_twice_changes_nothing(settings, serve, initiator):
     await drain(settings)
     app = worker_app(dataclasses.replace(settings, worker_concurrency=1))
     async with serve(payments_app(settings)) as http:
-        payment_id = await pay(http, journeys)
+        payment_id = await pay(http, initiator)
         await drain(settings)  # take the message away: this test drives the settler by hand
         async with serve(app):
             assert await app.state.settler.settle(payment_id) == "ACSC"
@@ -99,12 +109,12 @@ async def test_settling_twice_changes_nothing(settings, serve, journeys):
             assert await app.state.settler.settle("no-such-payment") is None
 
 
-async def test_stopping_finishes_the_settlement_in_flight(settings, serve, journeys):
+async def test_stopping_finishes_the_settlement_in_flight(settings, serve, initiator):
     await drain(settings)
     slow = dataclasses.replace(settings, settlement_latency_ms=1500, worker_concurrency=1)
     async with serve(payments_app(settings)) as http:
         async with serve(worker_app(slow)):
-            payment_id = await pay(http, journeys)
+            payment_id = await pay(http, initiator)
 
             async def accepted():
                 return (await status_of(http, payment_id)())["status"] == "ACCP"

@@ -17,12 +17,17 @@ another institution or lacking the permission → 403. The consent is read from 
 database on every call, so a revocation takes effect on the next request.
 
 Pagination follows the spec: ``page`` (from 1) and ``page-size`` (1–1000, default 25); the
-body's ``links`` has ``self``/``first``/``prev``/``next``/``last`` and ``meta`` has
-``totalRecords``/``totalPages``; a page past the last one is 422.
+body's ``links`` has ``self``/``first``/``prev``/``next``/``last`` (``prev``/``next`` carry a
+``pagination-key``) and ``meta`` has ``totalRecords``/``totalPages``; a page past the last one is 422.
+
+Monthly operational limits (:mod:`.limits`): every successful call counts against the
+consent's limit for that endpoint and account in the month (the catalog tier's
+``monthly_limit``), except a call for a later page with ``pagination-key``; past it, 423.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Literal
@@ -38,9 +43,9 @@ from ..consents.permissions import Permission
 from ..errors import ERROR_RESPONSES, OFError, utc_now_iso
 from ..models import Consent, utcnow
 from ..settings import Settings
-from . import data
+from . import data, limits
 
-__all__ = ["create_app", "BASE", "paginate"]
+__all__ = ["create_app", "BASE", "paginate", "requires"]
 
 FAMILY = load_catalog().family("accounts")
 BASE = FAMILY.base
@@ -51,7 +56,7 @@ Page = Annotated[int, Query(ge=1, le=1_000_000)]
 PageSize = Annotated[int, Query(alias="page-size", ge=1, le=1000)]
 
 
-def _requires(permission: Permission):
+def requires(permission: Permission):
     """A parameter type: the request's consent, checked to be AUTHORISED and to grant ``permission``."""
 
     async def authorised_consent(
@@ -75,10 +80,10 @@ def _requires(permission: Permission):
     return Annotated[Consent, Depends(authorised_consent)]
 
 
-CanReadAccounts = _requires(Permission.ACCOUNTS_READ)
-CanReadBalances = _requires(Permission.ACCOUNTS_BALANCES_READ)
-CanReadOverdraft = _requires(Permission.ACCOUNTS_OVERDRAFT_LIMITS_READ)
-CanReadTransactions = _requires(Permission.ACCOUNTS_TRANSACTIONS_READ)
+CanReadAccounts = requires(Permission.ACCOUNTS_READ)
+CanReadBalances = requires(Permission.ACCOUNTS_BALANCES_READ)
+CanReadOverdraft = requires(Permission.ACCOUNTS_OVERDRAFT_LIMITS_READ)
+CanReadTransactions = requires(Permission.ACCOUNTS_TRANSACTIONS_READ)
 
 
 # --- pagination -----------------------------------------------------------------------------------
@@ -90,17 +95,34 @@ def paginate(request: Request, items: list, page: int, page_size: int) -> dict:
     if page > pages:
         raise OFError(422, f"page {page} is past the last page ({pages})", code="PAGINA_INVALIDA")
 
-    def link(n: int) -> str:
-        return str(request.url.include_query_params(**{"page": n, "page-size": page_size}))
+    def link(n: int, paging: bool = False) -> str:
+        params = {"page": n, "page-size": page_size}
+        if paging:  # a call that pages on does not count against the monthly limit (limits.py)
+            params["pagination-key"] = _pagination_key(request)
+        return str(request.url.remove_query_params("pagination-key").include_query_params(**params))
 
     links = {"self": str(request.url), "first": link(1), "last": link(pages)}
     if page > 1:
-        links["prev"] = link(page - 1)
+        links["prev"] = link(page - 1, paging=page - 1 > 1)
     if page < pages:
-        links["next"] = link(page + 1)
+        links["next"] = link(page + 1, paging=True)
     start = (page - 1) * page_size
     return envelope(items[start:start + page_size], request, links=links,
                     meta={"totalRecords": total, "totalPages": pages, "requestDateTime": utc_now_iso()})
+
+
+def _pagination_key(request: Request) -> str:
+    """An opaque key naming the listing being paged (path and filters), the same on every page."""
+    filters = sorted((k, v) for k, v in request.query_params.multi_items() if k not in ("page", "pagination-key"))
+    return hashlib.sha256(repr((request.url.path, filters)).encode()).hexdigest()[:32]
+
+
+async def _count(request: Request, session: Session, consent: Consent, template: str,
+                 resource_id: str | None = None, page: int = 1) -> None:
+    """Count this successful call against the consent's monthly operational limit (423 past it)."""
+    paging = page > 1 and request.query_params.get("pagination-key") == _pagination_key(request)
+    await limits.consume(session, load_catalog(), method="GET", route=BASE + template, consent_id=consent.consent_id,
+                         resource_id=resource_id, paging=paging)
 
 
 # --- response bodies (documentation and schemathesis' response checks) ---------------------------
@@ -169,7 +191,8 @@ TransactionsResponse = of_body(list[Transaction], "TransactionsResponse")
 
 # --- endpoints ----------------------------------------------------------------------------------
 
-router = APIRouter(prefix=BASE, tags=["accounts"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix=BASE, tags=["accounts"], responses={
+    **ERROR_RESPONSES, 423: {"model": ERROR_RESPONSES[400]["model"], "description": "Monthly operational limit used up"}})
 
 
 def _get(path: str, model: type[BaseModel]):
@@ -195,53 +218,69 @@ def _date_range(first: date | None, last: date | None, max_days: int) -> tuple[d
     return first, last
 
 
+PaginationKey = Annotated[str | None, Query(alias="pagination-key", max_length=100)]
+
+
 @_get("/accounts", AccountsList)
-async def list_accounts(request: Request, consent: CanReadAccounts, page: Page = 1, page_size: PageSize = 25,
+async def list_accounts(request: Request, session: Session, consent: CanReadAccounts, page: Page = 1,
+                        page_size: PageSize = 25,
                         accountType: Annotated[Literal[data.ACCOUNT_TYPES] | None, Query()] = None,  # type: ignore[valid-type]
-                        ) -> dict:
+                        pagination_key: PaginationKey = None) -> dict:
     items = [a.summary() for a in data.customer_accounts(consent.document) if not accountType or a.type == accountType]
-    return paginate(request, items, page, page_size)
+    body = paginate(request, items, page, page_size)
+    await _count(request, session, consent, "/accounts", page=page)
+    return body
 
 
 @_get("/accounts/{accountId}", AccountResponse)
-async def get_account(accountId: AccountId, request: Request,
-                      consent: CanReadAccounts) -> dict:
-    return envelope(_account(consent, accountId).identification(), request)
+async def get_account(accountId: AccountId, request: Request, session: Session, consent: CanReadAccounts) -> dict:
+    body = envelope(_account(consent, accountId).identification(), request)
+    await _count(request, session, consent, "/accounts/{accountId}", accountId)
+    return body
 
 
 @_get("/accounts/{accountId}/balances", BalancesResponse)
-async def get_balances(accountId: AccountId, request: Request,
-                       consent: CanReadBalances) -> dict:
-    return envelope(data.balances(_account(consent, accountId)), request)
+async def get_balances(accountId: AccountId, request: Request, session: Session, consent: CanReadBalances) -> dict:
+    body = envelope(data.balances(_account(consent, accountId)), request)
+    await _count(request, session, consent, "/accounts/{accountId}/balances", accountId)
+    return body
 
 
 @_get("/accounts/{accountId}/overdraft-limits", OverdraftResponse)
-async def get_overdraft_limits(accountId: AccountId, request: Request,
+async def get_overdraft_limits(accountId: AccountId, request: Request, session: Session,
                                consent: CanReadOverdraft) -> dict:
-    return envelope(data.overdraft_limits(_account(consent, accountId)), request)
+    body = envelope(data.overdraft_limits(_account(consent, accountId)), request)
+    await _count(request, session, consent, "/accounts/{accountId}/overdraft-limits", accountId)
+    return body
 
 
 CreditDebit = Annotated[Literal["CREDITO", "DEBITO"] | None, Query(alias="creditDebitIndicator")]
 
 
 @_get("/accounts/{accountId}/transactions", TransactionsResponse)
-async def get_transactions(accountId: AccountId, request: Request, consent: CanReadTransactions, page: Page = 1,
-                           page_size: PageSize = 25, fromBookingDate: date | None = None,
-                           toBookingDate: date | None = None, credit_debit: CreditDebit = None) -> dict:
+async def get_transactions(accountId: AccountId, request: Request, session: Session, consent: CanReadTransactions,
+                           page: Page = 1, page_size: PageSize = 25, fromBookingDate: date | None = None,
+                           toBookingDate: date | None = None, credit_debit: CreditDebit = None,
+                           pagination_key: PaginationKey = None) -> dict:
     first, last = _date_range(fromBookingDate, toBookingDate, MAX_RANGE_DAYS)
     items = data.transactions(_account(consent, accountId), first, last, credit_debit)
-    return paginate(request, items, page, page_size)
+    body = paginate(request, items, page, page_size)
+    await _count(request, session, consent, "/accounts/{accountId}/transactions", accountId, page)
+    return body
 
 
 @_get("/accounts/{accountId}/transactions-current", TransactionsResponse)
-async def get_transactions_current(accountId: AccountId, request: Request, consent: CanReadTransactions,
-                                   page: Page = 1, page_size: PageSize = 25, fromBookingDate: date | None = None,
-                                   toBookingDate: date | None = None, credit_debit: CreditDebit = None) -> dict:
+async def get_transactions_current(accountId: AccountId, request: Request, session: Session,
+                                   consent: CanReadTransactions, page: Page = 1, page_size: PageSize = 25,
+                                   fromBookingDate: date | None = None, toBookingDate: date | None = None,
+                                   credit_debit: CreditDebit = None, pagination_key: PaginationKey = None) -> dict:
     first, last = _date_range(fromBookingDate, toBookingDate, CURRENT_DAYS)
     if first < datetime.now(UTC).date() - timedelta(days=CURRENT_DAYS - 1):
         raise OFError(422, f"transactions-current covers the last {CURRENT_DAYS} days only", code="PARAMETRO_INVALIDO")
     items = data.transactions(_account(consent, accountId), first, last, credit_debit)
-    return paginate(request, items, page, page_size)
+    body = paginate(request, items, page, page_size)
+    await _count(request, session, consent, "/accounts/{accountId}/transactions-current", accountId, page)
+    return body
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

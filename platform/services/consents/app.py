@@ -15,6 +15,11 @@ demo, the tests), never routed by the gateway, and only for the consent's own or
 
 Status changes are conditional ``UPDATE … WHERE status = <expected>``: two concurrent
 transitions cannot both win.
+
+The answers are consents 3.3.1's: ``x-v`` (the API version) on every success; 422 only with the
+codes the document enumerates per endpoint (a body that breaks the schema is a malformed
+request, 400 ``PARAMETRO_INVALIDO``); renewal (``/extends``, ``/extensions``) in :mod:`.extensions`,
+and resources v3 in :mod:`.resources`, both served by this service.
 """
 
 from __future__ import annotations
@@ -24,13 +29,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, FastAPI, Path, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy import update
 
 from ..app_common import ClientOrg, Session, check_owner, envelope, of_body, service_app
 from ofsre.instrumentation.catalog import load_catalog
 
-from ..errors import ERROR_RESPONSES, OFError
+from ..errors import ERROR_RESPONSES, OFError, _validation_status
 from ..models import Consent, as_utc, utcnow
 from ..settings import Settings
 from .lifecycle import AUTHORISED, AWAITING, REJECTED, effective_status
@@ -57,7 +64,7 @@ class PersonDocument(BaseModel):
 
 
 class BusinessDocument(BaseModel):
-    identification: str = Field(pattern=r"^\d{14}$", description="CNPJ, 14 digits")
+    identification: str = Field(pattern=r"^[0-9A-Z]{12}[0-9]{2}$", description="CNPJ: 14 characters (alphanumeric CNPJ)")
     rel: Literal["CNPJ"]
 
 
@@ -109,14 +116,31 @@ def consent_data(consent: Consent, now: datetime) -> dict:
             "statusUpdateDateTime": iso(consent.status_updated_at), "permissions": list(consent.permissions),
             "expirationDateTime": iso(consent.expiration_at)}
     if status == REJECTED:
-        data["rejection"] = {"rejectedBy": consent.rejected_by or "ASPSP", "reason": {"code": reason or "UNKNOWN"}}
+        data["rejection"] = {"rejectedBy": consent.rejected_by or "ASPSP",
+                             "reason": {"code": reason or "CONSENT_TECHNICAL_ISSUE"}}
     return data
 
 
 # --- endpoints ----------------------------------------------------------------------------------
 
-router = APIRouter(responses=ERROR_RESPONSES)
+class ConsentsRoute(APIRoute):
+    """A route whose malformed request is 400: consents 3.3.1 lists only business codes for its 422s."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                raise OFError(400, _validation_status(exc)[1], code="PARAMETRO_INVALIDO") from None
+
+        return route
+
+
+router = APIRouter(responses=ERROR_RESPONSES, route_class=ConsentsRoute)
 _OUT = {"response_model": ConsentResponse, "response_model_exclude_none": True}
+X_V = {"x-v": FAMILY.version}  # the document requires the API version on every success
 
 
 async def _load(session: Session, consent_id: str, caller_org: str | None) -> Consent:
@@ -128,7 +152,9 @@ async def _load(session: Session, consent_id: str, caller_org: str | None) -> Co
 
 
 @router.post(BASE + "/consents", status_code=201, tags=["consents"], **_OUT)
-async def create_consent(body: CreateConsent, request: Request, session: Session, org: ClientOrg) -> dict:
+async def create_consent(body: CreateConsent, request: Request, response: Response, session: Session,
+                         org: ClientOrg) -> dict:
+    response.headers.update(X_V)
     data = body.data
     permissions = list(dict.fromkeys(p.value for p in data.permissions))  # the spec forbids repeats; keep first
     missing = missing_group_permission(permissions)
@@ -151,20 +177,30 @@ async def create_consent(body: CreateConsent, request: Request, session: Session
 
 
 @router.get(BASE + "/consents/{consentId}", tags=["consents"], **_OUT)
-async def get_consent(consentId: ConsentId, request: Request, session: Session, org: ClientOrg) -> dict:
+async def get_consent(consentId: ConsentId, request: Request, response: Response, session: Session,
+                      org: ClientOrg) -> dict:
+    response.headers.update(X_V)
     consent = await _load(session, consentId, org)
     return envelope(consent_data(consent, utcnow()), request)
 
 
 @router.delete(BASE + "/consents/{consentId}", status_code=204, tags=["consents"], response_class=Response)
 async def revoke_consent(consentId: ConsentId, session: Session, org: ClientOrg) -> Response:
-    consent = await _load(session, consentId, org)
-    status, _ = effective_status(consent, utcnow())
-    if status == REJECTED:
-        raise OFError(422, "the consent is already rejected", code="CONSENTIMENTO_EM_STATUS_REJEITADO")
-    reason = "CUSTOMER_MANUALLY_REVOKED" if status == AUTHORISED else "CUSTOMER_MANUALLY_REJECTED"
-    await _transition(session, consentId, status, REJECTED, rejected_by="USER", reason=reason)
-    return Response(status_code=204)
+    for _ in range(3):  # another transition may win meanwhile: decide again on what it left
+        consent = await _load(session, consentId, org)
+        status, _ = effective_status(consent, utcnow())
+        if status == REJECTED:
+            raise OFError(422, "the consent is already rejected", code="CONSENTIMENTO_EM_STATUS_REJEITADO")
+        reason = "CUSTOMER_MANUALLY_REVOKED" if status == AUTHORISED else "CUSTOMER_MANUALLY_REJECTED"
+        try:
+            await _transition(session, consentId, consent.status, REJECTED, rejected_by="USER", reason=reason)
+        except OFError as conflict:
+            if conflict.status != 409:
+                raise
+            session.expire_all()
+            continue
+        return Response(status_code=204, headers=X_V)
+    raise OFError(500, "the consent kept changing status; try again")
 
 
 sim_router = APIRouter(responses=ERROR_RESPONSES)  # only with OFSRE_SIMULATION_ROUTES=on
@@ -206,7 +242,13 @@ async def _transition(session: Session, consent_id: str, expected: str, target: 
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    from .extensions import router as extensions_router  # both import this module
+    from .resources import FAMILY as RESOURCES
+    from .resources import router as resources_router
+
     settings = settings or Settings.from_env()
     routers = [router, sim_router] if settings.simulation_routes else [router]
-    return service_app("consents", settings, title="ofsre consents", version=FAMILY.version, routers=routers,
-                       description=f"Open Finance Brasil consents v{FAMILY.version} (reference platform)")
+    return service_app("consents", settings, title="ofsre consents", version=FAMILY.version,
+                       routers=[*routers, extensions_router, resources_router],
+                       description=f"Open Finance Brasil consents v{FAMILY.version} and resources "
+                                   f"v{RESOURCES.version} (reference platform)")

@@ -23,15 +23,17 @@ AUTHORISED = "AUTHORISED"
 REJECTED = "REJECTED"
 CONSUMED = "CONSUMED"  # payment consents only: a payment used it
 
-# A consent nobody authorises within an hour is rejected (CONSENT_AWAITING_AUTHORISATION_EXPIRED).
+# A consent nobody authorises within an hour is rejected. Reason codes are consents 3.3.1's enum:
+# CONSENT_EXPIRED ("ultrapassou o tempo limite para autorização") for that, CONSENT_MAX_DATE_REACHED
+# ("ultrapassou o tempo limite de compartilhamento") for an AUTHORISED consent past expirationDateTime.
 AWAITING_TTL = timedelta(minutes=60)
 
 
 def effective_status(consent: Consent, now: datetime) -> tuple[str, str | None]:
     """``(status, rejection reason code)`` of ``consent`` at ``now``, expiry included."""
     if consent.status == AWAITING and as_utc(consent.created_at) + AWAITING_TTL <= now:
-        return REJECTED, "CONSENT_AWAITING_AUTHORISATION_EXPIRED"
+        return REJECTED, "CONSENT_EXPIRED"
     expires = as_utc(consent.expiration_at)
     if consent.status == AUTHORISED and expires is not None and expires <= now:
-        return REJECTED, "CONSENT_EXPIRED"
+        return REJECTED, "CONSENT_MAX_DATE_REACHED"
     return consent.status, consent.rejection_reason

@@ -1,6 +1,7 @@
 """The payments service: payments v4 (payment consents, Pix payments); settlement is the worker's.
 
-Spec routes (base ``/open-banking/payments/v4``)::
+Spec routes (base ``/open-banking/payments/v4``); request and response bodies are signed JWTs
+(``application/jwt``, PS256: :mod:`.signing`)::
 
     POST /consents                   x-idempotency-key; status AWAITING_AUTHORISATION     201
     GET  /consents/{consentId}                                                             200
@@ -14,14 +15,19 @@ gateway, and only for the consent's own organisation)::
     POST /_sim/payments/consents/{consentId}/authorise    AWAITING_AUTHORISATION → AUTHORISED
     POST /_sim/payments/consents/{consentId}/reject       AWAITING_AUTHORISATION → REJECTED
 
+Answers, as payments 4.0.0 lists them: 201/200 and 422 are signed ``application/jwt``; a bad
+signature is 400 ``BAD_SIGNATURE``, wrong claims or a replayed ``jti`` 403 ``INVALID_CLIENT``, a
+body that is not a JWS 415, and those (with 401/404) are ``application/json; charset=utf-8``.
+A signed body that breaks the document's schema is 422 ``PARAMETRO_NAO_INFORMADO`` (a required
+field is missing) or ``PARAMETRO_INVALIDO``.
+
 Simplifications, on purpose:
 
-* Bodies are JSON. The spec signs request and response bodies as JWTs (``application/jwt``,
-  PS256); the platform has no key material to verify them with, so it accepts and answers
-  plain JSON with the same fields.
-* One payment per consent (no schedules); ``endToEndId`` is generated when a request omits it.
+* One payment per consent, for an immediate date (no ``schedule``: 422 ``DETALHE_PAGAMENTO_INVALIDO``).
 * The consent comes from ``Authorization: Bearer consent:<id>`` or ``x-consent-id`` (as in
   accounts), else from the body's ``consentId``.
+* The debtor account is the consent's ``debtorAccount``, else the customer's first account
+  (the accounts service's seeded data, same CPF).
 
 A payment is committed before it is published, so the worker can always find it. If the
 publish fails, the payment is rejected (``FALHA_INFRAESTRUTURA``) instead of waiting forever.
@@ -29,26 +35,32 @@ publish fails, the payment is rejected (``FALHA_INFRAESTRUTURA``) instead of wai
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, FastAPI, Header, Path, Request, Response
-from pydantic import BaseModel, Field
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import update
 
+from ofsre.instrumentation.catalog import load_catalog
+
+from ..accounts import data as accounts_data
 from ..app_common import ClientOrg, Session, check_owner, consent_id_from, envelope, of_body, service_app
 from ..consents.app import BusinessEntity, LoggedUser, iso
 from ..consents.lifecycle import AUTHORISED, AWAITING, CONSUMED, REJECTED
-from ofsre.instrumentation.catalog import load_catalog
-
-from ..errors import ERROR_RESPONSES, OFError
+from ..errors import ERROR_RESPONSES, OFError, _validation_status, error_response
+from ..jws import JwsConfig
 from ..models import PaymentConsent, PixPayment, as_utc, utcnow
 from ..settings import Settings
-from .idempotency import Outcome, Stored, run_once
+from .idempotency import Outcome, run_once
+from .signing import JWT_MEDIA_TYPE, PaymentsJws
 
-__all__ = ["create_app", "BASE", "FAMILY", "SIM_BASE", "TOPIC", "payment_data"]
+__all__ = ["create_app", "BASE", "FAMILY", "SIM_BASE", "TOPIC", "payment_data", "BANK_ISPB"]
 
 _log = logging.getLogger("ofsre.platform.payments")
 
@@ -56,34 +68,50 @@ FAMILY = load_catalog().family("payments")
 BASE = FAMILY.base
 SIM_BASE = "/_sim/payments"
 TOPIC = "pix-payments"
+BANK_ISPB = "99999999"  # the platform's own (made-up) ISPB: its endToEndIds and debtor accounts carry it
 CONSENT_AUTHORISATION_WINDOW = timedelta(minutes=5)  # the spec's payment consent expiry
 ConsentId = Annotated[str, Path(min_length=1, max_length=256)]
 PaymentId = Annotated[str, Path(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9-]{0,99}$")]
 IdempotencyKey = Annotated[str, Header(alias="x-idempotency-key", min_length=1, max_length=100,
                                        pattern=r"^\S(.*\S)?$")]
-Amount = Annotated[str, Field(pattern=r"^((\d{1,16}\.\d{2}))$", max_length=19)]
+Amount = Annotated[str, Field(pattern=r"^((\d{1,16}\.\d{2}))$", min_length=4, max_length=19)]
+_DATE = r"^(\d{4})-(1[0-2]|0?[1-9])-(3[01]|[12][0-9]|0?[1-9])$"
+_NAME = r"^([A-Za-zÀ-ÖØ-öø-ÿ,.@:&*+_<>()!?/\\$%\d' -]+)$"
+_END_TO_END = r"^([E])([0-9]{8})([0-9]{4})(0[1-9]|1[0-2])(0[1-9]|[1-2][0-9]|3[0-1])(2[0-3]|[01][0-9])([0-5][0-9])([a-zA-Z0-9]{11})$"
+_CONSENT_URN = r"^urn:[a-zA-Z0-9][a-zA-Z0-9\-]{0,31}:[a-zA-Z0-9()+,\-.:=@;$_!*'%\/?#]+$"
+LocalInstrument = Literal["MANU", "DICT", "QRDN", "QRES", "INIC"]
 
 
-# --- request bodies ---------------------------------------------------------------------------------
+# --- request bodies (payments 4.0.0 CreatePaymentConsent, CreatePixPayment) ---------------------------
 
 class Creditor(BaseModel):
     personType: Literal["PESSOA_NATURAL", "PESSOA_JURIDICA"]
-    cpfCnpj: str = Field(pattern=r"^\d{11}$|^\d{14}$")
-    name: str = Field(min_length=1, max_length=140)
+    cpfCnpj: str = Field(pattern=r"^\d{11}$|^\d{14}$", min_length=11, max_length=14)
+    name: str = Field(pattern=_NAME, max_length=120)
 
 
 class BankAccount(BaseModel):
     ispb: str = Field(pattern=r"^[0-9]{8}$")
-    issuer: str | None = Field(default=None, pattern=r"^\d{1,4}$")
-    number: str = Field(pattern=r"^\d{1,20}$")
-    accountType: Literal["CACC", "SVGS", "TRAN", "SLRY"]
+    issuer: str | None = Field(default=None, pattern=r"^[0-9]{1,4}$")
+    number: str = Field(pattern=r"^[0-9]{1,20}$")
+    accountType: Literal["CACC", "SVGS", "TRAN"]
+
+
+class PaymentDetails(BaseModel):
+    localInstrument: LocalInstrument
+    qrCode: str | None = Field(default=None, max_length=512)
+    proxy: str | None = Field(default=None, max_length=77)
+    creditorAccount: BankAccount
 
 
 class ConsentPayment(BaseModel):
     type: Literal["PIX"]
-    date: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")
-    currency: Literal["BRL"]
+    schedule: dict | None = None
+    date: str | None = Field(default=None, pattern=_DATE, max_length=10)
+    currency: str = Field(pattern=r"^([A-Z]{3})$")
     amount: Amount
+    ibgeTownCode: str | None = Field(default=None, pattern=r"^\d{7}$")
+    details: PaymentDetails
 
 
 class CreatePaymentConsentData(BaseModel):
@@ -100,28 +128,29 @@ class CreatePaymentConsent(BaseModel):
 
 class PaymentAmount(BaseModel):
     amount: Amount
-    currency: Literal["BRL"]
+    currency: str = Field(pattern=r"^([A-Z]{3})$")
 
 
 class PixPaymentRequest(BaseModel):
-    endToEndId: str | None = Field(default=None, pattern=r"^E[0-9]{8}[0-9]{12}[a-zA-Z0-9]{11}$")
-    localInstrument: Literal["MANU", "DICT", "QRDN", "QRES", "INIC"]
+    endToEndId: str = Field(pattern=_END_TO_END)
+    localInstrument: LocalInstrument
     payment: PaymentAmount
     creditorAccount: BankAccount
     cnpjInitiator: str = Field(pattern=r"^\d{14}$")
-    consentId: str | None = Field(default=None, max_length=256)
+    consentId: str | None = Field(default=None, max_length=256, pattern=_CONSENT_URN)
     remittanceInformation: str | None = Field(default=None, max_length=140)
     qrCode: str | None = Field(default=None, max_length=512)
     proxy: str | None = Field(default=None, max_length=77)
-    transactionIdentification: str | None = Field(default=None, max_length=35)
+    transactionIdentification: str | None = Field(default=None, pattern=r"^[a-zA-Z0-9]{1,35}$")
     ibgeTownCode: str | None = Field(default=None, pattern=r"^\d{7}$")
+    authorisationFlow: Literal["HYBRID_FLOW", "CIBA_FLOW", "FIDO_FLOW"] | None = None
 
 
 class CreatePixPayment(BaseModel):
-    data: list[PixPaymentRequest] = Field(min_length=1, max_length=1)
+    data: list[PixPaymentRequest] = Field(min_length=1)
 
 
-# --- response bodies ----------------------------------------------------------------------------
+# --- response bodies (the simulation routes answer JSON with them) -------------------------------------
 
 class RejectionReason(BaseModel):
     code: str
@@ -141,26 +170,23 @@ class PaymentConsentData(BaseModel):
     rejectionReason: RejectionReason | None = None
 
 
-class PaymentData(BaseModel):
-    paymentId: str
-    endToEndId: str
-    consentId: str
-    creationDateTime: str
-    statusUpdateDateTime: str
-    status: Literal["RCVD", "ACCP", "ACSC", "RJCT"]
-    localInstrument: str
-    cnpjInitiator: str
-    payment: PaymentAmount
-    creditorAccount: BankAccount
-    rejectionReason: RejectionReason | None = None
-
-
 PaymentConsentResponse = of_body(PaymentConsentData, "PaymentConsentResponse")
-PaymentResponse = of_body(PaymentData, "PaymentResponse")
-PaymentsResponse = of_body(list[PaymentData], "PaymentsResponse")
 
 
-# --- helpers ------------------------------------------------------------------------------------
+def _parse(model: type[BaseModel], body: dict) -> BaseModel:
+    """The signed body as ``model``; a body that breaks the schema is the document's 422 (signed)."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        errors = exc.errors()
+        missing = any(e.get("type") == "missing" for e in errors)
+        where = "; ".join(".".join(str(x) for x in e.get("loc", ())) + f": {e.get('msg', 'invalid')}"
+                          for e in errors[:10])  # never the input value: it may be personal data
+        raise OFError(422, where or "invalid body", code="PARAMETRO_NAO_INFORMADO" if missing else "PARAMETRO_INVALIDO",
+                      title="Parâmetro não informado" if missing else "Parâmetro inválido") from None
+
+
+# --- response helpers -----------------------------------------------------------------------------
 
 def _consent_status(consent: PaymentConsent, now: datetime) -> tuple[str, dict | None]:
     if consent.status == AWAITING and as_utc(consent.expiration_at) <= now:
@@ -188,13 +214,30 @@ def payment_data(payment: PixPayment) -> dict:
     return {k: v for k, v in out.items() if v is not None}
 
 
-def _end_to_end_id(now: datetime) -> str:
-    """``E`` + ISPB (8) + yyyyMMddHHmm (12) + 11 random characters, as the Pix arrangement defines it."""
-    return f"E99999999{now:%Y%m%d%H%M}{uuid.uuid4().hex[:11]}"
+def _debtor_account(consent: PaymentConsent) -> dict:
+    """The account paying: the consent's, else the customer's first (seeded) account at this bank."""
+    if consent.debtor_account:
+        return consent.debtor_account
+    account = accounts_data.customer_accounts(consent.logged_user["document"]["identification"])[0]
+    return {"ispb": BANK_ISPB, "issuer": account.branch_code, "number": account.number, "accountType": "CACC"}
 
 
-def _json(stored: Stored) -> Response:
-    return Response(stored.content, status_code=stored.status, media_type="application/json")
+def _link(request: Request, *suffix: str) -> str:
+    """``links.self``: under the public URL (``OFSRE_PUBLIC_URL``, the API's address in the Directory)
+    when set, else the one the client called; payments 4.0.0's pattern wants an https host name."""
+    jws: PaymentsJws = request.app.state.jws
+    return (jws.public_url or jws.origin(request)) + "/".join((request.url.path.rstrip("/"), *suffix))
+
+
+def _signed(request: Request, body: dict | str, status: int, audience: str | None) -> Response:
+    return request.app.state.jws.response(body, status, audience)
+
+
+# The module's own OpenAPI document says what the official one says about bodies.
+_JWT = {"content": {JWT_MEDIA_TYPE: {"schema": {"type": "string", "description": "PS256 JWS"}}}}
+_JWT_BODY = {"requestBody": {"required": True, **_JWT}}
+_REFUSALS = {415: {"model": ERROR_RESPONSES[400]["model"], "description": "Not a JWS"},
+             422: {**_JWT, "description": "Refused (signed)"}}
 
 
 # --- endpoints ----------------------------------------------------------------------------------
@@ -202,81 +245,122 @@ def _json(stored: Stored) -> Response:
 router = APIRouter(responses=ERROR_RESPONSES)
 
 
-@router.post(BASE + "/consents", status_code=201, response_model=PaymentConsentResponse, response_model_exclude_none=True, tags=["payments"])
-async def create_payment_consent(body: CreatePaymentConsent, request: Request, session: Session, org: ClientOrg,
+@router.post(BASE + "/consents", status_code=201, tags=["payments"], response_class=Response,
+             responses={201: {**_JWT, "description": "Created (signed)"}, **_REFUSALS}, openapi_extra=_JWT_BODY)
+async def create_payment_consent(request: Request, session: Session, org: ClientOrg,
                                  idempotency_key: IdempotencyKey) -> Response:
+    signed, client = await request.app.state.jws.read(request, session, org)
+    body: CreatePaymentConsent = _parse(CreatePaymentConsent, signed)
+    if body.data.payment.schedule is not None:
+        raise OFError(422, "scheduled payments are not offered: one immediate payment per consent",
+                      code="DETALHE_PAGAMENTO_INVALIDO", title="Detalhe do pagamento inválido")
+
     async def create(session: Session) -> Outcome:
         data, now = body.data, utcnow()
         consent = PaymentConsent(
-            consent_id=f"urn:ofsrepay:{uuid.uuid4()}", status=AWAITING, client_org_id=org,
+            consent_id=f"urn:ofsrepay:{uuid.uuid4()}", status=AWAITING, client_org_id=org, signer_org_id=client,
             logged_user=data.loggedUser.model_dump(exclude_none=True),
             creditor=data.creditor.model_dump(), payment=data.payment.model_dump(exclude_none=True),
             debtor_account=data.debtorAccount.model_dump(exclude_none=True) if data.debtorAccount else None,
             created_at=now, status_updated_at=now, expiration_at=now + CONSENT_AUTHORISATION_WINDOW)
         session.add(consent)
-        self_link = f"{str(request.url).rstrip('/')}/{consent.consent_id}"
-        return Outcome(201, envelope(consent_data(consent, now), request, links={"self": self_link}))
+        return Outcome(201, envelope(consent_data(consent, now), request,
+                                     links={"self": _link(request, consent.consent_id)}))
 
-    return _json(await run_once(session, scope=f"{org or '-'}|payment-consents", key=idempotency_key,
-                                request_body=await request.body(), operation=create))
+    # The idempotency key covers the signed content, not the JWS: a retry is signed anew (new jti, iat).
+    stored = await run_once(session, scope=f"{org or client}|payment-consents", key=idempotency_key,
+                            request_body=_canonical(signed), operation=create)
+    return _signed(request, stored.content, stored.status, org or client)
 
 
-@router.get(BASE + "/consents/{consentId}", response_model=PaymentConsentResponse, response_model_exclude_none=True, tags=["payments"])
-async def get_payment_consent(consentId: ConsentId, request: Request, session: Session, org: ClientOrg) -> dict:
+def _canonical(body: dict) -> bytes:
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+@router.get(BASE + "/consents/{consentId}", tags=["payments"], response_class=Response,
+            responses={200: {**_JWT, "description": "The consent (signed)"}})
+async def get_payment_consent(consentId: ConsentId, request: Request, session: Session, org: ClientOrg) -> Response:
     consent = await session.get(PaymentConsent, consentId)
     if consent is None:
         raise OFError(404, f"payment consent {consentId} not found")
     check_owner(consent.client_org_id, org, "payment consent")
-    return envelope(consent_data(consent, utcnow()), request)
+    return _signed(request, envelope(consent_data(consent, utcnow()), request, links={"self": _link(request)}),
+                   200, org or consent.signer_org_id)
 
 
-@router.post(BASE + "/pix/payments", status_code=201, response_model=PaymentsResponse, response_model_exclude_none=True, tags=["payments"])
-async def create_pix_payment(body: CreatePixPayment, request: Request, session: Session, org: ClientOrg,
-                             idempotency_key: IdempotencyKey,
+@router.post(BASE + "/pix/payments", status_code=201, tags=["payments"], response_class=Response,
+             responses={201: {**_JWT, "description": "Created (signed)"}, **_REFUSALS}, openapi_extra=_JWT_BODY)
+async def create_pix_payment(request: Request, session: Session, org: ClientOrg, idempotency_key: IdempotencyKey,
                              authorization: Annotated[str | None, Header(max_length=2048)] = None,
                              x_consent_id: Annotated[str | None, Header(alias="x-consent-id", max_length=256)] = None,
                              ) -> Response:
+    signed, client = await request.app.state.jws.read(request, session, org)
+    body: CreatePixPayment = _parse(CreatePixPayment, signed)
+    if len(body.data) != 1:
+        raise OFError(422, "one payment per consent: data must have exactly one item",
+                      code="DETALHE_PAGAMENTO_INVALIDO", title="Detalhe do pagamento inválido")
     item = body.data[0]
     consent_id = consent_id_from(authorization, x_consent_id) or item.consentId
     if not consent_id:
         raise OFError(401, "no consent: send 'Authorization: Bearer consent:<consentId>' or data[0].consentId")
     if item.consentId and item.consentId != consent_id:
-        raise OFError(422, "data[0].consentId differs from the token's consent", code="PAGAMENTO_DIVERGENTE_CONSENTIMENTO")
+        raise OFError(422, "data[0].consentId differs from the token's consent", code="PAGAMENTO_DIVERGENTE_CONSENTIMENTO",
+                      title="Divergência entre pagamento e consentimento")
     queue = request.app.state.queue
 
     async def create(session: Session) -> Outcome:
         payment = await _consume_consent_into_payment(session, consent_id, item, org)
-        links = {"self": f"{str(request.url).rstrip('/')}/{payment.payment_id}"}
+        links = {"self": _link(request, payment.payment_id)}
         message = {"paymentId": payment.payment_id, "consentId": consent_id, "endToEndId": payment.end_to_end_id,
                    "amount": payment.amount, "currency": payment.currency}
         return Outcome(201, envelope([payment_data(payment)], request, links=links),
                        after_commit=lambda: _publish(request.app, queue, message))
 
-    return _json(await run_once(session, scope=f"{org or '-'}|pix-payments", key=idempotency_key,
-                                request_body=await request.body(), operation=create))
+    stored = await run_once(session, scope=f"{org or client}|pix-payments", key=idempotency_key,
+                            request_body=_canonical(signed), operation=create)
+    return _signed(request, stored.content, stored.status, org or client)
+
+
+def _diverges(item: PixPaymentRequest, consent: PaymentConsent) -> str | None:
+    """What of the payment differs from what the customer authorised, if anything."""
+    agreed = consent.payment
+    details = agreed.get("details", {})
+    if (item.payment.amount, item.payment.currency) != (agreed["amount"], agreed["currency"]):
+        return "amount or currency"
+    if item.localInstrument != details.get("localInstrument"):
+        return "localInstrument"
+    if item.creditorAccount.model_dump(exclude_none=True) != details.get("creditorAccount"):
+        return "creditorAccount"
+    return None
 
 
 async def _consume_consent_into_payment(session: Session, consent_id: str, item: PixPaymentRequest,
                                         org: str | None) -> PixPayment:
     consent = await session.get(PaymentConsent, consent_id)
     if consent is None:
-        raise OFError(422, f"payment consent {consent_id} not found", code="CONSENTIMENTO_INVALIDO")
+        raise OFError(422, f"payment consent {consent_id} not found", code="CONSENTIMENTO_INVALIDO",
+                      title="Consentimento inválido")
     check_owner(consent.client_org_id, org, "payment consent")
     now = utcnow()
     status, _ = _consent_status(consent, now)
     if status != AUTHORISED:
-        raise OFError(422, f"the payment consent is {status}, not AUTHORISED", code="CONSENTIMENTO_INVALIDO")
-    if (item.payment.amount, item.payment.currency) != (consent.payment["amount"], consent.payment["currency"]):
-        raise OFError(422, "amount or currency differ from the consent's", code="PAGAMENTO_DIVERGENTE_CONSENTIMENTO")
+        raise OFError(422, f"the payment consent is {status}, not AUTHORISED", code="CONSENTIMENTO_INVALIDO",
+                      title="Consentimento inválido")
+    differs = _diverges(item, consent)
+    if differs:
+        raise OFError(422, f"{differs} differ from the consent's", code="PAGAMENTO_DIVERGENTE_CONSENTIMENTO",
+                      title="Divergência entre pagamento e consentimento")
     consumed = await session.execute(
         update(PaymentConsent).where(PaymentConsent.consent_id == consent_id, PaymentConsent.status == AUTHORISED)
         .values(status=CONSUMED, status_updated_at=now))
     if consumed.rowcount != 1:
-        raise OFError(422, "the payment consent was consumed meanwhile", code="CONSENTIMENTO_INVALIDO")
+        raise OFError(422, "the payment consent was consumed meanwhile", code="CONSENTIMENTO_INVALIDO",
+                      title="Consentimento inválido")
     details = item.model_dump(include={"remittanceInformation", "qrCode", "proxy", "transactionIdentification",
-                                       "ibgeTownCode"}, exclude_none=True)
+                                       "ibgeTownCode", "authorisationFlow"}, exclude_none=True)
+    details["debtorAccount"] = _debtor_account(consent)
     payment = PixPayment(
-        payment_id=str(uuid.uuid4()), consent_id=consent_id, end_to_end_id=item.endToEndId or _end_to_end_id(now),
+        payment_id=str(uuid.uuid4()), consent_id=consent_id, end_to_end_id=item.endToEndId,
         status="RCVD", local_instrument=item.localInstrument, amount=item.payment.amount,
         currency=item.payment.currency, creditor_account=item.creditorAccount.model_dump(exclude_none=True),
         details=details, cnpj_initiator=item.cnpjInitiator, created_at=now, status_updated_at=now)
@@ -298,14 +382,16 @@ async def _publish(app: FastAPI, queue, message: dict) -> None:
             await session.commit()
 
 
-@router.get(BASE + "/pix/payments/{paymentId}", response_model=PaymentResponse, response_model_exclude_none=True, tags=["payments"])
-async def get_pix_payment(paymentId: PaymentId, request: Request, session: Session, org: ClientOrg) -> dict:
+@router.get(BASE + "/pix/payments/{paymentId}", tags=["payments"], response_class=Response,
+            responses={200: {**_JWT, "description": "The payment (signed)"}})
+async def get_pix_payment(paymentId: PaymentId, request: Request, session: Session, org: ClientOrg) -> Response:
     payment = await session.get(PixPayment, paymentId)
     if payment is None:
         raise OFError(404, f"payment {paymentId} not found")
     consent = await session.get(PaymentConsent, payment.consent_id)
     check_owner(consent.client_org_id if consent else None, org, "payment")
-    return envelope(payment_data(payment), request)
+    return _signed(request, envelope(payment_data(payment), request, links={"self": _link(request)}), 200,
+                   org or (consent.signer_org_id if consent else None))
 
 
 sim_router = APIRouter(responses=ERROR_RESPONSES)  # only with OFSRE_SIMULATION_ROUTES=on
@@ -347,6 +433,22 @@ async def _sim_decide(session: Session, request: Request, consent_id: str, targe
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     routers = [router, sim_router] if settings.simulation_routes else [router]
-    return service_app("payments", settings, title="ofsre payments", version=FAMILY.version, routers=routers,
-                       queue=True,
-                       description="Open Finance Brasil payments v4 (reference platform; JSON bodies, not JWT)")
+    app = service_app("payments", settings, title="ofsre payments", version=FAMILY.version, routers=routers,
+                      queue=True, description="Open Finance Brasil payments v4 (reference platform; signed JWS bodies)")
+    # The platform's key is created (and its public half published) before the first request.
+    app.state.jws = PaymentsJws(JwsConfig.from_env(data_dir=settings.data_dir))
+    app.state.public_url = os.environ.get("OFSRE_PUBLIC_URL", "").strip() or None
+
+    async def on_of_error(request: Request, exc: OFError) -> Response:
+        """Errors of the spec routes are signed (:meth:`PaymentsJws.error`); the simulation's are not."""
+        if request.url.path.startswith(BASE + "/"):
+            return app.state.jws.error(request, exc)
+        return error_response(exc.status, exc.detail, code=exc.code, title=exc.title, headers=exc.headers)
+
+    async def on_invalid(request: Request, exc: RequestValidationError) -> Response:
+        status, detail = _validation_status(exc)  # a bad header or path parameter: 400, as everywhere
+        return await on_of_error(request, OFError(status, detail))
+
+    app.add_exception_handler(OFError, on_of_error)
+    app.add_exception_handler(RequestValidationError, on_invalid)
+    return app
