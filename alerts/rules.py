@@ -200,7 +200,6 @@ def queue_alerts(cfg: MonitoringConfig) -> list[Alert]:
 
 def telemetry_alerts(cfg: MonitoringConfig) -> list[Alert]:
     sel = cfg.selector("namespace", "services")
-    ns = cfg.selector("namespace")
     return [
         Alert("OfsreLogShipperDropping",
               f"sum by (namespace, job, backend, reason) (increase({sc.LOG_RECORDS_DROPPED.series}{{{sel}}}[10m])) > 0",
@@ -215,7 +214,8 @@ def telemetry_alerts(cfg: MonitoringConfig) -> list[Alert]:
               "10 minutes.",
               ("telemetry", "telemetry_errors")),
         Alert("OfsreScrapeTargetDown",
-              f'up{{{ns}, job=~"{cfg.workloads}"}} == 0\nor up{{{cfg.kube_state_metrics_selector}}} == 0',
+              f'up{{{cfg.selector("namespace", "job=~" + chr(34) + cfg.workloads + chr(34))}}} == 0\n'
+              f"or up{{{cfg.kube_state_metrics_selector}}} == 0",
               "warning", "Prometheus cannot scrape a target: its metrics and alerts are blind.",
               "{{ $labels.job }} target {{ $labels.instance }} has been down for 5 minutes.",
               ("telemetry", "targets_up"), for_="5m"),
