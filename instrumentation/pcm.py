@@ -90,7 +90,7 @@ from .catalog import Catalog, Endpoint, load_catalog
 from .context import INTERACTION_ID_HEADER
 from .metrics import count_telemetry_error, metric
 
-__all__ = ["PcmCapture", "identify_client", "capture_for", "ENV_CAPTURE", "ENV_ORG_ID", "ENV_SOFTWARE_STATEMENT",
+__all__ = ["PcmCapture", "identify_client", "capturing", "capture_for", "ENV_CAPTURE", "ENV_ORG_ID", "ENV_SOFTWARE_STATEMENT",
            "EXTENSION", "SERVER", "CLIENT"]
 
 _log = logging.getLogger("ofsre.instrumentation.pcm")
@@ -121,6 +121,11 @@ class _Call:
 
 
 _current: contextvars.ContextVar[_Call | None] = contextvars.ContextVar("ofsre_pcm_call", default=None)
+
+
+def capturing() -> bool:
+    """True inside a request whose SERVER report is being captured (skip building what would be ignored)."""
+    return _current.get() is not None
 
 
 def identify_client(org_id: str | None, *, correlation_id: str | None = None, **additional_info: Any) -> None:

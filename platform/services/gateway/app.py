@@ -47,8 +47,10 @@ from starlette.routing import Route
 from ofsre.instrumentation.catalog import Catalog, Endpoint, load_catalog
 from ofsre.instrumentation.context import INTERACTION_ID_HEADER, interaction_id
 from ofsre.instrumentation.httpclient import instrumented_client
+from ofsre.instrumentation.pcm import capturing as capturing_pcm
+from ofsre.instrumentation.pcm import identify_client
 
-from ..app_common import CLIENT_ORG_HEADER, service_app
+from ..app_common import CLIENT_ORG_HEADER, consent_id_from, service_app
 from ..errors import error_response
 from ..guard import GATEWAY_SECRET_HEADER
 from ..settings import Settings
@@ -148,6 +150,10 @@ class GatewayProxy:
                 org_id = self.authenticator.authenticate(scope).org_id
             except CertificateRejected as rejected:
                 return await error_response(rejected.status, rejected.detail)(scope, receive, send)
+        if capturing_pcm():  # PCM SERVER report (OFSRE_PCM_CAPTURE=gateway): the verified caller, its consent
+            headers = dict(scope["headers"])
+            identify_client(org_id, consentId=consent_id_from(headers.get(b"authorization", b"").decode("latin-1"),
+                                                              headers.get(b"x-consent-id", b"").decode("latin-1")))
         refusal = self._over_limit(scope, entry, org_id)
         if refusal is not None:
             return await refusal(scope, receive, send)

@@ -19,29 +19,114 @@ time inside its CONSUMER span, so the settlement's own spans join the payment's 
 (gateway → payments → queue → worker). It is also an HTTP app: ``/healthz``, ``/readyz``
 (database, queue, consumer loops running) and ``/metrics``. On shutdown the loops stop taking
 messages, in-flight settlements finish (up to ``OFSRE_SHUTDOWN_TIMEOUT_S``), then the queue closes.
+
+Webhook notification (a call the platform makes *as a client* of another institution): once a
+payment is settled or rejected, the worker tells the initiator that created its consent —
+``POST {webhook}/open-banking/webhook/v1/payments/v4/pix/payments/{paymentId}`` with
+``{"data": {"timestamp": …}}``, as the Open Finance webhook API defines — when that
+organisation has a webhook URI in ``OFSRE_PAYMENT_WEBHOOKS`` (JSON ``{"<organisationId>":
+"https://…"}``; in the ecosystem these come from the initiator's software statement). The call
+goes through ``instrumented_client(pcm=…)``, so with ``OFSRE_PCM_CAPTURE`` listing ``worker``
+it produces the PCM CLIENT report (serverOrgId = the initiator; additionalInfo: consentId,
+localInstrument, status, rejectReason). A failed notification is logged and never retried
+into the settlement: the payment's status is final either way and the initiator can poll.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import random
+import uuid
 
 from fastapi import FastAPI
 from sqlalchemy import update
 
+from ofsre.instrumentation.catalog import load_catalog
+from ofsre.instrumentation.httpclient import instrumented_client
+from ofsre.instrumentation.pcm import capture_for
+
 from ..app_common import service_app
-from ..models import PixPayment, utcnow
+from ..models import PaymentConsent, PixPayment, utcnow
 from ..payments.app import TOPIC
 from ..settings import Settings
 
-__all__ = ["create_app", "Settler", "GROUP"]
+__all__ = ["create_app", "Settler", "Notifier", "GROUP", "WEBHOOK_PATH"]
 
 _log = logging.getLogger("ofsre.platform.worker")
 
 GROUP = "worker"
 _RESTART_DELAY_S = 1.0
 SETTLED = ("ACSC", "RJCT")
+WEBHOOK_PATH = "/open-banking/webhook/v1/payments/v4/pix/payments/{paymentId}"
+ENV_WEBHOOKS = "OFSRE_PAYMENT_WEBHOOKS"
+
+
+def _webhooks_from_env() -> dict[str, str]:
+    raw = os.environ.get(ENV_WEBHOOKS, "").strip()
+    if not raw:
+        return {}
+    try:
+        table = json.loads(raw)
+        if not isinstance(table, dict) or not all(isinstance(v, str) and v.startswith("http") for v in table.values()):
+            raise ValueError("expected a JSON object of organisationId -> http(s) URL")
+    except ValueError as exc:
+        _log.warning("%s is invalid (%s); no webhook notifications", ENV_WEBHOOKS, exc)
+        return {}
+    return {str(k): v.rstrip("/") for k, v in table.items()}
+
+
+class Notifier:
+    """Payment webhooks to the initiators: background tasks, bounded, never failing a settlement."""
+
+    MAX_IN_FLIGHT = 64
+
+    def __init__(self, sessions, webhooks: dict[str, str]) -> None:
+        self.sessions, self.webhooks = sessions, webhooks
+        self.tasks: set[asyncio.Task] = set()
+        # The worker's PCM capture (OFSRE_PCM_CAPTURE lists "worker"), else a plain traced client.
+        capture = capture_for("worker", None)
+        self.client = instrumented_client(pcm=capture or False,
+                                          timeout=float(load_catalog().ecosystem["client_timeout_s"]))
+
+    def notify(self, payment_id: str) -> None:
+        if not self.webhooks or len(self.tasks) >= self.MAX_IN_FLIGHT:
+            return
+        task = asyncio.create_task(self._notify(payment_id), name=f"webhook-{payment_id}")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _notify(self, payment_id: str) -> None:
+        try:
+            async with self.sessions() as session:
+                payment = await session.get(PixPayment, payment_id)
+                consent = await session.get(PaymentConsent, payment.consent_id) if payment is not None else None
+            org = consent.client_org_id if consent is not None else None
+            base = self.webhooks.get(org or "")
+            if base is None:
+                return
+            info = {"consentId": payment.consent_id, "localInstrument": payment.local_instrument,
+                    "status": payment.status}
+            if payment.rejection_reason:
+                info["rejectReason"] = payment.rejection_reason.get("code")
+            url = base + WEBHOOK_PATH.format(paymentId=payment_id)
+            response = await self.client.post(
+                url, json={"data": {"timestamp": utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")}},
+                headers={"x-fapi-interaction-id": str(uuid.uuid4())},
+                extensions={"ofsre.pcm": {"serverOrgId": org, "additionalInfo": info}})
+            _log.info("payment %s webhook to %s answered %d", payment_id, org, response.status_code,
+                      extra={"payment_id": payment_id})
+        except Exception as exc:  # noqa: BLE001 - a notification must never disturb the settlement
+            _log.warning("payment %s webhook failed: %s", payment_id, exc, extra={"payment_id": payment_id})
+
+    async def close(self, timeout_s: float) -> None:
+        if self.tasks:
+            await asyncio.wait(self.tasks, timeout=timeout_s)
+        for task in self.tasks:
+            task.cancel()
+        await self.client.aclose()
 
 
 class Settler:
@@ -124,6 +209,9 @@ class Settler:
             return
         _log.info("payment %s %s", payment_id, outcome, extra={"payment_id": payment_id, "status": outcome})
         await message.ack()
+        notifier = getattr(self.app.state, "notifier", None)
+        if notifier is not None:
+            notifier.notify(payment_id)
 
     async def settle(self, payment_id: str) -> str | None:
         """Settle one payment; its final status, or None when there is no such payment."""
@@ -159,6 +247,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
 
     async def start(app: FastAPI) -> None:
+        app.state.notifier = Notifier(app.state.sessions, _webhooks_from_env())
         app.state.settler = Settler(app, settings)
         app.state.settler.start()
 
@@ -166,6 +255,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settler = getattr(app.state, "settler", None)
         if settler is not None:
             await settler.stop()
+        notifier = getattr(app.state, "notifier", None)
+        if notifier is not None:
+            await notifier.close(settings.shutdown_timeout_s)
 
     async def consuming(app: FastAPI) -> bool:
         return app.state.settler.running()
