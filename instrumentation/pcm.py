@@ -53,7 +53,9 @@ Per client call the details go in the request's extensions::
 
 A SERVER call to a private API whose client the app never identified (no certificate: the
 401 before authentication) is not reported — the PCM pairs reports between known
-institutions — and is counted in ``ofsre_pcm_reports_skipped_total{reason="no_client_org"}``.
+institutions — and is counted in ``ofsre_pcm_reports_skipped_total{reason="no_client_org"}``; nor is
+a call the client left before any response (the middleware's 499: no status was answered), nor a
+client call that got no HTTP answer other than a timeout (``reason="no_response"``).
 
 Cost on the request path
 ------------------------
@@ -223,6 +225,9 @@ class PcmCapture:
         if call.token is not None:
             with contextlib.suppress(ValueError):  # another context (should not happen): keep going
                 _current.reset(call.token)
+        if status == 499:  # the client left before any response: no answer was given, nothing to pair
+            self._skipped["no_response"].inc()
+            return
         opendata = call.entry.api.startswith("opendata")
         if not opendata and call.client_org is None:
             self._skipped["no_client_org"].inc()

@@ -110,6 +110,27 @@ async def test_an_unidentified_private_call_is_skipped_and_counted(capture, regi
                                      {"service": "gateway", "reason": "no_client_org"}) == 1
 
 
+async def test_a_client_that_left_before_any_response_is_not_reported(capture, registry):
+    async def app(scope, receive, send):        # waits for the body; the client disconnects instead
+        if scope["type"] == "http":
+            identify_client(ORG_THEM)
+            await receive()
+
+    async def receive():
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        raise AssertionError("nothing is sent")
+
+    wrapped = instrument_app(app, "gateway", registry=registry, pcm=capture, tracer_provider=NoOpTracerProvider())
+    scope = {"type": "http", "method": "GET", "path": "/open-banking/accounts/v2/accounts", "headers": [],
+             "query_string": b"", "client": ("198.51.100.9", 1)}
+    await wrapped(scope, receive, send)
+    assert stored(capture) == []
+    assert registry.get_sample_value("ofsre_pcm_reports_skipped_total",
+                                     {"service": "gateway", "reason": "no_response"}) == 1
+
+
 async def test_open_data_reports_carry_the_client_ip(capture):
     app = edge_app(capture)
     await call(app, OPENDATA, str(uuid.uuid4()))
