@@ -436,8 +436,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = service_app("payments", settings, title="ofsre payments", version=FAMILY.version, routers=routers,
                       queue=True, description="Open Finance Brasil payments v4 (reference platform; signed JWS bodies)")
     # The platform's key is created (and its public half published) before the first request.
-    app.state.jws = PaymentsJws(JwsConfig.from_env(data_dir=settings.data_dir))
-    app.state.public_url = os.environ.get("OFSRE_PUBLIC_URL", "").strip() or None
+    app.state.jws = PaymentsJws(JwsConfig.from_env(data_dir=settings.data_dir),
+                                public_url=os.environ.get("OFSRE_PUBLIC_URL", "").strip() or None)
 
     async def on_of_error(request: Request, exc: OFError) -> Response:
         """Errors of the spec routes are signed (:meth:`PaymentsJws.error`); the simulation's are not."""

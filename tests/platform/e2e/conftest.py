@@ -216,6 +216,8 @@ def base_env(database_url: str, workdir: Path, receiver: OtlpReceiver) -> dict[s
         "OFSRE_DB_POOL_SIZE": "3", "OFSRE_SHUTDOWN_TIMEOUT_S": "10", "OFSRE_LOG_LEVEL": "INFO",
         # short, so the hostile tests' slow requests are answered quickly (408)
         "OFSRE_BODY_TIMEOUT_S": "1", "OFSRE_HEADER_TIMEOUT_S": "2",
+        # payments' links.self must match payments 4.0.0's pattern (an https host name), not 127.0.0.1
+        "OFSRE_PUBLIC_URL": "https://api.ofsre.test",
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "100", "OTEL_TRACES_SAMPLER": "parentbased_always_on",
     })
     return env
