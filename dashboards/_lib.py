@@ -34,6 +34,7 @@ from grafanalib._gen import DashboardEncoder
 
 from ofsre._version import __version__
 from ofsre.alerts.config import MonitoringConfig
+from ofsre.instrumentation import semconv
 
 from .links import DASHBOARDS, PANELS
 
@@ -208,10 +209,7 @@ class Board:
         if self.loki:
             out.append(G.Template(name="loki", label="Loki", type="datasource", query="loki",
                                   default=cfg.loki_datasource, hide=0))
-        build_info = "ofsre_build_info"  # every ofsre service exposes it (semconv.BUILD_INFO)
-        from ofsre.instrumentation import semconv
-
-        assert build_info == semconv.BUILD_INFO.name
+        build_info = semconv.BUILD_INFO.name  # every ofsre service exposes it: the variables list from it
         for name in self.variables:
             if name == "namespace":
                 out.append(G.Template(name="namespace", label="Namespace", dataSource=PROM,
@@ -291,8 +289,8 @@ def _clean_panel(p: dict) -> dict:
         legend.setdefault("showLegend", True)
         legend.setdefault("calcs", [])
         legend.pop("isVisible", None)
-    if p["type"] == "table":
-        defaults.pop("custom", None) if not defaults.get("custom") else None
+    if p["type"] == "table" and not defaults.get("custom"):
+        defaults.pop("custom", None)
     if p["type"] == "logs":
         fc["defaults"] = {}
     return p
