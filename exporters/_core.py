@@ -33,6 +33,7 @@ import gzip
 import logging
 import os
 import random
+import sys
 import threading
 import time
 import weakref
@@ -44,7 +45,7 @@ from typing import Any, Protocol
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from ofsre.instrumentation import semconv
-from ofsre.instrumentation._config import resolve_settings
+from ofsre.instrumentation._config import env_str, resolve_settings
 from ofsre.instrumentation.logs import record_fields
 from ofsre.instrumentation.metrics import count_telemetry_error, metric
 
@@ -64,7 +65,8 @@ from ._transport import (
 )
 
 __all__ = ["Backend", "HttpBackend", "Outcome", "Shipper", "ShippingHandler", "Entry", "BackendLimits",
-           "DROP_REASONS", "BATCH_OUTCOMES", "status_outcome", "resolve_identity"]
+           "DROP_REASONS", "BATCH_OUTCOMES", "status_outcome", "resolve_identity",
+           "unknown_service_name"]
 
 _log = logging.getLogger("ofsre.exporters")
 
@@ -507,10 +509,27 @@ def resolve_identity(service: str | None, env: str | None, version: str | None) 
     """``(service, env, version)`` from arguments, then OFSRE_SERVICE/OTEL_SERVICE_NAME, OFSRE_ENV, OFSRE_VERSION.
 
     The same precedence and defaults as the stdout JSON logs and the tracer (``env`` may be
-    empty). Raises ``ValueError`` when no service name is found.
+    empty). With no service name anywhere, the name is ``unknown_service:<process name>``
+    (OpenTelemetry's rule for ``service.name``) and a warning says so: a shipper that refused
+    to start would lose every log line of a service that merely forgot a variable.
     """
-    settings = resolve_settings(service, version=version, env=env)
+    name = service or env_str("OFSRE_SERVICE") or env_str("OTEL_SERVICE_NAME") or unknown_service_name()
+    settings = resolve_settings(name, version=version, env=env)
     return settings.service, settings.env, settings.version
+
+
+def unknown_service_name(warn: bool = True) -> str:
+    """``unknown_service:<process name>``, as OpenTelemetry names a service nobody named.
+
+    The process name is the script or console entry point (``uvicorn``, ``celery``), else
+    the interpreter's executable name.
+    """
+    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] not in ("", "-c", "-m") else ""
+    name = f"unknown_service:{script or os.path.basename(sys.executable) or 'python'}"
+    if warn:
+        _log.warning("ofsre log shipper: no service name (argument, OFSRE_SERVICE or OTEL_SERVICE_NAME); "
+                     "shipping as %r", name)
+    return name
 
 
 class ShippingHandler(logging.Handler):

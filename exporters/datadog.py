@@ -155,7 +155,7 @@ class DatadogHandler(ShippingHandler):
     ``source``         ``OFSRE_DATADOG_SOURCE``    ``ddsource`` (``python``)
     ``tags``           ``DD_TAGS``                 extra ``ddtags``: ``team:pix,region:br`` (list or str)
     ``hostname``       ``DD_HOSTNAME``             ``hostname`` (the machine's name)
-    ``service``        ``OFSRE_SERVICE``/``DD_SERVICE``  service name (required)
+    ``service``        ``OFSRE_SERVICE``/``DD_SERVICE``/``OTEL_SERVICE_NAME``  service name (else ``unknown_service:<process>``)
     ``env``            ``OFSRE_ENV``/``DD_ENV``    ``env:`` tag
     ``version``        ``OFSRE_VERSION``/``DD_VERSION``  ``version:`` tag
     =================  ==========================  =====================================================

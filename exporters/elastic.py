@@ -216,7 +216,7 @@ class ElasticHandler(ShippingHandler):
     ``username``/``password``  ``OFSRE_ELASTIC_USERNAME``/``_PASSWORD``  basic auth
     ``dataset``                ``OFSRE_ELASTIC_DATASET``            data stream dataset (the service name)
     ``namespace``              ``OFSRE_ELASTIC_NAMESPACE``          data stream namespace (env, or ``default``)
-    ``service``                ``OFSRE_SERVICE``/``OTEL_SERVICE_NAME``  ``service.name`` (required)
+    ``service``                ``OFSRE_SERVICE``/``OTEL_SERVICE_NAME``  ``service.name`` (else ``unknown_service:<process>``)
     ``env``/``version``        ``OFSRE_ENV``/``OFSRE_VERSION``      ``service.environment``/``service.version``
     =========================  ===================================  ==========================================
 

@@ -185,7 +185,7 @@ class LokiHandler(ShippingHandler):
     ``labels``                  ``OFSRE_LOKI_LABELS``            static labels, ``cluster=sp1,region=br``
     ``label_fields``            ``OFSRE_LOKI_LABEL_FIELDS``      which of service,env,level are labels (all)
     ``structured_metadata``     ``OFSRE_LOKI_STRUCTURED_METADATA``  ids and logger as structured metadata
-    ``service``                 ``OFSRE_SERVICE``/``OTEL_SERVICE_NAME``  service name (required)
+    ``service``                 ``OFSRE_SERVICE``/``OTEL_SERVICE_NAME``  service name (else ``unknown_service:<process>``)
     ``env``/``version``         ``OFSRE_ENV``/``OFSRE_VERSION``  deployment environment, service version
     ==========================  ===============================  ===========================================
 

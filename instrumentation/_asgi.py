@@ -42,7 +42,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import uuid
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from time import perf_counter
@@ -56,8 +55,9 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from . import semconv
 from ._config import resolve_settings
 from .catalog import Catalog, RouteMatcher, load_catalog
-from .context import INTERACTION_ID_HEADER, reset_interaction_id, set_interaction_id
+from .context import INTERACTION_ID_HEADER, new_interaction_id, reset_interaction_id, set_interaction_id
 from .exposition import ASGIApp, Scope, is_multiprocess, metrics_app
+from .logs import adopt_server_loggers, ensure_logging
 from .metrics import count_telemetry_error, metric
 from .pcm import PcmCapture, capture_for
 
@@ -234,6 +234,7 @@ class OfsreMiddleware:
         self._series: dict[tuple[_Route, int], tuple[Any, Any, Any, Any]] = {}
         # PCM SERVER reports: None unless this service opted in (argument, then OFSRE_PCM_CAPTURE).
         self._pcm = capture_for(self.settings.service, pcm)
+        self._adopt_server_logs = False  # set by instrument_app when it owns the logging set-up
         self._set_build_info()
 
     def _set_build_info(self) -> None:
@@ -245,6 +246,9 @@ class OfsreMiddleware:
             count_telemetry_error(COMPONENT, self.registry)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if self._adopt_server_logs:  # once: uvicorn.run(app) configures its loggers after instrument_app
+            self._adopt_server_logs = False
+            adopt_server_loggers()
         if scope["type"] != "http":
             await self.app(scope, receive, send)  # lifespan, websocket: not ours
             return
@@ -282,18 +286,54 @@ class OfsreMiddleware:
         for endpoint in self.catalog:  # first: a catalog template wins over an app's spelling of it
             matcher.add(endpoint.route, endpoint.route)
         source = self._routes_source or scope.get("app") or self.app
-        for template in route_templates(getattr(source, "routes", None) or ()):
-            matcher.add(template, template)
+        try:
+            for template in route_templates(getattr(source, "routes", None) or ()):
+                matcher.add(template, template)
+        except Exception:  # noqa: BLE001 - an unreadable route table: the catalog's templates still match
+            count_telemetry_error(COMPONENT, self.registry)
         self._propagation_fields = frozenset(f.encode("latin-1") for f in propagate.get_global_textmap().fields)
         self._matcher = matcher
 
     def _start(self, exchange: _Exchange, scope: Scope, path: str) -> None:
-        if self._matcher is None:
-            self._prepare(scope)
+        """Everything before the app runs, as separate steps: a failure in one (counted in
+        ``ofsre_telemetry_errors_total``) costs only that step, so a bug in route matching
+        still leaves the interaction id, the 400 of ``require_interaction_id`` and the span."""
+        interaction = host = carrier = None
+        try:
+            if self._matcher is None:
+                self._prepare(scope)
+            interaction, host, carrier = self._scan_headers(exchange, scope["headers"])
+        except Exception:  # noqa: BLE001
+            count_telemetry_error(COMPONENT, self.registry)
+        try:
+            self._start_interaction(exchange, interaction)
+        except Exception:  # noqa: BLE001
+            count_telemetry_error(COMPONENT, self.registry)
+        method = scope.get("method", "")
+        route = None
+        try:
+            route = self._route_of(exchange, method, path, scope)
+        except Exception:  # noqa: BLE001
+            count_telemetry_error(COMPONENT, self.registry)
+        if self._tracing:
+            try:
+                self._start_span(exchange, scope, path, route, carrier, host, method)
+            except Exception:  # noqa: BLE001
+                count_telemetry_error(COMPONENT, self.registry)
+        if route is not None:
+            try:
+                route.in_flight.inc()
+                exchange.in_flight = route.in_flight
+            except Exception:  # noqa: BLE001
+                count_telemetry_error(COMPONENT, self.registry)
+
+    def _scan_headers(self, exchange: _Exchange, headers: Any) -> tuple[bytes | None, bytes | None,
+                                                                         dict[str, str] | None]:
+        """One pass over the request headers: (interaction id, host, propagation carrier)."""
         interaction = content_length = host = None
         carrier: dict[str, str] | None = None
         fields = self._propagation_fields
-        for name, value in scope["headers"]:
+        for name, value in headers:
             if name == _IID:
                 interaction = value
             elif name == b"content-length":
@@ -307,45 +347,50 @@ class OfsreMiddleware:
                     carrier = {}
                 carrier[name.decode("latin-1")] = value.decode("latin-1")
         if content_length is not None:
-            exchange.request_size = int(content_length)
+            # RFC 9110: 1*DIGIT. Anything else ("abc", "1e3", "-1", "1_000", which int() would
+            # take) is not a length: the body is then counted as the app reads it.
+            if content_length.isdigit():
+                exchange.request_size = int(content_length)
+            else:
+                exchange.count_body = True
+        return interaction, host, carrier
 
-        # 1. interaction id
+    def _start_interaction(self, exchange: _Exchange, interaction: bytes | None) -> None:
+        """Step 1: keep a valid ``x-fapi-interaction-id``, else make one (or refuse the request)."""
         if interaction is not None and _UUID.match(interaction) is not None:
             exchange.interaction_header = interaction
             exchange.interaction_id = interaction.decode("ascii")
         else:
-            exchange.interaction_id = str(uuid.uuid4())
-            exchange.interaction_header = exchange.interaction_id.encode("ascii")
-            if self.settings.require_interaction_id:
+            if self.settings.require_interaction_id:  # decided first: nothing below may skip the 400
                 exchange.reject = "invalid" if interaction else "missing"
+            exchange.interaction_id = new_interaction_id()
+            exchange.interaction_header = exchange.interaction_id.encode("ascii")
         exchange.interaction_token = set_interaction_id(exchange.interaction_id)
 
-        # 2. route
-        method = scope["method"]
+    def _route_of(self, exchange: _Exchange, method: str, path: str, scope: Scope) -> _Route:
+        """Step 2: the route template (and the PCM capture, which needs it)."""
         label_method = method if method in semconv.KNOWN_METHODS else semconv.OTHER_METHOD
         template = self._matcher.match(path) or semconv.UNKNOWN_ROUTE
         route = self._routes.get((template, label_method)) or self._new_route(template, label_method)
         exchange.route = route
         if self._pcm is not None:  # PCM: catalog calls only; O(1), the report is queued in _finish
             exchange.pcm = self._pcm.server_start(label_method, template, exchange.interaction_id, scope)
+        return route
 
-        # 3. span
-        if self._tracing:
-            self._start_span(exchange, scope, path, route, carrier, host, method)
-
-        # 4. in flight
-        route.in_flight.inc()
-        exchange.in_flight = route.in_flight
-
-    def _start_span(self, exchange: _Exchange, scope: Scope, path: str, route: _Route,
+    def _start_span(self, exchange: _Exchange, scope: Scope, path: str, route: _Route | None,
                     carrier: dict[str, str] | None, host: bytes | None, method: str) -> None:
+        """Step 3: the SERVER span, current while the app runs (named ``HTTP`` if the route step failed)."""
         parent = propagate.extract(carrier) if carrier is not None else None
         # All attributes at once: the SDK validates them in one pass (a later set_attributes
         # costs a second pass and a lock), and samplers get to see them.
-        attributes = _request_attributes(route.attributes, scope, path, host, exchange.interaction_id)
-        if route.labels["method"] == semconv.OTHER_METHOD:
-            attributes["http.request.method_original"] = method
-        span = self._tracer.start_span(route.span_name, parent, SpanKind.SERVER, attributes)
+        if route is not None:
+            name, known = route.span_name, route.attributes
+            if route.labels["method"] == semconv.OTHER_METHOD:
+                known = {**known, "http.request.method_original": method}
+        else:
+            name, known = "HTTP", {"http.request.method": method}
+        attributes = _request_attributes(known, scope, path, host, exchange.interaction_id)
+        span = self._tracer.start_span(name, parent, SpanKind.SERVER, attributes)
         exchange.span = span
         exchange.context_token = otel_context.attach(trace.set_span_in_context(span, parent))
 
@@ -512,7 +557,8 @@ def instrument_app(app: Any, service: str | None = None, *, version: str | None 
                    commit: str | None = None, env: str | None = None, registry: CollectorRegistry | None = None,
                    catalog: Catalog | None = None, tracer_provider: trace.TracerProvider | None = None,
                    require_interaction_id: bool | None = None, metrics_path: str | None = "/metrics",
-                   excluded_paths: Iterable[str] = EXCLUDED_PATHS, pcm: bool | PcmCapture | None = None) -> Any:
+                   excluded_paths: Iterable[str] = EXCLUDED_PATHS, pcm: bool | PcmCapture | None = None,
+                   logs: bool | None = None) -> Any:
     """Instrument an ASGI app; returns the app to serve.
 
     A Starlette/FastAPI app is returned *itself*, its middleware stack wrapped so the
@@ -529,6 +575,11 @@ def instrument_app(app: Any, service: str | None = None, *, version: str | None 
     (``True`` or a :class:`~ofsre.instrumentation.pcm.PcmCapture`) or off (``False``); by default
     ``OFSRE_PCM_CAPTURE`` decides (see :mod:`ofsre.instrumentation.pcm`). Calling it twice on one
     app is a no-op.
+
+    Logs: unless ``logs=False`` or logging was already configured through ofsre
+    (:func:`~ofsre.instrumentation.logs.configure_logging`), the root logger is set up for
+    JSON lines on stdout with LGPD redaction and the trace/span/interaction ids, and
+    uvicorn's own loggers are routed through it (:func:`~ofsre.instrumentation.logs.ensure_logging`).
     """
     existing = getattr(getattr(app, "build_middleware_stack", None), "ofsre_middleware", None)
     if existing is not None:
@@ -539,6 +590,13 @@ def instrument_app(app: Any, service: str | None = None, *, version: str | None 
         None if starlette_like else app, service, version=version, commit=commit, env=env, registry=registry,
         catalog=catalog, tracer_provider=tracer_provider, require_interaction_id=require_interaction_id,
         metrics_path=metrics_path, excluded_paths=excluded_paths, routes=app, pcm=pcm)
+    if logs is not False:
+        settings = middleware.settings
+        try:
+            ensure_logging(settings.service, env=settings.env, version=settings.version)
+            middleware._adopt_server_logs = True
+        except Exception:  # noqa: BLE001 - logging set-up must not stop the service
+            count_telemetry_error("logs", middleware.registry)
     if tracer_provider is None:
         from .tracing import setup_tracing
 

@@ -8,8 +8,8 @@ current OpenTelemetry span. ``x-fapi-interaction-id`` is never a metric label.
 from __future__ import annotations
 
 import contextvars
+import os
 import re
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -36,8 +36,20 @@ def is_valid_interaction_id(value: bytes) -> bool:
 
 
 def new_interaction_id() -> str:
-    """A fresh interaction id, for an answer to a request that brought no valid one."""
-    return str(uuid.uuid4())
+    """A fresh interaction id (a random RFC 4122 version 4 UUID, lowercase), for an answer to a
+    request that brought no valid one.
+
+    The same value ``str(uuid.uuid4())`` gives, at about a third of its cost: the ``uuid``
+    module builds a ``UUID`` object (an int, its version checks) only to format it again.
+    """
+    raw = int.from_bytes(_urandom(16)) & _V4_CLEAR | _V4_SET
+    h = "%032x" % raw
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_urandom = os.urandom
+_V4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))   # the version nibble and the variant bits
+_V4_SET = (0x4000 << 64) | (0x8000 << 48)        # version 4, variant 10xx
 
 
 def set_interaction_id(value: str | None) -> contextvars.Token:

@@ -32,8 +32,14 @@ Pieces, for other handlers (the log shippers in ``ofsre.exporters`` use them):
 - :class:`ContextFilter` copies trace/span/interaction ids onto the record when it is
   logged, so a handler that formats later on another thread still has them.
 
-Under uvicorn, pass ``log_config=None`` so its loggers propagate to this root handler
-instead of printing plain text.
+Nothing to call in a service that uses :func:`ofsre.instrumentation.instrument_app` (or
+:func:`ofsre.instrumentation.worker.instrument_worker` for a process without HTTP): unless
+logging was already configured through ofsre, or ``logs=False`` is passed, they call
+:func:`ensure_logging`, which configures the root logger as above and makes uvicorn's own
+loggers (``uvicorn``, ``uvicorn.error``, ``uvicorn.access``) drop the plain-text handlers
+uvicorn gave them and propagate here, so the server's lines are JSON, redacted and carry
+the request's ids too. Other handlers are left alone; a service that configures logging
+its own way passes ``logs=False``.
 
 A record that cannot be formatted (``log.info("%d", "x")``) still produces a line, with
 the error under ``log_error``, and counts ``ofsre_telemetry_errors_total{component="logs"}``.
@@ -52,7 +58,8 @@ from ._config import UNKNOWN, env_str
 from .context import current_log_context
 from .redact import redact_text, redact_value
 
-__all__ = ["JsonFormatter", "ContextFilter", "record_fields", "configure_logging", "CONTEXT_KEYS", "STANDARD_ATTRS", "jsonable"]
+__all__ = ["JsonFormatter", "ContextFilter", "record_fields", "configure_logging", "ensure_logging",
+           "logging_configured", "adopt_server_loggers", "CONTEXT_KEYS", "STANDARD_ATTRS", "jsonable"]
 
 CONTEXT_KEYS = ("trace_id", "span_id", "interaction_id")
 
@@ -203,6 +210,23 @@ def _level(value: str | int | None) -> int:
 _HANDLER_MARK = "_ofsre_json_handler"
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """A ``StreamHandler`` on whatever ``sys.stdout`` is *now* (like stdlib's ``lastResort``),
+    so a later replacement of ``sys.stdout`` (a test runner's capture, a daemon's redirect)
+    never leaves it writing to a closed stream."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:  # StreamHandler.setStream assigns it; stdout wins
+        pass
+
+
 def configure_logging(service: str, *, level: str | int | None = None, env: str | None = None,
                       version: str | None = None, stream: TextIO | None = None) -> logging.Handler:
     """Send the root logger's records to ``stream`` (default stdout) as JSON lines; return the handler.
@@ -210,7 +234,7 @@ def configure_logging(service: str, *, level: str | int | None = None, env: str 
     Idempotent: a second call replaces the handler the first one installed and leaves any
     other handler alone. ``level`` (name or number) falls back to ``$OFSRE_LOG_LEVEL``, then INFO.
     """
-    handler = logging.StreamHandler(stream if stream is not None else sys.stdout)
+    handler = logging.StreamHandler(stream) if stream is not None else _StdoutHandler()
     handler.setFormatter(JsonFormatter(service, env=env, version=version))
     handler.addFilter(ContextFilter())
     setattr(handler, _HANDLER_MARK, True)
@@ -220,3 +244,50 @@ def configure_logging(service: str, *, level: str | int | None = None, env: str 
     root.addHandler(handler)
     root.setLevel(_level(level))
     return handler
+
+
+def logging_configured() -> bool:
+    """True when the root logger has the handler :func:`configure_logging` installs."""
+    return any(getattr(h, _HANDLER_MARK, False) for h in logging.getLogger().handlers)
+
+
+# Servers whose default logging config prints plain text on loggers that do not propagate.
+SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+
+
+def adopt_server_loggers() -> None:
+    """Route uvicorn's loggers through the root logger (JSON, redacted, with the request's ids).
+
+    Removes only the handlers uvicorn's default ``log_config`` installs (their formatter is
+    uvicorn's); a handler the service added itself stays. Called by :func:`ensure_logging`
+    and again by the middleware on its first lifespan or HTTP call, because ``uvicorn.run(app)``
+    configures its loggers *after* the app was built. Never raises.
+    """
+    try:
+        if not logging_configured():
+            return
+        for name in SERVER_LOGGERS:
+            logger = logging.getLogger(name)
+            for handler in list(logger.handlers):
+                if type(handler.formatter).__module__.startswith("uvicorn"):
+                    logger.removeHandler(handler)
+            if not logger.handlers:
+                logger.propagate = True
+    except Exception:  # noqa: BLE001 - logging set-up must not stop a service
+        metrics.count_telemetry_error("logs")
+
+
+def ensure_logging(service: str, *, level: str | int | None = None, env: str | None = None,
+                   version: str | None = None) -> bool:
+    """JSON logs on stdout unless logging was already configured through ofsre; True if configured now.
+
+    What :func:`~ofsre.instrumentation.instrument_app` calls by default: a service that only
+    instruments its app gets redacted, correlated JSON lines, uvicorn's included
+    (:func:`adopt_server_loggers`).
+    """
+    configured_now = False
+    if not logging_configured():
+        configure_logging(service, level=level, env=env, version=version)
+        configured_now = True
+    adopt_server_loggers()
+    return configured_now
