@@ -183,3 +183,28 @@ def test_build_is_deterministic_and_the_cli_writes_one_file_per_dashboard(tmp_pa
                           "--config", str(bad)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert out.stderr.strip() == f"ofsre dashboards: {bad}: datasource: expected str, not int 3"
+
+
+def test_a_compliance_section_and_an_alert_are_one_small_addition_each(monkeypatch):
+    """The extension points a later area (PCM reporting) uses: compliance.SECTIONS and rules.COMPONENTS."""
+    from ofsre.alerts import rules
+    from ofsre.alerts.rules import Alert
+    from ofsre.dashboards import compliance
+    from ofsre.dashboards._lib import q, ts
+
+    def pcm(board):
+        return [ts("PCM reports delivered", [q(f"sum(rate(ofsre_build_info{{{board.ns()}}}[$__rate_interval]))")],
+                   "ops")]
+
+    def pcm_alerts(cfg):
+        return [Alert("OfsrePcmBacklog", "vector(1) > 0", "warning", "PCM reports are late.", "{{ $value }} late.",
+                      ("compliance", "available_minutes"))]
+
+    monkeypatch.setattr(compliance, "SECTIONS", [*compliance.SECTIONS, pcm])
+    monkeypatch.setitem(rules.COMPONENTS, "pcm", pcm_alerts)
+    cfg = MonitoringConfig()
+    titles = [p["title"] for p in build_all(cfg)["compliance"]["panels"]]
+    assert titles[-1] == "PCM reports delivered"
+    group = alert_groups(cfg)[-1]
+    assert group["name"] == "ofsre-pcm.alerts" and group["rules"][0]["annotations"]["runbook_url"].endswith(
+        "/OfsrePcmBacklog.md")
