@@ -20,8 +20,10 @@ import httpx
 import pytest
 
 from ofsre.instrumentation.semconv import HTTP_IN_FLIGHT
+from ofsre.platform.jws import Participant
 
-from ..conftest import consent_request, payment_consent_request, pix_request
+from ..conftest import consent_request
+from ..participant import payment_consent_body, pix_body, signed
 from .conftest import E2E_BAIXA_TPM, start_process, stop_processes, wait_ready
 
 CONSENTS = "/open-banking/consents/v3/consents"
@@ -55,7 +57,24 @@ def waf(platform, pki):
         yield client
 
 
-def test_full_journey_is_one_trace_from_gateway_to_worker(platform, waf):
+@pytest.fixture(scope="module")
+def initiator(platform) -> Participant:
+    """org-e2e as a payment initiator: its signing key registered in the platform's JWKS directory."""
+    return Participant.register("org-e2e", platform.workdir / "jwks")
+
+
+def signed_payment(platform, waf, me: Participant, headers: dict) -> httpx.Response:
+    """A signed payment consent, authorised on the module, then a signed Pix payment with ``headers``."""
+    url = platform.gateway.url + f"{PAYMENTS}/consents"
+    created = waf.post(f"{PAYMENTS}/consents", **signed(me, url, payment_consent_body()))
+    assert created.status_code == 201, created.text
+    pay_consent = me.read(created.text)["data"]["consentId"]
+    assert platform.bank.decide("payments", pay_consent, org_id=me.org_id).status_code == 200
+    request = signed(me, platform.gateway.url + f"{PAYMENTS}/pix/payments", pix_body(), consent=pay_consent)
+    return waf.post(f"{PAYMENTS}/pix/payments", content=request["content"], headers={**request["headers"], **headers})
+
+
+def test_full_journey_is_one_trace_from_gateway_to_worker(platform, waf, initiator):
     trace_id = secrets.token_hex(16)
 
     def traced() -> dict:
@@ -73,20 +92,14 @@ def test_full_journey_is_one_trace_from_gateway_to_worker(platform, waf):
     transactions = waf.get(f"{ACCOUNTS}/{account_id}/transactions", headers=token).json()
     assert transactions["meta"]["totalPages"] >= 1 and transactions["links"]["self"].startswith(platform.gateway.url)
 
-    pay_consent = waf.post(f"{PAYMENTS}/consents", json=payment_consent_request(),
-                           headers={"x-idempotency-key": secrets.token_hex(8)}).json()["data"]["consentId"]
-    assert platform.bank.decide("payments", pay_consent, org_id="org-e2e").status_code == 200
-    interaction_id = str(uuid.uuid4())
-    paid = waf.post(f"{PAYMENTS}/pix/payments", json=pix_request(),
-                    headers={**traced(), "x-idempotency-key": secrets.token_hex(8),
-                             "x-fapi-interaction-id": interaction_id,
-                             "authorization": f"Bearer consent:{pay_consent}"})
+    paid = signed_payment(platform, waf, initiator, {**traced(), "x-fapi-interaction-id": str(uuid.uuid4())})
     assert paid.status_code == 201, paid.text
-    payment_id = paid.json()["data"][0]["paymentId"]
-    assert paid.json()["data"][0]["status"] == "RCVD"
+    payment = initiator.read(paid.text)["data"][0]  # payments v4 answers are signed JWS
+    payment_id = payment["paymentId"]
+    assert payment["status"] == "RCVD"
 
     final = poll(lambda: (lambda s: s if s in ("ACSC", "RJCT") else None)(
-        waf.get(f"{PAYMENTS}/pix/payments/{payment_id}").json()["data"]["status"]))
+        initiator.read(waf.get(f"{PAYMENTS}/pix/payments/{payment_id}").text)["data"]["status"]))
     assert final == "ACSC"
 
     # One trace: gateway SERVER → payments SERVER → PRODUCER → (queue) → worker CONSUMER.
@@ -210,20 +223,15 @@ def test_sigterm_drains_in_flight_requests(platform, tmp_path):
     assert "Application shutdown complete" in replica.log.read_text()
 
 
-def test_worker_logs_reach_loki_correlated_with_the_payments_trace(platform, waf):
+def test_worker_logs_reach_loki_correlated_with_the_payments_trace(platform, waf, initiator):
     """OFSRE_LOG_SHIPPER=loki: the worker's settlement log arrives at Loki as a valid push,
     labelled by service, carrying the trace id and the x-fapi-interaction-id of the request
     that created the payment (they crossed the queue in the message headers)."""
     trace_id, interaction_id = secrets.token_hex(16), str(uuid.uuid4())
-    pay_consent = waf.post(f"{PAYMENTS}/consents", json=payment_consent_request(),
-                           headers={"x-idempotency-key": secrets.token_hex(8)}).json()["data"]["consentId"]
-    assert platform.bank.decide("payments", pay_consent, org_id="org-e2e").status_code == 200
-    paid = waf.post(f"{PAYMENTS}/pix/payments", json=pix_request(),
-                    headers={"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01",
-                             "x-fapi-interaction-id": interaction_id, "x-idempotency-key": secrets.token_hex(8),
-                             "authorization": f"Bearer consent:{pay_consent}"})
+    paid = signed_payment(platform, waf, initiator, {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01",
+                                                     "x-fapi-interaction-id": interaction_id})
     assert paid.status_code == 201, paid.text
-    payment_id = paid.json()["data"][0]["paymentId"]
+    payment_id = initiator.read(paid.text)["data"][0]["paymentId"]
 
     def settled_line():
         return next((r for r in list(platform.loki.records)

@@ -10,6 +10,7 @@ are explored as well as the refusals.
 from __future__ import annotations
 
 import httpx
+import jwt
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -21,7 +22,10 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from ..conftest import consent_request, payment_consent_request
+from ofsre.platform.jws import Participant, body_of
+
+from ..conftest import consent_request
+from ..participant import payment_consent_body, signed
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 BOUNDED = settings(max_examples=10, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
@@ -56,10 +60,11 @@ def data_consent(platform) -> str:
 
 @pytest.fixture(scope="module")
 def payment_consent(platform) -> str:
-    with httpx.Client(base_url=platform.url("payments"), headers=platform.module_headers) as http:
-        created = http.post("/open-banking/payments/v4/consents", json=payment_consent_request(),
-                            headers={"x-idempotency-key": "schemathesis-consent"})
-        cid = created.json()["data"]["consentId"]
+    me = Participant.register("org-schemathesis", platform.workdir / "jwks")  # payments v4 takes signed JWS
+    url = platform.url("payments") + "/open-banking/payments/v4/consents"
+    with httpx.Client(headers=platform.module_headers) as http:
+        created = http.post(url, **signed(me, url, payment_consent_body(), key="schemathesis-consent"))
+        cid = me.read(created.text)["data"]["consentId"]
     assert platform.bank.decide("payments", cid).status_code == 200
     return cid
 
@@ -67,7 +72,9 @@ def payment_consent(platform) -> str:
 def check(case, base_url: str, headers: dict | None) -> None:
     response = case.call_and_validate(base_url=base_url, headers=headers, checks=CHECKS)
     if 400 <= response.status_code < 500:
-        body = response.json()
+        # payments v4 signs its 422s (application/jwt): the error body is the JWS payload
+        body = body_of(jwt.decode(response.text, options={"verify_signature": False})) \
+            if response.headers.get("content-type") == "application/jwt" else response.json()
         assert set(body) == {"errors", "meta"}, body
         assert body["errors"] and set(body["errors"][0]) == {"code", "title", "detail"}, body
 
