@@ -141,11 +141,14 @@ def _rows(count: int) -> list[tuple]:
 
 
 def sender_run(count: int, directory: str) -> tuple[float, int]:
+    import logging
+
     from prometheus_client import CollectorRegistry
 
     from ofsre.exporters.pcm.sender import Sender, SenderOptions
     from ofsre.exporters.pcm.store import ReportStore
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)   # one INFO line per request otherwise
     store = ReportStore(Path(directory) / "send.db")
     rows = _rows(count)
     for start in range(0, count, 5000):

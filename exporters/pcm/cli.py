@@ -166,7 +166,7 @@ def _send(args: argparse.Namespace) -> int:
             done = sender.drain(args.timeout)
             left = store.counts_by_state()
             print(f"delivered {sender.stats['delivered']}, held {sender.stats['held']}, "
-                  f"left {left['pending'] + left['sending']}", file=sys.stderr)
+                  f"left {left['pending']}", file=sys.stderr)
             return 0 if done else 1
         print(f"sending {store.path} to {options.url}", file=sys.stderr, flush=True)
         sender.run()

@@ -180,10 +180,11 @@ class MockPcm:
             return reply.status, {"message": MESSAGES.get(reply.status, "error")}, reply.headers
         results = []
         accepted = []
+        prefix = str(uuid.uuid4())[:24]   # reportIds: UUID-shaped, unique (uuid4 per report costs the mock)
         for i, report in enumerate(reports):
             fault = validate_report(report, kind)
             status = "DISCARDED" if fault else reply.statuses[i % len(reply.statuses)]
-            result: dict[str, Any] = {"reportId": str(uuid.uuid4()), "status": status}
+            result: dict[str, Any] = {"reportId": f"{prefix}{i:012x}", "status": status}
             if isinstance(report, dict) and report.get("correlationId"):
                 result["correlationId"] = report["correlationId"]
             if fault or status != "ACCEPTED":

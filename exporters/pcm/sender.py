@@ -29,10 +29,10 @@ its lifetime, at most 60 s early). Nothing is sent without a token: when the tok
 fails the sender backs off and the reports stay pending.
 
 One sender per store: :meth:`Sender.run` first takes an exclusive ``flock`` on
-``<store>.sender.lock``. A second sender (another replica) waits for it — a hot standby —
-and, on taking over, puts back in the queue the reports its dead predecessor had leased, so
-nothing is lost to a SIGKILL; what the dead sender had in flight may reach the PCM twice
-(which pairs on ``fapiInteractionId``), never twice in our store or counts.
+``<store>.sender.lock``. A second sender (another replica) waits for it — a hot standby. A
+report stays ``pending`` until the PCM's answer for it is stored, so a sender killed with
+SIGKILL loses nothing: its successor sends the batch that was in flight again (the PCM may see
+it twice and pairs on ``fapiInteractionId``; it is never twice in our store or counts).
 """
 
 from __future__ import annotations
@@ -198,7 +198,6 @@ class Sender:
         self._lock_fd: int | None = None
         self._last_report: dict[str, float] = {}
         self.stats: dict[str, int] = {"requests": 0, "delivered": 0, "held": 0}
-        self._unsettled: set[str] = set()   # ids of the batch in flight not yet delivered or held
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -214,7 +213,7 @@ class Sender:
             self._lock_fd = None
 
     def acquire(self, wait: bool = True) -> bool:
-        """Become the store's one sender (flock); then reclaim what a dead predecessor had leased."""
+        """Become the store's one sender (flock). A dead predecessor's batch in flight is still pending."""
         if self._lock_fd is not None:
             return True
         path = Path(str(self.store.path) + ".sender.lock")
@@ -228,9 +227,6 @@ class Sender:
                     os.close(fd)
                     return False
         self._lock_fd = fd
-        reclaimed = self.store.reclaim()
-        if reclaimed:
-            _log.info("ofsre pcm: %d reports left in flight by a previous sender are queued again", reclaimed)
         return True
 
     def run(self) -> None:
@@ -276,27 +272,22 @@ class Sender:
         kind = self.store.oldest_pending_kind()
         if kind is None:
             return False
-        leased = self.store.lease(kind, self.max_reports)
-        if not leased:
+        batch = self.store.pending(kind, self.max_reports)
+        if not batch:
             return False
-        try:
-            self._deliver(kind, leased)
-        except _Stopped:
-            self.store.release(i for i, _ in leased if i in self._unsettled)
-            raise
+        self._deliver(kind, batch)   # _Stopped mid-retry: what is unanswered simply stays pending
         return True
 
-    def _deliver(self, kind: str, leased: list[tuple[str, str]]) -> None:
-        """Send one leased batch until every report is delivered or held."""
-        self._unsettled = {i for i, _ in leased}
-        parts = [leased]
+    def _deliver(self, kind: str, batch: list[tuple[int, str]]) -> None:
+        """Send one batch until every report is delivered or held."""
+        parts = [batch]
         while parts:
             part = parts.pop(0)
             halves = self._send_part(kind, part)
             if halves:  # 413: the two halves go next, in order
                 parts[0:0] = halves
 
-    def _send_part(self, kind: str, part: list[tuple[str, str]]) -> list[list[tuple[str, str]]] | None:
+    def _send_part(self, kind: str, part: list[tuple[int, str]]) -> list[list[tuple[int, str]]] | None:
         body = ("[" + ",".join(b for _, b in part) + "]").encode("utf-8")
         attempt = 0
         refreshed = False
@@ -348,7 +339,7 @@ class Sender:
         except httpx.HTTPError as exc:
             return f"{type(exc).__name__}: {exc}"
 
-    def _settle(self, kind: str, part: list[tuple[str, str]], response: httpx.Response) -> None:
+    def _settle(self, kind: str, part: list[tuple[int, str]], response: httpx.Response) -> None:
         try:
             results = response.json()
             if not isinstance(results, list) or len(results) != len(part):
@@ -369,15 +360,13 @@ class Sender:
         for status, count in tally.items():
             self.metrics.result(kind, status, count)
         self.stats["delivered"] += len(rows)
-        self._unsettled.difference_update(i for i, _ in part)
 
-    def _hold(self, kind: str, part: list[tuple[str, str]], response: httpx.Response) -> None:
+    def _hold(self, kind: str, part: list[tuple[int, str]], response: httpx.Response) -> None:
         reason = f"HTTP {response.status_code}: {response.text[:300]}"
         self.store.hold((i for i, _ in part), reason)
         self.metrics.batches[(kind, "rejected")].inc()
         self.metrics.held(kind, response.status_code, len(part))
         self.stats["held"] += len(part)
-        self._unsettled.difference_update(i for i, _ in part)
         _log.error("ofsre pcm: the PCM refused %d %s reports (%s); they are held in %s until `ofsre pcm requeue`",
                    len(part), kind, reason, self.store.path)
 

@@ -16,7 +16,7 @@ One row per report (``reports``)::
     role, endpoint, method, status_code, process_ms, ts (unix seconds of its ``timestamp``),
     interaction_id, client_org, server_org, correlation_id, info (additionalInfo as JSON),
     uri_prefix, ss_id            the §5 fields; the JSON body is built from them when sent
-    state        pending → sending → delivered        or   → held (a 4xx that retrying cannot fix)
+    state        pending → delivered        or   pending → held (a 4xx that retrying cannot fix)
     result, message, result_id, delivered_at          the PCM's answer for this report
     error        why a report is held (HTTP status and the PCM's message)
 
@@ -24,10 +24,11 @@ The fields are columns, not a ready JSON body, so the capturing service's writer
 as little as possible per report (it shares the GIL with the requests); the sender process
 builds the bodies (:func:`report_json`).
 
-Idempotency: a report leaves ``pending`` only when a sender leases it; its result is written
-by id, so a report sent twice (a sender killed after the PCM answered, before we stored the
-answer) is still one row and one count. The PCM itself pairs reports on ``fapiInteractionId``
-and role.
+Idempotency: a report leaves ``pending`` only when the PCM's answer for it is stored (by id, in
+the same transaction for the whole batch); a sender killed in between leaves it pending, so it
+is sent again (the PCM may see it twice) and is still one row and one count here. Only one
+sender works on a store at a time (:mod:`.sender`), so reading a batch needs no lease. The PCM
+itself pairs reports on ``fapiInteractionId`` and role.
 
 Bounds: at most ``max_reports`` rows. Delivered reports older than ``retention_days`` are
 pruned first; if the store is still full, new reports are refused and the caller counts
@@ -55,7 +56,7 @@ __all__ = ["ReportStore", "Row", "BRT", "brasilia_day", "deadline_of", "KINDS", 
 # fixed UTC-3 is exact and needs no time-zone database on the machine.
 BRT = timezone(timedelta(hours=-3), "BRT")
 KINDS = ("private", "opendata")
-STATES = ("pending", "sending", "delivered", "held")
+STATES = ("pending", "delivered", "held")
 RESULTS = ("ACCEPTED", "DISCARDED", "PAIRED_INCONSISTENT", "UNPAIRED", "SINGLE")
 DEADLINE_HOUR = 8  # reports of a day are due by 08:00 of the next day, Brasília time
 
@@ -85,8 +86,12 @@ CREATE TABLE IF NOT EXISTS reports (
     delivered_at REAL,
     error        TEXT
 );
-CREATE INDEX IF NOT EXISTS reports_queue ON reports (state, kind, ts);
-CREATE INDEX IF NOT EXISTS reports_day ON reports (day, role);
+-- Partial indexes: a report is in the queue index only while pending (delivering it is one index
+-- delete, not a move), in the held index only while held.
+CREATE INDEX IF NOT EXISTS reports_pending ON reports (kind, id) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS reports_held ON reports (id) WHERE state = 'held';
+CREATE INDEX IF NOT EXISTS reports_day ON reports (day, role, state, result);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
 """
 # The columns a new report is inserted with, in this order (the capture's writer builds these tuples).
 COLUMNS = ("kind", "role", "day", "ts", "endpoint", "method", "status_code", "process_ms", "interaction_id",
@@ -233,43 +238,38 @@ class ReportStore:
 
     # --- sender side -------------------------------------------------------------------------
 
-    def reclaim(self) -> int:
-        """Put reports a dead sender had leased back in the queue (the caller holds the sender lock)."""
-        with self._tx() as db:
-            return db.execute("UPDATE reports SET state = 'pending' WHERE state = 'sending'").rowcount
-
     def oldest_pending_kind(self) -> str | None:
         """The kind whose oldest pending report is the oldest (deliver the most urgent first)."""
         with self._lock:
-            row = self._db.execute("SELECT kind FROM reports WHERE state = 'pending' ORDER BY ts LIMIT 1").fetchone()
-        return row[0] if row else None
+            found = [(self._db.execute("SELECT min(id) FROM reports WHERE state = 'pending' AND kind = ?",
+                                       (kind,)).fetchone()[0], kind) for kind in KINDS]
+        found = [f for f in found if f[0] is not None]
+        return min(found)[1] if found else None
 
-    def lease(self, kind: str, limit: int) -> list[tuple[int, str]]:
-        """Move up to ``limit`` of the oldest pending reports of ``kind`` to ``sending``; ``[(id, JSON body)]``."""
-        with self._tx() as db:
-            rows = db.execute(f"UPDATE reports SET state = 'sending', attempts = attempts + 1 WHERE id IN"
-                              f" (SELECT id FROM reports WHERE state = 'pending' AND kind = ? ORDER BY ts LIMIT ?)"
-                              f" RETURNING id, ts, {', '.join(_SENT)}", (kind, limit)).fetchall()
-        rows.sort(key=lambda r: (r[1], r[0]))   # RETURNING has no order: oldest first
-        return [(r[0], report_json(*r[2:])) for r in rows]
+    def pending(self, kind: str, limit: int) -> list[tuple[int, str]]:
+        """The oldest ``limit`` pending reports of ``kind`` (insertion order) as ``[(id, JSON body)]``.
+
+        Nothing changes in the store until :meth:`deliver` or :meth:`hold`: the one sender of the
+        store reads, sends, then records the answer.
+        """
+        with self._lock:
+            rows = self._db.execute(f"SELECT id, {', '.join(_SENT)} FROM reports WHERE state = 'pending' AND kind = ?"
+                                    f" ORDER BY id LIMIT ?", (kind, limit)).fetchall()
+        return [(r[0], report_json(*r[1:])) for r in rows]
 
     def deliver(self, results: Iterable[tuple[str, str | None, str | None, int]], now: float | None = None) -> None:
         """Store the PCM's answers: ``(result, message, result_id, id)`` per report; state ``delivered``."""
         now = time.time() if now is None else now
         with self._tx() as db:
-            db.executemany("UPDATE reports SET state = 'delivered', result = ?, message = ?, result_id = ?,"
-                           f" delivered_at = {now!r}, error = NULL WHERE id = ?", results)
-
-    def release(self, ids: Iterable[int]) -> None:
-        """Leased reports go back to ``pending`` (the sender is stopping mid-retry)."""
-        with self._tx() as db:
-            db.executemany("UPDATE reports SET state = 'pending' WHERE id = ? AND state = 'sending'",
-                           [(i,) for i in ids])
+            db.executemany("UPDATE reports SET state = 'delivered', attempts = attempts + 1, result = ?, message = ?,"
+                           f" result_id = ?, delivered_at = {now!r}, error = NULL WHERE id = ?", results)
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('last_delivery', ?)", (now,))
 
     def hold(self, ids: Iterable[int], error: str) -> None:
         """Keep reports the PCM refused for good (400/401/403/406/415) out of the queue, with why."""
         with self._tx() as db:
-            db.executemany("UPDATE reports SET state = 'held', error = ? WHERE id = ?", [(error, i) for i in ids])
+            db.executemany("UPDATE reports SET state = 'held', attempts = attempts + 1, error = ? WHERE id = ?",
+                           [(error, i) for i in ids])
 
     def requeue_held(self) -> int:
         """Held reports back to ``pending`` (after the cause was fixed); returns how many."""
@@ -284,14 +284,20 @@ class ReportStore:
         return {state: 0 for state in STATES} | dict(rows)
 
     def backlog(self) -> dict[str, Any]:
-        """Unsent reports (pending + sending) per kind, held reports, oldest unsent time, last delivery."""
+        """Unsent reports (pending) per kind, held reports, oldest undelivered time, last delivery."""
         with self._lock:
-            per_kind = dict(self._db.execute("SELECT kind, count(*) FROM reports WHERE state IN ('pending', 'sending')"
-                                             " GROUP BY kind").fetchall())
-            oldest = self._db.execute("SELECT min(ts) FROM reports WHERE state IN ('pending', 'sending', 'held')"
-                                      ).fetchone()[0]
-            held = self._db.execute("SELECT count(*) FROM reports WHERE state = 'held'").fetchone()[0]
-            last = self._db.execute("SELECT max(delivered_at) FROM reports").fetchone()[0]
+            db = self._db
+            per_kind = {kind: db.execute("SELECT count(*) FROM reports WHERE state = 'pending' AND kind = ?",
+                                         (kind,)).fetchone()[0] for kind in KINDS}
+            oldest_ids = [db.execute("SELECT min(id) FROM reports WHERE state = 'pending' AND kind = ?",
+                                     (kind,)).fetchone()[0] for kind in KINDS]
+            oldest_ids.append(db.execute("SELECT min(id) FROM reports WHERE state = 'held'").fetchone()[0])
+            times = [db.execute("SELECT ts FROM reports WHERE id = ?", (i,)).fetchone()[0]
+                     for i in oldest_ids if i is not None]
+            oldest = min(times) if times else None
+            held = db.execute("SELECT count(*) FROM reports WHERE state = 'held'").fetchone()[0]
+            found = db.execute("SELECT value FROM meta WHERE key = 'last_delivery'").fetchone()
+            last = found[0] if found else None
         return {"unsent": {kind: per_kind.get(kind, 0) for kind in KINDS}, "held": held,
                 "oldest_unsent_ts": oldest, "last_delivery_ts": last}
 
@@ -327,8 +333,7 @@ class ReportStore:
             sql += " AND day = ?"
             params.append(day)
         if result:
-            sql += " AND (result = ? OR (? = 'HELD' AND state = 'held') OR (? = 'PENDING' AND state IN"
-            sql += " ('pending', 'sending')))"
+            sql += " AND (result = ? OR (? = 'HELD' AND state = 'held') OR (? = 'PENDING' AND state = 'pending'))"
             params += [result, result, result]
         sql += " ORDER BY ts DESC LIMIT ?"
         params.append(limit)
@@ -346,7 +351,15 @@ class ReportStore:
         return dict(zip(names, row, strict=True)) if row else None
 
 
+_last_second: tuple[int, str] = (-1, "")   # (second, its text): replaced whole, so threads never see half
+
+
 def utc_iso(ts: float) -> str:
     """UTC ISO 8601 with milliseconds, as the PCM wants timestamps: ``2026-12-01T22:45:01.123Z``."""
-    seconds = int(ts // 1)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int((ts - seconds) * 1000):03d}Z"
+    global _last_second
+    seconds, ms = divmod(int(ts * 1000), 1000)
+    cached, text = _last_second
+    if cached != seconds:   # reports come in time order: most share the previous one's second
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        _last_second = (seconds, text)
+    return f"{text}.{ms:03d}Z"
