@@ -7,9 +7,12 @@ What it does, with progress on stdout:
 2. a data-sharing consent journey: create, simulated authorisation (called on the consents
    module directly, as the customer's decision at the bank: the gateway never routes it; see
    :mod:`.simulation`), read it back, then a burst of account reads (list, account, balances,
-   current transactions);
-3. Pix payments: payment consent, simulated authorisation, payment, polled until the worker
-   settled it (``ACSC``);
+   current transactions); past an endpoint's monthly operational limit (the catalog's, e.g. 8
+   list calls a month for the baixa tier) the answer is 423, and the demo expects exactly that;
+3. Pix payments as a real initiator makes them (payments v4 is signed JWS both ways): the demo
+   registers its own signing key in the platform's JWKS directory, signs the payment consent and
+   the payment (PS256), verifies every signed answer, authorises (simulated), and polls until
+   the worker settled it (``ACSC``);
 4. a summary read back from the services' own ``/metrics``: requests by route and status,
    p95 per route against the catalog's limit, payments settled, queue statistics, replicas;
 5. stops everything.
@@ -39,6 +42,7 @@ import httpx
 from ofsre.instrumentation import semconv
 from ofsre.instrumentation.catalog import load_catalog
 
+from ..jws import JwsConfig, JwsError, Participant
 from .config import RuntimeConfig
 from .runtime import LocalRuntime, RuntimeStartError
 from .scrape import Sample, buckets, group_by, histogram_quantile, scrape, total
@@ -51,6 +55,7 @@ ACCOUNTS = "/open-banking/accounts/v2/accounts"
 PAYMENT_CONSENTS = "/open-banking/payments/v4/consents"
 PIX_PAYMENTS = "/open-banking/payments/v4/pix/payments"
 CPF = "76109277673"  # a made-up customer; the accounts service seeds its accounts from it
+INITIATOR = "ofsre-demo-initiator"  # the demo's organisationId as a payment initiator
 SETTLED = ("ACSC", "RJCT")
 
 
@@ -87,6 +92,7 @@ class Journey:
     gateway: str
     client: httpx.Client
     bank: SimulatedBank
+    initiator: Participant | None = None
     failures: list[str] = field(default_factory=list)
     calls: int = 0
 
@@ -107,6 +113,44 @@ class Journey:
             self.failures.append(f"{method} {path}: {resp.status_code} (expected {expect}) {resp.text[:300]}")
             return {}
         return resp.json() if resp.content else {}
+
+    def read(self, path: str, consent: str) -> int | None:
+        """One account read; its status (200, or 423 past the monthly operational limit)."""
+        self.calls += 1
+        try:
+            resp = self.client.get(self.gateway + path, headers={"x-fapi-interaction-id": str(uuid.uuid4()),
+                                                                 "authorization": f"Bearer consent:{consent}"})
+        except httpx.HTTPError as exc:
+            self.failures.append(f"GET {path}: {exc!r}")
+            return None
+        if resp.status_code not in (200, 423):
+            self.failures.append(f"GET {path}: {resp.status_code} (expected 200 or 423) {resp.text[:300]}")
+        return resp.status_code
+
+    def signed(self, path: str, expect: int, body: dict, *, consent: str | None = None) -> dict:
+        """A payments v4 POST: ``body`` signed by the demo's key, the signed answer verified."""
+        url = self.gateway + path
+        headers = {**self.initiator.headers, "x-fapi-interaction-id": str(uuid.uuid4()),
+                   "x-idempotency-key": str(uuid.uuid4())}
+        if consent:
+            headers["authorization"] = f"Bearer consent:{consent}"
+        return self._verified("POST", path, expect, content=self.initiator.sign(body, url), headers=headers)
+
+    def _verified(self, method: str, path: str, expect: int, **kw) -> dict:
+        self.calls += 1
+        try:
+            resp = self.client.request(method, self.gateway + path, **kw)
+        except httpx.HTTPError as exc:
+            self.failures.append(f"{method} {path}: {exc!r}")
+            return {}
+        if resp.status_code != expect:
+            self.failures.append(f"{method} {path}: {resp.status_code} (expected {expect}) {resp.text[:300]}")
+            return {}
+        try:
+            return self.initiator.read(resp.text)
+        except JwsError as exc:
+            self.failures.append(f"{method} {path}: the signed answer does not verify ({exc.detail})")
+            return {}
 
     def authorise(self, service: str, consent_id: str) -> None:
         """The customer's simulated approval, on the module itself (never through the gateway)."""
@@ -143,26 +187,37 @@ class Journey:
         account = accounts[0]["accountId"]
         paths = [ACCOUNTS, f"{ACCOUNTS}/{account}", f"{ACCOUNTS}/{account}/balances",
                  f"{ACCOUNTS}/{account}/transactions-current"]
-        jobs = [pool.submit(self.call, "GET", p, 200, consent=consent_id) for _ in range(rounds) for p in paths]
-        for job in jobs:
-            job.result()
-        return len(jobs) + 1
+        catalog = load_catalog()
+        for path, template in zip(paths, ("", "/{accountId}", "/{accountId}/balances",
+                                          "/{accountId}/transactions-current"), strict=True):
+            jobs = [pool.submit(self.read, path, consent_id) for _ in range(rounds)]
+            statuses = [job.result() for job in jobs]
+            # the first successful calls of the month count; past the limit the answer is 423
+            limit = catalog.lookup("GET", ACCOUNTS + template).tier.monthly_limit
+            done = 1 if path == ACCOUNTS else 0  # the list call above counted already
+            expected_ok = max(0, min(rounds, limit - done))
+            if statuses.count(200) != expected_ok or statuses.count(423) != rounds - expected_ok:
+                self.failures.append(f"GET {path}: {statuses.count(200)} × 200 and {statuses.count(423)} × 423, "
+                                     f"expected {expected_ok} and {rounds - expected_ok} (monthly limit {limit})")
+        return len(paths) * rounds + 1
 
     def pix_payment(self, amount: str) -> str | None:
+        creditor_account = {"ispb": "12345678", "issuer": "0001", "number": "1234567890", "accountType": "CACC"}
+        now = datetime.now(UTC)
         consent_body = {"data": {
             "loggedUser": {"document": {"identification": CPF, "rel": "CPF"}},
             "creditor": {"personType": "PESSOA_NATURAL", "cpfCnpj": "52431875069", "name": "Maria Recebedora"},
-            "payment": {"type": "PIX", "currency": "BRL", "amount": amount}}}
-        consent_id = self.call("POST", PAYMENT_CONSENTS, 201, json=consent_body, idempotent=True) \
-            .get("data", {}).get("consentId")
+            "payment": {"type": "PIX", "date": now.date().isoformat(), "currency": "BRL", "amount": amount,
+                        "details": {"localInstrument": "MANU", "creditorAccount": creditor_account}}}}
+        consent_id = self.signed(PAYMENT_CONSENTS, 201, consent_body).get("data", {}).get("consentId")
         if not consent_id:
             return None
         self.authorise("payments", consent_id)
         payment_body = {"data": [{
-            "localInstrument": "MANU", "payment": {"amount": amount, "currency": "BRL"},
-            "creditorAccount": {"ispb": "12345678", "issuer": "0001", "number": "1234567890", "accountType": "CACC"},
+            "endToEndId": f"E12345678{now:%Y%m%d%H%M}{uuid.uuid4().hex[:11]}", "localInstrument": "MANU",
+            "payment": {"amount": amount, "currency": "BRL"}, "creditorAccount": creditor_account,
             "cnpjInitiator": "12345678000195", "remittanceInformation": "ofsre demo"}]}
-        created = self.call("POST", PIX_PAYMENTS, 201, json=payment_body, consent=consent_id, idempotent=True)
+        created = self.signed(PIX_PAYMENTS, 201, payment_body, consent=consent_id)
         items = created.get("data") or []
         return items[0].get("paymentId") if items else None
 
@@ -173,7 +228,11 @@ class Journey:
             for pid in payment_ids:
                 if pid not in statuses:
                     resp = self.client.get(f"{self.gateway}{PIX_PAYMENTS}/{pid}")
-                    status = resp.json().get("data", {}).get("status") if resp.status_code == 200 else None
+                    try:
+                        status = self.initiator.read(resp.text)["data"]["status"] if resp.status_code == 200 else None
+                    except (JwsError, KeyError) as exc:
+                        self.failures.append(f"GET {PIX_PAYMENTS}/{pid}: unreadable signed answer ({exc})")
+                        return statuses
                     if status in SETTLED:
                         statuses[pid] = status
             time.sleep(0.1)
@@ -277,7 +336,9 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def _journey(runtime: LocalRuntime, gateway: str, args: argparse.Namespace, progress: Progress) -> bool:
     with httpx.Client(timeout=15.0) as client, ThreadPoolExecutor(4) as pool:
-        journey = Journey(gateway, client, SimulatedBank.from_data_dir(runtime.paths.data_dir))
+        data_dir = runtime.paths.data_dir
+        initiator = Participant.register(INITIATOR, JwsConfig.from_env(data_dir=data_dir).jwks_dir)
+        journey = Journey(gateway, client, SimulatedBank.from_data_dir(data_dir), initiator)
         progress.step("consent journey: create → authorise (simulated) → account reads …")
         consent = journey.data_consent()
         reads = journey.account_reads(consent, args.reads, pool) if consent else 0
