@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo bench lint promtool wrk clean
+.PHONY: test demo bench lint promtool wrk clean monitoring
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ demo: $(STAMP)
 
 bench: $(STAMP) wrk
 	$(PY) bench/run.py
+
+# The Helm chart's copies of the generated dashboards and rules (a test fails while they are stale).
+CHART_MONITORING := platform/deploy/helm/ofsre-platform/files/monitoring
+monitoring: $(STAMP)
+	$(VENV)/bin/ofsre dashboards build --config $(CHART_MONITORING)/config.toml --out $(CHART_MONITORING)/dashboards
+	$(VENV)/bin/ofsre alerts build --config $(CHART_MONITORING)/config.toml --out $(CHART_MONITORING)/rules
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

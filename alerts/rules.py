@@ -137,6 +137,9 @@ def autoscaling_alerts(cfg: MonitoringConfig) -> list[Alert]:
     ksm = cfg.selector(cfg.kube_state_metrics_selector, "namespace")
     hpa = f'{ksm}, horizontalpodautoscaler=~"{cfg.workloads}"'
     dep = f'{ksm}, deployment=~"{cfg.workloads}"'
+    desired = (f'label_replace({sc.KUBE_HPA_DESIRED_REPLICAS.name}{{{hpa}}}, "deployment", "$1", '
+               f'"horizontalpodautoscaler", "(.*)")')
+    available = f"{sc.KUBE_DEPLOYMENT_REPLICAS_AVAILABLE.name}{{{dep}}}"
     return [
         Alert("OfsreHPAAtMaxReplicas",
               f"{sc.KUBE_HPA_CURRENT_REPLICAS.name}{{{hpa}}}\n>= {sc.KUBE_HPA_MAX_REPLICAS.name}{{{hpa}}}",
@@ -151,11 +154,9 @@ def autoscaling_alerts(cfg: MonitoringConfig) -> list[Alert]:
               "it cannot read its metrics and does not scale.",
               ("autoscaling", "conditions"), for_="10m"),
         Alert("OfsreReplicasUnavailable",
-              f'label_replace({sc.KUBE_HPA_DESIRED_REPLICAS.name}{{{hpa}}}, "deployment", "$1", '
-              f'"horizontalpodautoscaler", "(.*)")\n'
-              f"> on (namespace, deployment) group_left()\n"
-              f"{sc.KUBE_DEPLOYMENT_REPLICAS_AVAILABLE.name}{{{dep}}}\n"
-              f"or {sc.KUBE_DEPLOYMENT_REPLICAS_AVAILABLE.name}{{{dep}}} == 0",
+              # autoscaled: fewer available than the HPA wants; not autoscaled: none available
+              f"{desired}\n> on (namespace, deployment) group_left()\n{available}\n"
+              f"or ({available} == 0 unless on (namespace, deployment) {desired})",
               "warning", "A deployment has fewer available replicas than it needs.",
               "Deployment {{ $labels.namespace }}/{{ $labels.deployment }} has had fewer available replicas than "
               "needed for 10 minutes (value {{ $value }}: the replicas its autoscaler wants, 0 if none is available).",

@@ -232,6 +232,16 @@ AUTOSCALING = [
               AUTOSCALING_URL.format(1)) for dep, value, labels in (
                   ("payments", 4, {**HPA, "deployment": "payments"}),
                   ("gateway", 0, {**KSM, "deployment": "gateway"}))))]),
+    # An autoscaled deployment with none available alerts once (from the HPA branch), not twice.
+    test("replicas unavailable: no duplicate for an autoscaled deployment with none available",
+         [*hpa_series(2, 2, 4, 0),
+          series("kube_deployment_status_replicas_available", {**KSM, "deployment": "payments"}, flat(0))],
+         [expect("OfsreReplicasUnavailable", "20m", fired(
+             {**HPA, "deployment": "payments", "severity": "warning", "team": "sre"},
+             "Deployment ofsre/payments has had fewer available replicas than needed for 10 minutes "
+             "(value 2: the replicas its autoscaler wants, 0 if none is available).",
+             "A deployment has fewer available replicas than it needs.", "OfsreReplicasUnavailable",
+             AUTOSCALING_URL.format(1)))]),
     test("HPA below max, scaling active, every replica available",
          [*hpa_series(3, 3, 4, 0),
           series("kube_deployment_status_replicas_available", {**KSM, "deployment": "payments"}, flat(3)),

@@ -175,7 +175,8 @@ class Traffic:
     def _journey(self, client: httpx.Client) -> demo.Journey:
         gateway = self.runtime.endpoints()["gateway"]
         bank = demo.SimulatedBank.from_data_dir(self.runtime.paths.data_dir)
-        return demo.Journey(gateway, client, bank)
+        # payments v4 is signed JWS: the journey pays as an initiator registered with this platform
+        return demo.Journey(gateway, client, bank, demo.initiator_for(self.runtime.paths.data_dir))
 
     def _run(self) -> None:
         with httpx.Client(timeout=15.0) as client, ThreadPoolExecutor(4) as pool:
