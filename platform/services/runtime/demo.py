@@ -48,7 +48,7 @@ from .runtime import LocalRuntime, RuntimeStartError
 from .scrape import Sample, buckets, group_by, histogram_quantile, scrape, total
 from .simulation import SimulatedBank
 
-__all__ = ["configure", "run_demo", "Journey", "summarise"]
+__all__ = ["configure", "run_demo", "Journey", "summarise", "initiator_for"]
 
 CONSENTS = "/open-banking/consents/v3/consents"
 ACCOUNTS = "/open-banking/accounts/v2/accounts"
@@ -84,6 +84,12 @@ class Progress:
 
 
 # --------------------------------------------------------------------------- the journey
+
+def initiator_for(data_dir: Path) -> Participant:
+    """The demo's payment initiator for the platform in ``data_dir``: a new signing key, registered
+    in that platform's JWKS directory (where its payments service looks initiators up)."""
+    return Participant.register(INITIATOR, JwsConfig.from_env(data_dir=data_dir).jwks_dir)
+
 
 @dataclass
 class Journey:
@@ -337,8 +343,7 @@ def run_demo(args: argparse.Namespace) -> int:
 def _journey(runtime: LocalRuntime, gateway: str, args: argparse.Namespace, progress: Progress) -> bool:
     with httpx.Client(timeout=15.0) as client, ThreadPoolExecutor(4) as pool:
         data_dir = runtime.paths.data_dir
-        initiator = Participant.register(INITIATOR, JwsConfig.from_env(data_dir=data_dir).jwks_dir)
-        journey = Journey(gateway, client, SimulatedBank.from_data_dir(data_dir), initiator)
+        journey = Journey(gateway, client, SimulatedBank.from_data_dir(data_dir), initiator_for(data_dir))
         progress.step("consent journey: create → authorise (simulated) → account reads …")
         consent = journey.data_consent()
         reads = journey.account_reads(consent, args.reads, pool) if consent else 0
