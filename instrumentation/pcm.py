@@ -386,11 +386,10 @@ class PcmCapture:
                 for _ in range(len(queue)):
                     items.append(queue.popleft())
             self._taken += len(items)
-        rows, roles, days = [], {SERVER: 0, CLIENT: 0}, self._days
+        rows, days = [], self._days
         for item in items:
             try:
                 rows.append(_row(item, days))
-                roles[item[0]] += 1
             except Exception:  # noqa: BLE001 - a report that cannot be encoded (odd additionalInfo)
                 count_telemetry_error(COMPONENT, self._registry)
                 self._dropped["unencodable"].inc()
@@ -408,6 +407,9 @@ class PcmCapture:
         if stored < len(rows):
             self._dropped["store_full"].inc(len(rows) - stored)
             _log.warning("ofsre pcm: report store full; %d reports dropped", len(rows) - stored)
+        roles = {SERVER: 0, CLIENT: 0}
+        for row in rows[:stored]:
+            roles[row[1]] += 1
         for role, count in roles.items():
             if count:
                 self._captured[role].inc(count)

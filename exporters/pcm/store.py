@@ -180,7 +180,8 @@ class ReportStore:
         self._db.execute("PRAGMA journal_mode=WAL")   # readers never block the writers
         self._db.execute("PRAGMA synchronous=FULL")   # a committed report survives power loss
         self._db.executescript(_SCHEMA)
-        self._rows = self._count_rows()
+        with self._tx() as db:   # the row count lives in `meta` (count(*) is a scan of the whole table)
+            db.execute("INSERT OR IGNORE INTO meta (key, value) SELECT 'rows', count(*) FROM reports")
 
     def __enter__(self) -> ReportStore:
         return self
@@ -204,10 +205,6 @@ class ReportStore:
                 raise
             self._db.execute("COMMIT")
 
-    def _count_rows(self) -> int:
-        with self._lock:
-            return self._db.execute("SELECT count(*) FROM reports").fetchone()[0]
-
     # --- capture side ------------------------------------------------------------------------
 
     def add(self, reports: Sequence[tuple[Any, ...]]) -> range:
@@ -219,22 +216,20 @@ class ReportStore:
         if not reports:
             return range(0)
         with self._tx() as db:
-            rows = db.execute("SELECT count(*) FROM reports").fetchone()[0]
-            room = self.max_reports - rows
-            if room < len(reports):
-                self._prune(db)
-                rows = db.execute("SELECT count(*) FROM reports").fetchone()[0]
-                room = self.max_reports - rows
-            accepted = list(reports[:max(0, room)])
+            rows = db.execute("SELECT value FROM meta WHERE key = 'rows'").fetchone()[0]
+            if self.max_reports - rows < len(reports):
+                rows -= self._prune(db)
+            accepted = list(reports[:max(0, self.max_reports - rows)])
             db.executemany(_INSERT, accepted)
             # Under BEGIN IMMEDIATE nobody else inserts: the new rowids are consecutive.
             last = db.execute("SELECT last_insert_rowid()").fetchone()[0]
-            self._rows = rows + len(accepted)
+            db.execute("UPDATE meta SET value = ? WHERE key = 'rows'", (rows + len(accepted),))
         return range(last - len(accepted) + 1, last + 1) if accepted else range(0)
 
-    def _prune(self, db: sqlite3.Connection) -> None:
-        cutoff = time.time() - self.retention_days * 86400
-        db.execute("DELETE FROM reports WHERE state = 'delivered' AND ts < ?", (cutoff,))
+    def _prune(self, db: sqlite3.Connection) -> int:
+        """Delete delivered reports older than the retention; return how many."""
+        cutoff = brasilia_day(time.time() - self.retention_days * 86400)
+        return db.execute("DELETE FROM reports WHERE day < ? AND state = 'delivered'", (cutoff,)).rowcount
 
     # --- sender side -------------------------------------------------------------------------
 
