@@ -204,18 +204,17 @@ def consent_request(permissions=None, document: str = CPF) -> dict:
 
 
 def payment_consent_request(amount: str = "100.00") -> dict:
-    return {"data": {"loggedUser": {"document": {"identification": CPF, "rel": "CPF"}},
-                     "creditor": {"personType": "PESSOA_NATURAL", "cpfCnpj": "98765432100", "name": "Maria"},
-                     "payment": {"type": "PIX", "currency": "BRL", "amount": amount}}}
+    """A payments 4.0.0 consent body (sign it: payments v4 takes JWS, see ``participant.py``)."""
+    from .participant import payment_consent_body
+
+    return payment_consent_body(amount, cpf=CPF)
 
 
 def pix_request(amount: str = "100.00", consent_id: str | None = None) -> dict:
-    item = {"localInstrument": "MANU", "payment": {"amount": amount, "currency": "BRL"},
-            "creditorAccount": {"ispb": "12345678", "issuer": "0001", "number": "1234567", "accountType": "CACC"},
-            "cnpjInitiator": "12345678000195"}
-    if consent_id:
-        item["consentId"] = consent_id
-    return {"data": [item]}
+    """A payments 4.0.0 Pix payment body (sign it too)."""
+    from .participant import pix_body
+
+    return pix_body(amount, consent_id)
 
 
 @pytest.fixture

@@ -25,9 +25,11 @@ from hypothesis import strategies as st
 from ofsre.instrumentation.catalog import load_catalog
 from ofsre.instrumentation.context import is_valid_interaction_id
 from ofsre.platform.gateway.app import SERVICE_OF_API, canonical_path
+from ofsre.platform.jws import Participant
 from ofsre.platform.runtime.config import RuntimeConfig
 
 from ..conftest import consent_request, payment_consent_request, pix_request
+from ..participant import signed
 
 CONSENTS = "/open-banking/consents/v3/consents"
 ACCOUNTS = "/open-banking/accounts/v2/accounts"
@@ -87,10 +89,12 @@ def victim(platform, pki):
     with httpx.Client(base_url=platform.gateway.url, headers=cert, timeout=20) as http:
         cid = http.post(CONSENTS, json=consent_request()).json()["data"]["consentId"]
         assert platform.bank.decide("consents", cid, org_id=org).status_code == 200
-        pay = http.post(f"{PAYMENTS}/consents", json=payment_consent_request(),
-                        headers={"x-idempotency-key": secrets.token_hex(8)}).json()["data"]["consentId"]
+        me = Participant.register(org, platform.workdir / "jwks")  # payments v4 takes signed JWS
+        url = platform.gateway.url + f"{PAYMENTS}/consents"
+        pay = me.read(http.post(f"{PAYMENTS}/consents", **signed(me, url, payment_consent_request())).text)
+        pay = pay["data"]["consentId"]
         assert platform.bank.decide("payments", pay, org_id=org).status_code == 200
-    return {"org": org, "cert": cert, "consent": cid, "payment_consent": pay}
+    return {"org": org, "cert": cert, "consent": cid, "payment_consent": pay, "initiator": me}
 
 
 def consent_status(platform, victim) -> str:
@@ -166,7 +170,7 @@ def test_a_certificate_without_an_organisation_gets_nothing(platform, victim, na
     raw(port, request_head("POST", f"{PAYMENTS}/pix/payments", pay), body).of_error(403)
     assert consent_status(platform, victim) == "AUTHORISED"
     with httpx.Client(base_url=platform.gateway.url, headers=victim["cert"]) as http:  # the payment was not made
-        consent = http.get(f"{PAYMENTS}/consents/{victim['payment_consent']}").json()["data"]
+        consent = victim["initiator"].read(http.get(f"{PAYMENTS}/consents/{victim['payment_consent']}").text)["data"]
     assert consent["status"] == "AUTHORISED"
 
 
