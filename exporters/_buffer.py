@@ -22,6 +22,13 @@ the *overflow policy*:
     the caller waits up to ``block_timeout`` seconds for room, then the record is refused.
     Backpressure for batch jobs that prefer slowing down to losing logs; never the default.
 
+With a disk spool (``spill`` on, set by the shipper while its spool has room) a full buffer
+overflows to disk instead: ``put`` wakes the worker, which moves the buffer to the spool in
+batch-sized chunks, and waits for room (at most :data:`SPILL_TIMEOUT` seconds: the worker
+encodes and writes; there is no network on that path). The overflow policy applies only
+once the spool is full too. The worker is also woken as soon as the buffer is half full, so a
+burst starts going to disk before the buffer is full at all.
+
 Every refusal or eviction is reported to the caller of ``put`` so it can be counted; a
 record that ``encode`` refuses (it returns ``None`` after counting why) is settled.
 
@@ -39,10 +46,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-__all__ = ["Entry", "RecordBuffer", "OVERFLOW_POLICIES", "DROP_NEWEST", "DROP_OLDEST", "BLOCK"]
+__all__ = ["Entry", "RecordBuffer", "OVERFLOW_POLICIES", "DROP_NEWEST", "DROP_OLDEST", "BLOCK", "SPILL_TIMEOUT"]
 
 DROP_NEWEST, DROP_OLDEST, BLOCK = "drop_newest", "drop_oldest", "block"
 OVERFLOW_POLICIES = (DROP_NEWEST, DROP_OLDEST, BLOCK)
+# Longest a log call waits for the worker to move a full buffer to the disk spool. Encoding
+# and writing a chunk takes milliseconds; this bounds the wait if the disk itself stalls.
+SPILL_TIMEOUT = 5.0
 
 
 class Entry(NamedTuple):
@@ -89,6 +99,8 @@ class RecordBuffer:
         self._flush_requested = False
         self._stopping = False
         self._closed = False
+        self.spill = False           # a spool has room: overflow goes to disk (set by the shipper)
+        self._spill_wanted = False   # a put() is waiting for the worker to spill
 
     # --- application side -------------------------------------------------------------------
 
@@ -105,9 +117,11 @@ class RecordBuffer:
             if self._closed or size > self.max_bytes:
                 return False, 0
             if self._count >= self.max_records or self._bytes + size > self.max_bytes:
-                if self.policy == DROP_NEWEST:
+                if self.spill and self._wait_for_spill(size):
+                    pass
+                elif self.policy == DROP_NEWEST:
                     return False, 0
-                if self.policy == DROP_OLDEST:
+                elif self.policy == DROP_OLDEST:
                     evicted = self._evict_for(size)
                     if not self._fits(size):   # what is left is being encoded: cannot go
                         return False, evicted
@@ -118,11 +132,40 @@ class RecordBuffer:
             self._count += 1
             self.accepted += 1
             # Wake the worker only when it has something new to decide on: the first record
-            # (its linger timer starts) or a full batch (it should send now).
+            # (its linger timer starts), a full batch (it should send now), or a half-full
+            # buffer (with a spool, time to move it to disk).
             if self._count == 1 or self._count == self._batch_records or (
-                    self._bytes >= self._batch_bytes > self._bytes - size):
+                    self._bytes >= self._batch_bytes > self._bytes - size) or self._half_full(size):
                 self._work.notify()
         return True, evicted
+
+    def _half_full(self, size: int) -> bool:
+        """This put crossed half the byte or record bound."""
+        return (self._count == self.max_records // 2 + 1
+                or self._bytes >= self.max_bytes // 2 > self._bytes - size)
+
+    def under_pressure(self) -> bool:
+        """At least half full, or a producer waits for a spill."""
+        return (self._spill_wanted or self._count > self.max_records // 2
+                or self._bytes >= self.max_bytes // 2)
+
+    def wait_for_pressure(self, timeout: float) -> None:
+        """Worker: sleep up to ``timeout`` s, waking early when the buffer needs to go to disk or on stop."""
+        with self._lock:
+            if not (self._stopping or self.under_pressure()):
+                self._work.wait(timeout)
+
+    def _wait_for_spill(self, size: int) -> bool:
+        """Under the lock: wake the worker to spill and wait for room; False if it did not come."""
+        deadline = time.monotonic() + SPILL_TIMEOUT
+        while not self._fits(size):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._closed or not self.spill:
+                return False
+            self._spill_wanted = True
+            self._work.notify_all()
+            self._space.wait(min(remaining, 0.05))
+        return True
 
     def _fits(self, size: int) -> bool:
         return self._count < self.max_records and self._bytes + size <= self.max_bytes
@@ -207,8 +250,7 @@ class RecordBuffer:
                 self._count -= refused
                 self.settled += refused
                 self._settled_cv.notify_all()
-                if self.policy == BLOCK:
-                    self._space.notify_all()
+                self._space.notify_all()
 
     def take(self, max_records: int, max_bytes: int, *, strict: bool = False) -> list[Entry]:
         """Remove and return the oldest entries, at most ``max_records`` and ``max_bytes`` of them.
@@ -230,8 +272,9 @@ class RecordBuffer:
                 total += size
             self._bytes -= total
             self._count -= len(taken)
-            if taken and self.policy == BLOCK:
-                self._space.notify_all()
+            if taken:
+                self._spill_wanted = False
+                self._space.notify_all()   # producers waiting under "block" or for a spill
         return taken
 
     def discard(self) -> int:

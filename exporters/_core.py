@@ -8,7 +8,8 @@ where it goes, and what an answer means. Everything else lives here, once:
   the formatted message, the trace/span/interaction ids — contextvars the worker cannot
   see —, the exception text and a snapshot of mutable extras) and put it in the bounded
   :class:`~._buffer.RecordBuffer` with an estimated size. No redaction, no JSON, no I/O, no
-  waiting (unless ``overflow="block"``): about 4 µs of CPU above a bare logging call.
+  waiting (unless ``overflow="block"``, or a full buffer with a spool that is moving it to disk):
+  about 4 µs of CPU above a bare logging call.
 * **worker thread** (``ofsre-log-shipper-<backend>``, daemon): *encodes* each captured record
   (:meth:`Shipper.encode`: the redacted fields of :func:`ofsre.instrumentation.logs.record_fields`,
   then the backend's serialisation, truncation to the per-record limit) — so only redacted,
@@ -340,6 +341,7 @@ class Shipper:
                            self.backend.name, o.spool_dir)
             return
         self._buffer.add_carried_over(self._spool.pending)
+        self._buffer.spill = self._spool.free_bytes() >= o.batch_bytes
 
     def _deliver_pending(self, drain: bool) -> None:
         """Send what is pending, or until close() gives up waiting.
@@ -382,19 +384,30 @@ class Shipper:
         return entries, position
 
     def _intake(self) -> None:
-        """Move what the memory buffer holds to the spool (one write, one fsync)."""
+        """Move what the memory buffer holds now to the spool, in batch-sized chunks (one write and
+        one fsync each), so producers waiting for room (a burst) resume after the first chunk.
+
+        Leaves the buffer's ``spill`` on while the spool has room for another chunk: until the
+        disk is full too, a full memory buffer overflows to disk instead of dropping.
+        """
         assert self._spool is not None
-        free = self._spool.free_bytes()
-        if free <= 0 or not len(self._buffer):
-            return
-        entries = self._buffer.take(self.options.queue_records, free, strict=True)
-        try:
-            self._spool.append(entries)
-        except OSError:
-            count_telemetry_error("exporters")
-            self._report("spool_error", f"spool write failed; {len(entries)} records dropped")
-            self.drop("spool_error", len(entries))
-            self._buffer.settle(len(entries))
+        o = self.options
+        left = len(self._buffer)   # not what arrives meanwhile: delivery must get its turn
+        while left > 0:
+            free = self._spool.free_bytes()
+            entries = self._buffer.take(min(o.batch_records, left), min(free, o.batch_bytes), strict=True)
+            if not entries:
+                break
+            left -= len(entries)
+            try:
+                self._spool.append(entries)
+            except OSError:
+                count_telemetry_error("exporters")
+                self._report("spool_error", f"spool write failed; {len(entries)} records dropped")
+                self.drop("spool_error", len(entries))
+                self._buffer.settle(len(entries))
+                break
+        self._buffer.spill = self._spool.free_bytes() >= o.batch_bytes
 
     def _deliver(self, entries: list[Entry]) -> list[Entry]:
         """Send one batch until every record is delivered or dropped; return what is left if stopping."""
@@ -465,11 +478,16 @@ class Shipper:
         """Sleep ``delay`` s (moving new records to the spool meanwhile); False if stopping."""
         deadline = time.monotonic() + delay
         while (remaining := deadline - time.monotonic()) > 0:
-            step = min(remaining, self.options.batch_wait) if self._spool is not None else remaining
-            if self._stop.wait(step):
+            if self._spool is None:
+                if self._stop.wait(remaining):
+                    return False
+                continue
+            # With a spool, a burst during the outage must reach the disk before memory is full:
+            # woken early by a half-full buffer (or a log call waiting for room).
+            self._buffer.wait_for_pressure(min(remaining, self.options.batch_wait))
+            if self._stop.is_set():
                 return False
-            if self._spool is not None:
-                self._intake()
+            self._intake()
         return not self._stop.is_set()
 
     def _finish(self) -> None:

@@ -3,8 +3,9 @@
 =============================  =====================  ==============================================
 argument                       environment variable   meaning (default)
 =============================  =====================  ==============================================
-``queue_records``              OFSRE_LOG_QUEUE_RECORDS  records the memory buffer holds (10000)
-``queue_bytes``                OFSRE_LOG_QUEUE_BYTES    bytes the memory buffer holds (16 MiB)
+``queue_records``              OFSRE_LOG_QUEUE_RECORDS  records the memory buffer holds (250000: a ceiling
+                                                        for tiny records; the byte budget is the bound)
+``queue_bytes``                OFSRE_LOG_QUEUE_BYTES    encoded bytes the memory buffer holds (32 MiB)
 ``overflow``                   OFSRE_LOG_OVERFLOW       ``drop_newest`` | ``drop_oldest`` | ``block``
 ``block_timeout``              OFSRE_LOG_BLOCK_TIMEOUT  seconds a log call may wait under ``block`` (0.1)
 ``batch_wait``                 OFSRE_LOG_BATCH_WAIT     seconds a partial batch waits for more (1.0)
@@ -54,8 +55,10 @@ class BackendLimits:
 
 @dataclass(frozen=True)
 class ShipperOptions:
-    queue_records: int = 10_000
-    queue_bytes: int = 16 * _MiB
+    # A burst is bounded by its bytes, not its count: 32 MiB holds ~100,000 records of a 100-byte
+    # message (~330 bytes encoded). The count only caps the Python objects of tiny records.
+    queue_records: int = 250_000
+    queue_bytes: int = 32 * _MiB
     overflow: str = DROP_NEWEST
     block_timeout: float = 0.1
     batch_wait: float = 1.0
