@@ -42,6 +42,7 @@ class Alert:
     description: str
     dashboard: tuple[str, str]
     for_: str = "0s"
+    keep_firing_for: str | None = None  # against flapping: keep firing this long after the condition clears
     labels: dict[str, str] = field(default_factory=dict)
     link_query: str = _NS_LINK
 
@@ -108,7 +109,7 @@ def http_alerts(cfg: MonitoringConfig) -> list[Alert]:
               "warning", "An endpoint had minutes that count as unavailable for the regulator.",
               f"{_endpoint()}: only {{{{ $value | humanizePercentage }}}} of the calls that count succeeded in the "
               f"last minute (a minute is available at {fmt(100 * cfg.availability_minute_objective)}%).",
-              ("compliance", "available_minutes"), for_="2m"),
+              ("compliance", "available_minutes"), for_="2m", keep_firing_for="5m"),
         Alert("OfsreLatencyP95AboveTierLimit",
               f"{R.p95} > on (tier) group_left() {R.tier_limit}",
               "warning", "An endpoint's p95 latency is above its regulatory tier limit.",
@@ -243,6 +244,8 @@ def _rule(a: Alert, cfg: MonitoringConfig) -> dict:
     duration = cfg.alert_for.get(a.name, a.for_)
     if duration not in ("0s", "0m"):
         rule["for"] = duration
+    if a.keep_firing_for:
+        rule["keep_firing_for"] = a.keep_firing_for
     rule["labels"] = {"severity": a.severity, "team": cfg.team, **a.labels}
     rule["annotations"] = {
         "summary": a.summary,

@@ -162,6 +162,16 @@ MINUTE = [
               f"payments POST {PIX}: only 50% of the calls that count succeeded in the last minute "
               f"(a minute is available at 95%).", MINUTE_SUMMARY, "OfsreEndpointMinuteUnavailable",
               "ofsre-compliance/ofsre-compliance?viewPanel=2&var-namespace=ofsre"))]),
+    # Errors stop at 10 minutes: the alert keeps firing 5 more minutes (keep_firing_for), then resolves.
+    test("minute: keeps firing for 5 minutes after the minutes recover",
+         [http("201", 1), series("ofsre_http_server_requests_total", {**EP, **SCRAPE, "status": "503"},
+                                 "0+1x40 40x240")],
+         [expect("OfsreEndpointMinuteUnavailable", "14m", fired(
+             {**EP, "severity": "warning", "team": "sre"},
+             f"payments POST {PIX}: only 50% of the calls that count succeeded in the last minute "
+             f"(a minute is available at 95%).", MINUTE_SUMMARY, "OfsreEndpointMinuteUnavailable",
+             "ofsre-compliance/ofsre-compliance?viewPanel=2&var-namespace=ofsre")),
+          expect("OfsreEndpointMinuteUnavailable", "20m")]),
     test("minute: exactly 95 % succeeded is an available minute",
          [http("201", 19), http("500", 1)],
          [expect("OfsreEndpointMinuteUnavailable", "10m")]),
