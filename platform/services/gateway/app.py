@@ -10,7 +10,8 @@ Per request, in this order (each refusal answers with the Open Finance error bod
               to modules by ``SERVICE_OF_API`` (consents and resources → consents, accounts →
               accounts, payments → payments); ``/_sim/…``, ``/metrics``, ``/openapi.json`` never.
     mTLS      client certificate (see mtls.py): missing → 401; untrusted, a CA, no organisation → 403
-    TPM       per organisation and endpoint, fixed clock minute, limit from the catalog → tpm_status (429)
+    TPM       per organisation and endpoint, fixed clock minute, limit from the catalog → tpm_status (429);
+              fleet-wide in Redis with OFSRE_REDIS_URL, else per replica (limits.py)
     TPS       global capacity, OFSRE_GATEWAY_TPS_LIMIT (default: catalog min_capacity_tps) → capacity_status (529)
     proxy     exactly the path that was matched, to the next replica in round-robin order, over one
               pooled instrumented httpx client; a refused connection moves on to the next replica;
@@ -54,7 +55,7 @@ from ..app_common import CLIENT_ORG_HEADER, consent_id_from, service_app
 from ..errors import error_response
 from ..guard import GATEWAY_SECRET_HEADER
 from ..settings import Settings
-from .limits import WindowCounter
+from .limits import WindowCounter, tpm_counter
 from .mtls import Authenticator, CertificateRejected, CertificateVerifier
 from .upstreams import Upstreams
 
@@ -110,7 +111,7 @@ class GatewayProxy:
         self.tpm_status = int(catalog.ecosystem["tpm_status"])
         self.capacity_status = int(catalog.ecosystem["capacity_status"])
         self._secret = settings.gateway_secret.encode() if settings.gateway_secret else None
-        self.tpm = WindowCounter(60, clock)
+        self.tpm = tpm_counter(clock=clock)  # in Redis with OFSRE_REDIS_URL: one count for every replica
         self.tps = WindowCounter(1, clock)
         self.transport = transport  # tests: an httpx transport standing in for the network
         self.client: httpx.AsyncClient | None = None
@@ -122,6 +123,7 @@ class GatewayProxy:
     async def close(self) -> None:
         if self.client is not None:
             await self.client.aclose()
+        await self.tpm.aclose()
 
     def _route(self, method: str, path: str) -> Endpoint | Response:
         """The catalog entry of a canonical path, or the refusal to send."""
@@ -154,7 +156,7 @@ class GatewayProxy:
             headers = dict(scope["headers"])
             identify_client(org_id, consentId=consent_id_from(headers.get(b"authorization", b"").decode("latin-1"),
                                                               headers.get(b"x-consent-id", b"").decode("latin-1")))
-        refusal = self._over_limit(scope, entry, org_id)
+        refusal = await self._over_limit(scope, entry, org_id)
         if refusal is not None:
             return await refusal(scope, receive, send)
         body = await _read_body(receive)  # bounded in size and time by the guard around this app
@@ -167,10 +169,10 @@ class GatewayProxy:
                     + [(b"content-length", str(len(response.content)).encode())]})
         await send({"type": "http.response.body", "body": response.content})
 
-    def _over_limit(self, scope, entry: Endpoint, org_id: str | None) -> Response | None:
+    async def _over_limit(self, scope, entry: Endpoint, org_id: str | None) -> Response | None:
         if entry.tpm is not None:
             origin = org_id or (scope.get("client") or ("unknown",))[0]
-            if not self.tpm.hit((origin, entry.method, entry.route), entry.tpm):
+            if not await self.tpm.hit_async((origin, entry.method, entry.route), entry.tpm):
                 return error_response(self.tpm_status, f"more than {entry.tpm} calls to {entry.route} in this minute",
                                       headers={"retry-after": str(self.tpm.seconds_left())})
         if not self.tps.hit(None, self.tps_limit):

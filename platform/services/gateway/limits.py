@@ -19,7 +19,8 @@ counted in the process instead (fail open, logged once per outage): a limiter ou
 not turn into a platform outage, and the per-process count still bounds each replica.
 Without Redis each process counts alone; when ``OFSRE_GATEWAY_REPLICAS`` (the most gateway
 replicas that may run, e.g. the HPA's ``maxReplicas``) is above 1, :func:`tpm_counter` warns
-at start-up that N replicas admit up to N × the limit.
+at start-up that N replicas admit up to N × the limit. ``OFSRE_REDIS_KEY_PREFIX`` (default
+``ofsre:gateway:tpm``) keeps platforms sharing one Redis apart.
 
 Both counters offer ``await counter.hit_async(key, limit)``; :class:`WindowCounter` also has
 the synchronous ``hit``. Memory is bounded by the keys of one window (the local table is
@@ -40,6 +41,7 @@ _log = logging.getLogger("ofsre.platform.gateway")
 REDIS_URL_ENV = "OFSRE_REDIS_URL"
 REDIS_TIMEOUT_ENV = "OFSRE_REDIS_TIMEOUT_MS"
 REPLICAS_ENV = "OFSRE_GATEWAY_REPLICAS"
+REDIS_PREFIX_ENV = "OFSRE_REDIS_KEY_PREFIX"  # platforms (or test runs) sharing one Redis keep apart
 _POOL_SIZE = 16
 
 # KEYS[1] = the window's key, ARGV[1] = its time to live (s). One round trip, atomic.
@@ -154,7 +156,8 @@ def tpm_counter(environ: Mapping[str, str] | None = None, clock: Callable[[], fl
             _log.warning("%s=%r is not a number; using 250 ms", REDIS_TIMEOUT_ENV, env.get(REDIS_TIMEOUT_ENV))
             timeout_ms = 250.0
         _log.info("TPM limits counted fleet-wide in Redis at %s", _redact(url))
-        return RedisWindowCounter(url, 60, clock, timeout_s=timeout_ms / 1000)
+        prefix = (env.get(REDIS_PREFIX_ENV) or "ofsre:gateway:tpm").strip()
+        return RedisWindowCounter(url, 60, clock, timeout_s=timeout_ms / 1000, prefix=prefix)
     try:
         replicas = int(env.get(REPLICAS_ENV) or 1)
     except ValueError:
