@@ -30,6 +30,9 @@ def _build(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"ofsre alerts: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"ofsre alerts: cannot write {args.out}: {exc.strerror}", file=sys.stderr)
+        return 1
     for path in written:
         print(f"wrote {path}")
     return 0

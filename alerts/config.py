@@ -129,6 +129,10 @@ class MonitoringConfig:
             for d in (w.long, w.short):
                 if not DURATION_RE.match(d):
                     raise ConfigError(f"burn_windows: {d!r} is not a Prometheus duration")
+            if w.severity not in ("critical", "warning", "info"):
+                raise ConfigError(f"burn_windows: severity {w.severity!r} is not critical, warning or info")
+            if w.factor <= 0:
+                raise ConfigError(f"burn_windows: factor must be positive, not {w.factor!r}")
         if not self.services:
             raise ConfigError("services: at least one service is needed")
 

@@ -60,7 +60,12 @@ def _build(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"ofsre dashboards: {exc}", file=sys.stderr)
         return 2
-    for path in write_all(dashboards, args.out):
+    try:
+        paths = write_all(dashboards, args.out)
+    except OSError as exc:
+        print(f"ofsre dashboards: cannot write {args.out}: {exc.strerror}", file=sys.stderr)
+        return 1
+    for path in paths:
         print(f"wrote {path}")
     return 0
 

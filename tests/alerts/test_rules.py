@@ -207,6 +207,8 @@ def test_config_overrides_selectors_objectives_and_for(tmp_path):
     ({"workload_regex": "payments"}, "workload_regex: must contain '{service}'"),
     ({"alert_for": {"OfsreHPAAtMaxReplicas": "soon"}}, "alert_for.OfsreHPAAtMaxReplicas: 'soon' is not a Prometheus duration"),
     ({"burn_windows": [{"long": "1h", "short": "5m"}]}, "burn_windows[0]: needs long, short, factor and severity"),
+    ({"burn_windows": [{"long": "1h", "short": "5m", "factor": 14.4, "severity": "page"}]},
+     "burn_windows: severity 'page' is not critical, warning or info"),
 ])
 def test_a_bad_config_key_or_value_is_a_clear_error(data, message):
     with pytest.raises(ConfigError) as exc:
@@ -230,6 +232,9 @@ def test_cli_builds_the_files_and_reports_a_bad_config(tmp_path):
     out = _run(*ofsre, "alerts", "build", "--out", str(tmp_path / "x"), "--config", str(bad))
     assert out.returncode == 2
     assert out.stderr.strip() == f"ofsre alerts: {bad}: min_requests: expected int, not str 'many'"
+    (tmp_path / "file").write_text("")
+    out = _run(*ofsre, "alerts", "build", "--out", str(tmp_path / "file"))
+    assert out.returncode == 1 and out.stderr.startswith(f"ofsre alerts: cannot write {tmp_path / 'file'}")
     (tmp_path / "broken.toml").write_text("namespace = \n")
     out = _run(*ofsre, "alerts", "build", "--out", str(tmp_path / "x"), "--config", str(tmp_path / "broken.toml"))
     assert out.returncode == 2 and "not valid TOML" in out.stderr
