@@ -345,7 +345,19 @@ for path in ("/", cfg["repo"], cfg["prefix"]):
                             capture_output=True, text=True).stdout.strip()
     sh("mount", "-o", "remount,bind,ro", target)
 uid, gid = cfg["uid"], cfg["gid"]
+# The /tmp volume hides the host's /tmp; a checkout or virtualenv living there (a fresh clone
+# in a mktemp folder) is first stashed on a directory of the root, then bound back, read-only.
+under_tmp = [p for p in cfg["expose"] if p.startswith("/tmp/")]
+under_tmp = [p for p in under_tmp if not any(p.startswith(q + "/") for q in under_tmp)]
+if under_tmp:
+    stash = next(d for d in ("/mnt", "/srv", "/media", "/opt", "/home")
+                 if os.path.isdir(d) and not any(p.startswith(d + "/") for p in cfg["expose"]))
+    sh("mount", "--rbind", "/tmp", stash)
 sh("mount", "-t", "tmpfs", "-o", "mode=1777,size=64m", "tmpfs", "/tmp")
+for path in under_tmp:
+    os.makedirs(path, mode=0o755)
+    sh("mount", "--rbind", stash + path[len("/tmp"):], path)
+    sh("mount", "-o", "remount,bind,ro", path)
 os.mkdir(cfg["data"])
 sh("mount", "-t", "tmpfs", "-o", f"uid={uid},gid={gid},mode=0750,size=64m", "tmpfs", cfg["data"])
 as_user = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--no-new-privs",
@@ -410,7 +422,10 @@ def test_a_service_runs_as_the_image_user_on_a_read_only_root_filesystem():
         "OFSRE_LOG_BATCH_WAIT": "0.1",
         "OFSRE_LOG_FLUSH_TIMEOUT": "0.5",  # the backend never answers: do not wait 5 s at exit
     }
-    cfg = {"repo": str(REPO), "prefix": str(Path(sys.prefix).resolve()), "uid": uid, "gid": gid,
+    # Every path the interpreter and the code are read from (the checkout, the virtualenv,
+    # the base interpreter), resolved and not.
+    expose = sorted({str(p) for base in (REPO, Path(sys.prefix), Path(sys.base_prefix)) for p in (base, base.resolve())})
+    cfg = {"repo": str(REPO), "prefix": str(Path(sys.prefix).resolve()), "expose": expose, "uid": uid, "gid": gid,
            "data": data, "env": env, "service": "consents", "settle_s": 1.5}
     proc = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable, "-c",
                            _LOCKDOWN_DRIVER, json.dumps(cfg)], capture_output=True, text=True, timeout=180)
