@@ -23,11 +23,10 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from .store import BRT, ReportStore, brasilia_day, default_store_path
+from .metrics import AT_RISK_S
+from .store import BRT, ReportStore, default_store_path
 
 __all__ = ["configure", "risk"]
-
-AT_RISK_S = 4 * 3600  # less than this left before the deadline with reports still waiting: at risk
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -186,7 +185,3 @@ def _mock(args: argparse.Namespace) -> int:
     from .mock import main
 
     return main(["--port", str(args.port)] + (["--port-file", str(args.port_file)] if args.port_file else []))
-
-
-def today() -> str:
-    return brasilia_day(time.time())

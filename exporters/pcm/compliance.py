@@ -42,7 +42,7 @@ from typing import Any
 
 from ofsre.instrumentation.catalog import Catalog, load_catalog
 
-from .store import BRT, Row, ReportStore
+from .store import BRT, ReportStore, Row
 
 __all__ = ["EndpointFigures", "DayReport", "compute_day", "p95", "day_report", "render_table", "render_csv",
            "render_json", "LATENCY_EXCLUDED_STATUSES", "LATENCY_EXCLUDED_RESULTS"]

@@ -29,7 +29,10 @@ from ofsre.instrumentation import semconv
 
 from .store import KINDS, ReportStore, brasilia_day, deadline_of
 
-__all__ = ["StoreCollector", "deadline_figures"]
+__all__ = ["StoreCollector", "deadline_figures", "AT_RISK_S"]
+
+# Less than this left before the deadline while reports still wait: at risk (``ofsre pcm status``, the alert).
+AT_RISK_S = 4 * 3600
 
 
 def deadline_figures(store: ReportStore, now: float | None = None) -> dict[str, Any]:
