@@ -42,7 +42,8 @@ clientSSId          CLIENT: ``OFSRE_PCM_SOFTWARE_STATEMENT_ID`` (our software st
 endpointUriPrefix   CLIENT: the called URL up to ``/open-banking/``
 correlationId       optional: given by the app (:func:`identify_client`) or per client call
 additionalInfo      SERVER: what the app passes to :func:`identify_client` (``consentId``,
-                    ``personType``, …); open data adds ``clientIp`` (the connection's peer).
+                    ``personType``, …); open data adds ``clientIp``: the connection's peer,
+                    unless the app passes ``clientIp=`` (behind a proxy it knows the real one)
                     CLIENT: given per call
 ==================  ==========================================================================
 
@@ -233,7 +234,7 @@ class PcmCapture:
             self._skipped["no_client_org"].inc()
             return
         info = call.info
-        if opendata and call.peer:
+        if opendata and call.peer and not (info and "clientIp" in info):  # the app's (proxy-aware) value wins
             info = {**(info or {}), "clientIp": call.peer}
         self._put((SERVER, call.entry, status, call.ts, seconds, call.interaction_id, call.client_org,
                    self.org_id, call.correlation, info, None, None))

@@ -141,6 +141,20 @@ async def test_open_data_reports_carry_the_client_ip(capture):
         assert store._db.execute("SELECT kind FROM reports").fetchone() == ("opendata",)
 
 
+async def test_an_app_behind_a_proxy_gives_the_open_data_client_ip(capture):
+    app = FastAPI()
+
+    @app.get(OPENDATA)
+    async def opendata():
+        identify_client(None, clientIp="203.0.113.50")   # from its trusted x-forwarded-for
+        return {"data": []}
+
+    app = instrument_app(app, "gateway", registry=capture._registry, pcm=capture, tracer_provider=NoOpTracerProvider())
+    await call(app, OPENDATA, str(uuid.uuid4()))
+    [report] = stored(capture)
+    assert report["additionalInfo"] == {"clientIp": "203.0.113.50"}
+
+
 def test_capture_is_opt_in_per_service(monkeypatch, tmp_path):
     monkeypatch.setenv("OFSRE_PCM_ORG_ID", ORG_US)
     monkeypatch.setenv("OFSRE_PCM_STORE", str(tmp_path / "r.db"))
