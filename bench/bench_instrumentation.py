@@ -234,7 +234,8 @@ def cost_breakdown(requests: int = 3000) -> list[str]:
     from ofsre.instrumentation import instrument_app
 
     def ofsre(provider):
-        return instrument_app(build_app("bare"), "bench", registry=CollectorRegistry(), tracer_provider=provider)
+        return instrument_app(build_app("bare"), "bench", registry=CollectorRegistry(), tracer_provider=provider,
+                              logs=False)
 
     bare = _per_request_us(build_app("bare"), requests)
     rows = [("bare FastAPI app, called in-process", bare, "")]
@@ -251,6 +252,100 @@ def cost_breakdown(requests: int = 3000) -> list[str]:
         extra = f"  ({sign}{us - bare:.1f})" if sign else ""
         lines.append(f"  {label:<42}{us:>7.1f}{extra}")
     lines.append(f"  {'one OpenTelemetry SDK span alone':<42}{_span_alone_us():>7.1f}")
+    return lines
+
+
+# -- instruction counts: the same in-process calls under valgrind's callgrind --------------------
+# Wall-clock microseconds depend on whatever else the (shared) machine runs; the number of
+# instructions a request executes does not. Each variant is run twice, N1 and N2 requests, with
+# callgrind's instrumentation switched on around the loop only; (Ir(N2) - Ir(N1)) / (N2 - N1)
+# is the cost of one request, the toggling overhead cancelled out.
+
+CG_VARIANTS = (
+    ("bare", "bare FastAPI app"),
+    ("notrace", "ofsre, no tracer (metrics, id, context)"),
+    ("sampled0", "ofsre, traces sampled at 0 %"),
+    ("sampled100", "ofsre, traces sampled at 100 %"),
+    ("unprocessed", "  same, no span processor (diagnostic)"),
+    ("otel", "OpenTelemetry FastAPIInstrumentor, 100 %"),
+)
+CG_N1, CG_N2 = 100, 600
+
+
+def _cg_app(variant: str):
+    from opentelemetry.trace import NoOpTracerProvider
+    from prometheus_client import CollectorRegistry
+
+    from ofsre.instrumentation import instrument_app
+
+    if variant == "bare":
+        return build_app("bare")
+    if variant == "otel":
+        return build_app("otel")
+    provider = {"notrace": NoOpTracerProvider, "sampled0": lambda: _discarding_provider(0.0),
+                "sampled100": lambda: _discarding_provider(1.0), "unprocessed": _unprocessed_provider}[variant]()
+    return instrument_app(build_app("bare"), "bench", registry=CollectorRegistry(), tracer_provider=provider,
+                          logs=False)
+
+
+def _callgrind_child(variants: list[str]) -> None:
+    """Runs inside valgrind: one dump per (variant, request count)."""
+    import asyncio
+
+    def ctl(*args: str) -> None:
+        subprocess.run(["callgrind_control", *args, str(os.getpid())], check=True, capture_output=True)
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        pass
+
+    for variant in variants:
+        app = _cg_app(variant)
+
+        async def loop(n, app=app):
+            for _ in range(n):
+                await app(dict(_SCOPE), receive, send)
+
+        runner = asyncio.Runner()
+        runner.run(loop(300))   # warm-up: route tables, label children, caches
+        for n in (CG_N1, CG_N2):
+            ctl("--zero")
+            ctl("--instr=on")
+            runner.run(loop(n))
+            ctl("--instr=off")
+            ctl("--dump", f"{variant}:{n}")
+        runner.close()
+
+
+def instruction_breakdown() -> list[str]:
+    """Instructions per request of each variant (callgrind), or a line saying why not."""
+    if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
+        return ["instruction counts: valgrind is not installed (apt-get install valgrind)"]
+    import glob
+    import tempfile
+
+    names = [v for v, _ in CG_VARIANTS]
+    with tempfile.TemporaryDirectory(prefix="ofsre-callgrind-") as tmp:
+        subprocess.run(["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                        f"--callgrind-out-file={tmp}/cg.out", sys.executable, __file__, "--callgrind", *names],
+                       capture_output=True, text=True, check=True, timeout=600)
+        totals: dict[str, int] = {}
+        for path in glob.glob(f"{tmp}/cg.out*"):
+            text = open(path, encoding="utf-8").read()
+            trigger = re.search(r"^desc: Trigger: Client Request: (\S+)|^desc: Trigger: dump (\S+)", text, re.M)
+            total = re.search(r"^totals: (\d+)", text, re.M)
+            if trigger and total:
+                totals[trigger.group(1) or trigger.group(2)] = int(total.group(1))
+    per_request = {v: (totals[f"{v}:{CG_N2}"] - totals[f"{v}:{CG_N1}"]) / (CG_N2 - CG_N1) for v in names}
+    bare = per_request["bare"]
+    lines = [f"instructions per request (valgrind callgrind, in-process ASGI calls; repeatable whatever else "
+             f"the machine runs; {CG_N2 - CG_N1} requests)"]
+    for variant, label in CG_VARIANTS:
+        extra = "" if variant == "bare" else f"  (+{per_request[variant] - bare:,.0f}, " \
+                                             f"{per_request[variant] / bare:.2f}x bare)"
+        lines.append(f"  {label:<42}{per_request[variant]:>10,.0f}{extra}")
     return lines
 
 
@@ -284,5 +379,9 @@ def run() -> str:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--serve":
         serve(sys.argv[2])
+    elif len(sys.argv) >= 2 and sys.argv[1] == "--callgrind":
+        _callgrind_child(sys.argv[2:])
+    elif len(sys.argv) == 2 and sys.argv[1] == "--instructions":
+        print("\n".join(instruction_breakdown()))
     else:
         print(run())

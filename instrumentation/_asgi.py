@@ -44,6 +44,7 @@ import logging
 import re
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
+from threading import get_ident
 from time import perf_counter
 from typing import Any
 
@@ -58,7 +59,7 @@ from .catalog import Catalog, RouteMatcher, load_catalog
 from .context import INTERACTION_ID_HEADER, new_interaction_id, reset_interaction_id, set_interaction_id
 from .exposition import ASGIApp, Scope, is_multiprocess, metrics_app
 from .logs import adopt_server_loggers, ensure_logging
-from .metrics import count_telemetry_error, metric
+from .metrics import count_telemetry_error, counter_adder, histogram_observer, metric
 from .pcm import PcmCapture, capture_for
 
 __all__ = ["OfsreMiddleware", "instrument_app", "is_valid_interaction_id", "error_body",
@@ -215,6 +216,8 @@ class OfsreMiddleware:
         # Decided once: a no-op tracer (NoOpTracerProvider, OTEL_SDK_DISABLED) costs nothing per request.
         # A proxy tracer (no provider installed yet) may become real later, so it counts as tracing.
         self._tracing = not isinstance(self._tracer, trace.NoOpTracer)
+        # The SDK's samplers decide before any attribute is built (see tracing.Presampler); None otherwise.
+        self._presampler = _presampler(self._tracer) if self._tracing else None
         self._exemplars = not is_multiprocess()  # prometheus_client drops them there: skip the work
         self._metrics_path = metrics_path
         self._metrics_app = metrics_app(registry) if metrics_path else None
@@ -231,7 +234,10 @@ class OfsreMiddleware:
         # Bounded caches: routes come from the catalog and the app (plus __unknown__), methods
         # from KNOWN_METHODS (plus _OTHER), statuses from the app's own responses.
         self._routes: dict[tuple[str, str], _Route] = {}
-        self._series: dict[tuple[_Route, int], tuple[Any, Any, Any, Any]] = {}
+        self._series: dict[tuple[_Route, int], tuple[Any, ...]] = {}
+        # Metric updates skip prometheus_client's locks while one thread (the event loop's) serves;
+        # the first request from another thread switches this middleware to the locked methods.
+        self._owner: int | None = None
         # PCM SERVER reports: None unless this service opted in (argument, then OFSRE_PCM_CAPTURE).
         self._pcm = capture_for(self.settings.service, pcm)
         self._adopt_server_logs = False  # set by instrument_app when it owns the logging set-up
@@ -263,6 +269,8 @@ class OfsreMiddleware:
                 await self.app(scope, receive, send)
             return
 
+        if self._owner is None and self._matcher is None:
+            self._owner = get_ident()   # the first request's thread; None for good once another one serves
         exchange = _Exchange(receive, send, self.registry)
         try:
             self._start(exchange, scope, path)
@@ -381,6 +389,13 @@ class OfsreMiddleware:
                     carrier: dict[str, str] | None, host: bytes | None, method: str) -> None:
         """Step 3: the SERVER span, current while the app runs (named ``HTTP`` if the route step failed)."""
         parent = propagate.extract(carrier) if carrier is not None else None
+        if self._presampler is not None:
+            dropped = self._presampler.drop(parent, route.span_name if route is not None else "HTTP",
+                                            SpanKind.SERVER)
+            if dropped is not None:  # not sampled: no attributes, no SDK call
+                exchange.span = dropped
+                exchange.context_token = otel_context.attach(trace.set_span_in_context(dropped, parent))
+                return
         # All attributes at once: the SDK validates them in one pass (a later set_attributes
         # costs a second pass and a lock), and samplers get to see them.
         if route is not None:
@@ -470,22 +485,30 @@ class OfsreMiddleware:
     def _observe(self, exchange: _Exchange, status: int, seconds: float, span: Any) -> None:
         route = exchange.route
         children = self._series.get((route, status)) or self._new_series(route, status)
-        requests, duration, request_size, response_size = children
+        if get_ident() == self._owner:  # the event loop's thread: lock-free updates (metrics.counter_adder)
+            requests, duration, request_size, response_size = children[4:]
+        else:  # another thread serves too: prometheus_client's locked methods, from now on
+            self._owner = None
+            requests, duration, request_size, response_size = children[:4]
         exemplar = None
         if self._exemplars and span is not None:
             ctx = span.get_span_context()
             if ctx.trace_flags.sampled:
                 exemplar = {"trace_id": format(ctx.trace_id, "032x")}
-        requests.inc(1, exemplar)
-        duration.observe(seconds, exemplar)
-        request_size.observe(exchange.request_size)
-        response_size.observe(exchange.response_size)
+        requests(1, exemplar)
+        duration(seconds, exemplar)
+        request_size(exchange.request_size, None)
+        response_size(exchange.response_size, None)
 
-    def _new_series(self, route: _Route, status: int) -> tuple[Any, Any, Any, Any]:
+    def _new_series(self, route: _Route, status: int) -> tuple[Any, ...]:
+        """The four children's update functions: locked (public methods), then lock-free."""
         labels = dict(route.labels, status=str(status))
         values = {k: labels[k] for k in semconv.HTTP_LABELS}
-        children = (self._requests.labels(**values), self._duration.labels(**values),
-                    self._request_size.labels(**values), self._response_size.labels(**values))
+        requests, duration = self._requests.labels(**values), self._duration.labels(**values)
+        request_size, response_size = self._request_size.labels(**values), self._response_size.labels(**values)
+        children = (requests.inc, duration.observe, request_size.observe, response_size.observe,
+                    counter_adder(requests), histogram_observer(duration), histogram_observer(request_size),
+                    histogram_observer(response_size))
         self._series[(route, status)] = children
         return children
 
@@ -528,6 +551,16 @@ def _end_span(span: Any, status: int, error: BaseException | None) -> None:
             span.set_attribute("error.type", str(status))
             span.set_status(Status(StatusCode.ERROR))
     span.end()
+
+
+def _presampler(tracer: Any) -> Any:
+    try:
+        from .tracing import Presampler
+
+        return Presampler.of(tracer)
+    except Exception:  # noqa: BLE001 - no shortcut, the tracer still works
+        _log.warning("ofsre: sampling shortcut unavailable", exc_info=True)
+        return None
 
 
 def _ofsre_version() -> str:

@@ -10,19 +10,28 @@ caring who registered it first::
     metric(semconv.QUEUE_PUBLISHED).labels(service="payments", queue="pix", backend="db").inc()
 
 Under ``PROMETHEUS_MULTIPROC_DIR`` gauges get their spec's ``multiprocess_mode``.
+
+Hot paths (the ASGI middleware) update their cached children through :func:`counter_adder`
+and :func:`histogram_observer`: the same stored values, without the per-call lock, label
+checks and bucket loop of prometheus_client's methods. Only for one thread at a time: the
+caller keeps the public methods for any other thread (see ``OfsreMiddleware._observe``).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 import weakref
+from bisect import bisect_left
+from collections.abc import Callable
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.samples import Exemplar
 
 from .semconv import TELEMETRY_ERRORS, MetricSpec
 
-__all__ = ["metric", "count_telemetry_error"]
+__all__ = ["metric", "count_telemetry_error", "counter_adder", "histogram_observer"]
 
 _lock = threading.Lock()
 # Per registry, by metric name. Weak keys: a registry that is gone takes its metrics with it
@@ -63,3 +72,50 @@ def count_telemetry_error(component: str, registry: CollectorRegistry | None = R
         metric(TELEMETRY_ERRORS, registry).labels(component=component).inc()
     except Exception:  # noqa: BLE001 - counting an error must not become one
         pass
+
+
+# --- lock-free updates for one thread ------------------------------------------------------------
+
+Update = Callable[[float, "dict[str, str] | None"], None]
+
+
+def _plain(value: object) -> bool:
+    """A single-process value (a float behind a mutex), not the multiprocess mmap one."""
+    return type(value) is values.MutexValue and hasattr(value, "_value") and hasattr(value, "_exemplar")
+
+
+def counter_adder(child: Counter) -> Update:
+    """``add(amount, exemplar)`` for a counter child: a float addition, the exemplar stored as is.
+
+    Falls back to ``child.inc`` for any other value class (multiprocess mode). The exemplar
+    labels must be valid already (the caller builds them: a 32-hex ``trace_id``).
+    """
+    value = getattr(child, "_value", None)
+    if not _plain(value):
+        return child.inc
+
+    def add(amount: float, exemplar: dict[str, str] | None = None) -> None:
+        value._value += amount
+        if exemplar:
+            value._exemplar = Exemplar(exemplar, amount, time.time())
+
+    return add
+
+
+def histogram_observer(child: Histogram) -> Update:
+    """``observe(amount, exemplar)`` for a histogram child: one bisection, two float additions."""
+    total = getattr(child, "_sum", None)
+    buckets = list(getattr(child, "_buckets", None) or ())
+    bounds = list(getattr(child, "_upper_bounds", None) or ())
+    if not (_plain(total) and buckets and len(buckets) == len(bounds) and all(map(_plain, buckets))
+            and bounds[-1] == float("inf")):
+        return child.observe
+
+    def observe(amount: float, exemplar: dict[str, str] | None = None) -> None:
+        total._value += amount
+        bucket = buckets[bisect_left(bounds, amount)]   # the first bound >= amount, as observe() finds it
+        bucket._value += 1
+        if exemplar:
+            bucket._exemplar = Exemplar(exemplar, amount, time.time())
+
+    return observe

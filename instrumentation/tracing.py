@@ -29,17 +29,19 @@ installing it (tests, or a second provider for a sub-system).
 from __future__ import annotations
 
 import logging
+import os
 import threading
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, StaticSampler, TraceIdRatioBased
 
 from ._config import UNKNOWN, env_str
 
-__all__ = ["setup_tracing", "build_tracer_provider", "build_sampler", "exporter_from_env"]
+__all__ = ["setup_tracing", "build_tracer_provider", "build_sampler", "exporter_from_env", "Presampler"]
 
 _log = logging.getLogger("ofsre.instrumentation")
 _lock = threading.Lock()
@@ -112,3 +114,108 @@ def setup_tracing(service: str, *, version: str | None = None, exporter: SpanExp
         trace.set_tracer_provider(provider)
         _installed = provider
         return provider
+
+
+# --- the drop decision before any span work (used by the ASGI middleware) --------------------------
+
+_BUILT_IN = (ParentBased, TraceIdRatioBased, StaticSampler)
+_DELEGATES = ("_root", "_remote_parent_sampled", "_remote_parent_not_sampled", "_local_parent_sampled",
+              "_local_parent_not_sampled")
+_NOT_SAMPLED = trace.TraceFlags(trace.TraceFlags.DEFAULT)
+_RANDOM = getattr(trace.TraceFlags, "RANDOM_TRACE_ID", 0)
+
+
+def _attribute_blind(sampler: Any) -> bool:
+    """The SDK's own samplers decide from the parent and the trace id only, never the attributes."""
+    if type(sampler) not in _BUILT_IN and not isinstance(sampler, ParentBased):
+        return False
+    return all(_attribute_blind(getattr(sampler, name)) for name in _DELEGATES if hasattr(sampler, name))
+
+
+def _samples_every_root(sampler: Any) -> bool:
+    root = getattr(sampler, "_root", sampler) if isinstance(sampler, ParentBased) else sampler
+    if isinstance(root, TraceIdRatioBased):
+        return root.rate >= 1.0
+    return isinstance(root, StaticSampler) and root.should_sample(None, 1, "").decision.is_sampled()
+
+
+class _PrimedIds:
+    """The tracer's id generator, able to hand out one trace id chosen beforehand (per thread)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self._primed = threading.local()
+
+    def prime(self, trace_id: int) -> None:
+        self._primed.trace_id = trace_id
+
+    def generate_trace_id(self) -> int:
+        primed = getattr(self._primed, "trace_id", None)
+        if primed is not None:
+            self._primed.trace_id = None
+            return primed
+        return self.inner.generate_trace_id()
+
+    def generate_span_id(self) -> int:
+        return self.inner.generate_span_id()
+
+    def is_trace_id_random(self) -> bool:
+        return getattr(self.inner, "is_trace_id_random", lambda: False)()
+
+
+class Presampler:
+    """Asks the sampler first, so a span that will not be sampled costs almost nothing.
+
+    The SDK's ``Tracer.start_span`` builds the span's attributes, calls the sampler, and for a
+    dropped span returns a ``NonRecordingSpan``. For the SDK's own samplers (which never look
+    at attributes) the same decision can be taken before the middleware builds any attribute:
+    :meth:`drop` returns the very ``NonRecordingSpan`` the SDK would have returned (same trace
+    id rules, a new span id, unsampled flags, the sampler's trace state), or ``None`` when the
+    span is sampled — then the tracer is called as usual, and its id generator hands it the
+    trace id the decision was made on, so the SDK's own sampling call decides the same.
+
+    ``Presampler.of(tracer)`` is ``None`` (no shortcut) for anything else: a custom sampler, a
+    non-SDK tracer, SDK internal metrics on (they count dropped spans), or a sampler that keeps
+    every new trace (nothing to drop for a request without a parent: the shortcut would only
+    add a sampler call).
+    """
+
+    def __init__(self, tracer: Any) -> None:
+        self.tracer = tracer
+        self.ids = tracer.id_generator if isinstance(tracer.id_generator, _PrimedIds) else _PrimedIds(
+            tracer.id_generator)
+        tracer.id_generator = self.ids
+        self.every_root = _samples_every_root(tracer.sampler)
+
+    @classmethod
+    def of(cls, tracer: Any) -> Presampler | None:
+        from opentelemetry.sdk.trace import Tracer
+
+        if not isinstance(tracer, Tracer) or not _attribute_blind(getattr(tracer, "sampler", None)):
+            return None
+        if os.environ.get("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "").strip().lower() == "true":
+            return None
+        if not hasattr(tracer, "id_generator") or not callable(getattr(tracer, "_is_enabled", None)):
+            return None
+        return cls(tracer)
+
+    def drop(self, parent: Any, name: str, kind: trace.SpanKind) -> trace.NonRecordingSpan | None:
+        parent_span = trace.get_current_span(parent).get_span_context()
+        if parent_span is None or not parent_span.is_valid:
+            if self.every_root:
+                return None
+            trace_id = self.ids.inner.generate_trace_id()
+            random_id = self.ids.is_trace_id_random()
+            parent_span = None
+        else:
+            trace_id, random_id = parent_span.trace_id, parent_span.trace_flags & _RANDOM
+        if not self.tracer._is_enabled():  # noqa: SLF001 - a disabled tracer: let the SDK answer
+            return None
+        result = self.tracer.sampler.should_sample(parent, trace_id, name, kind, None, ())
+        if result.decision.is_recording():
+            if parent_span is None:
+                self.ids.prime(trace_id)
+            return None
+        flags = trace.TraceFlags(_RANDOM) if random_id and _RANDOM else _NOT_SAMPLED
+        return trace.NonRecordingSpan(trace.SpanContext(trace_id, self.ids.generate_span_id(), is_remote=False,
+                                                        trace_flags=flags, trace_state=result.trace_state))

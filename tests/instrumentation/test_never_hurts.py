@@ -41,7 +41,7 @@ async def test_a_metric_child_that_raises(make_app, registry, call_asgi):
     app = make_app()
     expected = await call_asgi(app, "GET", "/items/1")  # creates and caches the children
     child = metric(semconv.HTTP_REQUESTS, registry).labels(**LABELS)
-    child.inc = explode  # the very object the middleware cached
+    child._value._value = None  # the very value the middleware updates: None + 1 raises TypeError
     for _ in range(3):
         status, headers, body = await call_asgi(app, "GET", "/items/1")
         assert (status, headers[:-1], body) == (expected[0], expected[1][:-1], expected[2])
@@ -53,7 +53,9 @@ async def test_a_metric_child_that_raises(make_app, registry, call_asgi):
 async def test_every_histogram_raising_keeps_the_app_exception_unchanged(make_app, registry, monkeypatch,
                                                                          call_asgi):
     app = make_app()
+    # Every histogram value the middleware would update (the lock-free path and the public one).
     monkeypatch.setattr(Histogram, "observe", explode)
+    monkeypatch.setattr(_asgi, "histogram_observer", lambda child: explode)
     with pytest.raises(Boom) as caught:
         await call_asgi(app, "GET", "/boom")
     assert caught.value is app.state.raised[0]
