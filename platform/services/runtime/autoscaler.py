@@ -144,10 +144,19 @@ class Autoscaler:
     def sync_once(self) -> None:
         """One pass: sample every replica, then reconcile every HPA and apply its decision."""
         now = self.clock()
+        actions = []
         with self._lock:
             samples = self._sample_all(now)
             for binding in self._bindings.values():
-                self._sync(binding, samples, now)
+                action = self._sync(binding, samples, now)
+                if action is not None:
+                    actions.append(action)
+        # Scale outside the lock: scaling notifies the runtime, whose listener publishes (taking
+        # this lock) while a replica's readiness thread may hold the runtime's file lock and be
+        # waiting for this one — holding it here deadlocked the runtime as soon as two
+        # deployments scaled at once.
+        for deployment, replicas in actions:
+            deployment.scale(replicas)
         self.publish()
 
     def _sample_all(self, now: float) -> dict[str, dict[str, hpa.PodMetric]]:
@@ -160,7 +169,9 @@ class Autoscaler:
         self._usage = {name: {res: m.value for res, m in s.items()} for name, s in samples.items()}
         return samples
 
-    def _sync(self, b: HPABinding, samples: dict[str, dict[str, hpa.PodMetric]], now: float) -> None:
+    def _sync(self, b: HPABinding, samples: dict[str, dict[str, hpa.PodMetric]],
+              now: float) -> tuple[Deployment, int] | None:
+        """Decide for one HPA; the (deployment, replicas) to scale to, applied by the caller."""
         replicas = b.deployment.replicas()
         pods = [_pod(r, b.requests) for r in replicas]
         metrics: dict[str, dict[str, hpa.PodMetric]] = {}
@@ -171,9 +182,10 @@ class Autoscaler:
                                           self.config)
         if decision.rescale:
             self._event(b.spec.name, "Normal", "SuccessfulRescale", decision.event or "")
-            b.deployment.scale(decision.desired_replicas)
-        elif decision.warning:
+            return b.deployment, decision.desired_replicas
+        if decision.warning:
             self._event(b.spec.name, "Warning", "FailedComputeMetricsReplicas", decision.warning)
+        return None
 
     def _event(self, name: str, type_: str, reason: str, message: str) -> None:
         self.events.append({"time": time.time(), "hpa": name, "type": type_, "reason": reason, "message": message})
