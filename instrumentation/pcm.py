@@ -398,7 +398,7 @@ class PcmCapture:
         try:
             if self._store is None:
                 self._store = self._open_store()
-            stored = len(self._store.add(rows))
+            stored = self._store.stage(rows)
         except Exception:  # noqa: BLE001 - disk full, unwritable path: count, say so, carry on
             count_telemetry_error(COMPONENT, self._registry)
             self._dropped["store_error"].inc(len(rows))

@@ -64,7 +64,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _store(args: argparse.Namespace) -> ReportStore:
-    return ReportStore(args.store or default_store_path())
+    store = ReportStore(args.store or default_store_path())
+    store.promote()   # reports the capturing services staged count too
+    return store
 
 
 def _brt(ts: float | None) -> str:

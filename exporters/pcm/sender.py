@@ -269,6 +269,7 @@ class Sender:
 
     def send_next(self) -> bool:
         """Lease and deliver one batch (the most urgent kind first); False when nothing is pending."""
+        self.store.promote()   # what the capturing services staged since the last batch
         kind = self.store.oldest_pending_kind()
         if kind is None:
             return False

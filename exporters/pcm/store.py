@@ -21,8 +21,10 @@ One row per report (``reports``)::
     error        why a report is held (HTTP status and the PCM's message)
 
 The fields are columns, not a ready JSON body, so the capturing service's writer thread does
-as little as possible per report (it shares the GIL with the requests); the sender process
-builds the bodies (:func:`report_json`).
+as little as possible per report (it shares the GIL with the requests): it inserts into
+``incoming``, a table with the same columns and no index; the sender process moves them into
+``reports`` (:meth:`ReportStore.promote`), where they are indexed, and builds the bodies
+(:func:`report_json`).
 
 Idempotency: a report leaves ``pending`` only when the PCM's answer for it is stored (by id, in
 the same transaction for the whole batch); a sender killed in between leaves it pending, so it
@@ -92,6 +94,14 @@ CREATE INDEX IF NOT EXISTS reports_pending ON reports (kind, id) WHERE state = '
 CREATE INDEX IF NOT EXISTS reports_held ON reports (id) WHERE state = 'held';
 CREATE INDEX IF NOT EXISTS reports_day ON reports (day, role, state, result);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
+-- Where the capturing services write: the same columns, no index (an index costs the writer, which
+-- shares the GIL with the requests, more than the row itself). The sender moves them to `reports`.
+CREATE TABLE IF NOT EXISTS incoming (
+    id INTEGER PRIMARY KEY, kind TEXT NOT NULL, role TEXT NOT NULL, day TEXT NOT NULL, ts REAL NOT NULL,
+    endpoint TEXT NOT NULL, method TEXT NOT NULL, status_code INTEGER NOT NULL, process_ms INTEGER NOT NULL,
+    interaction_id TEXT NOT NULL, client_org TEXT, server_org TEXT NOT NULL, correlation_id TEXT, info TEXT,
+    uri_prefix TEXT, ss_id TEXT
+);
 """
 # The columns a new report is inserted with, in this order (the capture's writer builds these tuples).
 COLUMNS = ("kind", "role", "day", "ts", "endpoint", "method", "status_code", "process_ms", "interaction_id",
@@ -99,6 +109,7 @@ COLUMNS = ("kind", "role", "day", "ts", "endpoint", "method", "status_code", "pr
 _SENT = ("role", "endpoint", "method", "status_code", "process_ms", "ts", "interaction_id", "client_org",
          "server_org", "correlation_id", "info", "uri_prefix", "ss_id")
 _INSERT = f"INSERT INTO reports ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_STAGE = _INSERT.replace("INSERT INTO reports", "INSERT INTO incoming")
 try:  # the C string encoder json.dumps uses: a JSON string literal, escaped, quotes included
     from json.encoder import c_encode_basestring as _string  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - CPython always has it
@@ -181,7 +192,8 @@ class ReportStore:
         self._db.execute("PRAGMA synchronous=FULL")   # a committed report survives power loss
         self._db.executescript(_SCHEMA)
         with self._tx() as db:   # the row count lives in `meta` (count(*) is a scan of the whole table)
-            db.execute("INSERT OR IGNORE INTO meta (key, value) SELECT 'rows', count(*) FROM reports")
+            db.execute("INSERT OR IGNORE INTO meta (key, value)"
+                       " SELECT 'rows', (SELECT count(*) FROM reports) + (SELECT count(*) FROM incoming)")
 
     def __enter__(self) -> ReportStore:
         return self
@@ -207,12 +219,38 @@ class ReportStore:
 
     # --- capture side ------------------------------------------------------------------------
 
-    def add(self, reports: Sequence[tuple[Any, ...]]) -> range:
-        """Store reports durably, one transaction; return the ids given to those stored, in order.
+    def stage(self, reports: Sequence[tuple[Any, ...]]) -> int:
+        """The capture's write: reports durably in ``incoming`` (no index), one transaction.
 
-        Each item holds the :data:`COLUMNS` values. Fewer ids than reports: the store is full
-        (the caller counts the rest as dropped).
+        Each item holds the :data:`COLUMNS` values. Returns how many were stored; fewer than given:
+        the store is full (the caller counts the rest as dropped). :meth:`promote` (the sender)
+        moves them into ``reports``.
         """
+        return len(self._insert(reports, _STAGE))
+
+    def promote(self) -> int:
+        """Move staged reports into ``reports`` (indexed, queryable, sendable); returns how many.
+
+        The sender calls it before each batch, the CLI before it reads. One transaction: a report
+        is in exactly one of the two tables at any time.
+        """
+        with self._lock:
+            if self._db.execute("SELECT 1 FROM incoming LIMIT 1").fetchone() is None:
+                return 0
+        columns = ", ".join(COLUMNS)
+        with self._tx() as db:
+            moved = db.execute(f"INSERT INTO reports ({columns}) SELECT {columns} FROM incoming ORDER BY id").rowcount
+            db.execute("DELETE FROM incoming")
+        return moved
+
+    def add(self, reports: Sequence[tuple[Any, ...]]) -> range:
+        """Store reports straight into ``reports`` (tests, imports); the ids given to those stored, in order.
+
+        Fewer ids than reports: the store is full.
+        """
+        return self._insert(reports, _INSERT)
+
+    def _insert(self, reports: Sequence[tuple[Any, ...]], statement: str) -> range:
         if not reports:
             return range(0)
         with self._tx() as db:
@@ -220,7 +258,7 @@ class ReportStore:
             if self.max_reports - rows < len(reports):
                 rows -= self._prune(db)
             accepted = list(reports[:max(0, self.max_reports - rows)])
-            db.executemany(_INSERT, accepted)
+            db.executemany(statement, accepted)
             # Under BEGIN IMMEDIATE nobody else inserts: the new rowids are consecutive.
             last = db.execute("SELECT last_insert_rowid()").fetchone()[0]
             db.execute("UPDATE meta SET value = ? WHERE key = 'rows'", (rows + len(accepted),))
@@ -284,11 +322,16 @@ class ReportStore:
             db = self._db
             per_kind = {kind: db.execute("SELECT count(*) FROM reports WHERE state = 'pending' AND kind = ?",
                                          (kind,)).fetchone()[0] for kind in KINDS}
+            for kind, count in db.execute("SELECT kind, count(*) FROM incoming GROUP BY kind").fetchall():
+                per_kind[kind] = per_kind.get(kind, 0) + count   # staged, not yet moved by the sender
             oldest_ids = [db.execute("SELECT min(id) FROM reports WHERE state = 'pending' AND kind = ?",
                                      (kind,)).fetchone()[0] for kind in KINDS]
             oldest_ids.append(db.execute("SELECT min(id) FROM reports WHERE state = 'held'").fetchone()[0])
             times = [db.execute("SELECT ts FROM reports WHERE id = ?", (i,)).fetchone()[0]
                      for i in oldest_ids if i is not None]
+            staged = db.execute("SELECT ts FROM incoming ORDER BY id LIMIT 1").fetchone()
+            if staged:
+                times.append(staged[0])
             oldest = min(times) if times else None
             held = db.execute("SELECT count(*) FROM reports WHERE state = 'held'").fetchone()[0]
             found = db.execute("SELECT value FROM meta WHERE key = 'last_delivery'").fetchone()

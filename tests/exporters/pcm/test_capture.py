@@ -38,6 +38,7 @@ def capture(tmp_path, registry):
 def stored(capture) -> list[dict]:
     assert capture.flush(5)
     with ReportStore(capture.store_path) as store:   # the JSON bodies the sender would send
+        store.promote()
         return [json.loads(body) for kind in ("private", "opendata") for _, body in store.pending(kind, 1000)]
 
 

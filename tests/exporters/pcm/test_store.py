@@ -23,6 +23,18 @@ def test_a_full_store_refuses_and_old_delivered_reports_are_pruned_first(tmp_pat
         assert len(reopened.add([report_row()])) == 0
 
 
+def test_staged_reports_count_as_unsent_until_promoted_into_the_indexed_table(tmp_path):
+    with ReportStore(tmp_path / "r.db", max_reports=5) as store:
+        assert store.stage([report_row() for _ in range(3)] + [report_row(kind="opendata")]) == 4
+        assert store.backlog()["unsent"] == {"private": 3, "opendata": 1}
+        assert store.counts_by_state()["pending"] == 0 and store.pending("private", 10) == []
+        assert store.stage([report_row(), report_row()]) == 1               # the bound counts staged rows
+        assert store.promote() == 5 and store.promote() == 0
+        assert len(store.pending("private", 10)) == 4
+        assert store.backlog()["unsent"] == {"private": 4, "opendata": 1}
+        assert store._db.execute("SELECT count(*) FROM incoming").fetchone() == (0,)
+
+
 def test_the_deadline_is_8_am_brasilia_the_next_day():
     assert deadline_of("2026-11-10") == 1794394800.0   # 2026-11-11T11:00:00Z
 

@@ -105,6 +105,7 @@ def pcm_platform(tmp_path_factory, pki, catalog_writer):
 
 def stored_reports(store_path) -> list[dict]:
     with ReportStore(store_path) as store:
+        store.promote()   # what the gateway and the worker staged
         return [dict(zip(("role", "endpoint", "method", "status", "iid", "client", "server", "info", "prefix", "ss"),
                          row, strict=True))
                 for row in store._db.execute("SELECT role, endpoint, method, status_code, interaction_id, client_org,"
