@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import jwt
+import psycopg
 import pytest
 
 from ofsre.instrumentation.catalog import load_catalog
@@ -168,16 +169,23 @@ def test_data_sharing_refusals_conform(platform, institution, recorder):
 
 
 def test_the_monthly_operational_limit_is_a_conforming_423(platform, institution, recorder):
-    """balances is alta (monthly_limit 420 in the catalog): call 421 is 423, every one validated."""
+    """balances is alta (monthly_limit 420 in the catalog). The month's count starts where 419
+    earlier calls left it (written in the shared database, as the replicas keep it; counting from
+    zero is the unit tests'): the next call is the 420th, 200, and the one after it 423."""
     org = "org-contract-limits"
     call = Exchanges(institution(org), recorder)
     cid = authorised_data_consent(call, platform, org)
     token = {"authorization": f"Bearer consent:{cid}"}
     account = call("GET", ACCOUNTS, headers=token, status=200).json()["data"][0]["accountId"]
-    limit = load_catalog().lookup("GET", ACCOUNTS + "/{accountId}/balances").tier.monthly_limit
-    statuses = [call("GET", f"{ACCOUNTS}/{account}/balances", headers=token).status_code for _ in range(limit + 1)]
-    assert statuses == [200] * limit + [423]
+    route = ACCOUNTS + "/{accountId}/balances"
+    limit = load_catalog().lookup("GET", route).tier.monthly_limit
+    with psycopg.connect(platform.env["OFSRE_DATABASE_URL"].replace("+asyncpg", ""), autocommit=True) as db:
+        db.execute("INSERT INTO operational_usage (consent_id, endpoint, resource_id, month, calls) "
+                   "VALUES (%s, %s, %s, %s, %s)", (cid, f"GET {route}", account, f"{datetime.now(UTC):%Y-%m}", limit - 1))
+    statuses = [call("GET", f"{ACCOUNTS}/{account}/balances", headers=token).status_code for _ in range(2)]
+    assert statuses == [200, 423]
     assert error_code(call("GET", f"{ACCOUNTS}/{account}/balances", headers=token, status=423)) == "LIMITE_MENSAL_EXCEDIDO"
+    call("GET", f"{ACCOUNTS}/{account}/transactions-current", headers=token, status=200)  # its own count
 
 
 # --- payments ------------------------------------------------------------------------------------------
