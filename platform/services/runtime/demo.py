@@ -109,29 +109,28 @@ class Journey:
             headers["authorization"] = f"Bearer consent:{consent}"
         if idempotent:
             headers["x-idempotency-key"] = str(uuid.uuid4())
+        resp = self._send(method, path, (expect,), headers=headers, json=json)
+        return (resp.json() if resp.content else {}) if resp is not None else {}
+
+    def _send(self, method: str, path: str, expect: tuple[int, ...], **kw) -> httpx.Response | None:
+        """One call; None (and a failure noted) unless it answered one of ``expect``."""
         self.calls += 1
         try:
-            resp = self.client.request(method, self.gateway + path, headers=headers, json=json)
+            resp = self.client.request(method, self.gateway + path, **kw)
         except httpx.HTTPError as exc:
             self.failures.append(f"{method} {path}: {exc!r}")
-            return {}
-        if resp.status_code != expect:
-            self.failures.append(f"{method} {path}: {resp.status_code} (expected {expect}) {resp.text[:300]}")
-            return {}
-        return resp.json() if resp.content else {}
+            return None
+        if resp.status_code not in expect:
+            wanted = " or ".join(map(str, expect))
+            self.failures.append(f"{method} {path}: {resp.status_code} (expected {wanted}) {resp.text[:300]}")
+            return None
+        return resp
 
     def read(self, path: str, consent: str) -> int | None:
         """One account read; its status (200, or 423 past the monthly operational limit)."""
-        self.calls += 1
-        try:
-            resp = self.client.get(self.gateway + path, headers={"x-fapi-interaction-id": str(uuid.uuid4()),
-                                                                 "authorization": f"Bearer consent:{consent}"})
-        except httpx.HTTPError as exc:
-            self.failures.append(f"GET {path}: {exc!r}")
-            return None
-        if resp.status_code not in (200, 423):
-            self.failures.append(f"GET {path}: {resp.status_code} (expected 200 or 423) {resp.text[:300]}")
-        return resp.status_code
+        resp = self._send("GET", path, (200, 423), headers={"x-fapi-interaction-id": str(uuid.uuid4()),
+                                                            "authorization": f"Bearer consent:{consent}"})
+        return resp.status_code if resp is not None else None
 
     def signed(self, path: str, expect: int, body: dict, *, consent: str | None = None) -> dict:
         """A payments v4 POST: ``body`` signed by the demo's key, the signed answer verified."""
@@ -143,14 +142,8 @@ class Journey:
         return self._verified("POST", path, expect, content=self.initiator.sign(body, url), headers=headers)
 
     def _verified(self, method: str, path: str, expect: int, **kw) -> dict:
-        self.calls += 1
-        try:
-            resp = self.client.request(method, self.gateway + path, **kw)
-        except httpx.HTTPError as exc:
-            self.failures.append(f"{method} {path}: {exc!r}")
-            return {}
-        if resp.status_code != expect:
-            self.failures.append(f"{method} {path}: {resp.status_code} (expected {expect}) {resp.text[:300]}")
+        resp = self._send(method, path, (expect,), **kw)
+        if resp is None:
             return {}
         try:
             return self.initiator.read(resp.text)
