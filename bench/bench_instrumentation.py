@@ -32,13 +32,17 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
 
-VARIANTS = ("bare", "ofsre", "instrumentator", "otel", "both", "ofsre_10pct", "ofsre_no_traces")
+VARIANTS = ("bare", "ofsre", "instrumentator", "otel", "both", "ofsre_10pct", "ofsre_0pct", "ofsre_no_traces",
+            "ofsre_otlp", "otel_otlp")
+# Rows that export every span for real, OTLP/HTTP (protobuf) to the bench's own receiver.
+OTLP_VARIANTS = ("ofsre_otlp", "otel_otlp")
 ROUTE = "/open-banking/accounts/v2/accounts/{accountId}/balances"
 PATH = ROUTE.replace("{accountId}", "acc-1")
 TARGET = 0.90
@@ -56,6 +60,27 @@ def _discarding_provider(ratio: float = 1.0):
             return SpanExportResult.SUCCESS
 
     return build_tracer_provider("bench", exporter=Discard(), sampler_ratio=ratio)
+
+
+def _otlp_provider():
+    """100 % sampling into a BatchSpanProcessor exporting OTLP/HTTP to the bench's receiver,
+    plus a processor that counts the spans ended here (the receiver must count as many)."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    from ofsre.instrumentation.tracing import build_tracer_provider
+
+    class Count(SpanProcessor):
+        ended = 0
+
+        def on_end(self, span):
+            Count.ended += 1
+
+    provider = build_tracer_provider("bench", exporter=OTLPSpanExporter(endpoint=os.environ["BENCH_OTLP_URL"]),
+                                     sampler_ratio=1.0)
+    provider.add_span_processor(Count())
+    provider.ended = lambda: Count.ended
+    return provider
 
 
 def _unprocessed_provider():
@@ -82,16 +107,20 @@ def build_app(variant: str):
         from ofsre.instrumentation import instrument_app
 
         provider = {"ofsre": _discarding_provider, "ofsre_10pct": lambda: _discarding_provider(0.1),
+                    "ofsre_0pct": lambda: _discarding_provider(0.0), "ofsre_otlp": _otlp_provider,
                     "ofsre_no_traces": NoOpTracerProvider}[variant]()
         instrument_app(app, "bench", tracer_provider=provider)
+        app.state.provider = provider
     if variant in ("instrumentator", "both"):
         from prometheus_fastapi_instrumentator import Instrumentator
 
         Instrumentator().instrument(app).expose(app)
-    if variant in ("otel", "both"):
+    if variant in ("otel", "both", "otel_otlp"):
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-        FastAPIInstrumentor.instrument_app(app, tracer_provider=_discarding_provider())
+        provider = _otlp_provider() if variant == "otel_otlp" else _discarding_provider()
+        FastAPIInstrumentor.instrument_app(app, tracer_provider=provider)
+        app.state.provider = provider
     return app
 
 
@@ -102,8 +131,15 @@ def serve(variant: str) -> None:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     print(sock.getsockname()[1], flush=True)
-    config = uvicorn.Config(build_app(variant), log_level="warning", access_log=False, lifespan="on")
+    app = build_app(variant)
+    # uvicorn re-raises the SIGTERM it handled once it has shut down; a no-op handler of ours
+    # lets the OTLP rows flush and report after it (uvicorn installs its own while serving).
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
     uvicorn.Server(config).run(sockets=[sock])
+    if variant in OTLP_VARIANTS:   # after SIGTERM: export what is queued, then say how many spans ended
+        app.state.provider.shutdown()
+        print(f"ended {app.state.provider.ended()}", flush=True)
 
 
 class Server:
@@ -127,8 +163,14 @@ class Server:
         raise RuntimeError(f"{self.variant}: server did not start")
 
     def __exit__(self, *exc) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=15)
+        self.stop()
+
+    def stop(self) -> list[str]:
+        """Stop the server (SIGTERM: uvicorn shuts down cleanly); return what it printed after its port."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        out, _ = self.proc.communicate(timeout=120)
+        return [line for line in (out or "").splitlines() if line.strip()]
 
 
 def load_wrk(url: str, seconds: float, connections: int) -> float:
@@ -171,11 +213,106 @@ def load_python(url: str, seconds: float, connections: int) -> float:
     return float(out.strip())
 
 
-def measure(variant: str, seconds: float, warmup: float, connections: int) -> float:
+OTLP_RECEIVER = r"""
+import gzip, sys, threading, zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (ExportTraceServiceRequest,
+                                                                        ExportTraceServiceResponse)
+count = 0
+lock = threading.Lock()
+OK = ExportTraceServiceResponse().SerializeToString()
+
+class Receiver(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    def do_POST(self):
+        global count
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        encoding = self.headers.get("Content-Encoding")
+        if encoding == "gzip":
+            body = gzip.decompress(body)
+        elif encoding == "deflate":
+            body = zlib.decompress(body)
+        request = ExportTraceServiceRequest.FromString(body)
+        spans = sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
+        with lock:
+            count += spans
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", str(len(OK)))
+        self.end_headers()
+        self.wfile.write(OK)
+    def do_GET(self):
+        global count
+        with lock:
+            out = str(count).encode()
+            if self.path == "/reset":
+                count = 0
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+    def log_message(self, *args):
+        pass
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+server.daemon_threads = True
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
+class Receiver:
+    """An OTLP/HTTP trace receiver in its own process: decodes every export request, counts its spans."""
+
+    def __enter__(self) -> Receiver:
+        self.proc = subprocess.Popen([sys.executable, "-c", OTLP_RECEIVER], stdout=subprocess.PIPE, text=True)
+        self.base = f"http://127.0.0.1:{int(self.proc.stdout.readline())}"
+        return self
+
+    def _get(self, path: str) -> int:
+        import urllib.request
+
+        with urllib.request.urlopen(self.base + path, timeout=10) as response:
+            return int(response.read())
+
+    def reset(self) -> int:
+        return self._get("/reset")
+
+    def count(self) -> int:
+        return self._get("/count")
+
+    def __exit__(self, *exc) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+SPAN_CHECKS: list[str] = []   # "variant: N spans ended, N received" lines of the OTLP rows
+
+
+def measure(variant: str, seconds: float, warmup: float, connections: int, receiver: Receiver | None = None) -> float:
     load = load_wrk if shutil.which("wrk") else load_python
-    with Server(variant) as url:
+    if variant not in OTLP_VARIANTS:
+        with Server(variant) as url:
+            load(url, warmup, connections)
+            return load(url, seconds, connections)
+    receiver.reset()
+    server = Server(variant)
+    os.environ["BENCH_OTLP_URL"] = receiver.base + "/v1/traces"
+    # Queue room for every span of the run: the row is about what exporting costs, and all must arrive.
+    os.environ["OTEL_BSP_MAX_QUEUE_SIZE"] = "1000000"
+    try:
+        url = server.__enter__()
         load(url, warmup, connections)
-        return load(url, seconds, connections)
+        rps = load(url, seconds, connections)
+    finally:
+        lines = server.stop()
+        os.environ.pop("OTEL_BSP_MAX_QUEUE_SIZE", None)
+    ended = int(next(line.split()[1] for line in lines if line.startswith("ended ")))
+    received = receiver.count()
+    verdict = "all arrived" if received == ended else f"MISSING {ended - received}"
+    SPAN_CHECKS.append(f"{variant}: {ended:,} spans ended, {received:,} received by the OTLP receiver: {verdict}")
+    return rps
 
 
 # -- where the time goes: the same app called in-process (no server, no sockets, no noise from the
@@ -227,7 +364,7 @@ def _span_alone_us(count: int = 20000) -> float:
     return best
 
 
-def cost_breakdown(requests: int = 3000) -> list[str]:
+def cost_breakdown(requests: int = 3000) -> tuple[list[str], dict[str, float]]:
     from opentelemetry.trace import NoOpTracerProvider
     from prometheus_client import CollectorRegistry
 
@@ -247,12 +384,13 @@ def cost_breakdown(requests: int = 3000) -> list[str]:
                             # thread, spans freed in batches) adds.
                             ("  same, no span processor (diagnostic)", _unprocessed_provider())):
         rows.append((label, _per_request_us(ofsre(provider), requests), "+"))
-    lines = ["where the time goes (in-process ASGI calls, no server; us per request, best of 3)"]
+    lines = ["where the time goes (in-process ASGI calls, no server; wall-clock us per request, best of 3)"]
     for label, us, sign in rows:
         extra = f"  ({sign}{us - bare:.1f})" if sign else ""
         lines.append(f"  {label:<42}{us:>7.1f}{extra}")
     lines.append(f"  {'one OpenTelemetry SDK span alone':<42}{_span_alone_us():>7.1f}")
-    return lines
+    keys = ("bare", "notrace", "sampled0", "sampled100", "unprocessed")
+    return lines, {key: us for key, (_, us, _) in zip(keys, rows, strict=True)}
 
 
 # -- instruction counts: the same in-process calls under valgrind's callgrind --------------------
@@ -269,7 +407,8 @@ CG_VARIANTS = (
     ("unprocessed", "  same, no span processor (diagnostic)"),
     ("otel", "OpenTelemetry FastAPIInstrumentor, 100 %"),
 )
-CG_N1, CG_N2 = 100, 600
+CG_N1 = 50
+CG_N2 = CG_N1 + int(os.environ.get("BENCH_CG_REQUESTS", "200"))
 
 
 def _cg_app(variant: str):
@@ -309,7 +448,7 @@ def _callgrind_child(variants: list[str]) -> None:
                 await app(dict(_SCOPE), receive, send)
 
         runner = asyncio.Runner()
-        runner.run(loop(300))   # warm-up: route tables, label children, caches
+        runner.run(loop(100))   # warm-up: route tables, label children, caches
         for n in (CG_N1, CG_N2):
             ctl("--zero")
             ctl("--instr=on")
@@ -319,10 +458,10 @@ def _callgrind_child(variants: list[str]) -> None:
         runner.close()
 
 
-def instruction_breakdown() -> list[str]:
+def instruction_breakdown() -> tuple[list[str], dict[str, float]]:
     """Instructions per request of each variant (callgrind), or a line saying why not."""
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
-        return ["instruction counts: valgrind is not installed (apt-get install valgrind)"]
+        return ["instruction counts: valgrind is not installed (apt-get install valgrind)"], {}
     import glob
     import tempfile
 
@@ -346,34 +485,70 @@ def instruction_breakdown() -> list[str]:
         extra = "" if variant == "bare" else f"  (+{per_request[variant] - bare:,.0f}, " \
                                              f"{per_request[variant] / bare:.2f}x bare)"
         lines.append(f"  {label:<42}{per_request[variant]:>10,.0f}{extra}")
-    return lines
+    return lines, per_request
+
+
+GOAL_0PCT_US = 2.0   # 0 % sampled within this many microseconds per request of no tracing
+
+
+def _median(values: list[float]) -> float:
+    import statistics
+
+    return statistics.median(values)
 
 
 def run() -> str:
     seconds = float(os.environ.get("BENCH_DURATION", "5"))
     warmup = float(os.environ.get("BENCH_WARMUP", "2"))
-    rounds = int(os.environ.get("BENCH_ROUNDS", "2"))
+    rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
     connections = int(os.environ.get("BENCH_CONNECTIONS", "16"))
     variants = [v for v in os.environ.get("BENCH_VARIANTS", ",".join(VARIANTS)).split(",") if v]
-    best: dict[str, float] = {}
-    for r in range(rounds):
-        for variant in variants:
-            rps = measure(variant, seconds, warmup, connections)
-            print(f"round {r + 1} {variant}: {rps:,.0f} req/s", file=sys.stderr, flush=True)
-            best[variant] = max(best.get(variant, 0.0), rps)
+    if "bare" not in variants:
+        variants.insert(0, "bare")
+    SPAN_CHECKS.clear()
+    load_before = os.getloadavg()[0]
+    results: dict[str, list[float]] = {v: [] for v in variants}
+    ratios: dict[str, list[float]] = {v: [] for v in variants}
+    with Receiver() as receiver:
+        for r in range(rounds):
+            # Interleaved, and every other round in reverse order, so a slow phase of the shared
+            # machine is spread over every variant instead of landing on one.
+            order = variants if r % 2 == 0 else variants[::-1]
+            this_round = {}
+            for variant in order:
+                rps = measure(variant, seconds, warmup, connections, receiver)
+                print(f"round {r + 1} {variant}: {rps:,.0f} req/s", file=sys.stderr, flush=True)
+                this_round[variant] = rps
+                results[variant].append(rps)
+            for variant in variants:
+                ratios[variant].append(this_round[variant] / this_round["bare"])
     generator = "wrk -t1" if shutil.which("wrk") else "python asyncio client"
     lines = [f"FastAPI + uvicorn (1 worker), GET {ROUTE}, {generator}, {connections} connections, "
-             f"{seconds:g} s x {rounds} rounds (best)",
-             f"{'variant':<16}{'req/s':>10}{'vs bare':>9}"]
-    bare = best.get("bare")
+             f"{seconds:g} s x {rounds} interleaved rounds; load average {load_before:.1f} at start on "
+             f"{os.cpu_count()} cores (a shared, busy machine: read the spread)",
+             f"{'variant':<16}{'median req/s':>13}{'min-max':>17}{'vs bare (median, range)':>26}"]
     for variant in variants:
-        ratio = f"{best[variant] / bare:.2f}" if bare else "-"
+        got, rel = results[variant], ratios[variant]
         mark = ""
-        if variant == "ofsre" and bare:
-            verdict = "met" if best[variant] / bare >= TARGET else "MISSED"
-            mark = f"  target >= {TARGET:.2f}: {verdict}"
-        lines.append(f"{variant:<16}{best[variant]:>10,.0f}{ratio:>9}{mark}")
-    return "\n".join(lines + [""] + cost_breakdown())
+        if variant == "ofsre":
+            verdict = "met" if _median(rel) >= TARGET else "MISSED"
+            mark = f"  goal >= {TARGET:.2f}: {verdict}"
+        lines.append(f"{variant:<16}{_median(got):>13,.0f}{f'{min(got):,.0f}-{max(got):,.0f}':>17}"
+                     f"{f'{_median(rel):.2f} ({min(rel):.2f}-{max(rel):.2f})':>26}{mark}")
+    lines += ["", "ofsre_otlp / otel_otlp export every span OTLP/HTTP (protobuf) to a receiver process in the bench:"]
+    lines += [f"  {check}" for check in SPAN_CHECKS] or ["  (not run)"]
+    breakdown, per_us = cost_breakdown()
+    instructions, per_request = instruction_breakdown()
+    lines += ["", *breakdown, "", *instructions]
+    if per_request:
+        delta = per_request["sampled0"] - per_request["notrace"]
+        # Instructions -> microseconds at the rate this machine ran the bare app in-process.
+        us = delta / per_request["bare"] * per_us["bare"]
+        verdict = "met" if us <= GOAL_0PCT_US else "MISSED"
+        lines.append(f"  0 % sampled vs no tracer: +{delta:,.0f} instructions ~ {us:.1f} us at this machine's rate "
+                     f"(wall-clock: {per_us['sampled0'] - per_us['notrace']:+.1f} us); goal <= "
+                     f"{GOAL_0PCT_US:g} us: {verdict}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
@@ -382,6 +557,6 @@ if __name__ == "__main__":
     elif len(sys.argv) >= 2 and sys.argv[1] == "--callgrind":
         _callgrind_child(sys.argv[2:])
     elif len(sys.argv) == 2 and sys.argv[1] == "--instructions":
-        print("\n".join(instruction_breakdown()))
+        print("\n".join(instruction_breakdown()[0]))
     else:
         print(run())

@@ -73,9 +73,11 @@ def capture(record: logging.LogRecord) -> Captured:
         size += len(record.stack_info)
     if "trace_id" not in attrs:   # ids not already set by ofsre.instrumentation.logs.ContextFilter
         attrs.update(current_log_context())
+    extras = []
     for key in attrs.keys() - STANDARD_ATTRS:
         if key.startswith("_"):   # never shipped (record_fields skips them)
             continue
+        extras.append(key)
         value = attrs[key]
         if type(value) is str:
             size += len(key) + len(value)
@@ -85,6 +87,7 @@ def capture(record: logging.LogRecord) -> Captured:
             attrs[key] = value = jsonable(value)   # a snapshot: the caller may mutate the original
             size += len(key) + len(repr(value))
     attrs["_ofsre_size"] = size
+    attrs["_ofsre_extras"] = extras   # record_fields reads these keys only, not all ~25 attributes
     captured = Captured.__new__(Captured)
     captured.__dict__ = attrs
     return captured

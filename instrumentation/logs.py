@@ -76,9 +76,19 @@ _JSON_SCALARS = (str, int, float, bool, type(None))
 _EXC_FORMATTER = logging.Formatter()
 
 
+# The last second formatted and its text (records come in bursts). One tuple, replaced whole,
+# so a thread never pairs one second with another's text.
+_second: tuple[int, str] = (-1, "")
+
+
 def _timestamp(record: logging.LogRecord) -> str:
     """RFC 3339 UTC with milliseconds, e.g. ``2025-01-02T03:04:05.678Z``."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+    global _second
+    second = int(record.created)
+    cached = _second
+    if cached[0] != second:
+        cached = _second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{cached[1]}.{int(record.msecs):03d}Z"
 
 
 _MAX_DEPTH = 8  # deeper containers (or a container holding itself) are cut
@@ -126,7 +136,11 @@ def record_fields(record: logging.LogRecord, *, service: str, env: str, version:
         "version": version,
     }
     fields.update(_context_of(record))
-    for key, value in record.__dict__.items():
+    attrs = record.__dict__
+    # A record captured by a log shipper lists its extras already (ofsre.exporters._capture).
+    extras = attrs.get("_ofsre_extras")
+    items = ((key, attrs[key]) for key in extras) if extras is not None else attrs.items()
+    for key, value in items:
         if key in STANDARD_ATTRS or key.startswith("_"):
             continue
         # An extra may not overwrite a core field; it is kept under another name.

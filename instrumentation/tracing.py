@@ -37,7 +37,15 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, StaticSampler, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    ParentBased,
+    ParentBasedTraceIdRatio,
+    Sampler,
+    StaticSampler,
+    TraceIdRatioBased,
+)
 
 from ._config import UNKNOWN, env_str
 
@@ -139,6 +147,34 @@ def _samples_every_root(sampler: Any) -> bool:
     return isinstance(root, StaticSampler) and root.should_sample(None, 1, "").decision.is_sampled()
 
 
+def _root_rule(sampler: Any) -> Any:
+    """``decide(trace_id) -> sampled`` of a root sampler the SDK ships, or None."""
+    if type(sampler) is TraceIdRatioBased:
+        bound, limit = sampler.bound, TraceIdRatioBased.TRACE_ID_LIMIT
+        return lambda trace_id: trace_id & limit < bound
+    if sampler is ALWAYS_ON or sampler is ALWAYS_OFF:
+        sampled = sampler is ALWAYS_ON
+        return lambda trace_id: sampled
+    return None
+
+
+def _decision_rule(sampler: Any) -> Any:
+    """``decide(parent_span_context | None, trace_id) -> sampled`` computed inline, for the exact
+    sampler set-ups the SDK and ``build_sampler`` make (``ParentBased`` with its default delegates
+    over a ratio or static root, or a bare ratio/static sampler); None for anything else, which
+    then gets the sampler's own ``should_sample``. Both return the SDK's decision."""
+    if type(sampler) in (ParentBased, ParentBasedTraceIdRatio):
+        defaults = (sampler._remote_parent_sampled is ALWAYS_ON and sampler._local_parent_sampled is ALWAYS_ON
+                    and sampler._remote_parent_not_sampled is ALWAYS_OFF
+                    and sampler._local_parent_not_sampled is ALWAYS_OFF)
+        root = _root_rule(sampler._root)
+        if not defaults or root is None:
+            return None
+        return lambda parent, trace_id: parent.trace_flags.sampled if parent is not None else root(trace_id)
+    root = _root_rule(sampler)
+    return None if root is None else (lambda parent, trace_id: root(trace_id))
+
+
 class _PrimedIds:
     """The tracer's id generator, able to hand out one trace id chosen beforehand (per thread)."""
 
@@ -186,6 +222,7 @@ class Presampler:
             tracer.id_generator)
         tracer.id_generator = self.ids
         self.every_root = _samples_every_root(tracer.sampler)
+        self.decide = _decision_rule(tracer.sampler)
 
     @classmethod
     def of(cls, tracer: Any) -> Presampler | None:
@@ -211,11 +248,16 @@ class Presampler:
             trace_id, random_id = parent_span.trace_id, parent_span.trace_flags & _RANDOM
         if not self.tracer._is_enabled():  # noqa: SLF001 - a disabled tracer: let the SDK answer
             return None
-        result = self.tracer.sampler.should_sample(parent, trace_id, name, kind, None, ())
-        if result.decision.is_recording():
+        if self.decide is not None:   # the SDK's samplers' rule, without building a SamplingResult
+            recording = self.decide(parent_span, trace_id)
+            trace_state = parent_span.trace_state if parent_span is not None else None
+        else:
+            result = self.tracer.sampler.should_sample(parent, trace_id, name, kind, None, ())
+            recording, trace_state = result.decision.is_recording(), result.trace_state
+        if recording:
             if parent_span is None:
                 self.ids.prime(trace_id)
             return None
         flags = trace.TraceFlags(_RANDOM) if random_id and _RANDOM else _NOT_SAMPLED
         return trace.NonRecordingSpan(trace.SpanContext(trace_id, self.ids.generate_span_id(), is_remote=False,
-                                                        trace_flags=flags, trace_state=result.trace_state))
+                                                        trace_flags=flags, trace_state=trace_state))

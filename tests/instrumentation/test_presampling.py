@@ -132,3 +132,22 @@ def test_the_shortcut_applies_to_the_sdks_own_samplers(sampler):
 def test_no_shortcut_with_sdk_internal_metrics(monkeypatch):
     monkeypatch.setenv("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "true")
     assert Presampler.of(TracerProvider(sampler=ALWAYS_OFF).get_tracer("t")) is None
+
+
+SAMPLERS = [ParentBased(TraceIdRatioBased(0.3)), TraceIdRatioBased(0.3), ParentBased(ALWAYS_OFF),
+            ParentBased(TraceIdRatioBased(0.3), remote_parent_sampled=ALWAYS_OFF)]
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS, ids=["parent-ratio", "ratio", "parent-off", "custom-delegates"])
+@pytest.mark.parametrize("parent", [None, SAMPLED_PARENT, UNSAMPLED_PARENT])
+def test_the_inline_decision_is_the_samplers_own(sampler, parent):
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    tracer = TracerProvider(sampler=sampler).get_tracer("t")
+    presampler = Presampler.of(tracer)
+    context = TraceContextTextMapPropagator().extract({"traceparent": parent}) if parent else None
+    parent_span = trace.get_current_span(context).get_span_context() if parent else None
+    for trace_id in range(1, 2 ** 64, 2 ** 64 // 97):
+        expected = sampler.should_sample(context, trace_id, "GET /x").decision.is_sampled()
+        decide = presampler.decide or (lambda p, t: sampler.should_sample(context, t, "x").decision.is_sampled())
+        assert decide(parent_span if parent_span and parent_span.is_valid else None, trace_id) == expected
