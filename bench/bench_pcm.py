@@ -62,7 +62,7 @@ def build_app(variant: str, directory: str):
     registry = CollectorRegistry()
     pcm = PcmCapture("bench", org_id=ORG, store=Path(directory) / "reports.db", registry=registry) \
         if variant == "pcm_on" else False
-    return instrument_app(app, "bench", registry=registry, tracer_provider=NoOpTracerProvider(), pcm=pcm)
+    return instrument_app(app, "bench", registry=registry, tracer_provider=NoOpTracerProvider(), pcm=pcm, logs=False)
 
 
 def serve(variant: str, directory: str) -> None:
