@@ -179,3 +179,24 @@ def test_the_platform_key_is_created_once_and_published(tmp_path):
     assert set(KeyDirectory(config.jwks_dir).keys("ofsre-bank")) == {first.kid}
     token = first.sign({"data": {}}, iss="ofsre-bank", aud="org-a")
     assert Verifier(KeyDirectory(config.jwks_dir)).verify(token, audience="org-a")["iss"] == "ofsre-bank"
+
+
+def test_replicas_starting_together_agree_on_one_platform_key(tmp_path):
+    """Several payments replicas create the missing key at once: the first link wins, all load it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = tmp_path / "jws" / "platform-key.json"
+    with ThreadPoolExecutor(8) as pool:
+        kids = set(pool.map(lambda _: SigningKey.load_or_create(path).kid, range(16)))
+    assert len(kids) == 1 and sorted(p.name for p in path.parent.iterdir()) == ["platform-key.json"]
+
+
+def test_a_detached_signature_covers_the_exact_bytes(keys, directory):
+    body = b'{"errors":[{"code":"BAD_SIGNATURE","title":"t","detail":"d"}]}'
+    signature = keys["org-a"].sign_detached(body, iss="org-a", aud="org-b")
+    header = Verifier(directory).verify_detached(signature, body, audience="org-b", issuer="org-a")
+    assert header["alg"] == "PS256" and header["iss"] == "org-a" and uuid.UUID(header["jti"]).version == 4
+    with pytest.raises(BadSignature):
+        Verifier(directory).verify_detached(signature, body.replace(b"BAD", b"OK_"), audience="org-b", issuer="org-a")
+    with pytest.raises(InvalidClaims):
+        Verifier(directory).verify_detached(signature, body, audience="org-c", issuer="org-a")
