@@ -212,3 +212,52 @@ def test_a_sender_stopped_mid_retry_leaves_its_batch_pending(store, pcm, registr
     finally:
         sender.close()
     assert store.counts_by_state()["pending"] == 10
+
+
+def test_the_long_running_sender_serves_the_deadline_metrics_and_stops_on_sigterm(store, pcm):
+    import socket
+
+    import httpx
+
+    rows = fill(store, 30)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OFSRE_PCM_URL": pcm.url, "OFSRE_PCM_CLIENT_ID": "ofsre", "OFSRE_PCM_CLIENT_SECRET": "secret",
+           "OFSRE_PCM_POLL_S": "0.05"}
+    sender = subprocess.Popen([sys.executable, "-m", "ofsre", "pcm", "send", "--store", str(store.path),
+                               "--metrics-port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while len(pcm.received) < len(rows):
+            assert time.monotonic() < deadline and sender.poll() is None
+            time.sleep(0.05)
+        store.add([report_row()])              # one more arrives while it runs: delivered too
+        while len(pcm.received) < len(rows) + 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        assert 'ofsre_pcm_backlog_reports{kind="private"} 0.0' in metrics
+        assert 'ofsre_pcm_day_reports{status="ACCEPTED"}' in metrics and "ofsre_pcm_deadline_seconds_left" in metrics
+    finally:
+        sender.send_signal(signal.SIGTERM)
+        assert sender.wait(15) == 0            # a clean stop: nothing in flight is lost (it stays pending)
+
+
+def test_ofsre_pcm_results_and_requeue(store, pcm, capsys):
+    from ofsre.cli import main
+
+    rows = fill(store, 3)
+    pcm.script(Reply(403))
+    sender = Sender(store, sender_options(pcm))
+    try:
+        assert sender.drain(10)
+    finally:
+        sender.close()
+    assert main(["pcm", "results", "--store", str(store.path), "--status", "HELD"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("HELD") == 3 and "HTTP 403" in out
+    assert main(["pcm", "requeue", "--store", str(store.path)]) == 0
+    assert "3 held reports queued again" in capsys.readouterr().out
+    assert store.counts_by_state()["pending"] == len(rows)
