@@ -104,7 +104,7 @@ class MonitoringConfig:
     tpm_429_burst: int = 20                  # 429 answers per 5 minutes per route that make a burst
     queue_latency_p95_seconds: float = 30.0
     queue_failure_ratio: float = 0.05
-    # --- links and data sources
+    # --- links and data sources (placeholders: set both for a deployment)
     dashboard_base_url: str = "http://localhost:3000/d"
     runbook_base_url: str = "https://github.com/ofsre/ofsre/blob/main/alerts/runbooks"
     datasource: str = "Prometheus"           # the default of each dashboard's datasource variable
