@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo bench lint promtool wrk clean monitoring
+.PHONY: test demo bench lint promtool chromium wrk clean monitoring
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,14 @@ promtool:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager >/dev/null; \
 	  else echo "alertmanager not found: install Debian's 'prometheus-alertmanager' package" >&2; exit 1; fi; }
 
+# chromium (Debian's package) opens the scaling report in a test (headless).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (apt-get install chromium)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium not found: install Debian's 'chromium' package" >&2; exit 1; fi; }
+
 # wrk drives the HTTP benchmarks; without it they fall back to a Python load generator.
 wrk:
 	@command -v wrk >/dev/null 2>&1 || { \
@@ -34,7 +42,7 @@ wrk:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
 	  else echo "wrk not found: benchmarks use the Python load generator" >&2; fi; }
 
-test: $(STAMP) promtool
+test: $(STAMP) promtool chromium
 	$(PY) -m pytest
 
 demo: $(STAMP)

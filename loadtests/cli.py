@@ -5,6 +5,7 @@
     ofsre loadtest list                                   # the suites (locustfiles) and what they do
     ofsre loadtest pki var/pki --institutions 20          # CA + one client certificate per institution
     ofsre loadtest run spike --host http://127.0.0.1:8080 --headless --base-users 4
+    ofsre loadtest verify-scaling --target local --report var/scaling   # see ofsre.loadtests.verify
 
 ``run`` hands everything after the suite's name to Locust's own command line in a process of
 its own (``python -m locust -f loadtests/<suite>.py …``), so every Locust option works
@@ -62,6 +63,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     pki.add_argument("--institutions", type=int, default=20)
     pki.add_argument("--days", type=int, default=30, help="validity of the certificates")
     pki.set_defaults(func=cmd_pki)
+    verify = sub.add_parser("verify-scaling", help="drive a shape against a target, watch it scale, give a verdict",
+                            description="see ofsre.loadtests.verify; suite options after --")
+    from . import verify as verify_module  # imports neither locust nor the platform
+
+    verify_module.configure(verify)
     parser.set_defaults(func=lambda _args: parser.print_help() or 2)
 
 

@@ -9,7 +9,8 @@ platform through its gateway:
 * **new consent**: ``POST /consents`` → simulated authorisation → ``GET /consents/{id}`` →
   ``GET /resources`` (unless ``--skip-resources``) → first reads → now and then ``DELETE``;
 * **payment**: payment consent (``x-idempotency-key``) → simulated authorisation → Pix payment
-  (``x-idempotency-key``) → status polled until settled (``ACSC``/``RJCT``);
+  (``x-idempotency-key``) → status polled until settled (``ACSC``/``RJCT``); bodies both ways
+  are JWS (``application/jwt``, :mod:`.signing`), the persona's key registered in ``--jwks-dir``;
 * **open data**: unauthenticated reads of an open-data family (:class:`OpenDataUser`).
 
 Every request carries a fresh ``x-fapi-interaction-id`` and fails unless the answer echoes it;
@@ -33,6 +34,7 @@ import json
 import os
 import random
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -45,7 +47,8 @@ from locust import FastHttpUser, User, between, task
 from ofsre.instrumentation.catalog import load_catalog
 
 from . import personas
-from .thresholds import CAPACITY_SUFFIX, TPM_SUFFIX, TpmLedger
+from .signing import DEFAULT_PLATFORM_ORG, MEDIA_TYPE, PersonaSigner
+from .thresholds import CAPACITY_SUFFIX, MONTHLY_SUFFIX, TPM_SUFFIX, TpmLedger
 
 __all__ = ["Persona", "EcosystemUser", "OpenDataUser", "ArrivalRateUser", "ROUTES"]
 
@@ -53,6 +56,15 @@ CATALOG = load_catalog()
 INTERACTION_ID = "x-fapi-interaction-id"
 CAPACITY_STATUS = int(CATALOG.ecosystem.get("capacity_status", 529))
 TPM_STATUS = int(CATALOG.ecosystem.get("tpm_status", 429))
+MONTHLY_STATUS = int(CATALOG.ecosystem.get("operational_limit_status", 423))
+
+
+def _monthly_limit(method: str, route: str) -> int | None:
+    """The endpoint's monthly operational limit per consent and resource (its tier's), or None."""
+    entry = CATALOG.lookup(method, route)
+    if entry is None or entry.tpm is None or entry.tier.monthly_limit <= 0:
+        return None
+    return entry.tier.monthly_limit
 
 
 def _route(method: str, template: str) -> str:
@@ -76,12 +88,20 @@ PIX_PAYMENT = _route("GET", "/open-banking/payments/v4/pix/payments/{paymentId}"
 OPEN_DATA = tuple(_route("GET", e.route) for e in CATALOG if e.api.startswith("opendata-") and e.method == "GET")
 ROUTES = (CONSENTS, CONSENT, RESOURCES, ACCOUNTS, BALANCES, TRANSACTIONS, TRANSACTIONS_CURRENT,
           PAYMENT_CONSENTS, PIX_PAYMENTS, PIX_PAYMENT, *OPEN_DATA)
+_READ_LIMITS = {r: n for r in (ACCOUNTS, BALANCES, TRANSACTIONS, TRANSACTIONS_CURRENT)
+                if (n := _monthly_limit("GET", r)) is not None}
 SIM_CONSENT = "/_sim/consents/{consentId}/authorise"
 SIM_PAYMENT_CONSENT = "/_sim/payments/consents/{consentId}/authorise"
 SETTLED = ("ACSC", "RJCT")
 DATA_PERMISSIONS = ["ACCOUNTS_READ", "ACCOUNTS_BALANCES_READ", "ACCOUNTS_TRANSACTIONS_READ", "RESOURCES_READ"]
 
+CREDITOR_ACCOUNT = {"ispb": "12345678", "issuer": "0001", "number": "1234567890", "accountType": "CACC"}
 _institution_seq = itertools.count()
+
+
+def _end_to_end_id() -> str:
+    """A Pix endToEndId: E + the initiator's ISPB + yyyyMMddHHmm (UTC) + 11 random characters."""
+    return f"E{CREDITOR_ACCOUNT['ispb']}{datetime.now(UTC):%Y%m%d%H%M}{uuid.uuid4().hex[:11]}"
 _RATE_STEP_S = 0.25  # the open model re-reads its target rate at least this often
 
 
@@ -172,26 +192,47 @@ class Persona:
         self.cpf = self.rng.choice(personas.CPFS)
         self.consent: str | None = None
         self.account: str | None = None
+        data_dir = str(_option(env, "runtime_data_dir", "") or "")
+        self.jwks_dir = str(_option(env, "jwks_dir", "") or (os.path.join(data_dir, "jwks") if data_dir else "jwks"))
+        self.platform_org = str(_option(env, "platform_org", "") or os.environ.get("OFSRE_ORG_ID")
+                                or DEFAULT_PLATFORM_ORG)
+        self._signer: PersonaSigner | None = None
+        self.per_connection = int(_option(env, "requests_per_connection", 20) or 0)
+        self.sent = 0
+        self.uses: dict[str, int] = {}  # calls counted against the consent's monthly limits, by route
         self._consent_lock = Semaphore()
 
     # ----------------------------------------------------------------- one request
 
     def call(self, method: str, route: str, path: str | None = None, *, expect: tuple[int, ...] = (200,),
              json: Any = None, consent: str | None = None, idempotent: bool = False,
-             authenticated: bool = True) -> Any:
-        """One request named ``route``; the parsed body when the answer is as expected, else None."""
+             authenticated: bool = True, signed: bool = False) -> Any:
+        """One request named ``route``; the parsed body when the answer is as expected, else None.
+        ``signed``: payments v4 — the body (``json``) goes as a JWS and the answer must be one."""
         iid = personas.new_interaction_id()
         headers = {INTERACTION_ID: iid}
+        data = None
+        if signed:
+            headers.update(self.signer.headers)
+            if json is not None:
+                data, json = self.signer.sign(json, self.host + (path or route)), None
         if authenticated and self.institution.cert_header:
             headers[self.cert_header] = self.institution.cert_header
         if consent:
             headers["authorization"] = f"Bearer consent:{consent}"
         if idempotent:
             headers["x-idempotency-key"] = personas.new_interaction_id()
+        self.sent += 1
+        if self.per_connection and self.sent % self.per_connection == 0:
+            # A fresh connection now and then, as real clients' pools do: new gateway replicas
+            # behind a load balancer only ever get new connections.
+            headers["connection"] = "close"
+        if consent and "pagination-key" not in (path or ""):  # paging on does not count (§3)
+            self.uses[route] = self.uses.get(route, 0) + 1
         origin = self.institution.origin if authenticated else "client-ip"
         sent_at = time.time()
         count = self.ledger.count(origin, method, route, sent_at)
-        with self.client.request(method, path or route, name=route, headers=headers, json=json,
+        with self.client.request(method, path or route, name=route, headers=headers, json=json, data=data,
                                  catch_response=True) as resp:
             status = resp.status_code
             if status == CAPACITY_STATUS:
@@ -205,17 +246,30 @@ class Persona:
                 else:
                     resp.failure(f"429 although the suite sent only {count} calls to {route} this minute")
                 return None
+            if status == MONTHLY_STATUS and consent:
+                resp.request_meta["name"] = route + MONTHLY_SUFFIX
+                resp.success()
+                if self.consent == consent:
+                    self.consent = None  # used up: the next journey asks the customer for a new one
+                return None
             if status not in expect:
                 body = (resp.text or "")[:200] if resp.content else ""
+                if signed and resp.content and MEDIA_TYPE in (resp.headers.get("content-type") or ""):
+                    try:
+                        body = str(self.signer.read(resp.text).get("errors"))[:200]
+                    except ValueError:
+                        pass
                 resp.failure(f"{status} (expected {'/'.join(map(str, expect))}) {body}")
                 return None
             if resp.headers.get(INTERACTION_ID) != iid:
                 resp.failure(f"{INTERACTION_ID} not echoed (sent {iid}, got {resp.headers.get(INTERACTION_ID)})")
                 return None
             try:
+                if signed:
+                    return self.signer.read(resp.text)
                 return resp.json() if resp.content else {}
-            except ValueError:
-                resp.failure(f"{status} with a body that is not JSON")
+            except ValueError as exc:
+                resp.failure(f"{status}: {exc}" if signed else f"{status} with a body that is not JSON")
                 return None
 
     def simulate(self, service: str, template: str, consent_id: str) -> bool:
@@ -239,6 +293,13 @@ class Persona:
         name = journey or personas.pick(self.rng, self.mix.weights())
         getattr(self, name)()
 
+    @property
+    def signer(self) -> PersonaSigner:
+        """The institution's payments signing key, registered in the JWKS directory on first use."""
+        if self._signer is None:
+            self._signer = PersonaSigner(self.institution.org_id, self.jwks_dir, self.platform_org)
+        return self._signer
+
     def new_consent(self) -> str | None:
         expires = (datetime.now(UTC) + timedelta(days=90)).strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {"data": {"loggedUser": {"document": {"identification": self.cpf, "rel": "CPF"}},
@@ -252,7 +313,7 @@ class Persona:
             return None
         if not self.skip_resources:
             self.call("GET", RESOURCES, consent=consent_id)
-        self.consent, self.account = consent_id, None
+        self.consent, self.account, self.uses = consent_id, None, {}
         self.account_reads()
         if self.rng.random() < self.mix.revoke_probability:
             self.call("DELETE", CONSENT, CONSENT.format(consentId=consent_id), expect=(204,))
@@ -265,7 +326,14 @@ class Persona:
                 self.new_consent()
             return self.consent
 
+    def _within_monthly_limits(self) -> bool:
+        """Whether one more round of reads stays within the consent's monthly limits."""
+        return all(self.uses.get(route, 0) + (self.pages if route == TRANSACTIONS else 1) <= limit
+                   for route, limit in _READ_LIMITS.items())
+
     def account_reads(self) -> None:
+        if self.consent is not None and not self._within_monthly_limits():
+            self.consent = None  # as a receiver does: ask the customer for a new consent
         consent = self.consent or self._ensure_consent()
         if consent is None:
             return
@@ -293,22 +361,25 @@ class Persona:
         body = {"data": {
             "loggedUser": {"document": {"identification": self.cpf, "rel": "CPF"}},
             "creditor": {"personType": "PESSOA_NATURAL", "cpfCnpj": "52431875069", "name": "Maria Recebedora"},
-            "payment": {"type": "PIX", "currency": "BRL", "amount": amount}}}
-        created = self.call("POST", PAYMENT_CONSENTS, expect=(201,), json=body, idempotent=True)
+            "payment": {"type": "PIX", "currency": "BRL", "amount": amount,
+                        "details": {"localInstrument": "MANU", "creditorAccount": CREDITOR_ACCOUNT}}}}
+        created = self.call("POST", PAYMENT_CONSENTS, expect=(201,), json=body, idempotent=True, signed=True)
         consent_id = ((created or {}).get("data") or {}).get("consentId")
         if not consent_id or not self.simulate("payments", SIM_PAYMENT_CONSENT, consent_id):
             return
         pay = {"data": [{
-            "localInstrument": "MANU", "payment": {"amount": amount, "currency": "BRL"},
-            "creditorAccount": {"ispb": "12345678", "issuer": "0001", "number": "1234567890", "accountType": "CACC"},
-            "cnpjInitiator": "12345678000195", "remittanceInformation": "ofsre load test"}]}
-        paid = self.call("POST", PIX_PAYMENTS, expect=(201,), json=pay, consent=consent_id, idempotent=True)
+            "endToEndId": _end_to_end_id(), "localInstrument": "MANU", "payment": {"amount": amount, "currency": "BRL"},
+            "creditorAccount": CREDITOR_ACCOUNT, "cnpjInitiator": "12345678000195", "consentId": consent_id,
+            "remittanceInformation": "ofsre load test"}]}
+        paid = self.call("POST", PIX_PAYMENTS, expect=(201,), json=pay, consent=consent_id, idempotent=True,
+                         signed=True)
         items = (paid or {}).get("data") or []
         if not items:
             return
         payment_id = items[0]["paymentId"]
         for _ in range(self.polls):
-            got = self.call("GET", PIX_PAYMENT, PIX_PAYMENT.format(paymentId=payment_id), consent=consent_id)
+            got = self.call("GET", PIX_PAYMENT, PIX_PAYMENT.format(paymentId=payment_id), consent=consent_id,
+                            signed=True)
             if ((got or {}).get("data") or {}).get("status") in SETTLED:
                 return
             gevent.sleep(self.poll_interval)

@@ -57,11 +57,17 @@ def _options(parser) -> None:
     g.add_argument("--think-time", default="", help="MIN,MAX seconds between journeys (default 0.5,1.5)")
     g.add_argument("--skip-resources", action="store_true", default=False,
                    help="do not call GET /resources (a target without the resources API)")
+    g.add_argument("--requests-per-connection", type=int, default=20,
+                   help="close the connection after this many requests (0: keep it), so new replicas get traffic")
     g.add_argument("--transaction-pages", type=int, default=3, help="transactions pages followed per read")
     g.add_argument("--payment-polls", type=int, default=10, help="status polls per payment at most")
     g.add_argument("--payment-poll-interval", type=float, default=0.5)
     g.add_argument("--runtime-data-dir", default="", help="a local runtime's data directory: the simulated "
                    "authorisation goes to its modules (upstreams.json) with its gateway.secret")
+    g.add_argument("--jwks-dir", default="", help="where the personas register their payments signing keys "
+                   "(default: <runtime-data-dir>/jwks, else ./jwks)")
+    g.add_argument("--platform-org", default="", help="the platform's organisationId, issuer of its signed answers "
+                   "(default $OFSRE_ORG_ID or ofsre-bank)")
     g.add_argument("--sim-consents-url", default="", help="base URL of the simulated consent authorisation")
     g.add_argument("--sim-payments-url", default="", help="base URL of the simulated payment authorisation")
     s = parser.add_argument_group("ofsre shapes (used by the shape locustfiles)")

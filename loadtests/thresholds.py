@@ -9,6 +9,8 @@ What a run must hold, each rule from ``instrumentation/catalog.toml``:
 * **error rate** at most ``1 - slo.availability_objective`` (0.5 % with the bundled catalog);
 * **429 only where a TPM limit was really exceeded**: the suite counts its own calls per origin,
   endpoint and clock minute (:class:`TpmLedger`); a 429 the ledger cannot justify is an error;
+* **423 is a consent's monthly operational limit** (openfinance.md §3): the personas keep
+  their own count and change consent before it, so a 423 is reported, not an error;
 * **529 is the platform's capacity answer** (``ecosystem.capacity_status``): reported as
   *capacity reached*, never as an error, and excluded from latency like the regulator does.
 
@@ -28,17 +30,18 @@ from dataclasses import dataclass, field
 
 from ofsre.instrumentation.catalog import Catalog, load_catalog
 
-__all__ = ["CAPACITY_SUFFIX", "TPM_SUFFIX", "RouteStats", "Thresholds", "Outcome", "TpmLedger", "evaluate",
+__all__ = ["CAPACITY_SUFFIX", "TPM_SUFFIX", "MONTHLY_SUFFIX", "RouteStats", "Thresholds", "Outcome", "TpmLedger", "evaluate",
            "base_name", "THRESHOLD_EXIT_CODE"]
 
 CAPACITY_SUFFIX = " [529 capacity]"  # answered 529: the platform said it is at capacity
 TPM_SUFFIX = " [429 TPM]"            # answered 429 after the suite really exceeded the TPM limit
+MONTHLY_SUFFIX = " [423 monthly limit]"  # the consent's monthly operational limit is used up
 THRESHOLD_EXIT_CODE = 99             # k6's exit code for a crossed threshold
 
 
 def base_name(name: str) -> str:
     """The route template of a statistics name (the suffixes removed)."""
-    for suffix in (CAPACITY_SUFFIX, TPM_SUFFIX):
+    for suffix in (CAPACITY_SUFFIX, TPM_SUFFIX, MONTHLY_SUFFIX):
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return name
@@ -80,6 +83,7 @@ class Outcome:
     error_budget: float = 0.0
     capacity_answers: int = 0     # 529
     tpm_answers: int = 0          # justified 429
+    monthly_limit_answers: int = 0  # 423: a consent's monthly operational limit used up
     routes: list[dict] = field(default_factory=list)
 
     @property
@@ -89,7 +93,8 @@ class Outcome:
     def as_dict(self) -> dict:
         return {"passed": self.passed, "violations": list(self.violations), "requests": self.requests,
                 "failures": self.failures, "error_rate": self.error_rate, "error_budget": self.error_budget,
-                "capacity_answers": self.capacity_answers, "tpm_answers": self.tpm_answers, "routes": self.routes}
+                "capacity_answers": self.capacity_answers, "tpm_answers": self.tpm_answers,
+                "monthly_limit_answers": self.monthly_limit_answers, "routes": self.routes}
 
 
 def evaluate(rows: Iterable[RouteStats], catalog: Catalog | None = None,
@@ -106,6 +111,9 @@ def evaluate(rows: Iterable[RouteStats], catalog: Catalog | None = None,
             continue
         if row.name.endswith(TPM_SUFFIX):
             out.tpm_answers += row.requests
+            continue
+        if row.name.endswith(MONTHLY_SUFFIX):
+            out.monthly_limit_answers += row.requests
             continue
         entry = catalog.lookup(row.method, row.name)
         if entry is None or entry.slo_excluded:

@@ -72,7 +72,7 @@ def _open_data(status: int = 200, echo: bool = True):
 
 def test_an_answer_that_does_not_echo_the_interaction_id_fails_the_run(stand_in, tmp_path):
     server = stand_in(_open_data(echo=False))
-    out = run_locust("ecosystem.py", server.url, "OpenData", "-u", "2", "-r", "2", "-t", "3s", "--think-time", "0.05,0.1")
+    out = run_locust("ecosystem.py", server.url, "OpenData", "-u", "2", "-r", "2", "-t", "5s", "--think-time", "0.05,0.1")
     assert out.returncode == 99, out.stderr[-2000:]
     assert "x-fapi-interaction-id not echoed" in out.stderr
     assert "THRESHOLD FAILED: error rate" in out.stderr
@@ -81,7 +81,7 @@ def test_an_answer_that_does_not_echo_the_interaction_id_fails_the_run(stand_in,
 def test_529_is_reported_as_capacity_reached_not_as_errors(stand_in, tmp_path):
     server = stand_in(_open_data(status=529))
     summary = tmp_path / "summary.json"
-    out = run_locust("ecosystem.py", server.url, "OpenData", "-u", "2", "-r", "2", "-t", "3s",
+    out = run_locust("ecosystem.py", server.url, "OpenData", "-u", "2", "-r", "2", "-t", "5s",
                      "--think-time", "0.05,0.1", "--summary-json", str(summary))
     assert out.returncode == 0, out.stderr[-2000:]
     assert re.search(r"capacity reached: \d+ answers were 529", out.stderr)
@@ -93,7 +93,7 @@ def test_529_is_reported_as_capacity_reached_not_as_errors(stand_in, tmp_path):
 def test_a_429_below_the_tpm_limit_is_an_error(stand_in, tmp_path):
     # Open data allows 500 calls a minute per origin; a few calls answered 429 were not over it.
     server = stand_in(_open_data(status=429))
-    out = run_locust("ecosystem.py", server.url, "OpenData", "-u", "1", "-r", "1", "-t", "2s", "--think-time", "0.1,0.2")
+    out = run_locust("ecosystem.py", server.url, "OpenData", "-u", "1", "-r", "1", "-t", "6s", "--think-time", "0.1,0.2")
     assert out.returncode == 99
     assert "429 although the suite sent only" in out.stderr
 
