@@ -240,6 +240,7 @@ def stack(tmp_path_factory):
     runtime = LocalRuntime(cfg)
     procs: list[subprocess.Popen] = []
     receiver = Receiver()
+    traffic = Traffic(runtime)
     try:
         runtime.start()
         rules_dir = work / "rules"
@@ -266,8 +267,11 @@ def stack(tmp_path_factory):
             stdout=(work / "prometheus.log").open("wb"), stderr=subprocess.STDOUT))
         for port, what in ((am_port, "alertmanager"), (prom_port, "prometheus")):
             wait_for(lambda p=port: _ready(p), 30, f"{what} ready")
-        yield runtime, Prom(f"http://127.0.0.1:{prom_port}"), receiver, work
+        traffic.__enter__()  # the journey runs in the background for both tests
+        yield runtime, Prom(f"http://127.0.0.1:{prom_port}"), receiver, traffic
     finally:
+        if traffic.thread.is_alive():
+            traffic.__exit__()
         for p in procs:
             p.terminate()
         for p in procs:
@@ -321,9 +325,8 @@ def metric_names(expr: str) -> set[str]:
 
 
 def test_every_metric_a_panel_or_rule_uses_is_exposed_by_a_running_process(stack):
-    runtime, _prom, _receiver, _work = stack
-    with Traffic(runtime) as traffic:
-        wait_for(lambda: traffic.settled(runtime), 60, lambda: "a Pix payment settled by the worker; " + traffic.why())
+    runtime, _prom, _receiver, traffic = stack
+    wait_for(lambda: traffic.settled(runtime), 60, lambda: "a Pix payment settled by the worker; " + traffic.why())
     urls = [r.url for dep in runtime.all_deployments() for r in dep.replicas()]
     urls.append(runtime.endpoints()["runtime_metrics"].removesuffix("/metrics"))
     exposed: set[str] = set()
@@ -354,27 +357,27 @@ def test_every_metric_a_panel_or_rule_uses_is_exposed_by_a_running_process(stack
 
 
 def test_queries_return_data_and_the_injected_fault_reaches_alertmanager(stack):
-    runtime, prom, receiver, work = stack
-    with Traffic(runtime) as traffic:
-        wait_for(lambda: prom.query('count(up{job="payments"} == 1)'), 30, "payments scraped")
-        wait_for(lambda: traffic.rounds >= 2 and traffic.settled(runtime), 90,
-                 lambda: "two rounds of traffic and a settled payment; " + traffic.why())
-        wait_for(lambda: prom.query("service_route:ofsre_http_server_requests_counted:rate1m"), 30, "records")
-        # The fault: payments' upstream is a server answering 500 (the services are untouched).
-        fault = Always500()
-        upstreams = runtime.paths.upstreams
-        table = json.loads(upstreams.read_text())
-        table["payments"] = [fault.url]
-        tmp = upstreams.with_suffix(".tmp")
-        tmp.write_text(json.dumps(table))
-        tmp.replace(upstreams)
-        wait_for(lambda: prom.query(
-            'sum(service_route:ofsre_http_server_requests_errors:rate1m{service="gateway", api="payments"}) > 0'),
-            60, "gateway 5xx for payments recorded")
-        alert = wait_for(lambda: [a for a in receiver.firing("OfsreAvailabilityBudgetBurn")
-                                  if a["labels"].get("long_window") == "1h" and a["labels"]["service"] == "gateway"],
-                         60, "OfsreAvailabilityBudgetBurn at the webhook")[0]
-        fault.server.shutdown()
+    runtime, prom, receiver, traffic = stack
+    # The journey started with the stack keeps running through the fault.
+    wait_for(lambda: prom.query('count(up{job="payments"} == 1)'), 30, "payments scraped")
+    wait_for(lambda: traffic.rounds >= 2 and traffic.settled(runtime), 90,
+             lambda: "two rounds of traffic and a settled payment; " + traffic.why())
+    wait_for(lambda: prom.query("service_route:ofsre_http_server_requests_counted:rate1m"), 30, "records")
+    # The fault: payments' upstream is a server answering 500 (the services are untouched).
+    fault = Always500()
+    upstreams = runtime.paths.upstreams
+    table = json.loads(upstreams.read_text())
+    table["payments"] = [fault.url]
+    tmp = upstreams.with_suffix(".tmp")
+    tmp.write_text(json.dumps(table))
+    tmp.replace(upstreams)
+    wait_for(lambda: prom.query(
+        'sum(service_route:ofsre_http_server_requests_errors:rate1m{service="gateway", api="payments"}) > 0'),
+        60, "gateway 5xx for payments recorded")
+    alert = wait_for(lambda: [a for a in receiver.firing("OfsreAvailabilityBudgetBurn")
+                              if a["labels"].get("long_window") == "1h" and a["labels"]["service"] == "gateway"],
+                     60, "OfsreAvailabilityBudgetBurn at the webhook")[0]
+    fault.server.shutdown()
     labels = alert["labels"]
     route = labels["route"]
     assert route.startswith("/open-banking/payments/v4/")
