@@ -26,6 +26,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ofsre.instrumentation import semconv
+from ofsre.instrumentation.metrics import count_telemetry_error
 
 from .store import KINDS, ReportStore, brasilia_day, deadline_of
 
@@ -60,7 +61,14 @@ class StoreCollector(Collector):
         return []
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        f = deadline_figures(self.store, self.clock())
+        try:
+            f = deadline_figures(self.store, self.clock())
+        except Exception:  # noqa: BLE001 - a locked or damaged store must not break the whole scrape
+            count_telemetry_error("pcm")
+            return
+        yield from self._families(f)
+
+    def _families(self, f: dict[str, Any]) -> Iterator[GaugeMetricFamily]:
         backlog = GaugeMetricFamily(semconv.PCM_BACKLOG.name, semconv.PCM_BACKLOG.doc, labels=semconv.PCM_BACKLOG.labels)
         for kind in KINDS:
             backlog.add_metric([kind], f["unsent"][kind])

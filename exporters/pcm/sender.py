@@ -264,6 +264,8 @@ class Sender:
         finally:
             if timer is not None:
                 timer.cancel()
+                if timer.finished.is_set() and not timer.is_alive():
+                    self._stop.clear()   # our own timeout, not a stop(): the sender may drain again
 
     # --- one batch ---------------------------------------------------------------------------
 

@@ -193,3 +193,18 @@ def test_the_deadline_metrics_come_from_the_store(store, registry):
     assert registry.get_sample_value("ofsre_pcm_day_reports", {"status": "PENDING"}) == 2
     left = registry.get_sample_value("ofsre_pcm_deadline_seconds_left")
     assert 8 * 3600 < left <= 35 * 3600
+
+
+def test_an_unreadable_store_gives_no_pcm_samples_and_a_counted_error(tmp_path):
+    from prometheus_client import REGISTRY, CollectorRegistry
+
+    from ofsre.exporters.pcm.metrics import StoreCollector
+    from ofsre.exporters.pcm.store import ReportStore
+
+    store = ReportStore(tmp_path / "r.db")
+    store.close()                                   # every query now fails
+    registry = CollectorRegistry()
+    registry.register(StoreCollector(store))
+    before = REGISTRY.get_sample_value("ofsre_telemetry_errors_total", {"component": "pcm"}) or 0
+    assert registry.get_sample_value("ofsre_pcm_held_reports") is None
+    assert REGISTRY.get_sample_value("ofsre_telemetry_errors_total", {"component": "pcm"}) == before + 1

@@ -261,3 +261,13 @@ def test_ofsre_pcm_results_and_requeue(store, pcm, capsys):
     assert main(["pcm", "requeue", "--store", str(store.path)]) == 0
     assert "3 held reports queued again" in capsys.readouterr().out
     assert store.counts_by_state()["pending"] == len(rows)
+
+
+def test_a_drain_that_timed_out_can_drain_again(store, pcm, make_sender):
+    rows = fill(store, 5)
+    pcm.script(*[Reply(503)] * 30)
+    sender = make_sender(backoff_initial=0.02, backoff_max=0.02)
+    assert not sender.drain(0.2)
+    pcm.replies.clear()
+    assert sender.drain(10)
+    assert set(pcm.received) == {interaction_of(r) for r in rows}
