@@ -196,8 +196,8 @@ class _Exchange:
 
 
 class OfsreMiddleware:
-    """Pure ASGI middleware; see the module docstring. Arguments are those of :func:`instrument_app`,
-    plus ``routes``: an object whose ``.routes`` lists the app's routes (default: the wrapped app,
+    """Pure ASGI middleware; see the module docstring. Arguments are those of :func:`instrument_app`
+    (``logs`` included: used directly, it sets up the same JSON logs), plus ``routes``: an object whose ``.routes`` lists the app's routes (default: the wrapped app,
     or ``scope["app"]``)."""
 
     def __init__(self, app: ASGIApp | None, service: str | None = None, *, version: str | None = None,
@@ -205,7 +205,7 @@ class OfsreMiddleware:
                  catalog: Catalog | None = None, tracer_provider: trace.TracerProvider | None = None,
                  require_interaction_id: bool | None = None, metrics_path: str | None = "/metrics",
                  excluded_paths: Iterable[str] = EXCLUDED_PATHS, routes: Any = None,
-                 pcm: bool | PcmCapture | None = None):
+                 pcm: bool | PcmCapture | None = None, logs: bool | None = None):
         self.app = app
         self.settings = resolve_settings(service, version=version, commit=commit, env=env,
                                          require_interaction_id=require_interaction_id)
@@ -240,7 +240,13 @@ class OfsreMiddleware:
         self._owner: int | None = None
         # PCM SERVER reports: None unless this service opted in (argument, then OFSRE_PCM_CAPTURE).
         self._pcm = capture_for(self.settings.service, pcm)
-        self._adopt_server_logs = False  # set by instrument_app when it owns the logging set-up
+        self._adopt_server_logs = False  # True when this middleware set up the logs (uvicorn's loggers again later)
+        if logs is not False:
+            try:
+                ensure_logging(self.settings.service, env=self.settings.env, version=self.settings.version)
+                self._adopt_server_logs = True
+            except Exception:  # noqa: BLE001 - logging set-up must not stop the service
+                count_telemetry_error("logs", self.registry)
         self._set_build_info()
 
     def _set_build_info(self) -> None:
@@ -622,14 +628,7 @@ def instrument_app(app: Any, service: str | None = None, *, version: str | None 
     middleware = OfsreMiddleware(
         None if starlette_like else app, service, version=version, commit=commit, env=env, registry=registry,
         catalog=catalog, tracer_provider=tracer_provider, require_interaction_id=require_interaction_id,
-        metrics_path=metrics_path, excluded_paths=excluded_paths, routes=app, pcm=pcm)
-    if logs is not False:
-        settings = middleware.settings
-        try:
-            ensure_logging(settings.service, env=settings.env, version=settings.version)
-            middleware._adopt_server_logs = True
-        except Exception:  # noqa: BLE001 - logging set-up must not stop the service
-            count_telemetry_error("logs", middleware.registry)
+        metrics_path=metrics_path, excluded_paths=excluded_paths, routes=app, pcm=pcm, logs=logs)
     if tracer_provider is None:
         from .tracing import setup_tracing
 

@@ -182,3 +182,22 @@ def test_logs_false_or_an_ofsre_configuration_is_left_alone(configured_first, tm
     assert out.returncode == 0, out.stderr
     expected = "1 WARNING True" if configured_first else "0 WARNING []"
     assert out.stdout.strip() == expected
+
+
+def test_the_middleware_class_used_directly_makes_the_same_promise():
+    script = textwrap.dedent('''
+        import logging
+        from ofsre.instrumentation import OfsreMiddleware
+        from ofsre.instrumentation.logs import logging_configured
+
+        async def app(scope, receive, send):
+            pass
+
+        OfsreMiddleware(app, "svc")
+        logging.getLogger("x").info("cpf 123.456.789-09")
+        print(logging_configured())
+    ''')
+    out = subprocess.run([sys.executable, "-c", script], env=_env(), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    line, configured = out.stdout.splitlines()
+    assert json.loads(line)["message"] == "cpf [CPF]" and configured == "True"
