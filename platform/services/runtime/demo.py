@@ -15,10 +15,14 @@ What it does, with progress on stdout:
    the worker settled it (``ACSC``);
 4. a summary read back from the services' own ``/metrics``: requests by route and status,
    p95 per route against the catalog's limit, payments settled, queue statistics, replicas;
-5. stops everything.
+5. a few minutes of ecosystem traffic with a spike (``ofsre loadtest verify-scaling`` on this
+   running platform, in a process of its own): the gateway and the modules scale up, back down
+   after the (demo-short: 30 s) stabilisation window, and the scaling verdict table and the
+   report's path (``--report``, default ``./scaling-report``) are printed; ``--no-scaling`` skips it;
+6. stops everything.
 
-Exit status 0 only if every step of the journey answered as the specification says and every
-payment settled. ``--keep`` keeps the data directory (logs, SQLite file); on failure it is
+Exit status 0 only if every step of the journey answered as the specification says, every
+payment settled and the scaling verdict passed. ``--keep`` keeps the data directory (logs, SQLite file); on failure it is
 always kept and its path printed.
 """
 
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +49,7 @@ from ofsre.instrumentation.catalog import load_catalog
 
 from ..jws import JwsConfig, JwsError, Participant
 from .config import RuntimeConfig
+from .hpa import ControllerConfig
 from .runtime import LocalRuntime, RuntimeStartError
 from .scrape import Sample, buckets, group_by, histogram_quantile, scrape, total
 from .simulation import SimulatedBank
@@ -65,6 +71,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reads", type=int, default=8, help="rounds of account reads in the burst (default 8)")
     parser.add_argument("--payments", type=int, default=3, help="Pix payments to make and settle (default 3)")
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for a payment to settle")
+    parser.add_argument("--no-scaling", action="store_true", help="skip the ecosystem traffic and scaling verdict")
+    parser.add_argument("--report", type=Path, default=Path("scaling-report"),
+                        help="where the scaling report goes (default ./scaling-report)")
     parser.set_defaults(func=run_demo)
 
 
@@ -301,18 +310,45 @@ def summarise(samples: list[Sample], service_of_url: dict[str, str], runtime_sta
 
 # --------------------------------------------------------------------------- driver
 
-def _demo_config(data_dir: Path) -> RuntimeConfig:
+# The scaling phase's HPA, short enough for a demo: a 5 s sync, a 30 s scale-down window.
+DEMO_SYNC_S, DEMO_SCALE_DOWN_S, DEMO_MAX_REPLICAS = 5.0, 30.0, 3
+
+
+def _demo_config(data_dir: Path, scaling: bool = False) -> RuntimeConfig:
     cfg = RuntimeConfig(data_dir=data_dir, gateway_port=0, queue_backend="db", mtls=False)
-    return replace(cfg.with_services(replicas=1), deregistration_delay=0.0)
+    cfg = replace(cfg.with_services(replicas=1), deregistration_delay=0.0)
+    if not scaling:
+        return cfg
+    return replace(cfg.with_services(max_replicas=DEMO_MAX_REPLICAS),
+                   gateway=replace(cfg.gateway, cpu_request=0.1, max_replicas=DEMO_MAX_REPLICAS),
+                   controller=ControllerConfig(sync_period=DEMO_SYNC_S),
+                   scale_down=replace(cfg.scale_down, stabilization_window_seconds=DEMO_SCALE_DOWN_S))
+
+
+def scaling_command(data_dir: Path, report: Path) -> list[str]:
+    """The verifier on the running demo platform: a spike of ecosystem traffic (about 3 minutes)."""
+    return [sys.executable, "-m", "ofsre", "loadtest", "verify-scaling", "--target", "local",
+            "--data-dir", str(data_dir), "--report", str(report), "--expect-scale", "gateway",
+            "--sync-period", str(DEMO_SYNC_S), "--scale-down-window", str(DEMO_SCALE_DOWN_S), "--cooldown", "75",
+            "--", "--base-users", "4", "--spike-factor", "5", "--spike-after", "20", "--spike-seconds", "70",
+            "--recovery-seconds", "60", "--shape-spawn-rate", "5", "--think-time", "0.25,0.75"]
+
+
+def _scaling(data_dir: Path, args: argparse.Namespace, progress: Progress) -> bool:
+    progress.step("ecosystem traffic with a spike: the platform scales up and down, then the verdict …")
+    done = subprocess.run(scaling_command(data_dir, args.report), stdin=subprocess.DEVNULL)
+    progress.info(f"scaling verdict {'PASS' if done.returncode == 0 else 'FAIL'}; report in {args.report}")
+    return done.returncode == 0
 
 
 def run_demo(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="      ! %(message)s")  # replica crashes, HPA warnings
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="ofsre-demo-"))
-    progress = Progress(5)
+    scaling = not getattr(args, "no_scaling", False)
+    progress = Progress(6 if scaling else 5)
     progress.step(f"starting the platform in {data_dir} (SQLite, db queue, 1 replica each, mTLS off) …")
-    runtime = LocalRuntime(_demo_config(data_dir))
-    ok = False
+    runtime = LocalRuntime(_demo_config(data_dir, scaling))
+    ok = scaled = False
     try:
         try:
             runtime.start()
@@ -322,15 +358,18 @@ def run_demo(args: argparse.Namespace) -> int:
         gateway = runtime.endpoints()["gateway"]
         progress.info(f"up in {progress.elapsed():.1f} s; gateway {gateway}")
         ok = _journey(runtime, gateway, args, progress)
+        scaled = _scaling(data_dir, args, progress) if ok and scaling else ok or not scaling
     finally:
         progress.step("stopping everything …")
         runtime.stop()
-        keep = args.keep or not ok
+        keep = args.keep or not ok or not scaled
         if not keep and args.data_dir is None:
             shutil.rmtree(data_dir, ignore_errors=True)
         progress.info(f"done in {progress.elapsed():.1f} s" + (f"; logs kept in {data_dir / 'logs'}" if keep else ""))
     print("journey OK" if ok else "journey FAILED", flush=True)
-    return 0 if ok else 1
+    if scaling and ok:
+        print("scaling verdict PASS" if scaled else "scaling verdict FAIL (the table above says why)", flush=True)
+    return 0 if ok and scaled else 1
 
 
 def _journey(runtime: LocalRuntime, gateway: str, args: argparse.Namespace, progress: Progress) -> bool:

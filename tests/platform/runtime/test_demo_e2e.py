@@ -14,7 +14,8 @@ pytestmark = pytest.mark.e2e
 
 def test_ofsre_demo_runs_the_journey_and_stops_everything(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("OFSRE_")}  # the demo's own defaults
-    out = subprocess.run([sys.executable, "-m", "ofsre", "demo", "--data-dir", str(tmp_path), "--payments", "2"],
+    out = subprocess.run([sys.executable, "-m", "ofsre", "demo", "--data-dir", str(tmp_path), "--payments", "2",
+                          "--no-scaling"],  # the scaling phase: tests/loadtests/test_verify_e2e.py, test_demo_scaling.py
                          capture_output=True, text=True, timeout=170, env=env, cwd=tmp_path)
     text = out.stdout
     assert out.returncode == 0, text + out.stderr
