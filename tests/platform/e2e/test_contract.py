@@ -294,6 +294,22 @@ def test_jws_refusals_have_the_documented_status_and_a_signed_answer(platform, i
     _refused(me, _post_signed(call, gw, me, path, {}, token=unsigned, request_valid=False), 400, "BAD_SIGNATURE")
 
 
+@pytest.mark.parametrize("method, path", [
+    ("POST", CONSENTS), ("GET", CONSENTS + "/urn:ofsre:x"), ("GET", "/open-banking/resources/v3/resources"),
+    ("GET", "/open-banking/accounts/v2/accounts"), ("GET", "/open-banking/payments/v4/pix/payments/p-1"),
+])
+def test_the_gateways_own_refusals_conform(platform, pki, recorder, method, path):
+    """401 without a certificate, 403 with one that names no organisation: the gateway's answers,
+    not a module's, and each family's document must still hold for them."""
+    for headers, status in (({}, 401), ({"x-ssl-client-cert": pki.issue(None).header}, 403)):
+        with httpx.Client(base_url=platform.gateway.url, headers=headers, timeout=20,
+                          event_hooks={"request": [_new_interaction_id]}) as client:
+            response = client.request(method, path)
+        assert response.status_code == status, response.text
+        checked = recorder.check(response, request_valid=False)  # no body, no token: built to be refused
+        assert not checked.response_errors, recorder.report()
+
+
 def test_every_exchange_conformed(recorder):
     """The tally the report quotes: every exchange above was validated, none deviated."""
     assert recorder.checked, "no exchange was validated"
