@@ -115,6 +115,8 @@ def build_config(args: argparse.Namespace) -> RuntimeConfig:
         per_service["autoscale"] = False
     if per_service:
         cfg = cfg.with_services(**per_service)
+    if getattr(args, "no_autoscale", False):  # the gateway is autoscaled too (as in the chart)
+        cfg = replace(cfg, gateway=replace(cfg.gateway, autoscale=False))
     controller = {k: getattr(args, k) for k in ("sync_period", "tolerance") if getattr(args, k, None) is not None}
     if controller:
         cfg = replace(cfg, controller=replace(cfg.controller, **controller))

@@ -63,3 +63,15 @@ def test_gateway_replicas_are_added_on_the_shared_port_and_removed(runtime, wait
     assert any(e["reason"] == "SuccessfulRescale" and "above target" in e["message"] for e in events)
     wait_for(lambda: gateway.spec_replicas == 1 and len(gateway.replicas()) == 1)
     assert httpx.get(f"{url}/pid", timeout=5).status_code == 200  # the remaining replica still serves the port
+
+
+def test_the_gateway_has_an_hpa_by_default_and_no_autoscale_fixes_it_too():
+    import argparse
+
+    from ofsre.platform.runtime.cli import build_config, configure
+
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    assert build_config(parser.parse_args(["up"])).gateway.autoscale
+    fixed = build_config(parser.parse_args(["up", "--no-autoscale"]))
+    assert not fixed.gateway.autoscale and not any(s.autoscale for s in fixed.services)
