@@ -14,17 +14,18 @@ DEBUG, the record reaches the shipping handler, which sends it, which logs... Tw
 from __future__ import annotations
 
 import base64
+import contextlib
 import email.utils
 import logging
 import random
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import httpx
 
-__all__ = ["Transport", "Reply", "TransportError", "mark_shipper_thread", "in_shipper_thread",
+__all__ = ["Transport", "Reply", "TransportError", "mark_shipper_thread", "in_shipper_thread", "shipper_thread",
            "retry_after_seconds", "backoff_delay", "is_retryable", "auth_headers", "QUIET_LOGGERS"]
 
 QUIET_LOGGERS = ("httpx", "httpcore.connection", "httpcore.http11", "httpcore.http2",
@@ -40,6 +41,18 @@ def mark_shipper_thread() -> None:
 
 def in_shipper_thread() -> bool:
     return getattr(_local, "shipper", False)
+
+
+@contextlib.contextmanager
+def shipper_thread() -> Iterator[None]:
+    """Mark the current thread as a shipper's for a block only (a caller's own thread, e.g. a
+    ``drain()`` from the main thread, must ship its logs again afterwards)."""
+    before = in_shipper_thread()
+    _local.shipper = True
+    try:
+        yield
+    finally:
+        _local.shipper = before
 
 
 class _NotFromShipper(logging.Filter):

@@ -56,7 +56,7 @@ from ofsre.instrumentation import semconv
 from ofsre.instrumentation.catalog import load_catalog
 from ofsre.instrumentation.metrics import metric
 
-from .._transport import backoff_delay, mark_shipper_thread, retry_after_seconds
+from .._transport import backoff_delay, mark_shipper_thread, retry_after_seconds, shipper_thread
 from .store import KINDS, ReportStore
 
 __all__ = ["Sender", "SenderOptions", "TokenSource", "TokenError", "PATHS", "HOLD_STATUSES"]
@@ -245,8 +245,13 @@ class Sender:
                 self._stop.wait(1.0)
 
     def drain(self, timeout: float | None = None) -> bool:
-        """Deliver until nothing is pending (held reports stay held); True if the store was emptied."""
-        mark_shipper_thread()
+        """Deliver until nothing is pending (held reports stay held); True if the store was emptied.
+
+        Runs in the caller's thread, which is a shipper's only meanwhile: its own logs ship again after."""
+        with shipper_thread():
+            return self._drain(timeout)
+
+    def _drain(self, timeout: float | None) -> bool:
         if not self.acquire(wait=False):
             raise RuntimeError(f"another sender is running on {self.store.path}")
         deadline = None if timeout is None else time.monotonic() + timeout

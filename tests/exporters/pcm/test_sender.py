@@ -271,3 +271,13 @@ def test_a_drain_that_timed_out_can_drain_again(store, pcm, make_sender):
     pcm.replies.clear()
     assert sender.drain(10)
     assert set(pcm.received) == {interaction_of(r) for r in rows}
+
+
+def test_a_drain_in_the_callers_thread_leaves_its_logs_shipped(store, pcm, make_sender):
+    """drain() runs in the caller's thread: a shipper's meanwhile (no self-logging loop), and the
+    caller's own again afterwards, so its later log records still reach the log shippers."""
+    from ofsre.exporters._transport import in_shipper_thread
+
+    fill(store, 3)
+    assert make_sender().drain(10)
+    assert not in_shipper_thread()
