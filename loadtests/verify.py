@@ -57,6 +57,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--expect-scale", default="", help="comma-separated services that must scale up")
     parser.add_argument("--cooldown", type=float, help="s to wait after the load for min replicas "
                         "(default: the scale-down window + 3 syncs)")
+    parser.add_argument("--prometheus", help="Prometheus URL: the server's view (requests, p95 per route at the "
+                        "gateway) beside Locust's, and where they disagree")
     parser.add_argument("--users-timeout", type=float, default=1800, help="s the suite may run at most")
     local = parser.add_argument_group("local target")
     local.add_argument("--data-dir", type=Path, help="runtime data dir (default: a fresh temporary one)")
@@ -193,22 +195,58 @@ def _run_suite(args: argparse.Namespace, host: str, out: Path, extra: list[str])
         return 1
 
 
-def _views(watcher, summary: dict) -> dict:
-    """Client (Locust) and server (the gateway's own metrics) views side by side."""
-    server = watcher.server_requests()
-    if not server:
-        return {"server": None, "disagreements": []}
-    client = {(r["method"], r["name"]): r["requests"] for r in summary.get("routes", []) if r["name"].startswith("/open")}
+def _client_routes(summary: dict) -> dict[tuple[str, str], dict]:
+    """(method, route) → the client's requests (529/429/423 answers included) and p95."""
+    client: dict[tuple[str, str], dict] = {}
+    for r in summary.get("routes", []):
+        if not r["name"].startswith("/open"):
+            continue
+        base = r["name"].split(" [", 1)[0]
+        row = client.setdefault((r["method"], base), {"requests": 0, "p95_ms": None})
+        row["requests"] += r["requests"]
+        if base == r["name"]:
+            row["p95_ms"] = r.get("p95_ms")
+    return client
+
+
+def disagreements(client: dict[tuple[str, str], dict], server: dict[tuple[str, str], dict],
+                  where: str = "the gateway") -> list[str]:
+    """Where the client's and the server's views of the same routes differ (counts by more than
+    10 %, p95 by more than 50 % and 100 ms)."""
     notes = []
-    for (method, route), n in sorted(client.items()):
-        base = route.split(" [", 1)[0]
-        s = server.get((method, base), 0.0)
-        if n and abs(s - n) > max(5, 0.05 * n) and " [" not in route:
-            notes.append(f"{method} {base}: the client counted {n} requests, the gateway {s:.0f}")
-    per_replica = {url: sum(v for (_m, route, _s), v in counts.items() if route and route.startswith("/open"))
-                   for url, counts in watcher.server_counts.items()}
-    return {"server": {f"{m} {r}": v for (m, r), v in server.items()}, "gateway_replicas": per_replica,
-            "disagreements": notes}
+    for (method, route), c in sorted(client.items()):
+        s = server.get((method, route), {})
+        n, m = c["requests"], s.get("requests", 0.0)
+        if n and abs(m - n) > max(5, 0.1 * n):
+            notes.append(f"{method} {route}: the client counted {n} requests, {where} {m:.0f}")
+        cp, sp = c.get("p95_ms"), s.get("p95_ms")
+        if cp is not None and sp is not None and abs(cp - sp) > max(100.0, 0.5 * max(cp, sp)):
+            notes.append(f"{method} {route}: p95 {cp:.0f} ms at the client, {sp:.0f} ms at {where}")
+    return notes
+
+
+def _views(watcher, summary: dict, prometheus: str | None = None, seconds: float = 0.0) -> dict:
+    """Client (Locust) and server (the gateway's own metrics) views side by side."""
+    client = _client_routes(summary)
+    view: dict[str, Any] = {"disagreements": []}
+    counted = watcher.server_requests()
+    if counted:
+        server = {k: {"requests": v} for k, v in counted.items()}
+        view["server"] = {f"{m} {r}": v for (m, r), v in counted.items()}
+        view["gateway_replicas"] = {url: sum(v for (_m, route, _s), v in counts.items() if route and route.startswith("/open"))
+                                    for url, counts in watcher.server_counts.items()}
+        view["disagreements"] += disagreements(client, server, "the gateway's replicas")
+    if prometheus:
+        try:
+            from .watchers import prometheus_server_view
+
+            server = prometheus_server_view(prometheus, seconds)
+        except (OSError, ValueError, RuntimeError) as exc:
+            view["disagreements"].append(f"Prometheus at {prometheus} could not be read: {exc}")
+        else:
+            view["prometheus"] = {f"{m} {r}": v for (m, r), v in server.items()}
+            view["disagreements"] += disagreements(client, server, "Prometheus")
+    return view
 
 
 def run(args: argparse.Namespace) -> int:
@@ -284,7 +322,8 @@ def _conclude(args, report_dir: Path, recorder: Recorder, watcher, started: floa
                                         None, "answers past the gateway's TPS capacity (not errors)"))
     report: dict[str, Any] = {"target": args.target, "suite": args.suite, "started": started,
                               "samples": recorder.samples, "events": watcher.events, "timeline": rows,
-                              "summary": summary, "verdict": verdict.as_dict(), "views": _views(watcher, summary)}
+                              "summary": summary, "verdict": verdict.as_dict(),
+                              "views": _views(watcher, summary, args.prometheus, time.time() - started)}
     gate_checks: list[Check] = []
     if args.baseline:
         try:

@@ -22,10 +22,36 @@ from typing import Any
 
 from ofsre.instrumentation import semconv
 
-__all__ = ["LocalWatcher", "KubernetesWatcher"]
+__all__ = ["LocalWatcher", "KubernetesWatcher", "prometheus_server_view"]
 
 log = logging.getLogger("ofsre.loadtests")
 _REQUESTS = semconv.HTTP_REQUESTS.series  # ofsre_http_server_requests_total
+
+
+_DURATION_BUCKET = semconv.HTTP_DURATION.name + "_bucket"
+
+
+def prometheus_server_view(url: str, seconds: float, service: str = "gateway") -> dict[tuple[str, str], dict]:
+    """The server's view from Prometheus' HTTP API (``/api/v1/query``): requests and p95 per
+    (method, route) at ``service`` over the last ``seconds``."""
+    from urllib.parse import urlencode
+
+    window = f"{max(1, int(seconds + 0.999))}s"
+    sel = f'{{service="{service}"}}'
+    queries = {"requests": f"sum by (method, route) (increase({_REQUESTS}{sel}[{window}]))",
+               "p95_ms": f"1000 * histogram_quantile(0.95, sum by (le, method, route) "
+                         f"(rate({_DURATION_BUCKET}{sel}[{window}])))"}
+    view: dict[tuple[str, str], dict] = {}
+    for field, query in queries.items():
+        answer = _get_json(f"{url.rstrip('/')}/api/v1/query?{urlencode({'query': query})}")
+        if answer.get("status") != "success":
+            raise RuntimeError(f"Prometheus refused {query!r}: {answer.get('error')}")
+        for item in answer["data"]["result"]:
+            key = (item["metric"].get("method", ""), item["metric"].get("route", ""))
+            value = float(item["value"][1])
+            if value == value:  # NaN: no sample in the window
+                view.setdefault(key, {})[field] = value
+    return view
 
 
 def _get_json(url: str, timeout: float = 10.0) -> Any:
