@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ofsre.dashboards.links import dashboard_url
+from ofsre.exporters.pcm.metrics import AT_RISK_S
 from ofsre.instrumentation import semconv as sc
 
 from .config import ConfigError, MonitoringConfig
@@ -224,6 +225,35 @@ def telemetry_alerts(cfg: MonitoringConfig) -> list[Alert]:
     ]
 
 
+# ----------------------------------------------------------------------------- PCM reporting
+
+def pcm_alerts(cfg: MonitoringConfig) -> list[Alert]:
+    """Regulatory reporting (openfinance.md §5): a day's reports are due by 08:00 Brasília the next day."""
+    sel = cfg.selector("namespace", "services")
+    return [
+        Alert("OfsrePcmDeadlineAtRisk",
+              f"min by (namespace) ({sc.PCM_DEADLINE_SECONDS_LEFT.name}{{{sel}}}) < {AT_RISK_S}\n"
+              f"and on (namespace) sum by (namespace) ({sc.PCM_BACKLOG.name}{{{sel}}}"
+              f" or {sc.PCM_HELD_REPORTS.name}{{{sel}}}) > 0",
+              "critical", "PCM reports may miss their 08:00 (Brasília) delivery deadline.",
+              "{{ $value | humanizeDuration }} left before the deadline of the oldest undelivered PCM report, "
+              "and reports are still waiting (ofsre pcm status).",
+              ("compliance", "pcm_deadline")),
+        Alert("OfsrePcmReportsHeld",
+              f"max by (namespace) ({sc.PCM_HELD_REPORTS.name}{{{sel}}}) > 0",
+              "warning", "The PCM refused a batch of reports for good; they are held.",
+              "{{ $value }} PCM reports are held after a 400/401/403/406/415 (ofsre pcm results --status HELD); "
+              "fix the cause, then ofsre pcm requeue.",
+              ("compliance", "pcm_backlog"), for_="5m"),
+        Alert("OfsrePcmReportsDropped",
+              f"sum by (namespace, job, reason) (increase({sc.PCM_REPORTS_DROPPED.series}{{{sel}}}[10m])) > 0",
+              "critical", "PCM reports were lost before reaching the local store.",
+              "{{ $labels.job }} dropped {{ $value | humanize }} PCM reports ({{ $labels.reason }}) in the last 10 "
+              "minutes: the regulator will not receive them.",
+              ("compliance", "pcm_dropped")),
+    ]
+
+
 # name -> builder; the group of each is ``ofsre-<name>.alerts``.
 COMPONENTS: dict[str, Callable[[MonitoringConfig], list[Alert]]] = {
     "slo": slo_alerts,
@@ -231,6 +261,7 @@ COMPONENTS: dict[str, Callable[[MonitoringConfig], list[Alert]]] = {
     "autoscaling": autoscaling_alerts,
     "queues": queue_alerts,
     "telemetry": telemetry_alerts,
+    "pcm": pcm_alerts,
 }
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from ofsre.alerts.config import MonitoringConfig
 from ofsre.alerts.sli import Records, fmt, tiers_by_limit
+from ofsre.exporters.pcm.metrics import AT_RISK_S
 from ofsre.instrumentation import semconv as sc
 
 from ._lib import Board, PanelSpec, q, table, ts
@@ -78,7 +79,34 @@ def traffic_limits(b: Board) -> list[PanelSpec]:
     ]
 
 
-SECTIONS: list[Callable[[Board], list[PanelSpec]]] = [latency, availability, traffic_limits]
+def pcm_reporting(b: Board) -> list[PanelSpec]:
+    """PCM reports (openfinance.md §5): each day's are due by 08:00 Brasília the next day. The gauges come
+    from the store, exposed by the sender (``ofsre pcm send --metrics-port``); the drops by the capturing services."""
+    ns = b.ns()
+    return [
+        ts("PCM: hours left before the reports' deadline", [q(f"min({sc.PCM_DEADLINE_SECONDS_LEFT.name}{{{ns}}}) / 3600",
+                                                               "hours left")], "h", key="pcm_deadline", width=12,
+           min_zero=False, thresholds=[("red", None), ("orange", 0.0), ("green", AT_RISK_S / 3600)],
+           description="Time left before 08:00 (Brasília) of the day after the oldest report not yet delivered "
+                       f"(today's deadline when none waits). Below {AT_RISK_S // 3600} h with a backlog: at risk."),
+        ts("PCM: reports not yet delivered, and held", [
+            q(f"sum by (kind) ({sc.PCM_BACKLOG.name}{{{ns}}})", "backlog {{kind}}"),
+            q(f"max({sc.PCM_HELD_REPORTS.name}{{{ns}}})", "held (refused by the PCM)")], "short", key="pcm_backlog",
+           width=12, description="Held: batches the PCM refused for good (400/401/403/406/415), kept in the store "
+                                 "until `ofsre pcm requeue`."),
+        ts("PCM: today's reports by result", [q(f"max by (status) ({sc.PCM_DAY_REPORTS.name}{{{ns}}})", "{{status}}")],
+           "short", width=12, stack=True,
+           description="ACCEPTED, DISCARDED, PAIRED_INCONSISTENT, UNPAIRED, SINGLE as the PCM answered; PENDING and "
+                       "HELD not delivered yet (Brasília day)."),
+        ts("PCM: reports lost before the store", [
+            q(f"sum by (job, reason) (increase({sc.PCM_REPORTS_DROPPED.series}{{{ns}}}[$__rate_interval]))",
+              "{{job}} {{reason}}")], "short", key="pcm_dropped", width=12,
+           description="Reports a capturing service could not keep (memory queue or store full, store error): "
+                       "the regulator will never receive them."),
+    ]
+
+
+SECTIONS: list[Callable[[Board], list[PanelSpec]]] = [latency, availability, traffic_limits, pcm_reporting]
 
 
 def build(cfg: MonitoringConfig) -> dict:

@@ -335,7 +335,46 @@ TELEMETRY = [
           expect("OfsreScrapeTargetDown", "30m")]),
 ]
 
-TESTS = AVAILABILITY + LATENCY + MINUTE + HTTP_CAUSES + AUTOSCALING + QUEUES + TELEMETRY
+PCM_URL = "ofsre-compliance/ofsre-compliance?viewPanel={}&var-namespace=ofsre"
+SENDER = {"namespace": "ofsre", "job": "pcm-sender", "instance": "127.0.0.1:9300"}
+EDGE = {"namespace": "ofsre", "job": "gateway", "pod": "gateway-1", "instance": "127.0.0.1:9000", "service": "gateway"}
+PCM = [
+    test("PCM reports late, held and dropped",
+         [series("ofsre_pcm_deadline_seconds_left", SENDER, flat(5400)),      # 1 h 30 left, reports waiting
+          series("ofsre_pcm_backlog_reports", {**SENDER, "kind": "private"}, flat(12)),
+          series("ofsre_pcm_held_reports", SENDER, "0x4 3x276"),
+          series("ofsre_pcm_reports_dropped_total", {**EDGE, "reason": "queue_full"}, "0x20 5x260")],
+         [expect("OfsrePcmDeadlineAtRisk", "8m", fired(
+             {"namespace": "ofsre", "severity": "critical", "team": "sre"},
+             "1h 30m 0s left before the deadline of the oldest undelivered PCM report, and reports are still waiting "
+             "(ofsre pcm status).",
+             "PCM reports may miss their 08:00 (Brasília) delivery deadline.", "OfsrePcmDeadlineAtRisk",
+             PCM_URL.format(6))),
+          expect("OfsrePcmReportsHeld", "3m"),  # held for 2 minutes: `for: 5m` not yet
+          expect("OfsrePcmReportsHeld", "8m", fired(
+              {"namespace": "ofsre", "severity": "warning", "team": "sre"},
+              "3 PCM reports are held after a 400/401/403/406/415 (ofsre pcm results --status HELD); fix the cause, "
+              "then ofsre pcm requeue.",
+              "The PCM refused a batch of reports for good; they are held.", "OfsrePcmReportsHeld", PCM_URL.format(7))),
+          expect("OfsrePcmReportsDropped", "8m", fired(
+              {"namespace": "ofsre", "job": "gateway", "reason": "queue_full", "severity": "critical", "team": "sre"},
+              "gateway dropped 5 PCM reports (queue_full) in the last 10 minutes: the regulator will not receive them.",
+              "PCM reports were lost before reaching the local store.", "OfsrePcmReportsDropped", PCM_URL.format(8)))]),
+    test("PCM reports on time: close to the deadline with nothing waiting",
+         [series("ofsre_pcm_deadline_seconds_left", SENDER, flat(5400)),
+          series("ofsre_pcm_backlog_reports", {**SENDER, "kind": "private"}, flat(0)),
+          series("ofsre_pcm_held_reports", SENDER, flat(0)),
+          series("ofsre_pcm_reports_dropped_total", {**EDGE, "reason": "queue_full"}, flat(5))],
+         [expect("OfsrePcmDeadlineAtRisk", "30m"), expect("OfsrePcmReportsHeld", "30m"),
+          expect("OfsrePcmReportsDropped", "30m")]),
+    test("PCM reports on time: a backlog with hours to go",
+         [series("ofsre_pcm_deadline_seconds_left", SENDER, flat(20000)),
+          series("ofsre_pcm_backlog_reports", {**SENDER, "kind": "private"}, flat(12)),
+          series("ofsre_pcm_held_reports", SENDER, flat(0))],
+         [expect("OfsrePcmDeadlineAtRisk", "30m")]),
+]
+
+TESTS = AVAILABILITY + LATENCY + MINUTE + HTTP_CAUSES + AUTOSCALING + QUEUES + TELEMETRY + PCM
 
 
 def suite(rule_files: list[str]) -> dict:

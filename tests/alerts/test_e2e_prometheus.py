@@ -65,6 +65,11 @@ CLUSTER_ONLY = {
     "container_cpu_usage_seconds_total": "cAdvisor (kubelet) series; the local runtime has no cgroups",
     "container_memory_working_set_bytes": "cAdvisor (kubelet) series; the local runtime has no cgroups",
 }
+# Exposed by `ofsre pcm send --metrics-port` (the deadline gauges) and by services with OFSRE_PCM_CAPTURE
+# (the drops); the local runtime runs neither (tests/exporters/pcm and tests/platform/e2e/test_pcm.py check them).
+PCM_ONLY = {name: "PCM reporting is off in the local runtime" for name in (
+    "ofsre_pcm_deadline_seconds_left", "ofsre_pcm_backlog_reports", "ofsre_pcm_held_reports", "ofsre_pcm_day_reports",
+    "ofsre_pcm_reports_dropped_total")}
 # Synthesised by Prometheus for every scrape target, not exposed by a service.
 PROMETHEUS_OWN = {"up"}
 # Created with the first error a process swallows: a healthy platform does not expose it, so a
@@ -81,6 +86,7 @@ NO_DATA_HERE = {
     "ofsre_log_records_dropped_total": "the fake Loki accepts every batch: nothing is dropped",
     "ofsre_log_records_retried_total": "the fake Loki accepts every batch: nothing is retried",
     "ofsre_telemetry_errors_total": "no telemetry error happens (the counter appears with the first one)",
+    "ofsre_pcm_": "PCM reporting is off in the local runtime (no capture, no sender)",
     'tier=~"media"': "the reference platform serves no média-tier endpoint (credit cards and loans are not built)",
 }
 VARIABLES = {"$__rate_interval": "20s", "$__range": "2m", "$namespace": "ofsre", "$service": ".+", "$queue": ".+",
@@ -349,7 +355,7 @@ def test_every_metric_a_panel_or_rule_uses_is_exposed_by_a_running_process(stack
     missing = {}
     for where, expr in used_queries():
         for name in metric_names(expr):
-            if name in exposed or name in recorded or name in CLUSTER_ONLY or name in PROMETHEUS_OWN:
+            if name in exposed or name in recorded or name in CLUSTER_ONLY or name in PROMETHEUS_OWN or name in PCM_ONLY:
                 continue
             missing.setdefault(name, where)
     assert missing == {}, f"used but exposed by no running process: {missing}"
