@@ -238,6 +238,7 @@ class OfsreMiddleware:
         # Metric updates skip prometheus_client's locks while one thread (the event loop's) serves;
         # the first request from another thread switches this middleware to the locked methods.
         self._owner: int | None = None
+        self._first_request = True
         # PCM SERVER reports: None unless this service opted in (argument, then OFSRE_PCM_CAPTURE).
         self._pcm = capture_for(self.settings.service, pcm)
         self._adopt_server_logs = False  # True when this middleware set up the logs (uvicorn's loggers again later)
@@ -275,7 +276,8 @@ class OfsreMiddleware:
                 await self.app(scope, receive, send)
             return
 
-        if self._owner is None and self._matcher is None:
+        if self._first_request:
+            self._first_request = False
             self._owner = get_ident()   # the first request's thread; None for good once another one serves
         exchange = _Exchange(receive, send, self.registry)
         try:

@@ -50,3 +50,26 @@ def test_lock_free_updates_store_what_the_public_methods_store():
         return [(s.name, s.labels, s.value, s.exemplar and (s.exemplar.labels, s.exemplar.value))
                 for family in registry.collect() for s in family.samples if not s.name.endswith("_created")]
     assert samples(fast) == samples(slow)
+
+
+def test_a_second_thread_switches_the_middleware_to_locked_updates(registry, tracer_provider, call_asgi):
+    import asyncio
+    import threading
+
+    from ofsre.instrumentation import _asgi, semconv
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    middleware = _asgi.OfsreMiddleware(app, "svc", registry=registry, tracer_provider=tracer_provider, logs=False)
+    asyncio.run(call_asgi(middleware, "GET", "/x"))
+    assert middleware._owner == threading.get_ident()
+    other = threading.Thread(target=lambda: asyncio.run(call_asgi(middleware, "GET", "/x")))
+    other.start()
+    other.join()
+    assert middleware._owner is None   # from now on prometheus_client's locked methods, on every thread
+    asyncio.run(call_asgi(middleware, "GET", "/x"))
+    labels = {"service": "svc", "route": semconv.UNKNOWN_ROUTE, "method": "GET", "status": "200", "api": "",
+              "tier": ""}
+    assert registry.get_sample_value(semconv.HTTP_REQUESTS.series, labels) == 3
