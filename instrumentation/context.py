@@ -43,7 +43,7 @@ def new_interaction_id() -> str:
     module builds a ``UUID`` object (an int, its version checks) only to format it again.
     """
     raw = int.from_bytes(_urandom(16)) & _V4_CLEAR | _V4_SET
-    h = "%032x" % raw
+    h = f"{raw:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 

@@ -14,8 +14,14 @@ from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import (ALWAYS_OFF, Decision, ParentBased, Sampler, SamplingResult,
-                                              TraceIdRatioBased)
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
 from prometheus_client import CollectorRegistry
 
 from ofsre.instrumentation import instrument_app
