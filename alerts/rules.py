@@ -7,7 +7,7 @@ carry: ``severity`` and ``team`` labels, a static ``summary``, a templated ``des
 ``runbook_url`` (``<runbook_base_url>/<AlertName>.md``; the file must exist in
 ``alerts/runbooks/``) and ``dashboard_url`` (the panel that shows the alert's series).
 
-To add an alert (for instance a PCM compliance one once ``ofsre_pcm_*`` metrics exist):
+To add an alert (as :func:`pcm_alerts` was added, for PCM reporting):
 write a function returning ``Alert(...)`` objects, add it to :data:`COMPONENTS`, write its
 runbook, and a promtool test case in ``tests/alerts/``; nothing else changes.
 """

@@ -2,7 +2,7 @@
 catalog), the share of available minutes (a minute is available when ≥ 95 % of its calls that count
 succeed), 429/423/529 counts, and calls per minute against the TPM limits.
 
-To add a compliance section (e.g. PCM reporting once ``ofsre_pcm_*`` metrics exist), write a
+To add a compliance section (as :func:`pcm_reporting` was added, for PCM reporting), write a
 function ``(board) -> list[PanelSpec]`` and append it to :data:`SECTIONS`.
 """
 
