@@ -124,6 +124,7 @@ class _Call:
 
 
 _current: contextvars.ContextVar[_Call | None] = contextvars.ContextVar("ofsre_pcm_call", default=None)
+_MISSING = object()
 
 
 def capturing() -> bool:
@@ -213,7 +214,9 @@ class PcmCapture:
 
     def server_start(self, method: str, template: str, interaction_id: str, scope: dict[str, Any]) -> _Call | None:
         """Start a SERVER call (middleware, before the app); None outside the catalog."""
-        entry = self._entry(method, template)
+        entry = self._entries.get((method, template), _MISSING)
+        if entry is _MISSING:
+            entry = self._entry(method, template)
         if entry is None:
             return None
         client = scope.get("client")
@@ -224,8 +227,10 @@ class PcmCapture:
     def server_finish(self, call: _Call, status: int, seconds: float) -> None:
         """Queue the SERVER report (middleware, after the response). O(1)."""
         if call.token is not None:
-            with contextlib.suppress(ValueError):  # another context (should not happen): keep going
+            try:
                 _current.reset(call.token)
+            except ValueError:  # another context (should not happen): keep going
+                pass
         if status == 499:  # the client left before any response: no answer was given, nothing to pair
             self._skipped["no_response"].inc()
             return
@@ -236,8 +241,12 @@ class PcmCapture:
         info = call.info
         if opendata and call.peer and not (info and "clientIp" in info):  # the app's (proxy-aware) value wins
             info = {**(info or {}), "clientIp": call.peer}
-        self._put((SERVER, call.entry, status, call.ts, seconds, call.interaction_id, call.client_org,
-                   self.org_id, call.correlation, info, None, None))
+        queue = self._queue   # _put, inlined: this runs once per request
+        if self._closed or len(queue) >= self.queue_reports:
+            self._dropped["closed" if self._closed else "queue_full"].inc()
+            return
+        queue.append((SERVER, call.entry, status, call.ts, seconds, call.interaction_id, call.client_org,
+                      self.org_id, call.correlation, info, None, None))
 
     # --- request path: CLIENT ----------------------------------------------------------------
 
@@ -449,6 +458,7 @@ class PcmCapture:
 
 
 _encode_info = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
+_string = json.encoder.c_encode_basestring or json.encoder.py_encode_basestring  # a JSON string literal
 
 
 class _Days:
@@ -478,7 +488,13 @@ def _row(item: tuple[Any, ...], days: _Days) -> tuple[Any, ...]:
     """
     role, entry, status, ts, seconds, iid, client_org, server_org, correlation, info, prefix, ssid = item
     kind = "opendata" if entry.api.startswith("opendata") else "private"
-    info_json = _encode_info(info) if info else None
+    if not info:
+        info_json = None
+    elif len(info) == 1 and type(next(iter(info.values()))) is str:  # the gateway's {"consentId": …}: no encoder
+        (key, value), = info.items()
+        info_json = "{" + _string(str(key)) + ":" + _string(value) + "}"
+    else:
+        info_json = _encode_info(info)
     return (kind, role, days.of(ts), ts, entry.route, entry.method, int(status), int(round(seconds * 1000)), iid,
             client_org, server_org, str(correlation) if correlation else None, info_json, prefix, ssid)
 
