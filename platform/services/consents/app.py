@@ -34,9 +34,9 @@ from fastapi.routing import APIRoute
 from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy import update
 
-from ..app_common import ClientOrg, Session, check_owner, envelope, of_body, service_app
 from ofsre.instrumentation.catalog import load_catalog
 
+from ..app_common import ClientOrg, Session, check_owner, envelope, of_body, service_app
 from ..errors import ERROR_RESPONSES, OFError, _validation_status
 from ..models import Consent, as_utc, utcnow
 from ..settings import Settings

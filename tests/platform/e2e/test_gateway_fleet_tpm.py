@@ -53,7 +53,7 @@ def fleet(tmp_path, catalog_writer):
 
     def start(n: int, **env: str) -> list[str]:
         urls = []
-        for i in range(n):
+        for _ in range(n):
             port_file = tmp_path / f"gw-{len(procs)}.port"
             log = open(tmp_path / f"gw-{len(procs)}.log", "wb")  # noqa: SIM115 - closed at teardown
             e = {k: v for k, v in os.environ.items() if not k.startswith("OFSRE_")}
