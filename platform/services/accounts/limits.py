@@ -60,7 +60,7 @@ async def consume(session: AsyncSession, catalog: Catalog, *, method: str, route
         if await session.get(OperationalUsage, tuple(key[k] for k in ("consent_id", "endpoint", "resource_id",
                                                                           "month"))) is not None:
             await session.rollback()
-            raise OFError(423, f"the monthly operational limit of {limit} calls to {route} for this consent "
+            raise OFError(_status(catalog), f"the monthly operational limit of {limit} calls to {route} for this consent "
                                f"and resource is used up for {month}", code=LOCKED_CODE,
                           title="Limite mensal excedido")
         session.add(OperationalUsage(**key, calls=1))
@@ -69,4 +69,10 @@ async def consume(session: AsyncSession, catalog: Catalog, *, method: str, route
             return
         except IntegrityError:
             await session.rollback()
-    raise OFError(423, f"the monthly operational limit of {limit} calls to {route} is used up", code=LOCKED_CODE)
+    raise OFError(_status(catalog), f"the monthly operational limit of {limit} calls to {route} is used up",
+                  code=LOCKED_CODE)
+
+
+def _status(catalog: Catalog) -> int:
+    """The catalog's ``operational_limit_status`` (423), as the gateway reads its TPM and capacity codes."""
+    return int(catalog.ecosystem["operational_limit_status"])
