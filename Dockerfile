@@ -45,6 +45,8 @@ COPY dashboards/ dashboards/
 COPY alerts/ alerts/
 COPY loadtests/ loadtests/
 COPY platform/services/ platform/services/
+COPY platform/queue/ platform/queue/
+COPY platform/runtime/ platform/runtime/
 
 # Every dependency has a manylinux wheel for CPython 3.11 (asyncpg, uvloop, httptools, psutil,
 # grpcio), so no compiler is needed. The extras string is what the services need; `${QUEUE_EXTRAS:+,…}`
