@@ -316,7 +316,7 @@ DEMO_SYNC_S, DEMO_SCALE_DOWN_S, DEMO_MAX_REPLICAS = 5.0, 30.0, 3
 
 def _demo_config(data_dir: Path, scaling: bool = False) -> RuntimeConfig:
     cfg = RuntimeConfig(data_dir=data_dir, gateway_port=0, queue_backend="db", mtls=False)
-    cfg = replace(cfg.with_services(replicas=1), deregistration_delay=0.0)
+    cfg = cfg.with_services(replicas=1)  # keeps the deregistration delay: scale-down loses no request
     if not scaling:
         return cfg
     return replace(cfg.with_services(max_replicas=DEMO_MAX_REPLICAS),

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_json", "read_json", "free_port", "port_free"]
+__all__ = ["atomic_write_json", "read_json", "free_port", "port_free", "listening_socket"]
 
 
 def atomic_write_json(path: str | os.PathLike[str], data: Any) -> None:
@@ -46,6 +46,20 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def listening_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
+    """A TCP socket listening on ``host:port`` (0: any free port), for child processes to inherit
+    and accept from (``subprocess.Popen(pass_fds=...)``, then ``socket.socket(fileno=...)``)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no conflict
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def port_free(host: str, port: int) -> bool:

@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -34,7 +35,7 @@ from prometheus_client import CollectorRegistry
 
 from .autoscaler import Autoscaler
 from .config import RuntimeConfig, ServiceConfig
-from .files import atomic_write_json, free_port, port_free, read_json
+from .files import atomic_write_json, listening_socket, port_free, read_json
 from .prometheus import prometheus_command, write_scrape_config, write_targets
 from .server import RuntimeServer
 from .simulation import new_secret
@@ -91,6 +92,7 @@ class LocalRuntime:
         self.deployments: dict[str, Deployment] = {}
         self.gateway: Deployment | None = None
         self.gateway_port = 0  # the port every gateway replica serves (chosen at start when 0)
+        self._gateway_listener: socket.socket | None = None  # that port's socket, inherited by the replicas
         self.prometheus: Deployment | None = None
         self.server: RuntimeServer | None = None
         self.scrape_config: Path | None = None
@@ -132,13 +134,16 @@ class LocalRuntime:
             self.deployments[svc.name] = self._deployment(svc, cfg.command)
         self._bring_up(list(self.deployments.values()))
         self._write_files()
-        # Every gateway replica serves the one gateway port (SO_REUSEPORT: the kernel spreads the
-        # connections) besides a port of its own, where it is probed and scraped like any replica.
-        self.gateway_port = cfg.gateway_port or free_port(cfg.host)
+        # Every gateway replica serves the one gateway port besides a port of its own (where it is
+        # probed and scraped like any replica). The runtime owns that port's listening socket and
+        # every replica inherits it: they accept from one queue, so a replica that leaves takes no
+        # waiting connection with it (with SO_REUSEPORT each would own a queue, reset on close).
+        self._gateway_listener = listening_socket(cfg.host, cfg.gateway_port)
+        self.gateway_port = self._gateway_listener.getsockname()[1]
         gateway_max = cfg.gateway.max_replicas if cfg.gateway.autoscale else cfg.gateway.replicas
-        self.gateway = self._deployment(cfg.gateway, cfg.command, env={
+        self.gateway = self._deployment(cfg.gateway, cfg.command, pass_fds=(self._gateway_listener.fileno(),), env={
             "OFSRE_UPSTREAMS_FILE": str(self.paths.upstreams.resolve()),
-            "OFSRE_SHARED_PORT": str(self.gateway_port), "OFSRE_GATEWAY_REPLICAS": str(gateway_max)})
+            "OFSRE_SHARED_FD": str(self._gateway_listener.fileno()), "OFSRE_GATEWAY_REPLICAS": str(gateway_max)})
         self._bring_up([self.gateway])
         for svc in cfg.services:
             dep = self.deployments[svc.name]
@@ -180,6 +185,9 @@ class LocalRuntime:
             dep.scale(0)
         for dep in others:
             dep.stop(timeout=self.config.termination_grace + 5)
+        if self._gateway_listener is not None:
+            self._gateway_listener.close()
+            self._gateway_listener = None
         if self.server is not None:
             self.server.stop()
         self.phase = "stopped"
@@ -246,7 +254,8 @@ class LocalRuntime:
     # ----------------------------------------------------------------- internals
 
     def _deployment(self, svc: ServiceConfig, command: tuple[str, ...], *, port: int | None = None,
-                    env: dict[str, str] | None = None, readiness_path: str | None = None) -> Deployment:
+                    env: dict[str, str] | None = None, readiness_path: str | None = None,
+                    pass_fds: tuple[int, ...] = ()) -> Deployment:
         cfg = self.config
         return Deployment(
             svc.name, command, log_dir=self.paths.logs, replicas=svc.replicas, host=cfg.host, port=port,
@@ -255,7 +264,7 @@ class LocalRuntime:
             termination_grace=cfg.termination_grace,
             # Only a replica behind the gateway needs time for the gateway to forget it.
             deregistration_delay=cfg.deregistration_delay if svc.routed else 0.0,
-            on_change=lambda _dep: self._write_files())
+            on_change=lambda _dep: self._write_files(), pass_fds=pass_fds)
 
     def _bring_up(self, deps: list[Deployment]) -> None:
         for dep in deps:

@@ -97,14 +97,15 @@ class Deployment:
 
     ``command`` items are formatted with ``service``, ``host``, ``port`` and ``replica``.
     ``port`` fixes the port of a single-replica deployment (the gateway); otherwise every
-    replica gets a free port. ``env`` is added to the runtime's own environment.
+    replica gets a free port. ``env`` is added to the runtime's own environment. ``pass_fds``
+    are inherited by every replica (the gateway's shared listening socket).
     """
 
     def __init__(self, name: str, command: Sequence[str], *, log_dir: Path, replicas: int = 1,
                  host: str = "127.0.0.1", port: int | None = None, env: Mapping[str, str] | None = None,
                  readiness_path: str = "/readyz", startup_timeout: float = 60.0, termination_grace: float = 10.0,
                  deregistration_delay: float = 0.0, on_change: Callable[[Deployment], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic, cwd: str | None = None):
+                 clock: Callable[[], float] = time.monotonic, cwd: str | None = None, pass_fds: Sequence[int] = ()):
         if port is not None and replicas > 1:
             raise ValueError("a fixed port allows a single replica")
         self.name = name
@@ -120,6 +121,7 @@ class Deployment:
         self.on_change = on_change
         self.clock = clock
         self.cwd = cwd
+        self.pass_fds = tuple(pass_fds)
         self.last_failure = ""  # why the last replica died or failed to become ready (with its log tail)
         self._spec = replicas
         self._lock = threading.RLock()
@@ -231,7 +233,7 @@ class Deployment:
         # A session of its own: Ctrl-C in the terminal reaches the runtime only, which then
         # deregisters each replica before stopping it.
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                                   env=env, cwd=self.cwd, start_new_session=True)
+                                   env=env, cwd=self.cwd, start_new_session=True, pass_fds=self.pass_fds)
         replica = Replica(name, self.name, self.host, port, process, log_path, started_at=now,
                           ready_transition_at=now, _log_file=log_file)
         self._replicas.append(replica)

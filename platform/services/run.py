@@ -90,19 +90,19 @@ def _protocol_options(service: str, settings: Settings) -> dict:
             "http": protocol_class(settings, PeerCertificateProtocol)}
 
 
-def _shared_socket(host: str) -> socket.socket | None:
-    """The listening socket on ``OFSRE_SHARED_PORT``, with ``SO_REUSEPORT``: every replica of
-    the gateway binds the same port this way and the kernel spreads new connections over them
-    (the local runtime's stand-in for a Kubernetes Service). None when the variable is unset."""
-    raw = os.environ.get("OFSRE_SHARED_PORT", "").strip()
+def _shared_socket() -> socket.socket | None:
+    """The listening socket inherited as file descriptor ``OFSRE_SHARED_FD``: the local runtime
+    opens the gateway port once and every gateway replica accepts from it (its stand-in for a
+    Kubernetes Service). None when the variable is unset."""
+    raw = os.environ.get("OFSRE_SHARED_FD", "").strip()
     if not raw:
         return None
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, int(raw)))
-    sock.listen(2048)
-    sock.set_inheritable(True)
+    try:
+        sock = socket.socket(fileno=int(raw))
+    except (ValueError, OSError) as exc:
+        raise SystemExit(f"OFSRE_SHARED_FD={raw!r} is not an inherited listening socket: {exc}") from exc
+    if sock.type != socket.SOCK_STREAM or not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        raise SystemExit(f"OFSRE_SHARED_FD={raw!r} is not a listening TCP socket")
     return sock
 
 
@@ -141,7 +141,7 @@ def serve(service: str, host: str = "127.0.0.1", port: int = 8000, *, port_file:
             tmp.write_text(f"{bound}\n")
             tmp.replace(port_file)  # atomic: a reader never sees a half-written file
 
-    shared = _shared_socket(host)
+    shared = _shared_socket()
     _Server(config, started).run(sockets=[sock] if shared is None else [sock, shared])
 
 

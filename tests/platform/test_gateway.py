@@ -34,17 +34,24 @@ TRUSTED = (ipaddress.ip_network("127.0.0.0/8"),)
 
 
 class Replicas:
-    """Answers as the upstream replicas: echoes what it got; ``down`` hosts refuse, ``slow`` ones hang."""
+    """Answers as the upstream replicas: echoes what it got; ``down`` hosts refuse, ``slow`` ones hang,
+    ``leaving[host]`` requests are taken and the connection closed unanswered (a replica stopping)."""
 
     def __init__(self) -> None:
         self.seen: list[httpx.Request] = []
         self.down: set[str] = set()
         self.slow: set[str] = set()
+        self.leaving: dict[str, int] = {}
+        self.unanswered: list[httpx.Request] = []
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
         host = request.url.host
         if host in self.down:
             raise httpx.ConnectError("connection refused", request=request)
+        if self.leaving.get(host, 0) > 0:
+            self.leaving[host] -= 1
+            self.unanswered.append(request)
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=request)
         if host in self.slow:
             await asyncio.sleep(30)
         self.seen.append(request)
@@ -130,6 +137,28 @@ async def test_round_robin_and_failover(tmp_path, serve, replicas):
         assert "accounts-2" not in hosts and set(hosts) == {"accounts-1", "accounts-3"}
         replicas.down.update({"accounts-1", "accounts-3"})
         assert_of_error(await http.get(ACCOUNTS), 502, "BAD_GATEWAY")
+
+
+async def test_a_replica_closing_its_connection_unanswered_is_skipped_only_when_repeating_is_safe(
+        tmp_path, serve, replicas):
+    """A replica that is leaving may close a pooled connection as the gateway sends on it. A GET,
+    or a request with an x-idempotency-key, goes to the next replica (or, with one Service URL,
+    over a new connection); anything else gets the 502, never a second execution."""
+    app = create_app(gateway_settings(tmp_path), transport=replicas.transport)
+    async with serve(app) as http:
+        replicas.leaving["accounts-2"] = 10
+        hosts = [(await http.get(ACCOUNTS)).json()["replica"] for _ in range(6)]
+        assert "accounts-2" not in hosts and len(replicas.unanswered) == 2
+        replicas.leaving["consents-1"] = 1
+        assert_of_error(await http.post(CONSENTS, json={}), 502, "BAD_GATEWAY")
+        assert [r.method for r in replicas.unanswered[2:]] == ["POST"]
+        assert not [r for r in replicas.seen if r.method == "POST"]  # not sent a second time
+        replicas.leaving["payments-1"] = 1
+        pix = "/open-banking/payments/v4/pix/payments"
+        assert (await http.post(pix, content=b"jwt", headers={"x-idempotency-key": "k-1"})).status_code == 200
+        assert [r.url.host for r in replicas.seen if r.method == "POST"] == ["payments-1"]
+        replicas.leaving["payments-1"] = 2  # the new connection is refused the same way: no third try
+        assert_of_error(await http.get(pix + "/p-1"), 502, "BAD_GATEWAY")
 
 
 async def test_a_module_without_replicas_is_502(tmp_path, serve, replicas):

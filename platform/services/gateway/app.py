@@ -14,7 +14,9 @@ Per request, in this order (each refusal answers with the Open Finance error bod
               fleet-wide in Redis with OFSRE_REDIS_URL, else per replica (limits.py)
     TPS       global capacity, OFSRE_GATEWAY_TPS_LIMIT (default: catalog min_capacity_tps) → capacity_status (529)
     proxy     exactly the path that was matched, to the next replica in round-robin order, over one
-              pooled instrumented httpx client; a refused connection moves on to the next replica;
+              pooled instrumented httpx client; a refused connection moves on to the next replica,
+              and so does a pooled connection the replica closed unanswered (a replica leaving)
+              when the request may be repeated (GET, HEAD, OPTIONS, or an ``x-idempotency-key``);
               none left → 502; no answer within the catalog's client_timeout_s → 504
 
 The origin is the certificate's organisationId when there is one, else the client's IP
@@ -211,6 +213,9 @@ class GatewayProxy:
         if scope.get("query_string"):
             target += "?" + scope["query_string"].decode("latin-1")
         headers = self._headers(scope, org_id)
+        repeatable = scope["method"] in _SAFE_METHODS or any(k == b"x-idempotency-key" for k, _ in scope["headers"])
+        if len(targets) == 1:  # one Service URL (Kubernetes): a second connection reaches another pod
+            targets = targets * 2 if repeatable else targets
         try:
             async with asyncio.timeout(self.timeout_s):
                 for base in targets:
@@ -220,6 +225,13 @@ class GatewayProxy:
                         return await self.client.send(request)
                     except httpx.ConnectError as exc:  # nothing was sent: the next replica may take it
                         _log.warning("%s replica %s refused the connection (%s)", service, base, type(exc).__name__)
+                    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+                        if not repeatable:
+                            raise
+                        # A pooled connection the replica closed as it left: no answer came, and
+                        # repeating this request elsewhere is harmless.
+                        _log.warning("%s replica %s closed the connection unanswered (%s)", service, base,
+                                     type(exc).__name__)
         except (TimeoutError, httpx.TimeoutException):
             return error_response(504, f"{service} did not answer within {self.timeout_s:g} s")
         except httpx.InvalidURL:  # not an HTTPError; the guard and the protocol leave little to reach here
@@ -229,6 +241,9 @@ class GatewayProxy:
             _log.warning("%s call failed (%s)", service, type(exc).__name__)
             return error_response(502, f"{service} failed to answer")
         return error_response(502, f"no {service} replica accepted the connection")
+
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # RFC 9110 §9.2.1: repeating one changes nothing
 
 
 class _ShardedTransport(httpx.AsyncBaseTransport):

@@ -7,7 +7,9 @@ forwards ``/svc/<service>/<path>`` round-robin to the URLs in ``$OFSRE_UPSTREAMS
 re-reading the file when its mtime changes, like the real gateway.
 
 Knobs (environment): STANDIN_READY_DELAY (seconds before /readyz says 200),
-STANDIN_IGNORE_SIGTERM=1 (only SIGKILL stops it), STANDIN_EXIT_CODE (exit at once with it).
+STANDIN_IGNORE_SIGTERM=1 (only SIGKILL stops it), STANDIN_EXIT_CODE (exit at once with it),
+STANDIN_SLOW_CLOSE_S (on SIGTERM, stop accepting on the shared port but keep its socket open
+this long before exiting: a busy replica that leaves with connections waiting for it).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import itertools
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -112,18 +115,20 @@ def main() -> int:
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
     threading.Thread(target=server.serve_forever, daemon=True).start()
     shared = None
-    if os.environ.get("OFSRE_SHARED_PORT"):  # the gateway port every replica serves (SO_REUSEPORT), as run.py
-        ThreadingHTTPServer.allow_reuse_port = True
-        shared = ThreadingHTTPServer((args.host, int(os.environ["OFSRE_SHARED_PORT"])), Handler)
+    if os.environ.get("OFSRE_SHARED_FD"):  # the gateway port's socket, inherited from the runtime (as run.py)
+        shared = ThreadingHTTPServer(("", 0), Handler, bind_and_activate=False)
+        shared.socket.close()
+        shared.socket = socket.socket(fileno=int(os.environ["OFSRE_SHARED_FD"]))
         shared.daemon_threads = True
         threading.Thread(target=shared.serve_forever, daemon=True).start()
     print(f"{args.service} listening on {args.host}:{args.port} pid {os.getpid()}", flush=True)
     while not stop.wait(0.2):
         pass
     print("SIGTERM received: shutting down", flush=True)
-    server.shutdown()
     if shared is not None:
         shared.shutdown()
+        time.sleep(float(os.environ.get("STANDIN_SLOW_CLOSE_S", "0")))
+    server.shutdown()
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The gateway is autoscaled like every module: replicas share the one gateway port (SO_REUSEPORT).
+"""The gateway is autoscaled like every module: replicas share the one gateway port.
 
 Real processes (the stand-in service as gateway and module, see standin_service.py): CPU load
 on the gateway port makes the HPA add gateway replicas, the kernel hands new connections to
@@ -75,3 +75,47 @@ def test_the_gateway_has_an_hpa_by_default_and_no_autoscale_fixes_it_too():
     assert build_config(parser.parse_args(["up"])).gateway.autoscale
     fixed = build_config(parser.parse_args(["up", "--no-autoscale"]))
     assert not fixed.gateway.autoscale and not any(s.autoscale for s in fixed.services)
+
+
+def test_a_gateway_replica_that_leaves_drops_no_waiting_connection(tmp_path, standin_command, wait_for):
+    """The replicas accept from the runtime's one listening socket. A replica that stops
+    accepting a second before it exits (busy, or draining) leaves the connections that arrive
+    meanwhile to the others; with a queue of its own (SO_REUSEPORT) they would be reset."""
+    cfg = RuntimeConfig(
+        data_dir=tmp_path, gateway_port=0, command=tuple(standin_command), migrate_command=None,
+        services=(ServiceConfig("consents", autoscale=False),),
+        gateway=ServiceConfig("gateway", routed=False, autoscale=False, replicas=2,
+                              env={"STANDIN_SLOW_CLOSE_S": "1.0"}),
+        termination_grace=5.0, startup_timeout=30.0)
+    rt = LocalRuntime(cfg)
+    rt.start()
+    try:
+        url = rt.endpoints()["gateway"]
+        answered: list[int] = []
+        failed: list[str] = []
+        stop = threading.Event()
+
+        def load() -> None:
+            while not stop.is_set():
+                try:  # a new connection per call: each one waits in the accept queue
+                    answered.append(int(httpx.get(f"{url}/pid", timeout=5).text))
+                except httpx.HTTPError as exc:
+                    failed.append(type(exc).__name__)
+
+        threads = [threading.Thread(target=load, daemon=True) for _ in range(4)]
+        for t in threads:
+            t.start()
+        wait_for(lambda: len(set(answered)) == 2)  # both replicas answer on the shared port
+        pids = {r.pid for r in rt.gateway.replicas()}
+        rt.gateway.scale(1)
+        wait_for(lambda: len(rt.gateway.replicas()) == 1)  # the other one stopped and exited
+        (left,) = pids - {r.pid for r in rt.gateway.replicas()}
+        before = len(answered)
+        wait_for(lambda: len(answered) > before + 20)  # the one left goes on serving
+        stop.set()
+        for t in threads:
+            t.join(10)
+        assert failed == []
+        assert left in answered and set(answered[before:]) == pids - {left}
+    finally:
+        rt.stop()
