@@ -193,6 +193,7 @@ class Shipper:
                  *, service: str, env: str, version: str) -> None:
         self.backend, self.options = backend, options
         self._identity = {"service": service, "env": env, "version": version}
+        self.registry = registry   # the self-metrics' and the swallowed errors' registry
         self.metrics = _Metrics(backend.name, registry)
         self._rng = random.Random()
         self._closed = False
@@ -264,7 +265,7 @@ class Shipper:
         try:
             entry = self._encode(record)
         except Exception:  # noqa: BLE001 - one bad record must not stop the others
-            count_telemetry_error("exporters")
+            count_telemetry_error("exporters", self.registry)
             self.drop("unformattable")
             return None
         if entry is None:
@@ -323,7 +324,7 @@ class Shipper:
             try:
                 self._deliver_pending(drain)
             except Exception:  # noqa: BLE001 - a bug here must not kill the shipper for good
-                count_telemetry_error("exporters")
+                count_telemetry_error("exporters", self.registry)
                 _log.exception("ofsre log shipper (%s): unexpected error", self.backend.name)
                 self._stop.wait(1.0)
             if self._buffer.stopping:
@@ -336,7 +337,7 @@ class Shipper:
         try:
             self._spool = Spool.claim(os.path.join(o.spool_dir, self.backend.name), max_bytes=o.spool_bytes)
         except Exception:  # noqa: BLE001 - an unusable spool must not stop the shipping
-            count_telemetry_error("exporters")
+            count_telemetry_error("exporters", self.registry)
             _log.exception("ofsre log shipper (%s): spool %s unusable, running without it",
                            self.backend.name, o.spool_dir)
             return
@@ -402,7 +403,7 @@ class Shipper:
             try:
                 self._spool.append(entries)
             except OSError:
-                count_telemetry_error("exporters")
+                count_telemetry_error("exporters", self.registry)
                 self._report("spool_error", f"spool write failed; {len(entries)} records dropped")
                 self.drop("spool_error", len(entries))
                 self._buffer.settle(len(entries))
@@ -461,7 +462,7 @@ class Shipper:
         try:
             return backend.outcome(reply, entries)
         except Exception as exc:  # noqa: BLE001 - an unreadable answer: treat like a server error
-            count_telemetry_error("exporters")
+            count_telemetry_error("exporters", self.registry)
             return Outcome("server_error", retry=range(len(entries)), detail=f"unreadable answer: {exc!r}")
 
     def _account(self, outcome: Outcome) -> None:
@@ -582,7 +583,7 @@ class ShippingHandler(logging.Handler):
         try:
             captured = capture(record)
         except Exception:  # noqa: BLE001 - a log call must never fail the caller
-            count_telemetry_error("exporters")
+            count_telemetry_error("exporters", self._shipper.registry)
             self._shipper.drop("unformattable")
             return
         self._shipper.submit(captured)

@@ -16,6 +16,7 @@ import time
 import pytest
 from exporter_fakes import Reply, dropped, sample, wait_until
 from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import REGISTRY
 
 from ofsre.instrumentation import semconv
 from ofsre.instrumentation.context import use_interaction_id
@@ -199,6 +200,7 @@ def test_a_batch_failing_past_max_retry_time_is_dropped_and_counted(servers, han
 def test_an_unformattable_record_is_dropped_and_counted(servers, handlers, logger, registry):
     server = servers("loki")
     handler = handlers("loki", server)
+    errors_before = sample(REGISTRY, semconv.TELEMETRY_ERRORS, component="exporters")
     bad = logging.LogRecord(logger.name, logging.INFO, __file__, 1, "%d apples", ("three",), None)
     handler.handle(bad)   # bad %-arguments: the caller must not see an exception
     logger.addHandler(handler)
@@ -206,6 +208,9 @@ def test_an_unformattable_record_is_dropped_and_counted(servers, handlers, logge
     assert handler.flush(10)
     assert server.messages() == {"fine"}
     assert dropped(registry, "loki", "unformattable") == 1
+    # The swallowed error is counted in the shipper's own registry, not the global one.
+    assert sample(registry, semconv.TELEMETRY_ERRORS, component="exporters") == 1
+    assert sample(REGISTRY, semconv.TELEMETRY_ERRORS, component="exporters") == errors_before
 
 
 def test_queue_depth_gauge_follows_the_buffer(servers, handlers, logger, registry):
