@@ -224,7 +224,7 @@ class OfsreMiddleware:
         self._excluded = frozenset(excluded_paths) | ({metrics_path} if metrics_path else frozenset())
         reg = self.registry
         self._requests = metric(semconv.HTTP_REQUESTS, reg)
-        self._duration = metric(semconv.HTTP_DURATION, reg)
+        self._duration = metric(semconv.HTTP_DURATION, reg, self.catalog)   # buckets: this catalog's limits
         self._request_size = metric(semconv.HTTP_REQUEST_SIZE, reg)
         self._response_size = metric(semconv.HTTP_RESPONSE_SIZE, reg)
         self._in_flight = metric(semconv.HTTP_IN_FLIGHT, reg)

@@ -25,11 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .semconv import KNOWN_METHODS
+
 __all__ = ("Catalog", "CatalogError", "Endpoint", "Family", "SLO", "Tier", "RouteMatcher", "load_catalog",
            "DEFAULT_PATH")
 
 DEFAULT_PATH = Path(__file__).with_name("catalog.toml")
-METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"})
 
 
 class CatalogError(ValueError):
@@ -57,10 +58,6 @@ class Endpoint:
     tier: Tier
     tpm: int | None  # per-origin TPM limit, None when the endpoint has none
     slo_excluded: bool = False
-
-    @property
-    def major_version(self) -> str:
-        return "v" + self.version.split(".", 1)[0]
 
     @property
     def p95_ms(self) -> int:
@@ -172,10 +169,6 @@ class Catalog:
         except KeyError:
             raise KeyError(f"no API family {api!r} in the catalog (known: {', '.join(self.families)})") from None
 
-    @property
-    def apis(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(e.api for e in self.endpoints))
-
     def alta_tpm_for_active_consents(self, active_consents: int) -> int:
         """Alta-tier TPM for the number of active consents between a receiver/transmitter pair."""
         steps = self._qca.get("steps", [])
@@ -221,7 +214,7 @@ def parse_catalog(raw: dict[str, Any], source: str = "<catalog>") -> Catalog:
                 raise CatalogError(f"{where}: endpoint row {row!r} must be [method, path, tier(, tpm)]")
             method, path, tier_name = (str(x) for x in row[:3])
             rwhere = f"{where}: {method} {path}"
-            if method.upper() != method or method not in METHODS:
+            if method.upper() != method or method not in KNOWN_METHODS:
                 raise CatalogError(f"{rwhere}: unknown method {method!r}")
             if not path.startswith("/"):
                 raise CatalogError(f"{rwhere}: path must start with '/'")

@@ -29,6 +29,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.samples import Exemplar
 
+from .catalog import Catalog
 from .semconv import TELEMETRY_ERRORS, MetricSpec
 
 __all__ = ["metric", "count_telemetry_error", "counter_adder", "histogram_observer"]
@@ -39,10 +40,15 @@ _lock = threading.Lock()
 _created: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, MetricWrapperBase]] = weakref.WeakKeyDictionary()
 
 
-def metric(spec: MetricSpec, registry: CollectorRegistry | None = REGISTRY) -> MetricWrapperBase:
-    """The metric for ``spec`` in ``registry`` (``None``: an unregistered metric, for tests)."""
+def metric(spec: MetricSpec, registry: CollectorRegistry | None = REGISTRY,
+           catalog: Catalog | None = None) -> MetricWrapperBase:
+    """The metric for ``spec`` in ``registry`` (``None``: an unregistered metric, for tests).
+
+    A latency histogram's buckets come from ``catalog`` (default: the loaded catalog) when the
+    metric is created; later calls for the same registry return that metric as it is.
+    """
     if registry is None:
-        return _build(spec, None)
+        return _build(spec, None, catalog)
     by_name = _created.get(registry)
     found = by_name.get(spec.name) if by_name is not None else None
     if found is not None:
@@ -51,18 +57,19 @@ def metric(spec: MetricSpec, registry: CollectorRegistry | None = REGISTRY) -> M
         by_name = _created.setdefault(registry, {})
         found = by_name.get(spec.name)
         if found is None:
-            found = by_name[spec.name] = _build(spec, registry)
+            found = by_name[spec.name] = _build(spec, registry, catalog)
         return found
 
 
-def _build(spec: MetricSpec, registry: CollectorRegistry | None) -> MetricWrapperBase:
-    kwargs = {"labelnames": spec.labels, "registry": registry}
+def _build(spec: MetricSpec, registry: CollectorRegistry | None, catalog: Catalog | None) -> MetricWrapperBase:
+    labels, doc = spec.labels, spec.doc
     if spec.kind == "counter":
-        return Counter(spec.name, spec.doc, **kwargs)
+        return Counter(spec.name, doc, labelnames=labels, registry=registry)
     if spec.kind == "gauge":
-        return Gauge(spec.name, spec.doc, multiprocess_mode=spec.multiprocess_mode, **kwargs)
+        return Gauge(spec.name, doc, labelnames=labels, registry=registry, multiprocess_mode=spec.multiprocess_mode)
     if spec.kind == "histogram":
-        return Histogram(spec.name, spec.doc, buckets=spec.buckets or Histogram.DEFAULT_BUCKETS, **kwargs)
+        buckets = spec.histogram_buckets(catalog) or Histogram.DEFAULT_BUCKETS
+        return Histogram(spec.name, doc, labelnames=labels, registry=registry, buckets=buckets)
     raise ValueError(f"{spec.name}: unknown metric kind {spec.kind!r}")
 
 

@@ -8,13 +8,20 @@ by a panel or a rule exists. Never retype a metric name elsewhere.
 Names follow Prometheus conventions: ``ofsre_`` prefix, base units (seconds, bytes),
 counters declared without ``_total`` (prometheus_client appends it; use
 ``MetricSpec.series`` for the exposed sample name).
+
+Latency histograms (``catalog_buckets=True``) take their buckets from the endpoint catalog
+in use when the metric is created (``MetricSpec.histogram_buckets(catalog)``, what
+:func:`~ofsre.instrumentation.metrics.metric` passes on), so every tier's p95 limit of
+that catalog is a bucket bound; nothing here reads the catalog at import.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .catalog import regulatory_buckets
+if TYPE_CHECKING:
+    from .catalog import Catalog
 
 __all__ = [
     "MetricSpec", "UNKNOWN_ROUTE", "OTHER_METHOD", "NO_API", "KNOWN_METHODS",
@@ -32,6 +39,7 @@ __all__ = [
 UNKNOWN_ROUTE = "__unknown__"  # every path no route template matches
 OTHER_METHOD = "_OTHER"         # every method outside KNOWN_METHODS (OpenTelemetry's convention)
 NO_API = ""                      # api/tier label value for routes outside the Open Finance catalog
+# The HTTP methods of RFC 9110 (+ PATCH): metric labels, span names, and the catalog's valid methods.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"})
 
 
@@ -44,11 +52,26 @@ class MetricSpec:
     unit: str = ""
     buckets: tuple[float, ...] | None = None
     multiprocess_mode: str = "all"  # for gauges under PROMETHEUS_MULTIPROC_DIR
+    # Latency histograms: the catalog's regulatory buckets plus ``buckets`` (see histogram_buckets).
+    catalog_buckets: bool = False
 
     @property
     def series(self) -> str:
         """The sample name as scraped: counters gain ``_total``, histograms are ``_bucket``/``_sum``/``_count``."""
         return self.name + "_total" if self.kind == "counter" else self.name
+
+    def histogram_buckets(self, catalog: Catalog | None = None) -> tuple[float, ...] | None:
+        """The bucket bounds of a histogram built from this spec (``None``: prometheus_client's defaults).
+
+        With ``catalog_buckets``, :func:`~ofsre.instrumentation.catalog.regulatory_buckets` of
+        ``catalog`` (default: :func:`~ofsre.instrumentation.catalog.load_catalog`, read now) and
+        this spec's own ``buckets``, in order.
+        """
+        if not self.catalog_buckets:
+            return self.buckets
+        from .catalog import regulatory_buckets  # the catalog imports this module's KNOWN_METHODS
+
+        return tuple(sorted({*regulatory_buckets(catalog), *(self.buckets or ())}))
 
 
 HTTP_LABELS = ("service", "route", "method", "status", "api", "tier")
@@ -58,7 +81,7 @@ HTTP_REQUESTS = MetricSpec("ofsre_http_server_requests", "counter",
                            "HTTP requests served, by route template and exact status code.", HTTP_LABELS)
 HTTP_DURATION = MetricSpec("ofsre_http_server_request_duration_seconds", "histogram",
                            "Time from receiving the request to sending the last response byte.",
-                           HTTP_LABELS, "seconds", regulatory_buckets())
+                           HTTP_LABELS, "seconds", catalog_buckets=True)
 HTTP_IN_FLIGHT = MetricSpec("ofsre_http_server_requests_in_flight", "gauge",
                             "Requests being served now.", ("service", "route", "method", "api", "tier"),
                             multiprocess_mode="livesum")
@@ -81,10 +104,10 @@ QUEUE_FAILED = MetricSpec("ofsre_queue_messages_failed", "counter",
                           QUEUE_LABELS + ("outcome",))
 QUEUE_PROCESSING_DURATION = MetricSpec("ofsre_queue_processing_duration_seconds", "histogram",
                                        "Time to process one consumed message.", QUEUE_LABELS, "seconds",
-                                       regulatory_buckets())
+                                       catalog_buckets=True)
 QUEUE_LATENCY = MetricSpec("ofsre_queue_publish_to_consume_seconds", "histogram",
                            "Time from publish to the start of processing.", QUEUE_LABELS, "seconds",
-                           regulatory_buckets() + (30.0, 60.0, 300.0))
+                           (30.0, 60.0, 300.0), catalog_buckets=True)
 
 DB_QUERY_DURATION = MetricSpec("ofsre_db_query_duration_seconds", "histogram",
                                "Database statement duration by operation (SELECT, INSERT, …).",

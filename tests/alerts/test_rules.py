@@ -132,7 +132,7 @@ def test_latency_buckets_use_the_exact_le_labels_the_services_expose():
     from ofsre.instrumentation import semconv
 
     reg = CollectorRegistry()
-    Histogram("x", "x", buckets=semconv.HTTP_DURATION.buckets, registry=reg).observe(0.1)
+    Histogram("x", "x", buckets=semconv.HTTP_DURATION.histogram_buckets(), registry=reg).observe(0.1)
     exposed = {s.labels["le"] for m in reg.collect() for s in m.samples if "le" in s.labels}
     expr = next(r["expr"] for g in recording_groups(MonitoringConfig()) for r in g["rules"]
                 if r["record"] == Records.latency_good("5m"))

@@ -283,3 +283,20 @@ def test_the_readme_lists_every_metric_with_its_type_and_labels():
     readme = Path(semconv.__file__).with_name("README.md").read_text(encoding="utf-8")
     for spec in semconv.ALL:
         assert f"| `{spec.series}` | {spec.kind} | {', '.join(spec.labels)} |" in readme, spec.name
+
+
+async def test_duration_buckets_come_from_the_catalog_in_use(make_app, registry, call_asgi):
+    from ofsre.instrumentation.catalog import parse_catalog, regulatory_buckets
+
+    raw = {"tiers": {"alta": {"p95_ms": 300, "tpm": 2500}, "baixa": {"p95_ms": 7000, "tpm": 500}},
+           "ecosystem": {"client_timeout_s": 20},
+           "slo": {"latency_objective": 0.95, "availability_objective": 0.995,
+                   "availability_daily_objective": 0.95, "availability_window_days": 90, "latency_window_days": 30},
+           "family": [{"api": "x", "version": "1.0.0", "base": "/x/v1", "endpoints": [["GET", "/a", "alta"]]}]}
+    catalog = parse_catalog(raw)
+    app = make_app(catalog=catalog)
+    await call_asgi(app, "GET", "/items/1")
+    bounds = [float(s.labels["le"]) for m in registry.collect() for s in m.samples
+              if s.name == semconv.HTTP_DURATION.name + "_bucket" and s.labels["route"] == "/items/{item_id}"]
+    assert bounds == [*regulatory_buckets(catalog), float("inf")]
+    assert {0.3, 7.0, 20.0} <= set(bounds) and 1.5 not in bounds   # this catalog's limits, not the default's

@@ -18,7 +18,9 @@ def test_every_spec_builds_and_histograms_hold_regulatory_limits():
     reg = CollectorRegistry()
     for spec in semconv.ALL:
         metric(spec, reg)
-    assert {1.5, 2.0, 4.0} <= set(semconv.HTTP_DURATION.buckets)
+    assert {1.5, 2.0, 4.0} <= set(semconv.HTTP_DURATION.histogram_buckets())
+    assert semconv.QUEUE_LATENCY.histogram_buckets()[-3:] == (30.0, 60.0, 300.0)
+    assert semconv.DB_QUERY_DURATION.histogram_buckets() == semconv.DB_QUERY_DURATION.buckets
     names = [s.name for s in semconv.ALL]
     assert len(names) == len(set(names))
 
