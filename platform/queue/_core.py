@@ -1,8 +1,8 @@
 """What every backend shares: the message, the subscription loop, telemetry, dead-lettering.
 
 A backend subclasses :class:`Queue` and implements a handful of primitives (``_send``,
-``_fetch``, ``_ack``, ``_retry``, ``_dead_letter``, ``_release`` plus ``ping``, ``depth``,
-``dead_letters`` and ``_close``). Everything a caller sees (trace propagation, metrics,
+``_fetch``, ``_ack``, ``_retry``, ``_dead_letter``, ``_release`` plus ``_ping``, ``depth``,
+``dead_letters`` and ``_close``; the public ``ping`` adds the closed check). Everything a caller sees (trace propagation, metrics,
 the attempt limit, backoff when the queue is empty, graceful stop on ``close()``) lives
 here once, so the four backends behave the same.
 """
