@@ -39,7 +39,7 @@ from .verdict import Bounds, Check, gate, judge
 
 __all__ = ["configure", "run", "VerifyOptions"]
 
-_LOCAL_SUITE_ARGS = ("--skip-resources", "--mix", "open_data=0")  # the reference platform serves neither
+_LOCAL_SUITE_ARGS = ("--mix", "open_data=0")  # the reference platform serves no open data
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

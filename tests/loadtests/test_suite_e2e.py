@@ -19,6 +19,7 @@ pytestmark = pytest.mark.e2e
 
 JOURNEY_ROUTES = {
     ("POST", "/open-banking/consents/v3/consents"), ("GET", "/open-banking/consents/v3/consents/{consentId}"),
+    ("GET", "/open-banking/resources/v3/resources"),
     ("GET", "/open-banking/accounts/v2/accounts"), ("GET", "/open-banking/accounts/v2/accounts/{accountId}/balances"),
     ("GET", "/open-banking/accounts/v2/accounts/{accountId}/transactions"),
     ("GET", "/open-banking/accounts/v2/accounts/{accountId}/transactions-current"),
@@ -32,7 +33,7 @@ def test_personas_run_the_journeys_against_the_platform(platform, tmp_path):
     timeline = tmp_path / "timeline.jsonl"
     out = run_locust("ecosystem.py", platform.gateway, "Institution", "-u", "6", "-r", "6", "-t", "15s",
                      "--pki-dir", str(platform.pki), "--runtime-data-dir", str(platform.data_dir),
-                     "--skip-resources", "--mix", "account_reads=40,new_consent=30,payment=30",
+                     "--mix", "account_reads=40,new_consent=30,payment=30",
                      "--think-time", "0.1,0.3", "--summary-json", str(summary), "--timeline", str(timeline),
                      "--replicas-url", platform.runtime_metrics, "--progress-interval", "5")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -53,7 +54,7 @@ def test_the_gateway_refuses_a_persona_without_its_certificate(platform, tmp_pat
     # No --pki-dir: the personas send no certificate and the gateway answers 401 to every call.
     summary = tmp_path / "summary.json"
     out = run_locust("ecosystem.py", platform.gateway, "Institution", "-u", "2", "-r", "2", "-t", "4s",
-                     "--runtime-data-dir", str(platform.data_dir), "--skip-resources",
+                     "--runtime-data-dir", str(platform.data_dir),
                      "--summary-json", str(summary))
     assert out.returncode == 99
     assert re.search(r"THRESHOLD FAILED: error rate 100\.00 %", out.stderr)
@@ -88,6 +89,31 @@ def test_529_is_reported_as_capacity_reached_not_as_errors(stand_in, tmp_path):
     result = json.loads(summary.read_text())
     assert result["failures"] == 0 and result["thresholds"]["capacity_answers"] == result["requests"] > 0
     assert all(r["name"].endswith("[529 capacity]") for r in result["routes"])
+
+
+def test_the_suite_runs_distributed_with_locust_processes(stand_in, tmp_path):
+    """``--processes 2`` (Locust's master with two workers): the master's summary and verdict
+    count every worker's requests and failures."""
+    import threading
+
+    lock, served = threading.Lock(), [0]
+    healthy = _open_data()
+
+    def counting(path, headers):
+        with lock:
+            served[0] += 1
+        return healthy(path, headers)
+
+    summary = tmp_path / "summary.json"
+    out = run_locust("ecosystem.py", stand_in(counting).url, "OpenData", "-u", "4", "-r", "4", "-t", "6s",
+                     "--processes", "2", "--think-time", "0.05,0.1", "--summary-json", str(summary))
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(summary.read_text())
+    # Every call the server answered, from both workers, except those cut off at the stop (one per user).
+    assert served[0] - 4 <= result["requests"] <= served[0] and result["failures"] == 0
+    out = run_locust("ecosystem.py", stand_in(_open_data(echo=False)).url, "OpenData", "-u", "4", "-r", "4",
+                     "-t", "4s", "--processes", "2", "--think-time", "0.05,0.1")
+    assert out.returncode == 99 and "x-fapi-interaction-id not echoed" in out.stderr
 
 
 def test_a_429_below_the_tpm_limit_is_an_error(stand_in, tmp_path):
