@@ -39,11 +39,9 @@ straight to the app with no telemetry and no header.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
 from threading import get_ident
 from time import perf_counter
 from typing import Any
@@ -60,6 +58,7 @@ from .context import INTERACTION_ID_HEADER, new_interaction_id, reset_interactio
 from .exposition import ASGIApp, Scope, is_multiprocess, metrics_app
 from .logs import adopt_server_loggers, ensure_logging
 from .metrics import count_telemetry_error, counter_adder, histogram_observer, metric
+from .openfinance import error_body
 from .pcm import PcmCapture, capture_for
 
 __all__ = ["OfsreMiddleware", "instrument_app", "is_valid_interaction_id", "error_body",
@@ -79,16 +78,6 @@ def is_valid_interaction_id(value: str | bytes) -> bool:
     """True for an RFC 4122 UUID of version 1-5 in canonical 36-character form, any case."""
     raw = value.encode("ascii", "replace") if isinstance(value, str) else value
     return _UUID.match(raw) is not None
-
-
-def error_body(code: str, title: str, detail: str) -> bytes:
-    """The Open Finance Brasil error document (openfinance.md §4) for one error."""
-    document = {
-        "errors": [{"code": code, "title": title, "detail": detail}],
-        "meta": {"totalRecords": 1, "totalPages": 1,
-                 "requestDateTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")},
-    }
-    return json.dumps(document, ensure_ascii=False).encode("utf-8")
 
 
 def route_templates(routes: Iterable[Any], prefix: str = "") -> Iterator[str]:
