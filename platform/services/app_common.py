@@ -19,6 +19,11 @@ A service module builds its FastAPI app with :func:`service_app` and adds its ro
 * ``ofsre.instrumentation.instrument_app`` (metrics on ``/metrics``, one span per request,
   ``x-fapi-interaction-id``), applied last so it is the outermost layer.
 
+``registry=`` and ``tracer_provider=`` go to every instrumented part (the app, the database
+engine, the queue) and the tracer provider is the one flushed at shutdown; by default they are
+prometheus_client's global registry and OpenTelemetry's global provider. A test gives a fresh
+``CollectorRegistry()`` and reads its samples, so no test sees another's metrics.
+
 Endpoints get a database session with ``session: Session`` (a FastAPI dependency).
 """
 
@@ -33,14 +38,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from opentelemetry import trace
+from opentelemetry.trace import TracerProvider
+from prometheus_client import REGISTRY, CollectorRegistry
 from pydantic import BaseModel, create_model
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ofsre.instrumentation import instrument_app
 from ofsre.instrumentation.catalog import Catalog
+from ofsre.instrumentation.openfinance import format_datetime
 
 from . import db
-from .errors import OFError, install_error_handlers, utc_now_iso
+from .errors import OFError, install_error_handlers
 from .guard import RequestGuard
 from .settings import Settings
 
@@ -56,7 +64,11 @@ CLIENT_ORG_HEADER = "x-ofsre-client-org-id"
 
 Hook = Callable[[FastAPI], Awaitable[None]]
 Check = Callable[[FastAPI], Awaitable[bool]]
-_QUEUE_CLOSE_TIMEOUT_S = 10.0
+# Shutdown gives messages being processed this long to be settled (``Queue.close(timeout=)``),
+# then the backend this long to release its connections: the outer bound must exceed the drain,
+# or it cancels the close before the connections are released.
+_QUEUE_DRAIN_TIMEOUT_S = 10.0
+_QUEUE_RELEASE_TIMEOUT_S = 5.0
 
 
 async def _session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -97,7 +109,7 @@ def of_body(data: object, name: str) -> type[BaseModel]:
 def envelope(data: Any, request: Request, *, links: dict | None = None, meta: dict | None = None) -> dict:
     """The spec's response body: ``data`` plus ``links`` (at least ``self``) and ``meta``."""
     return {"data": data, "links": links or {"self": str(request.url)},
-            "meta": meta or {"totalRecords": 1, "totalPages": 1, "requestDateTime": utc_now_iso()}}
+            "meta": meta or {"totalRecords": 1, "totalPages": 1, "requestDateTime": format_datetime()}}
 
 
 def consent_id_from(authorization: str | None, x_consent_id: str | None) -> str | None:
@@ -123,9 +135,10 @@ def check_owner(owner_org: str | None, caller_org: str | None, what: str) -> Non
         raise OFError(403, f"{what} belongs to another institution")
 
 
-def flush_telemetry(timeout_s: float = 5.0) -> None:
-    """Export buffered spans and hand buffered log records to their shippers. Never raises."""
-    provider = trace.get_tracer_provider()
+def flush_telemetry(timeout_s: float = 5.0, tracer_provider: TracerProvider | None = None) -> None:
+    """Export buffered spans (of ``tracer_provider``, default the global one) and hand buffered
+    log records to their shippers. Never raises."""
+    provider = tracer_provider if tracer_provider is not None else trace.get_tracer_provider()
     try:
         if hasattr(provider, "force_flush"):
             provider.force_flush(int(timeout_s * 1000))
@@ -141,10 +154,15 @@ def flush_telemetry(timeout_s: float = 5.0) -> None:
 def service_app(service: str, settings: Settings | None, *, title: str, description: str = "",
                 version: str = "1.0.0", routers: Sequence[APIRouter] = (), database: bool = True,
                 queue: bool = False, on_startup: Hook | None = None, on_shutdown: Hook | None = None,
-                readiness: dict[str, Check] | None = None, catalog: Catalog | None = None) -> FastAPI:
+                readiness: dict[str, Check] | None = None, catalog: Catalog | None = None,
+                registry: CollectorRegistry | None = None,
+                tracer_provider: TracerProvider | None = None) -> FastAPI:
     """A FastAPI app for ``service`` serving ``routers``, with lifespan, probes, error bodies and
-    instrumentation. ``settings`` defaults to ``Settings.from_env()``."""
+    instrumentation. ``settings`` defaults to ``Settings.from_env()``; ``registry`` and
+    ``tracer_provider`` to the global ones."""
     settings = settings or Settings.from_env()
+    registry = registry if registry is not None else REGISTRY
+    telemetry = {"registry": registry, "tracer_provider": tracer_provider}
     checks: dict[str, Check] = {}
     if database:
         checks["database"] = lambda app: db.ping(app.state.engine)
@@ -155,7 +173,7 @@ def service_app(service: str, settings: Settings | None, *, title: str, descript
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = app.state
-        state.engine = db.create_engine(settings, service=service) if database else None
+        state.engine = db.create_engine(settings, service=service, **telemetry) if database else None
         state.sessions = db.session_factory(state.engine) if database else None
         state.queue = None
         try:
@@ -164,12 +182,12 @@ def service_app(service: str, settings: Settings | None, *, title: str, descript
 
                 # The database backend shares this process's engine (one pool, one set of metrics).
                 shared = {"engine": state.engine} if database and settings.queue_backend == "db" else {}
-                state.queue = await open_queue(settings, **shared)
+                state.queue = await open_queue(settings, **telemetry, **shared)
             if on_startup is not None:
                 await on_startup(app)
             yield
         finally:
-            await _shutdown(app, on_shutdown)
+            await _shutdown(app, on_shutdown, tracer_provider)
 
     app = FastAPI(title=title, description=description, version=version, lifespan=lifespan)
     app.state.settings = settings
@@ -180,17 +198,18 @@ def service_app(service: str, settings: Settings | None, *, title: str, descript
     _add_probes(app, checks)
     for router in routers:
         app.include_router(router)
-    return instrument_app(app, service, catalog=catalog)
+    return instrument_app(app, service, catalog=catalog, **telemetry)
 
 
-async def _shutdown(app: FastAPI, on_shutdown: Hook | None) -> None:
+async def _shutdown(app: FastAPI, on_shutdown: Hook | None, tracer_provider: TracerProvider | None) -> None:
     """Stop the service's own work first (consumer), then the queue, then the engine, then telemetry."""
     state = app.state
     steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
     if on_shutdown is not None:
         steps.append(("on_shutdown", lambda: on_shutdown(app)))
     if getattr(state, "queue", None) is not None:
-        steps.append(("queue", lambda: asyncio.wait_for(state.queue.close(), _QUEUE_CLOSE_TIMEOUT_S)))
+        steps.append(("queue", lambda: asyncio.wait_for(state.queue.close(timeout=_QUEUE_DRAIN_TIMEOUT_S),
+                                                        _QUEUE_DRAIN_TIMEOUT_S + _QUEUE_RELEASE_TIMEOUT_S)))
     if getattr(state, "engine", None) is not None:
         steps.append(("engine", state.engine.dispose))
     for name, step in steps:
@@ -198,7 +217,7 @@ async def _shutdown(app: FastAPI, on_shutdown: Hook | None) -> None:
             await step()
         except Exception:  # noqa: BLE001 - one failing step must not skip the others
             _log.exception("shutdown step %s failed", name)
-    flush_telemetry()
+    flush_telemetry(tracer_provider=tracer_provider)
 
 
 async def _queue_ping(app: FastAPI) -> bool:

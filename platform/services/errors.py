@@ -5,6 +5,8 @@ Every API of Open Finance Brasil answers errors with the same body (openfinance.
     {"errors": [{"code": "NOT_FOUND", "title": "Not found", "detail": "…"}],
      "meta": {"totalRecords": 1, "totalPages": 1, "requestDateTime": "2025-01-02T03:04:05Z"}}
 
+The document itself (and the date-time format of its ``requestDateTime``) is
+:mod:`ofsre.instrumentation.openfinance`'s, which the middleware's own 400 uses too.
 Raise :class:`OFError` in an endpoint, or build a response with :func:`error_response`
 (the gateway sends it straight from its ASGI proxy). :func:`install_error_handlers` turns
 FastAPI's validation errors, HTTP exceptions and any unexpected exception into this body,
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -23,7 +24,9 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-__all__ = ["OFError", "error_body", "error_response", "install_error_handlers", "utc_now_iso", "DEFAULT_CODES",
+from ofsre.instrumentation.openfinance import MAX_DETAIL, error_body
+
+__all__ = ["OFError", "error_response", "install_error_handlers", "DEFAULT_CODES",
            "ErrorBody", "ERROR_RESPONSES", "ERROR_MEDIA_TYPE"]
 
 _log = logging.getLogger("ofsre.platform.errors")
@@ -48,7 +51,6 @@ DEFAULT_CODES: dict[int, tuple[str, str]] = {
     504: ("GATEWAY_TIMEOUT", "Gateway timeout"),
     529: ("SITE_IS_OVERLOADED", "Site is overloaded"),
 }
-_MAX_DETAIL = 2048  # the spec's maxLength for detail
 # The error content type every Open Finance document gives its JSON errors (consents, accounts,
 # resources, and payments' non-422 errors): with the charset, which a validator compares too.
 ERROR_MEDIA_TYPE = "application/json; charset=utf-8"
@@ -57,7 +59,7 @@ ERROR_MEDIA_TYPE = "application/json; charset=utf-8"
 class _Error(BaseModel):
     code: str = Field(max_length=255)
     title: str = Field(max_length=255)
-    detail: str = Field(max_length=_MAX_DETAIL)
+    detail: str = Field(max_length=MAX_DETAIL)
 
 
 class _ErrorMeta(BaseModel):
@@ -77,13 +79,8 @@ class ErrorBody(BaseModel):
 # (422 included: it replaces FastAPI's own validation-error schema).
 ERROR_RESPONSES: dict[int | str, dict] = {
     status: {"model": ErrorBody, "description": DEFAULT_CODES[status][1]}
-    for status in (400, 401, 403, 404, 405, 409, 422, 500) if status in DEFAULT_CODES
+    for status in (400, 401, 403, 404, 405, 409, 422, 500)
 }
-
-
-def utc_now_iso() -> str:
-    """The spec's date-time format: UTC, seconds, ``Z``."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class OFError(Exception):
@@ -100,17 +97,11 @@ class OFError(Exception):
         self.headers = headers
 
 
-def error_body(code: str, title: str, detail: str) -> dict:
-    return {"errors": [{"code": code, "title": title, "detail": detail[:_MAX_DETAIL]}],
-            "meta": {"totalRecords": 1, "totalPages": 1, "requestDateTime": utc_now_iso()}}
-
-
 def error_response(status: int, detail: str, *, code: str | None = None, title: str | None = None,
                    headers: dict[str, str] | None = None) -> Response:
     """A ready ``Response`` (also a plain ASGI app) with the Open Finance error body."""
     err = OFError(status, detail, code=code, title=title)
-    content = json.dumps(error_body(err.code, err.title, err.detail), separators=(",", ":"))
-    return Response(content, status_code=status, headers=headers, media_type=ERROR_MEDIA_TYPE)
+    return Response(error_body(err.code, err.title, err.detail), status_code=status, headers=headers, media_type=ERROR_MEDIA_TYPE)
 
 
 def _validation_status(exc: RequestValidationError) -> tuple[int, str]:

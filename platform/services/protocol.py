@@ -20,14 +20,14 @@ parsed headers, and an answer inside the ASGI cycle.
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ofsre.instrumentation.context import INTERACTION_ID_HEADER, new_interaction_id
+from ofsre.instrumentation.openfinance import error_body
 
-from .errors import DEFAULT_CODES, error_body
+from .errors import DEFAULT_CODES
 from .settings import Settings
 
 __all__ = ["LimitedHttpProtocol", "protocol_class"]
@@ -117,7 +117,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._in_head = False
         self._cancel_head_timer()
         code, title = DEFAULT_CODES.get(status, (f"HTTP_{status}", _REASONS[status].decode()))
-        body = json.dumps(error_body(code, title, detail), separators=(",", ":")).encode()
+        body = error_body(code, title, detail)
         head = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])]
         for name, value in self.server_state.default_headers:
             head.append(name + b": " + value + b"\r\n")

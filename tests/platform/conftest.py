@@ -6,6 +6,8 @@
   ids, not by cleaning up. The e2e platform gets a database of its own, so its worker never
   takes the messages a unit test waits for.
 * ``settings`` — :class:`Settings` on that database, with no settlement latency.
+* ``registry`` — a fresh ``CollectorRegistry`` for the apps a test builds (``create_app(settings,
+  registry=registry)``), so a test reads its own samples, never another test's in the global one.
 * ``serve(app)`` — run an app's lifespan and talk to it with an httpx client over ASGI.
 * ``pki`` — a throw-away CA that issues client certificates (``cryptography``).
 * ``catalog_file(**changes)`` / ``catalog_writer(dir, **changes)`` — a catalog copy with some limits changed.
@@ -32,6 +34,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from prometheus_client import CollectorRegistry
 
 from ofsre.instrumentation.catalog import DEFAULT_PATH, load_catalog
 from ofsre.platform.run import migrate
@@ -65,6 +68,11 @@ def database_url(tmp_path_factory):
 def settings(database_url, tmp_path) -> Settings:
     return Settings(database_url=database_url, data_dir=tmp_path, settlement_latency_ms=0, db_pool_size=4,
                     mtls=False, simulation_routes=True)
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
 
 
 @asynccontextmanager

@@ -18,11 +18,11 @@ BASE = "/open-banking/accounts/v2"
 
 
 @pytest.fixture
-async def apis(settings, serve):
+async def apis(settings, registry, serve):
     """(consents client, accounts client) on the same database."""
     async with AsyncExitStack() as stack:
-        consents = await stack.enter_async_context(serve(consents_app(settings)))
-        accounts = await stack.enter_async_context(serve(accounts_app(settings)))
+        consents = await stack.enter_async_context(serve(consents_app(settings, registry=registry)))
+        accounts = await stack.enter_async_context(serve(accounts_app(settings, registry=registry)))
         yield consents, accounts
 
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import update
 
+from ofsre.instrumentation import semconv
 from ofsre.platform import db
 from ofsre.platform.consents.app import create_app
 from ofsre.platform.models import Consent
@@ -26,8 +27,8 @@ def assert_of_error(response, status: int, code: str | None = None) -> dict:
     return err
 
 
-async def test_consent_lifecycle_awaiting_authorised_rejected(settings, serve, journeys):
-    async with serve(create_app(settings)) as http:
+async def test_consent_lifecycle_awaiting_authorised_rejected(settings, registry, serve, journeys):
+    async with serve(create_app(settings, registry=registry)) as http:
         created = await http.post(BASE, json=journeys.consent())
         assert created.status_code == 201, created.text
         data = created.json()["data"]
@@ -50,15 +51,15 @@ async def test_consent_lifecycle_awaiting_authorised_rejected(settings, serve, j
         assert_of_error(await http.post(f"/_sim/consents/{cid}/authorise"), 422, "STATUS_INVALIDO")
 
 
-async def test_rejecting_an_awaiting_consent(settings, serve, journeys):
-    async with serve(create_app(settings)) as http:
+async def test_rejecting_an_awaiting_consent(settings, registry, serve, journeys):
+    async with serve(create_app(settings, registry=registry)) as http:
         cid = (await http.post(BASE, json=journeys.consent())).json()["data"]["consentId"]
         rejected = await http.post(f"/_sim/consents/{cid}/reject")
         assert rejected.json()["data"]["rejection"]["reason"]["code"] == "CUSTOMER_MANUALLY_REJECTED"
 
 
-async def test_expired_consents_read_as_rejected(settings, serve, journeys):
-    async with serve(create_app(settings)) as http:
+async def test_expired_consents_read_as_rejected(settings, registry, serve, journeys):
+    async with serve(create_app(settings, registry=registry)) as http:
         cid = (await http.post(BASE, json=journeys.consent())).json()["data"]["consentId"]
         await http.post(f"/_sim/consents/{cid}/authorise")
         engine = db.create_engine(settings, service="test")
@@ -84,13 +85,13 @@ async def test_expired_consents_read_as_rejected(settings, serve, journeys):
      422, "DATA_EXPIRACAO_INVALIDA"),
     ([1, 2, 3], 400, None),
 ])
-async def test_invalid_consent_requests_get_of_errors(settings, serve, body, status, code):
-    async with serve(create_app(settings)) as http:
+async def test_invalid_consent_requests_get_of_errors(settings, registry, serve, body, status, code):
+    async with serve(create_app(settings, registry=registry)) as http:
         assert_of_error(await http.post(BASE, json=body), status, code)
 
 
-async def test_malformed_json_and_unknown_routes_get_of_errors(settings, serve):
-    async with serve(create_app(settings)) as http:
+async def test_malformed_json_and_unknown_routes_get_of_errors(settings, registry, serve):
+    async with serve(create_app(settings, registry=registry)) as http:
         bad = await http.post(BASE, content=b"{not json", headers={"content-type": "application/json"})
         assert_of_error(bad, 400)
         assert_of_error(await http.get(f"{BASE}/urn:ofsre:nope"), 404, "NOT_FOUND")
@@ -98,8 +99,8 @@ async def test_malformed_json_and_unknown_routes_get_of_errors(settings, serve):
         assert_of_error(await http.put(BASE, json={}), 405)
 
 
-async def test_another_institution_cannot_read_or_revoke(settings, serve, journeys):
-    async with serve(create_app(settings)) as http:
+async def test_another_institution_cannot_read_or_revoke(settings, registry, serve, journeys):
+    async with serve(create_app(settings, registry=registry)) as http:
         mine = {"x-ofsre-client-org-id": "org-a"}
         cid = (await http.post(BASE, json=journeys.consent(), headers=mine)).json()["data"]["consentId"]
         assert (await http.get(f"{BASE}/{cid}", headers=mine)).status_code == 200
@@ -108,19 +109,27 @@ async def test_another_institution_cannot_read_or_revoke(settings, serve, journe
         assert_of_error(await http.delete(f"{BASE}/{cid}", headers=theirs), 403)
 
 
-async def test_probes(settings, serve):
-    app = create_app(settings)
+async def test_probes_and_metrics(settings, registry, serve):
+    app = create_app(settings, registry=registry)
     async with serve(app) as http:
         assert (await http.get("/healthz")).json() == {"status": "ok"}
         ready = await http.get("/readyz")
         assert ready.status_code == 200 and ready.json()["checks"] == {"database": True}
-        assert "ofsre_http_server_requests_total" in (await http.get("/metrics")).text
+        for _ in range(2):
+            assert_of_error(await http.get(f"{BASE}/urn:ofsre:nobody"), 404)
+        scrape = (await http.get("/metrics")).text
+    labels = {"service": "consents", "route": BASE + "/{consentId}", "method": "GET", "status": "404",
+              "api": "consents", "tier": "alta"}
+    assert registry.get_sample_value(semconv.HTTP_REQUESTS.series, labels) == 2
+    assert registry.get_sample_value(semconv.HTTP_DURATION.name + "_count", labels) == 2
+    served = [line for line in scrape.splitlines() if line.startswith(semconv.HTTP_REQUESTS.series + "{")]
+    assert len(served) == 1 and served[0].endswith(" 2.0")  # the probes are not counted, the 404s are
 
 
-async def test_readyz_is_503_when_the_database_is_unreachable(settings, serve):
+async def test_readyz_is_503_when_the_database_is_unreachable(settings, registry, serve):
     broken = settings.__class__(database_url="postgresql+asyncpg://postgres@127.0.0.1:1/none",
                                 data_dir=settings.data_dir)
-    async with serve(create_app(broken)) as http:
+    async with serve(create_app(broken, registry=registry)) as http:
         ready = await http.get("/readyz")
         assert ready.status_code == 503 and ready.json()["checks"] == {"database": False}
         assert (await http.get("/healthz")).status_code == 200
@@ -138,8 +147,8 @@ async def _authorised(http, journeys, **kw) -> str:
     return cid
 
 
-async def test_every_success_carries_the_api_version(settings, serve, journeys):
-    async with serve(create_app(settings)) as http:
+async def test_every_success_carries_the_api_version(settings, registry, serve, journeys):
+    async with serve(create_app(settings, registry=registry)) as http:
         created = await http.post(BASE, json=journeys.consent())
         cid = created.json()["data"]["consentId"]
         assert created.headers["x-v"] == "3.3.1"
@@ -148,10 +157,10 @@ async def test_every_success_carries_the_api_version(settings, serve, journeys):
         assert deleted.status_code == 204 and deleted.headers["x-v"] == "3.3.1"
 
 
-async def test_resources_lists_the_consents_accounts(settings, serve, journeys):
+async def test_resources_lists_the_consents_accounts(settings, registry, serve, journeys):
     from ofsre.platform.accounts import data
 
-    async with serve(create_app(settings)) as http:
+    async with serve(create_app(settings, registry=registry)) as http:
         cid = await _authorised(http, journeys)
         listed = await http.get(RESOURCES, headers={"authorization": f"Bearer consent:{cid}"})
         assert listed.status_code == 200 and listed.headers["x-v"] == "3.1.0"
@@ -169,8 +178,8 @@ async def test_resources_lists_the_consents_accounts(settings, serve, journeys):
                                        headers={"authorization": f"Bearer consent:{cid}"}), 400)  # minimum 25
 
 
-async def test_extending_a_consent_moves_its_expiry_and_is_listed(settings, serve, journeys):
-    async with serve(create_app(settings)) as http:
+async def test_extending_a_consent_moves_its_expiry_and_is_listed(settings, registry, serve, journeys):
+    async with serve(create_app(settings, registry=registry)) as http:
         cid = await _authorised(http, journeys)
         first = (datetime.now(UTC) + timedelta(days=100)).strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {"data": {"loggedUser": {"document": {"identification": journeys.cpf, "rel": "CPF"}},
@@ -191,8 +200,8 @@ async def test_extending_a_consent_moves_its_expiry_and_is_listed(settings, serv
         assert history["meta"]["totalRecords"] == 2
 
 
-async def test_extension_refusals_use_the_documents_codes(settings, serve, journeys):
-    async with serve(create_app(settings)) as http:
+async def test_extension_refusals_use_the_documents_codes(settings, registry, serve, journeys):
+    async with serve(create_app(settings, registry=registry)) as http:
         cid = await _authorised(http, journeys)
         user = {"document": {"identification": journeys.cpf, "rel": "CPF"}}
         soon = (datetime.now(UTC) + timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -18,8 +18,8 @@ import uuid
 import jwt
 import pytest
 
+from ofsre.platform.contracts import PAYMENTS_TOPIC
 from ofsre.platform.jws import InvalidClaims, Participant, SigningKey
-from ofsre.platform.payments.app import TOPIC
 from ofsre.platform.payments.app import create_app as payments_app
 from ofsre.platform.queue import open_queue
 
@@ -40,8 +40,8 @@ ORG = {"x-ofsre-client-org-id": "org-pay"}  # what the gateway forwards from the
 
 
 @pytest.fixture
-async def http(settings, serve):
-    async with serve(payments_app(settings)) as client:
+async def http(settings, registry, serve):
+    async with serve(payments_app(settings, registry=registry)) as client:
         client.headers.update(ORG)
         yield client
 
@@ -77,9 +77,9 @@ async def authorised_consent(http, me, amount="100.00") -> str:
     return data["consentId"]
 
 
-async def drain(settings, topic=TOPIC) -> list[dict]:
+async def drain(settings, topic=PAYMENTS_TOPIC) -> list[dict]:
     """Every message waiting on ``topic`` (acknowledged, so the next test starts empty)."""
-    queue = await open_queue(settings)
+    queue = await open_queue(settings, registry=None)  # a helper: its metrics are nobody's business
     bodies = []
     try:
         async with queue.subscribe(topic, group="worker") as messages:
@@ -259,8 +259,8 @@ async def test_no_consent_is_401_and_an_unknown_one_a_signed_422(http, me):
     assert_signed_error(me, unknown, 422, "CONSENTIMENTO_INVALIDO")
 
 
-async def test_a_failed_publish_rejects_the_payment(settings, serve, me):
-    app = payments_app(settings)
+async def test_a_failed_publish_rejects_the_payment(settings, registry, serve, me):
+    app = payments_app(settings, registry=registry)
     async with serve(app) as http:
         http.headers.update(ORG)
         cid = await authorised_consent(http, me)

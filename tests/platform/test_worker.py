@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from ofsre.platform.payments.app import TOPIC
+from ofsre.platform.contracts import PAYMENTS_TOPIC
 from ofsre.platform.payments.app import create_app as payments_app
 from ofsre.platform.queue import open_queue
 from ofsre.platform.worker.app import create_app as worker_app
@@ -50,10 +50,11 @@ def status_of(http, payment_id):
     return check
 
 
-async def test_worker_settles_payments_to_acsc(settings, serve, initiator):
+async def test_worker_settles_payments_to_acsc(settings, registry, serve, initiator):
     await drain(settings)
     worker_settings = dataclasses.replace(settings, worker_concurrency=2)
-    async with serve(payments_app(settings)) as http, serve(worker_app(worker_settings)) as worker:
+    async with (serve(payments_app(settings, registry=registry)) as http,
+                serve(worker_app(worker_settings, registry=registry)) as worker):
         payment_ids = [await pay(http, initiator) for _ in range(3)]
         for payment_id in payment_ids:
             async def settled(pid=payment_id):
@@ -64,10 +65,11 @@ async def test_worker_settles_payments_to_acsc(settings, serve, initiator):
         assert ready.status_code == 200 and ready.json()["checks"] == {"database": True, "queue": True, "consumer": True}
 
 
-async def test_failure_rate_one_rejects_every_payment(settings, serve, initiator):
+async def test_failure_rate_one_rejects_every_payment(settings, registry, serve, initiator):
     await drain(settings)
     rejecting = dataclasses.replace(settings, settlement_failure_rate=1.0, worker_concurrency=1)
-    async with serve(payments_app(settings)) as http, serve(worker_app(rejecting)):
+    async with (serve(payments_app(settings, registry=registry)) as http,
+                serve(worker_app(rejecting, registry=registry))):
         payment_id = await pay(http, initiator)
 
         async def rejected():
@@ -77,16 +79,16 @@ async def test_failure_rate_one_rejects_every_payment(settings, serve, initiator
         assert data["rejectionReason"]["code"] == "PAGAMENTO_RECUSADO_SPI"
 
 
-async def test_poison_messages_are_dead_lettered(settings, serve):
+async def test_poison_messages_are_dead_lettered(settings, registry, serve):
     await drain(settings)
     marker = uuid.uuid4().hex
-    queue = await open_queue(settings)
+    queue = await open_queue(settings, registry=None)
     try:
-        await queue.publish(TOPIC, {"marker": marker})
-        await queue.publish(TOPIC, {"paymentId": f"missing-{marker}"})
-        async with serve(worker_app(dataclasses.replace(settings, worker_concurrency=1))):
+        await queue.publish(PAYMENTS_TOPIC, {"marker": marker})
+        await queue.publish(PAYMENTS_TOPIC, {"paymentId": f"missing-{marker}"})
+        async with serve(worker_app(dataclasses.replace(settings, worker_concurrency=1), registry=registry)):
             async def both_dead():
-                reasons = {str(d.body): d.reason for d in await queue.dead_letters(TOPIC, limit=1000)
+                reasons = {str(d.body): d.reason for d in await queue.dead_letters(PAYMENTS_TOPIC, limit=1000)
                            if marker in str(d.body)}
                 return reasons if len(reasons) == 2 else None
             reasons = await until(both_dead)
@@ -95,10 +97,10 @@ async def test_poison_messages_are_dead_lettered(settings, serve):
     assert sorted(reasons.values()) == ["malformed: no paymentId", "unknown payment"]
 
 
-async def test_settling_twice_changes_nothing(settings, serve, initiator):
+async def test_settling_twice_changes_nothing(settings, registry, serve, initiator):
     await drain(settings)
-    app = worker_app(dataclasses.replace(settings, worker_concurrency=1))
-    async with serve(payments_app(settings)) as http:
+    app = worker_app(dataclasses.replace(settings, worker_concurrency=1), registry=registry)
+    async with serve(payments_app(settings, registry=registry)) as http:
         payment_id = await pay(http, initiator)
         await drain(settings)  # take the message away: this test drives the settler by hand
         async with serve(app):
@@ -109,11 +111,11 @@ async def test_settling_twice_changes_nothing(settings, serve, initiator):
             assert await app.state.settler.settle("no-such-payment") is None
 
 
-async def test_stopping_finishes_the_settlement_in_flight(settings, serve, initiator):
+async def test_stopping_finishes_the_settlement_in_flight(settings, registry, serve, initiator):
     await drain(settings)
     slow = dataclasses.replace(settings, settlement_latency_ms=1500, worker_concurrency=1)
-    async with serve(payments_app(settings)) as http:
-        async with serve(worker_app(slow)):
+    async with serve(payments_app(settings, registry=registry)) as http:
+        async with serve(worker_app(slow, registry=registry)):
             payment_id = await pay(http, initiator)
 
             async def accepted():

@@ -33,14 +33,18 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
+from opentelemetry.trace import TracerProvider
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
 from ofsre.instrumentation.catalog import load_catalog
+from ofsre.instrumentation.openfinance import format_datetime
 
 from ..app_common import ClientOrg, Session, check_owner, consent_id_from, envelope, of_body, service_app
-from ..consents.lifecycle import AUTHORISED, effective_status
+from ..consents.lifecycle import effective_status
 from ..consents.permissions import Permission
-from ..errors import ERROR_RESPONSES, OFError, utc_now_iso
+from ..contracts import AUTHORISED
+from ..errors import ERROR_RESPONSES, OFError
 from ..models import Consent, utcnow
 from ..settings import Settings
 from . import data, limits
@@ -108,7 +112,7 @@ def paginate(request: Request, items: list, page: int, page_size: int) -> dict:
         links["next"] = link(page + 1, paging=True)
     start = (page - 1) * page_size
     return envelope(items[start:start + page_size], request, links=links,
-                    meta={"totalRecords": total, "totalPages": pages, "requestDateTime": utc_now_iso()})
+                    meta={"totalRecords": total, "totalPages": pages, "requestDateTime": format_datetime()})
 
 
 def _pagination_key(request: Request) -> str:
@@ -283,6 +287,9 @@ async def get_transactions_current(accountId: AccountId, request: Request, sessi
     return body
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, registry: CollectorRegistry | None = None,
+               tracer_provider: TracerProvider | None = None) -> FastAPI:
+    """The accounts app; ``registry`` and ``tracer_provider`` default to the global ones (:func:`service_app`)."""
     return service_app("accounts", settings, title="ofsre accounts", version=FAMILY.version, routers=[router],
+                       registry=registry, tracer_provider=tracer_provider,
                        description="Open Finance Brasil accounts v2 (reference platform, seeded data)")

@@ -20,6 +20,8 @@ import random
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+from ofsre.instrumentation.openfinance import format_datetime
+
 __all__ = ["ACCOUNT_TYPES", "Account", "customer_accounts", "find_account", "balances", "overdraft_limits", "transactions"]
 
 _BANK = {"brandName": "Banco ofsre", "companyCnpj": "12345678000195", "compeCode": "999"}
@@ -84,10 +86,9 @@ def find_account(document: str, account_id: str) -> Account | None:
 
 def balances(account: Account, now: datetime | None = None) -> dict:
     rng = _rng("balances", account.account_id)
-    now = now or datetime.now(UTC)
     return {"availableAmount": _money(rng.uniform(0, 50_000)), "blockedAmount": _money(rng.choice((0, 0, 150.5))),
             "automaticallyInvestedAmount": _money(rng.uniform(0, 10_000)),
-            "updateDateTime": now.strftime("%Y-%m-%dT%H:%M:%SZ")}
+            "updateDateTime": format_datetime(now)}
 
 
 def overdraft_limits(account: Account) -> dict:
@@ -113,7 +114,7 @@ def _day_transactions(account: Account, day: date) -> tuple[dict, ...]:
             "creditDebitType": "CREDITO" if credit else "DEBITO",
             "transactionName": _TX_NAMES[kind], "type": kind,
             "transactionAmount": _money(rng.uniform(1, 3_000)),
-            "transactionDateTime": at.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            "transactionDateTime": format_datetime(at, milliseconds=True),
             "partieCnpjCpf": party, "partiePersonType": "PESSOA_NATURAL",
             "partieCompeCode": "001", "partieBranchCode": f"{rng.randint(1, 9999):04d}",
             "partieNumber": f"{rng.randint(10_000_000, 99_999_999)}", "partieCheckDigit": str(rng.randint(0, 9)),

@@ -13,8 +13,8 @@ demo, the tests), never routed by the gateway, and only for the consent's own or
     POST /_sim/consents/{consentId}/authorise    AWAITING_AUTHORISATION → AUTHORISED
     POST /_sim/consents/{consentId}/reject       AWAITING_AUTHORISATION → REJECTED
 
-Status changes are conditional ``UPDATE … WHERE status = <expected>``: two concurrent
-transitions cannot both win.
+Status changes are conditional ``UPDATE … WHERE status = <expected>`` (:func:`..db.transition`):
+two concurrent transitions cannot both win.
 
 The answers are consents 3.3.1's: ``x-v`` (the API version) on every success; 422 only with the
 codes the document enumerates per endpoint (a body that breaks the schema is a malformed
@@ -31,19 +31,22 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, FastAPI, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from opentelemetry.trace import TracerProvider
+from prometheus_client import CollectorRegistry
 from pydantic import AwareDatetime, BaseModel, Field
-from sqlalchemy import update
 
 from ofsre.instrumentation.catalog import load_catalog
 
 from ..app_common import ClientOrg, Session, check_owner, envelope, of_body, service_app
+from ..contracts import AUTHORISED, AWAITING, REJECTED, BusinessEntity, LoggedUser, iso
+from ..db import transition
 from ..errors import ERROR_RESPONSES, OFError, _validation_status
-from ..models import Consent, as_utc, utcnow
+from ..models import Consent, utcnow
 from ..settings import Settings
-from .lifecycle import AUTHORISED, AWAITING, REJECTED, effective_status
+from .lifecycle import effective_status
 from .permissions import Permission, missing_group_permission
 
-__all__ = ["create_app", "BASE", "FAMILY", "SIM_BASE", "consent_data", "iso"]
+__all__ = ["create_app", "BASE", "FAMILY", "SIM_BASE", "consent_data"]
 
 FAMILY = load_catalog().family("consents")
 BASE = FAMILY.base
@@ -52,29 +55,7 @@ MAX_VALIDITY = timedelta(days=365)  # the spec caps a consent at twelve months
 ConsentId = Annotated[str, Path(min_length=1, max_length=256)]
 
 
-def iso(value: datetime | None) -> str | None:
-    return as_utc(value).strftime("%Y-%m-%dT%H:%M:%SZ") if value is not None else None
-
-
 # --- request and response bodies --------------------------------------------------------------
-
-class PersonDocument(BaseModel):
-    identification: str = Field(pattern=r"^\d{11}$", description="CPF, 11 digits")
-    rel: Literal["CPF"]
-
-
-class BusinessDocument(BaseModel):
-    identification: str = Field(pattern=r"^[0-9A-Z]{12}[0-9]{2}$", description="CNPJ: 14 characters (alphanumeric CNPJ)")
-    rel: Literal["CNPJ"]
-
-
-class LoggedUser(BaseModel):
-    document: PersonDocument
-
-
-class BusinessEntity(BaseModel):
-    document: BusinessDocument
-
 
 class CreateConsentData(BaseModel):
     loggedUser: LoggedUser
@@ -192,14 +173,10 @@ async def revoke_consent(consentId: ConsentId, session: Session, org: ClientOrg)
         if status == REJECTED:
             raise OFError(422, "the consent is already rejected", code="CONSENTIMENTO_EM_STATUS_REJEITADO")
         reason = "CUSTOMER_MANUALLY_REVOKED" if status == AUTHORISED else "CUSTOMER_MANUALLY_REJECTED"
-        try:
-            await _transition(session, consentId, consent.status, REJECTED, rejected_by="USER", reason=reason)
-        except OFError as conflict:
-            if conflict.status != 409:
-                raise
-            session.expire_all()
-            continue
-        return Response(status_code=204, headers=X_V)
+        if await transition(session, Consent, consentId, consent.status, REJECTED, rejected_by="USER",
+                            rejection_reason=reason):
+            return Response(status_code=204, headers=X_V)
+        session.expire_all()
     raise OFError(500, "the consent kept changing status; try again")
 
 
@@ -224,24 +201,16 @@ async def _sim_decide(session: Session, request: Request, consent_id: str, targe
     if status != AWAITING:
         raise OFError(422, f"the consent is {status}, not {AWAITING}", code="STATUS_INVALIDO")
     reason = "CUSTOMER_MANUALLY_REJECTED" if target == REJECTED else None
-    await _transition(session, consent_id, AWAITING, target, rejected_by="USER" if reason else None, reason=reason)
+    if not await transition(session, Consent, consent_id, AWAITING, target,
+                            rejected_by="USER" if reason else None, rejection_reason=reason):
+        raise OFError(409, "the consent changed status meanwhile; read it again")
     consent = await session.get(Consent, consent_id, populate_existing=True)
     return envelope(consent_data(consent, utcnow()), request)
 
 
-async def _transition(session: Session, consent_id: str, expected: str, target: str, *,
-                      rejected_by: str | None, reason: str | None) -> None:
-    """Move the consent from ``expected`` to ``target``; 409 if someone else moved it first."""
-    result = await session.execute(
-        update(Consent).where(Consent.consent_id == consent_id, Consent.status == expected)
-        .values(status=target, status_updated_at=utcnow(), rejected_by=rejected_by, rejection_reason=reason))
-    if result.rowcount != 1:
-        await session.rollback()
-        raise OFError(409, "the consent changed status meanwhile; read it again")
-    await session.commit()
-
-
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, registry: CollectorRegistry | None = None,
+               tracer_provider: TracerProvider | None = None) -> FastAPI:
+    """The consents app; ``registry`` and ``tracer_provider`` default to the global ones (:func:`service_app`)."""
     from .extensions import router as extensions_router  # both import this module
     from .resources import FAMILY as RESOURCES
     from .resources import router as resources_router
@@ -249,6 +218,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     routers = [router, sim_router] if settings.simulation_routes else [router]
     return service_app("consents", settings, title="ofsre consents", version=FAMILY.version,
-                       routers=[*routers, extensions_router, resources_router],
+                       routers=[*routers, extensions_router, resources_router], registry=registry,
+                       tracer_provider=tracer_provider,
                        description=f"Open Finance Brasil consents v{FAMILY.version} and resources "
                                    f"v{RESOURCES.version} (reference platform)")

@@ -30,10 +30,11 @@ from sqlalchemy import select, update
 
 from ..accounts.app import paginate
 from ..app_common import ClientOrg, Session
+from ..contracts import AUTHORISED, iso
 from ..errors import ERROR_RESPONSES, OFError
 from ..models import Consent, ConsentExtension, utcnow
-from .app import BASE, MAX_VALIDITY, X_V, ConsentId, ConsentsRoute, _load, consent_data, iso
-from .lifecycle import AUTHORISED, effective_status
+from .app import BASE, MAX_VALIDITY, X_V, ConsentId, ConsentsRoute, _load, consent_data
+from .lifecycle import effective_status
 
 __all__ = ["router"]
 

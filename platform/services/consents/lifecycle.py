@@ -6,6 +6,7 @@ Data-sharing consent (consents v3)::
              |                                  |
              +--reject / DELETE / 60 min--> REJECTED <--expirationDateTime passed--+
 
+The statuses themselves are :mod:`ofsre.platform.contracts`' (payment consents share them).
 Expiry is evaluated when a consent is read (:func:`effective_status`), so no background job is
 needed and every reader (consents, accounts) sees the same answer.
 """
@@ -14,14 +15,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from ..contracts import AUTHORISED, AWAITING, REJECTED
 from ..models import Consent, as_utc
 
-__all__ = ["AWAITING", "AUTHORISED", "REJECTED", "CONSUMED", "AWAITING_TTL", "effective_status"]
-
-AWAITING = "AWAITING_AUTHORISATION"
-AUTHORISED = "AUTHORISED"
-REJECTED = "REJECTED"
-CONSUMED = "CONSUMED"  # payment consents only: a payment used it
+__all__ = ["AWAITING_TTL", "effective_status"]
 
 # A consent nobody authorises within an hour is rejected. Reason codes are consents 3.3.1's enum:
 # CONSENT_EXPIRED ("ultrapassou o tempo limite para autorização") for that, CONSENT_MAX_DATE_REACHED

@@ -39,20 +39,33 @@ import json
 import logging
 import os
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, FastAPI, Header, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
+from opentelemetry.trace import TracerProvider
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, Field, ValidationError
-from sqlalchemy import update
 
 from ofsre.instrumentation.catalog import load_catalog
 
 from ..accounts import data as accounts_data
 from ..app_common import ClientOrg, Session, check_owner, consent_id_from, envelope, of_body, service_app
-from ..consents.app import BusinessEntity, LoggedUser, iso
-from ..consents.lifecycle import AUTHORISED, AWAITING, CONSUMED, REJECTED
+from ..contracts import (
+    AUTHORISED,
+    AWAITING,
+    CONSUMED,
+    PAYMENTS_TOPIC,
+    RCVD,
+    REJECTED,
+    RJCT,
+    BusinessEntity,
+    LoggedUser,
+    PaymentMessage,
+    iso,
+)
+from ..db import transition
 from ..errors import ERROR_RESPONSES, OFError, _validation_status, error_response
 from ..jws import JwsConfig
 from ..models import PaymentConsent, PixPayment, as_utc, utcnow
@@ -60,14 +73,13 @@ from ..settings import Settings
 from .idempotency import Outcome, run_once
 from .signing import JWT_MEDIA_TYPE, PaymentsJws
 
-__all__ = ["create_app", "BASE", "FAMILY", "SIM_BASE", "TOPIC", "payment_data", "BANK_ISPB"]
+__all__ = ["create_app", "BASE", "FAMILY", "SIM_BASE", "payment_data", "BANK_ISPB"]
 
 _log = logging.getLogger("ofsre.platform.payments")
 
 FAMILY = load_catalog().family("payments")
 BASE = FAMILY.base
 SIM_BASE = "/_sim/payments"
-TOPIC = "pix-payments"
 BANK_ISPB = "99999999"  # the platform's own (made-up) ISPB: its endToEndIds and debtor accounts carry it
 CONSENT_AUTHORISATION_WINDOW = timedelta(minutes=5)  # the spec's payment consent expiry
 ConsentId = Annotated[str, Path(min_length=1, max_length=256)]
@@ -311,8 +323,8 @@ async def create_pix_payment(request: Request, session: Session, org: ClientOrg,
     async def create(session: Session) -> Outcome:
         payment = await _consume_consent_into_payment(session, consent_id, item, org)
         links = {"self": _link(request, payment.payment_id)}
-        message = {"paymentId": payment.payment_id, "consentId": consent_id, "endToEndId": payment.end_to_end_id,
-                   "amount": payment.amount, "currency": payment.currency}
+        message = PaymentMessage(paymentId=payment.payment_id, consentId=consent_id,
+                                 endToEndId=payment.end_to_end_id, amount=payment.amount, currency=payment.currency)
         return Outcome(201, envelope([payment_data(payment)], request, links=links),
                        after_commit=lambda: _publish(request.app, queue, message))
 
@@ -350,10 +362,8 @@ async def _consume_consent_into_payment(session: Session, consent_id: str, item:
     if differs:
         raise OFError(422, f"{differs} differ from the consent's", code="PAGAMENTO_DIVERGENTE_CONSENTIMENTO",
                       title="Divergência entre pagamento e consentimento")
-    consumed = await session.execute(
-        update(PaymentConsent).where(PaymentConsent.consent_id == consent_id, PaymentConsent.status == AUTHORISED)
-        .values(status=CONSUMED, status_updated_at=now))
-    if consumed.rowcount != 1:
+    # Not committed here: the consent is consumed with the payment (and its idempotency record) or not at all.
+    if not await transition(session, PaymentConsent, consent_id, AUTHORISED, CONSUMED, at=now, commit=False):
         raise OFError(422, "the payment consent was consumed meanwhile", code="CONSENTIMENTO_INVALIDO",
                       title="Consentimento inválido")
     details = item.model_dump(include={"remittanceInformation", "qrCode", "proxy", "transactionIdentification",
@@ -361,25 +371,22 @@ async def _consume_consent_into_payment(session: Session, consent_id: str, item:
     details["debtorAccount"] = _debtor_account(consent)
     payment = PixPayment(
         payment_id=str(uuid.uuid4()), consent_id=consent_id, end_to_end_id=item.endToEndId,
-        status="RCVD", local_instrument=item.localInstrument, amount=item.payment.amount,
+        status=RCVD, local_instrument=item.localInstrument, amount=item.payment.amount,
         currency=item.payment.currency, creditor_account=item.creditorAccount.model_dump(exclude_none=True),
         details=details, cnpj_initiator=item.cnpjInitiator, created_at=now, status_updated_at=now)
     session.add(payment)
     return payment
 
 
-async def _publish(app: FastAPI, queue, message: dict) -> None:
+async def _publish(app: FastAPI, queue, message: PaymentMessage) -> None:
     """Hand the payment to the worker; if the queue refuses, reject the payment rather than strand it."""
     try:
-        await queue.publish(TOPIC, message, key=message["paymentId"])
+        await queue.publish(PAYMENTS_TOPIC, message, key=message["paymentId"])
     except Exception as exc:  # noqa: BLE001 - any queue failure ends the same way
         _log.error("publishing payment %s failed: %s", message["paymentId"], exc)
         async with app.state.sessions() as session:
-            await session.execute(
-                update(PixPayment).where(PixPayment.payment_id == message["paymentId"], PixPayment.status == "RCVD")
-                .values(status="RJCT", status_updated_at=utcnow(),
-                        rejection_reason={"code": "FALHA_INFRAESTRUTURA", "detail": "settlement queue unavailable"}))
-            await session.commit()
+            reason = {"code": "FALHA_INFRAESTRUTURA", "detail": "settlement queue unavailable"}
+            await transition(session, PixPayment, message["paymentId"], RCVD, RJCT, rejection_reason=reason)
 
 
 @router.get(BASE + "/pix/payments/{paymentId}", tags=["payments"], response_class=Response,
@@ -419,22 +426,20 @@ async def _sim_decide(session: Session, request: Request, consent_id: str, targe
     if status != AWAITING:
         raise OFError(422, f"the payment consent is {status}, not {AWAITING}", code="STATUS_INVALIDO")
     reason = {"code": "REJEITADO_USUARIO", "detail": "the payer refused"} if target == REJECTED else None
-    result = await session.execute(
-        update(PaymentConsent).where(PaymentConsent.consent_id == consent_id, PaymentConsent.status == AWAITING)
-        .values(status=target, status_updated_at=now, rejection_reason=reason))
-    if result.rowcount != 1:
-        await session.rollback()
+    if not await transition(session, PaymentConsent, consent_id, AWAITING, target, at=now, rejection_reason=reason):
         raise OFError(409, "the payment consent changed status meanwhile")
-    await session.commit()
     consent = await session.get(PaymentConsent, consent_id, populate_existing=True)
-    return envelope(consent_data(consent, datetime.now(UTC)), request)
+    return envelope(consent_data(consent, utcnow()), request)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, registry: CollectorRegistry | None = None,
+               tracer_provider: TracerProvider | None = None) -> FastAPI:
+    """The payments app; ``registry`` and ``tracer_provider`` default to the global ones (:func:`service_app`)."""
     settings = settings or Settings.from_env()
     routers = [router, sim_router] if settings.simulation_routes else [router]
     app = service_app("payments", settings, title="ofsre payments", version=FAMILY.version, routers=routers,
-                      queue=True, description="Open Finance Brasil payments v4 (reference platform; signed JWS bodies)")
+                      queue=True, registry=registry, tracer_provider=tracer_provider,
+                      description="Open Finance Brasil payments v4 (reference platform; signed JWS bodies)")
     # The platform's key is created (and its public half published) before the first request.
     app.state.jws = PaymentsJws(JwsConfig.from_env(data_dir=settings.data_dir),
                                 public_url=os.environ.get("OFSRE_PUBLIC_URL", "").strip() or None)

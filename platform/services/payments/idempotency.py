@@ -25,7 +25,9 @@ from dataclasses import dataclass
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..errors import OFError, error_body
+from ofsre.instrumentation.openfinance import error_document
+
+from ..errors import OFError
 from ..models import IdempotencyRecord
 
 __all__ = ["Outcome", "run_once"]
@@ -65,7 +67,7 @@ async def run_once(session: AsyncSession, *, scope: str, key: str, request_body:
         if err.status != 422:
             raise  # malformed or unauthorised requests are not answers to remember
         await session.rollback()
-        outcome = Outcome(err.status, error_body(err.code, err.title, err.detail))
+        outcome = Outcome(err.status, error_document(err.code, err.title, err.detail))
     content = json.dumps(outcome.body, separators=(",", ":"))
     session.add(IdempotencyRecord(scope=scope, key=key, request_hash=request_hash,
                                   status_code=outcome.status, response=content))

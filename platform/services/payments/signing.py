@@ -32,7 +32,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
-from ..errors import OFError, error_body, error_response
+from ofsre.instrumentation.openfinance import error_document
+
+from ..errors import OFError, error_response
 from ..jws import JTI_WINDOW_S, MEDIA_TYPE, JwsConfig, JwsError, KeyDirectory, Verifier, body_of
 from ..models import SeenJti, utcnow
 
@@ -108,7 +110,7 @@ class PaymentsJws:
         ``application/jwt``); any other is the JSON body with its detached signature."""
         audience = getattr(request.state, "jws_client", None) or request.headers.get("x-ofsre-client-org-id")
         if exc.status == 422:
-            response = self.response(error_body(exc.code, exc.title, exc.detail), exc.status, audience)
+            response = self.response(error_document(exc.code, exc.title, exc.detail), exc.status, audience)
             for name, value in (exc.headers or {}).items():
                 response.headers[name] = value
             return response

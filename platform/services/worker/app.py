@@ -6,7 +6,7 @@ For every message ``{"paymentId": …}`` the worker moves the payment
 
 waiting ``OFSRE_SETTLEMENT_LATENCY_MS`` between ACCP and the outcome and rejecting a
 fraction ``OFSRE_SETTLEMENT_FAILURE_RATE`` of payments. Each status change is a conditional
-``UPDATE … WHERE status = <expected>``, so a redelivered message (at-least-once delivery)
+``UPDATE … WHERE status = <expected>`` (:func:`ofsre.platform.db.transition`), so a redelivered message (at-least-once delivery)
 resumes where the last attempt stopped and a settled payment is never settled twice.
 
 Poison messages are dead-lettered at once: a body without a ``paymentId`` string
@@ -42,15 +42,18 @@ import random
 import uuid
 
 from fastapi import FastAPI
-from sqlalchemy import update
+from opentelemetry.trace import TracerProvider
+from prometheus_client import CollectorRegistry
 
 from ofsre.instrumentation.catalog import load_catalog
 from ofsre.instrumentation.httpclient import instrumented_client
+from ofsre.instrumentation.openfinance import format_datetime
 from ofsre.instrumentation.pcm import capture_for
 
 from ..app_common import service_app
-from ..models import PaymentConsent, PixPayment, utcnow
-from ..payments.app import TOPIC
+from ..contracts import ACCP, ACSC, PAYMENTS_TOPIC, PIX_FINAL, RCVD, RJCT
+from ..db import transition
+from ..models import PaymentConsent, PixPayment
 from ..settings import Settings
 
 __all__ = ["create_app", "Settler", "Notifier", "GROUP", "WEBHOOK_PATH"]
@@ -59,7 +62,6 @@ _log = logging.getLogger("ofsre.platform.worker")
 
 GROUP = "worker"
 _RESTART_DELAY_S = 1.0
-SETTLED = ("ACSC", "RJCT")
 WEBHOOK_PATH = "/open-banking/webhook/v1/payments/v4/pix/payments/{paymentId}"
 ENV_WEBHOOKS = "OFSRE_PAYMENT_WEBHOOKS"
 
@@ -113,7 +115,7 @@ class Notifier:
                 info["rejectReason"] = payment.rejection_reason.get("code")
             url = base + WEBHOOK_PATH.format(paymentId=payment_id)
             response = await self.client.post(
-                url, json={"data": {"timestamp": utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")}},
+                url, json={"data": {"timestamp": format_datetime()}},
                 headers={"x-fapi-interaction-id": str(uuid.uuid4())},
                 extensions={"ofsre.pcm": {"serverOrgId": org, "additionalInfo": info}})
             _log.info("payment %s webhook to %s answered %d", payment_id, org, response.status_code,
@@ -173,7 +175,7 @@ class Settler:
 
     async def _consume(self) -> None:
         queue = self.app.state.queue
-        async with queue.subscribe(TOPIC, group=GROUP) as messages:
+        async with queue.subscribe(PAYMENTS_TOPIC, group=GROUP) as messages:
             async for message in messages:
                 self.busy += 1
                 self.idle.clear()
@@ -220,30 +222,24 @@ class Settler:
             payment = await session.get(PixPayment, payment_id)
             if payment is None:
                 return None
-            if payment.status in SETTLED:
+            if payment.status in PIX_FINAL:
                 return payment.status  # a redelivery of a finished settlement
-            if payment.status == "RCVD":
-                await self._move(session, payment_id, "RCVD", "ACCP")
+            if payment.status == RCVD:
+                await transition(session, PixPayment, payment_id, RCVD, ACCP)
         await asyncio.sleep(self.settings.settlement_latency_ms / 1000)
         rejected = self.rng.random() < self.settings.settlement_failure_rate
-        final = "RJCT" if rejected else "ACSC"
+        final = RJCT if rejected else ACSC
         reason = {"code": "PAGAMENTO_RECUSADO_SPI", "detail": "simulated settlement failure"} if rejected else None
         async with sessions() as session:
-            if not await self._move(session, payment_id, "ACCP", final, rejection_reason=reason):
+            if not await transition(session, PixPayment, payment_id, ACCP, final, rejection_reason=reason):
                 current = await session.get(PixPayment, payment_id)
                 return current.status if current is not None else None  # another delivery finished it
         return final
 
-    @staticmethod
-    async def _move(session, payment_id: str, expected: str, target: str, **values) -> bool:
-        result = await session.execute(
-            update(PixPayment).where(PixPayment.payment_id == payment_id, PixPayment.status == expected)
-            .values(status=target, status_updated_at=utcnow(), **values))
-        await session.commit()
-        return result.rowcount == 1
 
-
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, registry: CollectorRegistry | None = None,
+               tracer_provider: TracerProvider | None = None) -> FastAPI:
+    """The worker app; ``registry`` and ``tracer_provider`` default to the global ones (:func:`service_app`)."""
     settings = settings or Settings.from_env()
 
     async def start(app: FastAPI) -> None:
@@ -263,5 +259,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return app.state.settler.running()
 
     return service_app("worker", settings, title="ofsre settlement worker", queue=True, on_startup=start,
-                       on_shutdown=stop, readiness={"consumer": consuming},
+                       on_shutdown=stop, readiness={"consumer": consuming}, registry=registry,
+                       tracer_provider=tracer_provider,
                        description="Settles Pix payments from the pix-payments queue (no public API)")
