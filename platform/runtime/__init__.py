@@ -6,6 +6,7 @@
 * :mod:`.usage` — per-replica CPU and memory with psutil (the local metrics-server).
 * :mod:`.autoscaler` — the control loop; publishes kube-state-metrics' kube_* series.
 * :mod:`.runtime` — :class:`LocalRuntime`: migrate, services, gateway, autoscaler, scrape config.
+* :mod:`.process` — the runtime as a detached process: start it, find it, stop it.
 * :mod:`.cli` / :mod:`.demo` — ``ofsre platform up|down|status|migrate`` and ``ofsre demo``.
 
 Quick start::

@@ -3,7 +3,7 @@
 import sys
 from pathlib import Path
 
-from .cli import serve_config_file
+from .process import serve_config_file
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:

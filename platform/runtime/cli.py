@@ -10,31 +10,27 @@ Useful ``up`` options: ``--replicas 2``, ``--max-replicas 6``, ``--sync-period 5
 ``--scale-down-window 60``, ``--gateway-port 0`` (a free port), ``--database-url
 postgresql+asyncpg://postgres@127.0.0.1:5432/test``, ``--prometheus``, ``--config runtime.toml``
 (per-service settings; see :mod:`ofsre.platform.runtime.config`).
+
+This module parses and prints; starting, finding and stopping a detached runtime is
+:mod:`ofsre.platform.runtime.process`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
-import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from .config import RuntimeConfig, config_from_dict, config_to_dict, load_toml
-from .files import atomic_write_json, read_json
+from . import process
+from .config import RuntimeConfig, load_toml
 from .runtime import LocalRuntime, RuntimePaths, RuntimeStartError, process_alive
-from .supervisor import tail
 
-__all__ = ["configure", "build_config", "render_status", "render_endpoints", "serve_config_file"]
+__all__ = ["configure", "build_config", "render_status", "render_endpoints"]
 
 _SERVICE_FLAGS = {  # flag -> ServiceConfig field, applied to every service
     "replicas": "replicas", "min_replicas": "min_replicas", "max_replicas": "max_replicas",
@@ -125,11 +121,6 @@ def build_config(args: argparse.Namespace) -> RuntimeConfig:
     return cfg
 
 
-def _logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # readiness polls would flood the log
-
-
 # --------------------------------------------------------------------------- up
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -139,7 +130,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 2
     if args.detach:
         return _detach(cfg)
-    _logging()
+    process.basic_logging()
     rt = LocalRuntime(cfg)
 
     def ready(runtime: LocalRuntime) -> None:
@@ -155,76 +146,32 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def serve_config_file(path: Path) -> int:
-    """Entry point of the detached runtime (``python -m ofsre.platform.runtime <config.json>``)."""
-    _logging()
-    cfg = config_from_dict(read_json(path))
-    try:
-        LocalRuntime(cfg).serve(on_ready=lambda rt: logging.getLogger(__name__).info("platform is up"))
-    except RuntimeStartError as exc:
-        logging.getLogger(__name__).error("start failed: %s", exc)
-        return 1
-    return 0
-
-
 def _detach(cfg: RuntimeConfig) -> int:
-    paths = RuntimePaths(cfg.data_dir)
-    paths.logs.mkdir(parents=True, exist_ok=True)
-    state = read_json(paths.state)
-    if state and process_alive(state.get("pid"), state.get("create_time")):
-        print(f"already running (pid {state['pid']}); `ofsre platform down` first", file=sys.stderr)
+    def started(pid: int, log_path: Path) -> None:
+        print(f"starting the platform in the background (pid {pid}, log {log_path}) …", flush=True)
+
+    try:
+        status = process.start_detached(cfg, on_started=started)
+    except RuntimeStartError as exc:
+        print(exc, file=sys.stderr)
         return 1
-    cfg_path = cfg.data_dir / "runtime-config.json"
-    atomic_write_json(cfg_path, config_to_dict(cfg))
-    log_path = paths.logs / "runtime.log"
-    with open(log_path, "ab") as log_file:
-        child = subprocess.Popen([sys.executable, "-m", "ofsre.platform.runtime", str(cfg_path)],
-                                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                                 start_new_session=True)
-    print(f"starting the platform in the background (pid {child.pid}, log {log_path}) …", flush=True)
-    deadline = time.monotonic() + 2 * cfg.startup_timeout + 60
-    while time.monotonic() < deadline:
-        if child.poll() is not None:
-            print(f"the runtime exited with code {child.returncode}:\n{tail(log_path, 25)}", file=sys.stderr)
-            return 1
-        state = read_json(paths.state)
-        if state and state.get("pid") == child.pid and state.get("phase") == "running":
-            status = _fetch_status(state)
-            print(render_endpoints(status) if status else f"running; state in {paths.state}")
-            print("`ofsre platform status` shows replicas and HPA state; `ofsre platform down` stops it.")
-            return 0
-        time.sleep(0.2)
-    print(f"the runtime did not become ready in time; see {log_path}", file=sys.stderr)
-    os.killpg(child.pid, signal.SIGTERM)
-    return 1
+    print(render_endpoints(status) if status else f"running; state in {RuntimePaths(cfg.data_dir).state}")
+    print("`ofsre platform status` shows replicas and HPA state; `ofsre platform down` stops it.")
+    return 0
 
 
 # --------------------------------------------------------------------------- status / down / migrate
 
-def _fetch_status(state: dict[str, Any]) -> dict[str, Any] | None:
-    url = (state.get("endpoints") or {}).get("runtime_status")
-    if not url:
-        return None
-    try:
-        return httpx.get(url, timeout=5.0).json()
-    except (httpx.HTTPError, ValueError):
-        return None
-
-
-def _state(args: argparse.Namespace) -> tuple[RuntimePaths, dict[str, Any] | None]:
-    paths = RuntimePaths(build_config(args).data_dir)
-    return paths, read_json(paths.state)
-
-
 def cmd_status(args: argparse.Namespace) -> int:
-    paths, state = _state(args)
+    paths = RuntimePaths(build_config(args).data_dir)
+    state = process.read_state(paths)
     if not state:
         print(f"not running (no {paths.state})")
         return 3
     if not process_alive(state.get("pid"), state.get("create_time")):
         print(f"stale state: runtime pid {state.get('pid')} is gone; `ofsre platform down` cleans up")
         return 1
-    status = _fetch_status(state)
+    status = process.fetch_status(state)
     if status is None:
         print(f"runtime pid {state['pid']} is {state.get('phase')}; its status endpoint does not answer yet")
         return 1
@@ -233,39 +180,17 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    paths, state = _state(args)
-    if not state:
+    paths = RuntimePaths(build_config(args).data_dir)
+    stopped = process.stop_detached(paths, args.timeout,
+                                    on_stopping=lambda pid: print(f"stopping the runtime (pid {pid}) …", flush=True))
+    if stopped is None:
         print(f"nothing to stop (no {paths.state})")
         return 0
-    pid = state.get("pid")
-    if process_alive(pid, state.get("create_time")):
-        print(f"stopping the runtime (pid {pid}) …", flush=True)
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + args.timeout
-        while time.monotonic() < deadline and process_alive(pid, state.get("create_time")):
-            time.sleep(0.2)
-        if process_alive(pid, state.get("create_time")):
-            print(f"the runtime did not stop within {args.timeout:g} s: SIGKILL", file=sys.stderr)
-            os.kill(pid, signal.SIGKILL)
-    leftovers = _stop_leftovers(state)
-    paths.state.unlink(missing_ok=True)
+    if stopped.killed:
+        print(f"the runtime did not stop within {args.timeout:g} s: SIGKILL", file=sys.stderr)
+    leftovers = stopped.leftovers
     print("stopped" + (f" (also stopped {leftovers} orphaned replica processes)" if leftovers else ""))
     return 0
-
-
-def _stop_leftovers(state: dict[str, Any]) -> int:
-    """Replica processes a killed runtime left behind (matched by pid and creation time)."""
-    alive = [r for rs in (state.get("replicas") or {}).values() for r in rs
-             if process_alive(r.get("pid"), r.get("create_time"))]
-    for r in alive:
-        os.kill(r["pid"], signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(process_alive(r["pid"], r["create_time"]) for r in alive):
-        time.sleep(0.2)
-    for r in alive:
-        if process_alive(r["pid"], r["create_time"]):
-            os.kill(r["pid"], signal.SIGKILL)
-    return len(alive)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
