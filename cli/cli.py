@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pcm": ("ofsre.exporters.pcm.cli", "PCM regulatory reporting: status, report --day, send, results, requeue"),
     "dashboards": ("ofsre.dashboards.cli", "build the Grafana dashboards as JSON, or publish them to Grafana"),
     "alerts": ("ofsre.alerts.cli", "build the Prometheus rules, PrometheusRule and Alertmanager example"),
+    "config": ("ofsre._config_cli", "every OFSRE_* variable: default, who reads it, meaning (vars)"),
 }
 
 _DESCRIPTION = """\

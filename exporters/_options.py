@@ -1,45 +1,74 @@
 """Shipping settings shared by every handler: argument first, then ``OFSRE_LOG_*``, then a default.
 
-=============================  =====================  ==============================================
-argument                       environment variable   meaning (default)
-=============================  =====================  ==============================================
-``queue_records``              OFSRE_LOG_QUEUE_RECORDS  records the memory buffer holds (250000: a ceiling
-                                                        for tiny records; the byte budget is the bound)
-``queue_bytes``                OFSRE_LOG_QUEUE_BYTES    encoded bytes the memory buffer holds (32 MiB)
-``overflow``                   OFSRE_LOG_OVERFLOW       ``drop_newest`` | ``drop_oldest`` | ``block``
-``block_timeout``              OFSRE_LOG_BLOCK_TIMEOUT  seconds a log call may wait under ``block`` (0.1)
-``batch_wait``                 OFSRE_LOG_BATCH_WAIT     seconds a partial batch waits for more (1.0)
-``batch_records``              OFSRE_LOG_BATCH_RECORDS  records per request (the backend's maximum)
-``batch_bytes``                OFSRE_LOG_BATCH_BYTES    uncompressed bytes per request (backend's default)
-``request_timeout``            OFSRE_LOG_TIMEOUT        seconds per HTTP request (10)
-``backoff_initial``            OFSRE_LOG_BACKOFF        first retry delay cap, doubled each time (0.5)
-``backoff_max``                OFSRE_LOG_BACKOFF_MAX    largest retry delay cap (30)
-``max_retry_time``             OFSRE_LOG_RETRY_TIME     seconds before a failing batch is dropped; ``"none"``
-                                                        or ``math.inf``: forever (300; forever with a spool)
-``spool_dir``                  OFSRE_LOG_SPOOL_DIR      directory of the on-disk spool (unset: no spool)
-``spool_bytes``                OFSRE_LOG_SPOOL_BYTES    disk the spool may use (256 MiB)
-``flush_timeout``              OFSRE_LOG_FLUSH_TIMEOUT  default timeout of flush()/close() and at exit (5)
-=============================  =====================  ==============================================
+Each option is a :class:`ofsre.instrumentation.config.Var` declared below (argument name, variable,
+default, meaning); the README's variable table is generated from them (``ofsre config vars --markdown``).
+An explicit argument that makes no sense raises ``ValueError``; a malformed environment value is
+logged once and the default used (a typo in a variable must not stop a service).
 
-An explicit argument that makes no sense raises ``ValueError``; a malformed environment
-value is logged and the default used (a typo in a variable must not stop a service).
+``OFSRE_LOG_SHIPPER`` (read by :func:`ofsre.exporters.install_from_env`) is declared here too.
 """
 
 from __future__ import annotations
 
-import logging
-import math
-import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
+
+from ofsre.instrumentation.config import TEXT, UNSET, Var, choice, duration, integer, size
 
 from ._buffer import DROP_NEWEST, OVERFLOW_POLICIES
 
-__all__ = ["ShipperOptions", "BackendLimits", "resolve_options", "ENV_VARS", "BODY_MARGIN"]
+__all__ = ["ShipperOptions", "BackendLimits", "resolve_options", "ENV_VARS", "OPTIONS", "BODY_MARGIN",
+           "LOG_SHIPPER"]
 
-_log = logging.getLogger("ofsre.exporters")
+_LOGGER = "ofsre.exporters"
 _MiB = 1024 * 1024
 BODY_MARGIN = 1024  # bytes of a batch kept for the request envelope (brackets, Loki stream headers)
+
+
+def _option(name: str, kind: Any, default: Any, argument: str, doc: str,
+            shown: str | None = None) -> Var[Any]:
+    return Var(name, kind, default, reader="exporters", argument=argument, doc=doc, shown=shown,
+               logger=_LOGGER)
+
+
+# A burst is bounded by its bytes, not its count: 32 MiB holds ~100,000 records of a 100-byte
+# message (~330 bytes encoded). The count only caps the Python objects of tiny records.
+OPTIONS: dict[str, Var[Any]] = {var.argument or "": var for var in (
+    _option("OFSRE_LOG_QUEUE_RECORDS", integer(0), 250_000, "queue_records",
+            "records the memory buffer holds (a ceiling for tiny records; the byte budget is the bound)"),
+    _option("OFSRE_LOG_QUEUE_BYTES", size(), 32 * _MiB, "queue_bytes",
+            "encoded bytes the memory buffer holds (the bytes bound a burst: ~100 000 records of a 100-byte "
+            "message)", shown="`33554432` (32 MiB)"),
+    _option("OFSRE_LOG_OVERFLOW", choice(*OVERFLOW_POLICIES), DROP_NEWEST, "overflow",
+            "when the buffer is full: `drop_newest`, `drop_oldest` or `block`"),
+    _option("OFSRE_LOG_BLOCK_TIMEOUT", duration(), 0.1, "block_timeout",
+            "seconds a log call may wait under `block`"),
+    _option("OFSRE_LOG_BATCH_WAIT", duration(), 1.0, "batch_wait", "seconds a partial batch waits for more"),
+    _option("OFSRE_LOG_BATCH_RECORDS", integer(0), 0, "batch_records", "records per request",
+            shown="the backend's maximum"),
+    _option("OFSRE_LOG_BATCH_BYTES", size(), 0, "batch_bytes", "uncompressed bytes per request",
+            shown="the backend's default (Loki 1 MiB, Datadog 1000 items and 5 MB, Elastic 5 MiB)"),
+    _option("OFSRE_LOG_TIMEOUT", duration(), 10.0, "request_timeout", "seconds per HTTP request"),
+    _option("OFSRE_LOG_BACKOFF", duration(), 0.5, "backoff_initial",
+            "first retry delay cap, doubled each time"),
+    _option("OFSRE_LOG_BACKOFF_MAX", duration(), 30.0, "backoff_max", "largest retry delay cap"),
+    _option("OFSRE_LOG_RETRY_TIME", duration(unlimited=True), 300.0, "max_retry_time",
+            "seconds before a failing batch is dropped; `none` (or `math.inf`): forever",
+            shown="`300`; forever with a spool"),
+    _option("OFSRE_LOG_SPOOL_DIR", TEXT, None, "spool_dir", "directory of the on-disk spool",
+            shown="no spool"),
+    _option("OFSRE_LOG_SPOOL_BYTES", size(), 256 * _MiB, "spool_bytes", "disk the spool may use",
+            shown="`268435456` (256 MiB)"),
+    _option("OFSRE_LOG_FLUSH_TIMEOUT", duration(), 5.0, "flush_timeout",
+            "default timeout of `flush()`, `close()` and at exit"),
+)}
+ENV_VARS = {argument: var.name for argument, var in OPTIONS.items()}  # argument -> variable
+
+# Read by install_from_env (exporters/__init__.py), which refuses an unknown name: a misconfigured log
+# pipeline should stop a deploy, not silently ship nothing.
+LOG_SHIPPER = Var("OFSRE_LOG_SHIPPER", TEXT, "none", logger=_LOGGER, reader="exporters (`install_from_env`)",
+                  doc="the log shipper: `none` (stdout only), `loki`, `datadog` or `elastic` (another name "
+                      "stops the start); their own variables in `exporters/README.md`")
 
 
 @dataclass(frozen=True)
@@ -55,76 +84,35 @@ class BackendLimits:
 
 @dataclass(frozen=True)
 class ShipperOptions:
-    # A burst is bounded by its bytes, not its count: 32 MiB holds ~100,000 records of a 100-byte
-    # message (~330 bytes encoded). The count only caps the Python objects of tiny records.
-    queue_records: int = 250_000
-    queue_bytes: int = 32 * _MiB
-    overflow: str = DROP_NEWEST
-    block_timeout: float = 0.1
-    batch_wait: float = 1.0
-    batch_records: int = 0       # 0: the backend's maximum
-    batch_bytes: int = 0         # 0: the backend's default
-    request_timeout: float = 10.0
-    backoff_initial: float = 0.5
-    backoff_max: float = 30.0
-    max_retry_time: float | None = 300.0
-    spool_dir: str | None = None
-    spool_bytes: int = 256 * _MiB
-    flush_timeout: float = 5.0
-
-
-ENV_VARS = {
-    "queue_records": "OFSRE_LOG_QUEUE_RECORDS", "queue_bytes": "OFSRE_LOG_QUEUE_BYTES",
-    "overflow": "OFSRE_LOG_OVERFLOW", "block_timeout": "OFSRE_LOG_BLOCK_TIMEOUT",
-    "batch_wait": "OFSRE_LOG_BATCH_WAIT", "batch_records": "OFSRE_LOG_BATCH_RECORDS",
-    "batch_bytes": "OFSRE_LOG_BATCH_BYTES", "request_timeout": "OFSRE_LOG_TIMEOUT",
-    "backoff_initial": "OFSRE_LOG_BACKOFF", "backoff_max": "OFSRE_LOG_BACKOFF_MAX",
-    "max_retry_time": "OFSRE_LOG_RETRY_TIME", "spool_dir": "OFSRE_LOG_SPOOL_DIR",
-    "spool_bytes": "OFSRE_LOG_SPOOL_BYTES", "flush_timeout": "OFSRE_LOG_FLUSH_TIMEOUT",
-}
-_NO_LIMIT = frozenset({"none", "inf", "forever", "never"})
-
-
-def _parse(name: str, raw: Any) -> Any:
-    """Convert a raw value (argument or environment string) to the field's type; ValueError if it can't."""
-    if name == "overflow":
-        value = str(raw).strip().lower()
-        if value not in OVERFLOW_POLICIES:
-            raise ValueError(f"overflow must be one of {OVERFLOW_POLICIES}, not {raw!r}")
-        return value
-    if name == "spool_dir":
-        return os.fspath(raw) if raw else None
-    if name == "max_retry_time" and (raw is math.inf or str(raw).strip().lower() in _NO_LIMIT):
-        return None
-    kind = int if name in ("queue_records", "queue_bytes", "batch_records", "batch_bytes", "spool_bytes") else float
-    value = kind(raw)
-    if value < 0 or (kind is float and not math.isfinite(value)):
-        raise ValueError(f"{name} must be a finite number >= 0, not {raw!r}")
-    return value
+    queue_records: int = OPTIONS["queue_records"].default
+    queue_bytes: int = OPTIONS["queue_bytes"].default
+    overflow: str = OPTIONS["overflow"].default
+    block_timeout: float = OPTIONS["block_timeout"].default
+    batch_wait: float = OPTIONS["batch_wait"].default
+    batch_records: int = OPTIONS["batch_records"].default       # 0: the backend's maximum
+    batch_bytes: int = OPTIONS["batch_bytes"].default           # 0: the backend's default
+    request_timeout: float = OPTIONS["request_timeout"].default
+    backoff_initial: float = OPTIONS["backoff_initial"].default
+    backoff_max: float = OPTIONS["backoff_max"].default
+    max_retry_time: float | None = OPTIONS["max_retry_time"].default
+    spool_dir: str | None = OPTIONS["spool_dir"].default
+    spool_bytes: int = OPTIONS["spool_bytes"].default
+    flush_timeout: float = OPTIONS["flush_timeout"].default
 
 
 def resolve_options(limits: BackendLimits, **given: Any) -> ShipperOptions:
-    """Merge arguments (``None`` = not given) with ``OFSRE_LOG_*`` and defaults; validate against ``limits``."""
-    unknown = set(given) - set(ENV_VARS)
+    """Merge arguments (``None``: not given) with ``OFSRE_LOG_*`` and defaults; check them against ``limits``.
+
+    A bad argument raises ``ValueError``; a malformed variable is logged once and its default used."""
+    unknown = set(given) - set(OPTIONS)
     if unknown:
         raise TypeError(f"unknown shipper option(s): {', '.join(sorted(unknown))}")
-    values: dict[str, Any] = {}
-    for field in fields(ShipperOptions):
-        name = field.name
-        if given.get(name) is not None:
-            values[name] = _parse(name, given[name])      # a bad argument raises
-            continue
-        raw = os.environ.get(ENV_VARS[name], "").strip()
-        if raw:
-            try:
-                values[name] = _parse(name, raw)
-            except ValueError:
-                _log.warning("%s=%r is not valid; using the default", ENV_VARS[name], raw)
-    if "max_retry_time" not in values and values.get("spool_dir"):
+    values = {name: var.get(given.get(name), default=UNSET) for name, var in OPTIONS.items()}
+    if values["max_retry_time"] is UNSET and values["spool_dir"] not in (UNSET, None):
         # With a spool the disk is the buffer: giving up after five minutes would throw away
         # exactly what the spool was configured to keep.
         values["max_retry_time"] = None
-    return _validate(ShipperOptions(**values), limits)
+    return _validate(ShipperOptions(**{name: v for name, v in values.items() if v is not UNSET}), limits)
 
 
 def _validate(opts: ShipperOptions, limits: BackendLimits) -> ShipperOptions:
@@ -135,8 +123,8 @@ def _validate(opts: ShipperOptions, limits: BackendLimits) -> ShipperOptions:
     if batch_bytes > limits.max_batch_bytes:
         raise ValueError(f"batch_bytes={batch_bytes} exceeds the backend's {limits.max_batch_bytes}")
     if batch_bytes < limits.max_record_bytes + BODY_MARGIN:
-        raise ValueError(f"batch_bytes={batch_bytes} is below one record's maximum ({limits.max_record_bytes})"
-                         f" plus {BODY_MARGIN}")
+        raise ValueError(f"batch_bytes={batch_bytes} is below one record's maximum "
+                         f"({limits.max_record_bytes}) plus {BODY_MARGIN}")
     if opts.queue_records < 1 or opts.queue_bytes < limits.max_record_bytes:
         raise ValueError("queue_records must be >= 1 and queue_bytes >= one record's maximum "
                          f"({limits.max_record_bytes})")

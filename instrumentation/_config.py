@@ -1,36 +1,49 @@
 """Settings of the instrumentation: constructor argument first, then ``OFSRE_*``, then a default.
 
-The environment is read once, when a middleware or a tracer provider is built, never per
-request. A malformed value is logged and the default used: bad telemetry configuration
-must not stop a service from starting (a missing service name does, because every
-series would be unattributable).
+The variables are declared here through :mod:`ofsre.instrumentation.config` (the table of every
+variable is ``ofsre config vars --markdown``, in the top-level README). The environment is read once,
+when a middleware or a tracer provider is built, never per request. A malformed value is logged and
+the default used: bad telemetry configuration must not stop a service from starting (a missing
+service name does, because every series would be unattributable).
 
-========================================  ==================================================
-Variable                                  Meaning
-========================================  ==================================================
-``OFSRE_SERVICE``                         service name (``service`` label, ``service.name``);
-                                          ``OTEL_SERVICE_NAME`` is the fallback
-``OFSRE_ENV``                             deployment environment (``deployment.environment.name``)
-``OFSRE_VERSION``                         version of the service (``ofsre_build_info``)
-``OFSRE_COMMIT``                          commit of the build (``ofsre_build_info``)
-``OFSRE_REQUIRE_INTERACTION_ID``          ``true``: answer 400 to requests without a valid
-                                          ``x-fapi-interaction-id``
-========================================  ==================================================
+``OFSRE_SERVICE`` (``OTEL_SERVICE_NAME``), ``OFSRE_ENV``, ``OFSRE_VERSION``, ``OFSRE_COMMIT``,
+``OFSRE_REQUIRE_INTERACTION_ID``; declared here for the table, read by their modules:
+``OFSRE_CATALOG`` (``catalog.py``), ``OFSRE_LOG_LEVEL`` (``logs.py``).
 """
 
 from __future__ import annotations
 
-import logging
-import os
 from dataclasses import dataclass
 
-__all__ = ["Settings", "resolve_settings", "env_flag", "env_str", "UNKNOWN"]
+from .config import BOOLEAN, PATH, TEXT, Var, read
 
-_log = logging.getLogger("ofsre.instrumentation")
+__all__ = ["Settings", "resolve_settings", "env_flag", "env_str", "UNKNOWN",
+           "SERVICE", "ENV", "VERSION", "COMMIT", "REQUIRE_INTERACTION_ID", "CATALOG", "LOG_LEVEL"]
 
+_LOGGER = "ofsre.instrumentation"
 UNKNOWN = "unknown"  # version/commit label when neither argument nor environment gives one
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+SERVICE = Var("OFSRE_SERVICE", TEXT, "", also=("OTEL_SERVICE_NAME",), argument="service", logger=_LOGGER,
+              reader="instrumentation, exporters, queue", shown="required (the queue: `ofsre`)",
+              doc="service name: `service` label, `service.name`")
+ENV = Var("OFSRE_ENV", TEXT, "", argument="env", logger=_LOGGER, reader="instrumentation, exporters",
+          doc="deployment environment: `deployment.environment.name`, `env` field of logs")
+VERSION = Var("OFSRE_VERSION", TEXT, UNKNOWN, argument="version", logger=_LOGGER,
+              reader="instrumentation, exporters", doc="`version` of `ofsre_build_info`, `service.version`")
+COMMIT = Var("OFSRE_COMMIT", TEXT, UNKNOWN, argument="commit", logger=_LOGGER, reader="instrumentation",
+             doc="`commit` of `ofsre_build_info`")
+REQUIRE_INTERACTION_ID = Var(
+    "OFSRE_REQUIRE_INTERACTION_ID", BOOLEAN, False, argument="require_interaction_id", logger=_LOGGER,
+    reader="instrumentation",
+    doc="`on`: 400 for a request without a valid `x-fapi-interaction-id`, as the spec says "
+        "(off by default so probes and curl work)")
+# Read by catalog.py and logs.py; declared here so the table lists them.
+CATALOG = Var("OFSRE_CATALOG", PATH, None, argument="path", logger=_LOGGER, shown="bundled `catalog.toml`",
+              reader="instrumentation (`load_catalog`), all services",
+              doc="another endpoint catalog file: the gateway's TPM limits and timeout, accounts' monthly "
+                  "operational limits")
+LOG_LEVEL = Var("OFSRE_LOG_LEVEL", TEXT, "INFO", argument="level", logger=_LOGGER,
+                reader="instrumentation (`configure_logging`)", doc="level of `configure_logging`")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,35 +56,26 @@ class Settings:
 
 
 def env_str(name: str, default: str = "") -> str:
-    """``$name`` stripped, or ``default`` when unset or blank."""
-    return os.environ.get(name, "").strip() or default
+    """``$name`` stripped, or ``default`` when unset or blank (any variable, ``OTEL_*`` and ``DD_*`` too)."""
+    return str(read((name,), TEXT, default))
 
 
 def env_flag(name: str, default: bool = False) -> bool:
-    """A boolean environment variable; an unrecognised value logs a warning and gives ``default``."""
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    _log.warning("%s=%r is not a boolean (use true/false); using %s", name, raw, default)
-    return default
+    """A boolean variable in the one vocabulary of :mod:`.config`; a malformed value is logged once and
+    gives ``default``."""
+    return bool(read((name,), BOOLEAN, default, logger=_LOGGER))
 
 
 def resolve_settings(service: str | None = None, *, version: str | None = None, commit: str | None = None,
                      env: str | None = None, require_interaction_id: bool | None = None) -> Settings:
     """Merge arguments with the environment. Raises ``ValueError`` when no service name is found."""
-    name = service or env_str("OFSRE_SERVICE") or env_str("OTEL_SERVICE_NAME")
+    name = SERVICE.get(service)
     if not name:
         raise ValueError("ofsre: a service name is required (argument, OFSRE_SERVICE or OTEL_SERVICE_NAME)")
     return Settings(
         service=name,
-        version=version or env_str("OFSRE_VERSION", UNKNOWN),
-        commit=commit or env_str("OFSRE_COMMIT", UNKNOWN),
-        env=env or env_str("OFSRE_ENV"),
-        require_interaction_id=(require_interaction_id if require_interaction_id is not None
-                                else env_flag("OFSRE_REQUIRE_INTERACTION_ID")),
+        version=VERSION.get(version),
+        commit=COMMIT.get(commit),
+        env=ENV.get(env),
+        require_interaction_id=REQUIRE_INTERACTION_ID.get(require_interaction_id),
     )

@@ -18,9 +18,10 @@ variables over defaults. The TOML file mirrors the dataclasses::
     cpu_request = 0.5            # cores
     memory_request_mib = 512
 
-Environment: ``OFSRE_DATA_DIR`` (default ``./var``), ``OFSRE_DATABASE_URL`` (default SQLite in
-the data dir), ``OFSRE_QUEUE_BACKEND`` (default ``db``), ``OFSRE_MTLS`` (``off`` disables
-client-certificate checks, local demo only).
+Environment, read through the platform's declarations (:mod:`ofsre.instrumentation.config`, so the
+words mean the same as for the services): ``OFSRE_DATA_DIR`` (default ``./var``),
+``OFSRE_DATABASE_URL`` (default SQLite in the data dir), ``OFSRE_QUEUE_BACKEND`` (default ``db``),
+``OFSRE_MTLS`` (``off``/``no``/``false``/``0`` disables client-certificate checks, local demo only).
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ofsre.platform.queue._config import DATA_DIR, DATABASE_URL, QUEUE_BACKEND
+from ofsre.platform.settings import MTLS, SIMULATION_ROUTES
+
 from . import hpa
 
 __all__ = ["MIB", "ServiceConfig", "RuntimeConfig", "RUNNER_COMMAND", "MIGRATE_COMMAND", "DEFAULT_SERVICES",
@@ -42,7 +46,8 @@ __all__ = ["MIB", "ServiceConfig", "RuntimeConfig", "RUNNER_COMMAND", "MIGRATE_C
 MIB = 1024 * 1024
 
 # The platform contract: every service is started by H4's runner.
-RUNNER_COMMAND = (sys.executable, "-m", "ofsre.platform.run", "{service}", "--host", "{host}", "--port", "{port}")
+RUNNER_COMMAND = (sys.executable, "-m", "ofsre.platform.run", "{service}",
+                  "--host", "{host}", "--port", "{port}")
 MIGRATE_COMMAND = (sys.executable, "-m", "ofsre.platform.run", "migrate")
 
 
@@ -82,24 +87,20 @@ DEFAULT_SERVICES = (
 )
 
 
-def _env_data_dir() -> Path:
-    return Path(os.environ.get("OFSRE_DATA_DIR") or "var")
-
-
 @dataclass(frozen=True)
 class RuntimeConfig:
     """Everything ``ofsre platform up`` needs. Commands are formatted with service/host/port."""
 
-    data_dir: Path = field(default_factory=_env_data_dir)
+    data_dir: Path = field(default_factory=lambda: Path(DATA_DIR.from_env()))
     host: str = "127.0.0.1"
     gateway_port: int = 8080
     runtime_port: int = 0              # the runtime's own /metrics and /status (0: a free port)
     namespace: str = "ofsre"           # the namespace label of the kube_* series
-    database_url: str | None = field(default_factory=lambda: os.environ.get("OFSRE_DATABASE_URL") or None)
-    queue_backend: str = field(default_factory=lambda: os.environ.get("OFSRE_QUEUE_BACKEND") or "db")
-    mtls: bool = field(default_factory=lambda: os.environ.get("OFSRE_MTLS", "on").lower() not in ("off", "0", "false"))
+    database_url: str | None = field(default_factory=lambda: DATABASE_URL.from_env() or None)
+    queue_backend: str = field(default_factory=lambda: str(QUEUE_BACKEND.from_env()))
+    mtls: bool = field(default_factory=lambda: bool(MTLS.from_env()))  # off/no/false/0, as for the services
     services: tuple[ServiceConfig, ...] = DEFAULT_SERVICES
-    gateway: ServiceConfig = ServiceConfig("gateway", routed=False, cpu_request=0.5)  # autoscaled, as in the chart
+    gateway: ServiceConfig = ServiceConfig("gateway", routed=False, cpu_request=0.5)  # autoscaled (the chart)
     controller: hpa.ControllerConfig = hpa.ControllerConfig()
     scale_up: hpa.ScalingRules = hpa.DEFAULT_SCALE_UP
     scale_down: hpa.ScalingRules = hpa.DEFAULT_SCALE_DOWN
@@ -124,12 +125,12 @@ class RuntimeConfig:
 
     def service_env(self) -> dict[str, str]:
         """The environment every service process gets on top of the runtime's own."""
-        env = {"OFSRE_DATA_DIR": str(self.data_dir.resolve()), "OFSRE_DATABASE_URL": self.resolved_database_url,
-               "OFSRE_QUEUE_BACKEND": self.queue_backend}
+        env = {DATA_DIR.name: str(self.data_dir.resolve()), DATABASE_URL.name: self.resolved_database_url,
+               QUEUE_BACKEND.name: self.queue_backend}
         if not self.mtls:
-            env["OFSRE_MTLS"] = "off"
+            env[MTLS.name] = "off"
         if self.simulation_routes:
-            env["OFSRE_SIMULATION_ROUTES"] = "on"
+            env[SIMULATION_ROUTES.name] = "on"
         return {**env, **self.env}
 
     def service(self, name: str) -> ServiceConfig:

@@ -1,36 +1,48 @@
 """Configuration of the platform's services, read once at start-up.
 
 Every service takes a :class:`Settings`; ``Settings.from_env()`` reads the ``OFSRE_*``
-environment (the table in ``platform/README.md``), and tests build one directly::
+environment (each variable is a :class:`ofsre.instrumentation.config.Var` below; the table in the
+top-level README is generated from them), and tests build one directly::
 
     from ofsre.platform.settings import Settings
 
     settings = Settings.from_env()                                   # a process
     settings = Settings(database_url="postgresql+asyncpg://…/t")     # a test
 
-A malformed value is logged and its default used (a typo must not stop a service), except
-where the default would silently weaken security: ``OFSRE_MTLS`` accepts only a clear
-``off``/``false``/``0`` to disable the client-certificate check.
+A malformed value is logged once and its default used (a typo must not stop a service). The
+default of ``OFSRE_MTLS`` is on, so only a clear ``off``/``no``/``false``/``0`` disables the
+client-certificate check: a malformed value keeps it on.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
-import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-__all__ = ["Settings", "SERVICES", "parse_upstreams"]
+from ofsre.instrumentation.config import (
+    BOOLEAN,
+    PATH,
+    TEXT,
+    Var,
+    duration,
+    integer,
+    items,
+    number,
+    parsed,
+    size,
+)
+from ofsre.platform.queue._config import DATA_DIR, DATABASE_URL, QUEUE_BACKEND
 
-_log = logging.getLogger("ofsre.platform.settings")
+__all__ = ["Settings", "SERVICES", "parse_upstreams", "MTLS", "SIMULATION_ROUTES"]
+
+_LOGGER = "ofsre.platform.settings"
 
 # The services the runner knows; the gateway routes to the three API modules.
 SERVICES = ("gateway", "consents", "accounts", "payments", "worker")
-_FALSE = frozenset({"0", "false", "no", "off"})
-_TRUE = frozenset({"1", "true", "yes", "on"})
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -53,65 +65,130 @@ def parse_upstreams(raw: str | Mapping[str, object]) -> dict[str, tuple[str, ...
     return result
 
 
-def _networks(raw: str) -> tuple[IPNetwork, ...]:
-    return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in raw.split(",") if part.strip())
+def _network(text: str) -> IPNetwork:
+    return ipaddress.ip_network(text, strict=False)
+
+
+def _var(name: str, kind: Any, default: Any, reader: str, doc: str, **more: Any) -> Var[Any]:
+    return Var(name, kind, default, reader=reader, doc=doc, logger=_LOGGER, **more)
+
+
+_ALL = "all services"
+DB_POOL_SIZE = _var("OFSRE_DB_POOL_SIZE", integer(1), 10, "all services but the gateway",
+                    "connections per process (plus as many overflow)")
+UPSTREAMS = _var("OFSRE_UPSTREAMS", parsed(parse_upstreams, "JSON"), {}, "gateway",
+                 'service → base URLs: `{"consents": ["http://…"], "accounts": […], "payments": […]}`')
+UPSTREAMS_FILE = _var("OFSRE_UPSTREAMS_FILE", PATH, None, "gateway",
+                      "a file with the same JSON, re-read every second when it changes (its services win)")
+GATEWAY_TPS_LIMIT = _var("OFSRE_GATEWAY_TPS_LIMIT", integer(1), None, "gateway",
+                         "global capacity; 529 past it", shown="catalog `ecosystem.min_capacity_tps` (300)")
+MTLS = _var("OFSRE_MTLS", BOOLEAN, True, "gateway, runtime",
+            "`off`: no client-certificate check (local demos only; a malformed value keeps it on)")
+TRUSTED_PROXIES = _var("OFSRE_TRUSTED_PROXIES", items(_network, label="CIDRs"), (), "gateway",
+                       "comma-separated CIDRs allowed to forward a client certificate")
+CLIENT_CERT_HEADER = _var("OFSRE_CLIENT_CERT_HEADER", TEXT, "x-ssl-client-cert", "gateway",
+                          "header with the URL-encoded PEM (nginx `$ssl_client_escaped_cert`)")
+CLIENT_CA_FILE = _var("OFSRE_CLIENT_CA_FILE", PATH, None, "gateway",
+                      "PEM bundle of the CAs that sign client certificates (required with mTLS on)")
+TLS_CERT_FILE = _var("OFSRE_TLS_CERT_FILE", PATH, None, "gateway",
+                     "serve TLS itself and require a client certificate in the handshake (with "
+                     "`OFSRE_TLS_KEY_FILE`)")
+TLS_KEY_FILE = _var("OFSRE_TLS_KEY_FILE", PATH, None, "gateway", "the private key of `OFSRE_TLS_CERT_FILE`")
+SIMULATION_ROUTES = _var("OFSRE_SIMULATION_ROUTES", BOOLEAN, False, "consents, payments",
+                         "serve `/_sim/**` (the simulated authorisation, only for the consent's own "
+                         "organisation; the gateway never routes it)")
+GATEWAY_SECRET = _var("OFSRE_GATEWAY_SECRET", TEXT, None, _ALL,
+                      "shared by the gateway (sends it as `x-ofsre-gateway-secret`) and the modules "
+                      "(refuse API calls without it: 401); the local runtime makes one per start")
+MAX_HEADER_BYTES = _var("OFSRE_MAX_HEADER_BYTES", size(1024), 16 * 1024, _ALL,
+                        "request line + headers; past it 431")
+MAX_URL_BYTES = _var("OFSRE_MAX_URL_BYTES", size(256), 8 * 1024, _ALL, "request target; past it 414")
+MAX_BODY_BYTES = _var("OFSRE_MAX_BODY_BYTES", size(1024), 1 << 20, _ALL, "request body; past it 413")
+HEADER_TIMEOUT_S = _var("OFSRE_HEADER_TIMEOUT_S", duration(0.1), 10.0, _ALL,
+                        "seconds to receive the request line and headers; past it 408")
+BODY_TIMEOUT_S = _var("OFSRE_BODY_TIMEOUT_S", duration(0.1), 10.0, _ALL,
+                      "seconds to receive the whole body; past it 408")
+SETTLEMENT_LATENCY_MS = _var("OFSRE_SETTLEMENT_LATENCY_MS", integer(0, label="milliseconds"), 100, "worker",
+                             "simulated SPI time (ms) between ACCP and the outcome")
+SETTLEMENT_FAILURE_RATE = _var("OFSRE_SETTLEMENT_FAILURE_RATE", number(0, 1), 0.0, "worker",
+                               "fraction of payments rejected (RJCT `PAGAMENTO_RECUSADO_SPI`), 0..1")
+WORKER_CONCURRENCY = _var("OFSRE_WORKER_CONCURRENCY", integer(1), 8, "worker",
+                          "consumer loops settling side by side")
+SHUTDOWN_TIMEOUT_S = _var("OFSRE_SHUTDOWN_TIMEOUT_S", duration(), 20.0, _ALL,
+                          "seconds to drain in-flight requests on SIGTERM")
+
+# Field of Settings -> its variable (Settings.from_env reads each).
+_VARS: dict[str, Var[Any]] = {
+    "database_url": DATABASE_URL, "data_dir": DATA_DIR, "queue_backend": QUEUE_BACKEND,
+    "db_pool_size": DB_POOL_SIZE, "upstreams": UPSTREAMS, "upstreams_file": UPSTREAMS_FILE,
+    "gateway_tps_limit": GATEWAY_TPS_LIMIT, "mtls": MTLS, "trusted_proxies": TRUSTED_PROXIES,
+    "client_cert_header": CLIENT_CERT_HEADER, "client_ca_file": CLIENT_CA_FILE,
+    "tls_cert_file": TLS_CERT_FILE, "tls_key_file": TLS_KEY_FILE, "simulation_routes": SIMULATION_ROUTES,
+    "gateway_secret": GATEWAY_SECRET, "max_header_bytes": MAX_HEADER_BYTES, "max_url_bytes": MAX_URL_BYTES,
+    "max_body_bytes": MAX_BODY_BYTES, "header_timeout_s": HEADER_TIMEOUT_S,
+    "body_timeout_s": BODY_TIMEOUT_S, "settlement_latency_ms": SETTLEMENT_LATENCY_MS,
+    "settlement_failure_rate": SETTLEMENT_FAILURE_RATE, "worker_concurrency": WORKER_CONCURRENCY,
+    "shutdown_timeout_s": SHUTDOWN_TIMEOUT_S,
+}
+
+# Read by one service's own module, not by Settings (gateway/limits.py, run.py, worker/app.py, jws.py,
+# payments/app.py); declared here so that the README's table lists every variable of the platform.
+_var("OFSRE_REDIS_URL", TEXT, None, "gateway",
+     "count TPM limits in this Redis, shared by every gateway replica (`redis://host:6379/0`)")
+_var("OFSRE_REDIS_TIMEOUT_MS", number(0, label="milliseconds"), 250.0, "gateway",
+     "past the timeout a call is counted in the process")
+_var("OFSRE_REDIS_KEY_PREFIX", TEXT, "ofsre:gateway:tpm", "gateway",
+     "the prefix keeps platforms sharing a Redis apart")
+_var("OFSRE_GATEWAY_REPLICAS", integer(1), 1, "gateway",
+     "the most gateway replicas that may run (the runtime sets it): > 1 without Redis logs a warning")
+_var("OFSRE_SHARED_FD", integer(0), None, "gateway",
+     "a listening socket inherited as this file descriptor: the local runtime opens the gateway port once "
+     "and every gateway replica accepts from it (`SO_REUSEPORT`)")
+_var("OFSRE_PAYMENT_WEBHOOKS", parsed(json.loads, "JSON"), None, "worker",
+     'JSON `{"<organisationId>": "https://…"}`: the initiators\' webhook URIs; each settled or rejected '
+     "payment is notified there (the platform's call *as a client*, reported to the PCM as CLIENT)")
+_var("OFSRE_ORG_ID", TEXT, "ofsre-bank", "payments",
+     "the platform's organisationId: `iss` of its signed answers, and its JWKS file's name")
+_var("OFSRE_JWKS_DIR", PATH, None, "payments", shown="`$OFSRE_DATA_DIR/jwks`",
+     doc="the Directory's stand-in: one JWKS (public keys) per organisation, `<organisationId>.json`; an "
+         "initiator's requests verify only against its own file (re-read when it changes)")
+_var("OFSRE_JWS_KEY_FILE", PATH, None, "payments", shown="`$OFSRE_DATA_DIR/jws/platform-key.json`",
+     doc="the platform's private signing JWK (RSA 2048); generated on first start if absent (replicas agree "
+         "on one), its public half published as `$OFSRE_JWKS_DIR/$OFSRE_ORG_ID.json`")
+_var("OFSRE_PUBLIC_URL", TEXT, None, "payments", shown="— (the URL called)",
+     doc="the API's public base URL (as in the Directory, e.g. `https://api.bank.example`): payments' "
+         "`links.self` must be an https host name (payments 4.0.0's pattern), and a request's `aud` "
+         "may name it")
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Every knob of the platform's services (environment variable in brackets).
+    """Every knob of the platform's services; the variable of each field is in ``_VARS`` (and the table)."""
 
-    database_url            [OFSRE_DATABASE_URL] SQLAlchemy async URL
-    data_dir                [OFSRE_DATA_DIR] runtime state (the default SQLite file lives here)
-    queue_backend           [OFSRE_QUEUE_BACKEND] db | sqs | kafka | pubsub (the queue reads its own OFSRE_QUEUE_*)
-    db_pool_size            [OFSRE_DB_POOL_SIZE] connections per process (PostgreSQL)
-    upstreams               [OFSRE_UPSTREAMS] gateway: service → base URLs (JSON)
-    upstreams_file          [OFSRE_UPSTREAMS_FILE] gateway: file with the same JSON, re-read when it changes
-    gateway_tps_limit       [OFSRE_GATEWAY_TPS_LIMIT] gateway: global capacity (None: catalog min_capacity_tps)
-    mtls                    [OFSRE_MTLS] gateway: check client certificates (``off`` only for local demos)
-    trusted_proxies         [OFSRE_TRUSTED_PROXIES] gateway: CIDRs allowed to forward the client certificate
-    client_cert_header      [OFSRE_CLIENT_CERT_HEADER] gateway: header carrying the URL-encoded PEM
-    client_ca_file          [OFSRE_CLIENT_CA_FILE] gateway: CA bundle that signs client certificates
-    tls_cert_file/key_file  [OFSRE_TLS_CERT_FILE / OFSRE_TLS_KEY_FILE] gateway: own TLS listener (mTLS)
-    simulation_routes       [OFSRE_SIMULATION_ROUTES] modules: serve /_sim/… (test authorisation; off by default,
-                            never routed by the gateway, and only for the consent's own organisation)
-    gateway_secret          [OFSRE_GATEWAY_SECRET] shared by the gateway and the modules: the gateway sends it
-                            on every call, a module with it set refuses API calls without it (401)
-    max_header_bytes        [OFSRE_MAX_HEADER_BYTES] request line + headers, past it 431
-    max_url_bytes           [OFSRE_MAX_URL_BYTES] request target, past it 414
-    max_body_bytes          [OFSRE_MAX_BODY_BYTES] request body, past it 413 (gateway and modules)
-    header_timeout_s        [OFSRE_HEADER_TIMEOUT_S] seconds to receive the request head, past it 408
-    body_timeout_s          [OFSRE_BODY_TIMEOUT_S] seconds to receive the whole body, past it 408
-    settlement_latency_ms   [OFSRE_SETTLEMENT_LATENCY_MS] worker: simulated SPI settlement time
-    settlement_failure_rate [OFSRE_SETTLEMENT_FAILURE_RATE] worker: fraction of payments rejected (0..1)
-    worker_concurrency      [OFSRE_WORKER_CONCURRENCY] worker: messages settled at once
-    shutdown_timeout_s      [OFSRE_SHUTDOWN_TIMEOUT_S] seconds to drain in-flight requests on SIGTERM
-    """
-
-    database_url: str = ""
-    data_dir: Path = Path("var")
-    queue_backend: str = "db"
-    db_pool_size: int = 10
+    database_url: str = DATABASE_URL.default
+    data_dir: Path = DATA_DIR.default
+    queue_backend: str = QUEUE_BACKEND.default
+    db_pool_size: int = DB_POOL_SIZE.default
     upstreams: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    upstreams_file: Path | None = None
-    gateway_tps_limit: int | None = None
-    mtls: bool = True
-    trusted_proxies: tuple[IPNetwork, ...] = ()
-    client_cert_header: str = "x-ssl-client-cert"
-    client_ca_file: Path | None = None
-    tls_cert_file: Path | None = None
-    tls_key_file: Path | None = None
-    simulation_routes: bool = False
-    gateway_secret: str | None = field(default=None, repr=False)
-    max_header_bytes: int = 16 * 1024
-    max_url_bytes: int = 8 * 1024
-    max_body_bytes: int = 1 << 20
-    header_timeout_s: float = 10.0
-    body_timeout_s: float = 10.0
-    settlement_latency_ms: int = 100
-    settlement_failure_rate: float = 0.0
-    worker_concurrency: int = 8
-    shutdown_timeout_s: float = 20.0
+    upstreams_file: Path | None = UPSTREAMS_FILE.default
+    gateway_tps_limit: int | None = GATEWAY_TPS_LIMIT.default
+    mtls: bool = MTLS.default
+    trusted_proxies: tuple[IPNetwork, ...] = TRUSTED_PROXIES.default
+    client_cert_header: str = CLIENT_CERT_HEADER.default
+    client_ca_file: Path | None = CLIENT_CA_FILE.default
+    tls_cert_file: Path | None = TLS_CERT_FILE.default
+    tls_key_file: Path | None = TLS_KEY_FILE.default
+    simulation_routes: bool = SIMULATION_ROUTES.default
+    gateway_secret: str | None = field(default=GATEWAY_SECRET.default, repr=False)
+    max_header_bytes: int = MAX_HEADER_BYTES.default
+    max_url_bytes: int = MAX_URL_BYTES.default
+    max_body_bytes: int = MAX_BODY_BYTES.default
+    header_timeout_s: float = HEADER_TIMEOUT_S.default
+    body_timeout_s: float = BODY_TIMEOUT_S.default
+    settlement_latency_ms: int = SETTLEMENT_LATENCY_MS.default
+    settlement_failure_rate: float = SETTLEMENT_FAILURE_RATE.default
+    worker_concurrency: int = WORKER_CONCURRENCY.default
+    shutdown_timeout_s: float = SHUTDOWN_TIMEOUT_S.default
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -120,78 +197,6 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
-        reader = _Reader(env)
-        data_dir = Path(env.get("OFSRE_DATA_DIR") or "var")
-        return cls(
-            database_url=env.get("OFSRE_DATABASE_URL", ""),
-            data_dir=data_dir,
-            queue_backend=env.get("OFSRE_QUEUE_BACKEND") or "db",
-            db_pool_size=reader.number("OFSRE_DB_POOL_SIZE", 10, int, minimum=1),
-            upstreams=reader.parsed("OFSRE_UPSTREAMS", {}, parse_upstreams),
-            upstreams_file=reader.path("OFSRE_UPSTREAMS_FILE"),
-            gateway_tps_limit=reader.number("OFSRE_GATEWAY_TPS_LIMIT", None, int, minimum=1),
-            mtls=env.get("OFSRE_MTLS", "on").strip().lower() not in _FALSE,
-            trusted_proxies=reader.parsed("OFSRE_TRUSTED_PROXIES", (), _networks),
-            client_cert_header=env.get("OFSRE_CLIENT_CERT_HEADER") or "x-ssl-client-cert",
-            client_ca_file=reader.path("OFSRE_CLIENT_CA_FILE"),
-            tls_cert_file=reader.path("OFSRE_TLS_CERT_FILE"),
-            tls_key_file=reader.path("OFSRE_TLS_KEY_FILE"),
-            simulation_routes=reader.flag("OFSRE_SIMULATION_ROUTES", False),
-            gateway_secret=env.get("OFSRE_GATEWAY_SECRET", "").strip() or None,
-            max_header_bytes=reader.number("OFSRE_MAX_HEADER_BYTES", 16 * 1024, int, minimum=1024),
-            max_url_bytes=reader.number("OFSRE_MAX_URL_BYTES", 8 * 1024, int, minimum=256),
-            max_body_bytes=reader.number("OFSRE_MAX_BODY_BYTES", 1 << 20, int, minimum=1024),
-            header_timeout_s=reader.number("OFSRE_HEADER_TIMEOUT_S", 10.0, float, minimum=0.1),
-            body_timeout_s=reader.number("OFSRE_BODY_TIMEOUT_S", 10.0, float, minimum=0.1),
-            settlement_latency_ms=reader.number("OFSRE_SETTLEMENT_LATENCY_MS", 100, int, minimum=0),
-            settlement_failure_rate=reader.number("OFSRE_SETTLEMENT_FAILURE_RATE", 0.0, float, 0, 1),
-            worker_concurrency=reader.number("OFSRE_WORKER_CONCURRENCY", 8, int, minimum=1),
-            shutdown_timeout_s=reader.number("OFSRE_SHUTDOWN_TIMEOUT_S", 20.0, float, minimum=0),
-        )
-
-
-class _Reader:
-    """Typed reads of the environment; a bad value is logged and replaced by the default."""
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.env = env
-
-    def _bad(self, name: str, value: str, default: object, why: object) -> None:
-        _log.warning("%s=%r is invalid (%s); using %r", name, value, why, default)
-
-    def number(self, name, default, kind, minimum=None, maximum=None):
-        raw = self.env.get(name, "").strip()
-        if not raw:
-            return default
-        try:
-            value = kind(raw)
-            if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-                raise ValueError(f"outside [{minimum}, {maximum}]")
-        except ValueError as exc:
-            self._bad(name, raw, default, exc)
-            return default
-        return value
-
-    def flag(self, name: str, default: bool) -> bool:
-        raw = self.env.get(name, "").strip().lower()
-        if not raw:
-            return default
-        if raw in _TRUE or raw in _FALSE:
-            return raw in _TRUE
-        self._bad(name, raw, default, "expected on/off")
-        return default
-
-    def path(self, name: str) -> Path | None:
-        raw = self.env.get(name, "").strip()
-        return Path(raw) if raw else None
-
-    def parsed(self, name, default, parse):
-        raw = self.env.get(name, "").strip()
-        if not raw:
-            return default
-        try:
-            return parse(raw)
-        except ValueError as exc:  # json.JSONDecodeError and ipaddress errors are ValueErrors
-            self._bad(name, raw, default, exc)
-            return default
+        values = {name: var.from_env(environ) for name, var in _VARS.items()}
+        values["upstreams"] = dict(values["upstreams"])  # never the declaration's own default object
+        return cls(**values)

@@ -159,7 +159,8 @@ class ChartKit:
 
 
 # Where the code that reads OFSRE_* variables lives.
-PYTHON_SOURCES = ("cli", "instrumentation", "exporters", "platform/services")
+PYTHON_SOURCES = ("cli", "instrumentation", "exporters", "platform/services", "platform/queue",
+                  "platform/runtime")
 
 
 @pytest.fixture(scope="session")

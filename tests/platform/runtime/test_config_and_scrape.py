@@ -12,6 +12,7 @@ from ofsre.platform.runtime.cli import build_config, configure
 from ofsre.platform.runtime.config import RuntimeConfig, config_from_dict, config_to_dict, load_toml
 from ofsre.platform.runtime.hpa import CPU, MEMORY, ResourceTarget
 from ofsre.platform.runtime.scrape import Sample, buckets, group_by, histogram_quantile, total
+from ofsre.platform.settings import Settings
 
 
 def parse_up(*argv: str) -> argparse.Namespace:
@@ -32,6 +33,16 @@ def test_defaults_follow_the_platform_contract(monkeypatch, tmp_path):
     assert cfg.controller.sync_period == 15 and cfg.scale_down.stabilization_window_seconds == 300
     env = RuntimeConfig(mtls=False).service_env()
     assert env["OFSRE_MTLS"] == "off" and env["OFSRE_QUEUE_BACKEND"] == "db"
+
+
+@pytest.mark.parametrize("word, on", [("no", False), ("off", False), ("FALSE", False), ("0", False),
+                                      ("yes", True), ("on", True), ("of", True), ("", True)])
+def test_ofsre_mtls_means_the_same_for_the_runtime_and_the_services(monkeypatch, word, on):
+    """``no`` used to leave the runtime's mTLS on while it turned the services' off."""
+    monkeypatch.setenv("OFSRE_MTLS", word)
+    assert RuntimeConfig().mtls is on
+    assert Settings.from_env({"OFSRE_MTLS": word}).mtls is on
+    assert ("OFSRE_MTLS" in RuntimeConfig().service_env()) is not on  # what the runtime hands the services
 
 
 def test_service_hpa_spec_uses_cpu_and_memory_requests():
