@@ -57,9 +57,12 @@ monitoring: $(STAMP)
 	$(VENV)/bin/ofsre dashboards build --config $(CHART_MONITORING)/config.toml --out $(CHART_MONITORING)/dashboards
 	$(VENV)/bin/ofsre alerts build --config $(CHART_MONITORING)/config.toml --out $(CHART_MONITORING)/rules
 
+# mypy reads the package through .typecheck/ (tools/typecheck_tree.py: pyproject's package-dir as symlinks).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(PY) tools/typecheck_tree.py
+	$(VENV)/bin/mypy
 	$(VENV)/bin/hadolint Dockerfile
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .typecheck

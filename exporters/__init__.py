@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from ofsre.instrumentation._config import env_str
@@ -43,7 +44,8 @@ _OFF = frozenset({"", "none", "off", "false", "0"})
 
 def _handler_class(kind: str) -> type[logging.Handler]:
     module, name = SHIPPERS[kind]
-    return getattr(importlib.import_module(module), name)
+    cls: type[logging.Handler] = getattr(importlib.import_module(module), name)
+    return cls
 
 
 def __getattr__(name: str) -> Any:  # lazy LokiHandler/DatadogHandler/ElasticHandler
@@ -72,6 +74,7 @@ def install_from_env(service: str, **kwargs: Any) -> logging.Handler | None:
     for handler in root.handlers:
         if isinstance(handler, cls):
             return handler
-    handler = cls(service=service, **kwargs)
+    make: Callable[..., logging.Handler] = cls   # every shipper takes service= and its own options
+    handler = make(service=service, **kwargs)
     root.addHandler(handler)
     return handler

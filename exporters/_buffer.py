@@ -43,7 +43,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 __all__ = ["Entry", "RecordBuffer", "OVERFLOW_POLICIES", "DROP_NEWEST", "DROP_OLDEST", "BLOCK", "SPILL_TIMEOUT"]
@@ -230,6 +230,7 @@ class RecordBuffer:
             missing = wanted - len(self._ready)
             if missing <= 0 or not self._raw:
                 return
+            raw: Sequence[Any]
             if missing >= len(self._raw):
                 raw, self._raw = self._raw, deque()
             else:

@@ -51,6 +51,8 @@ class Captured(logging.LogRecord):
     backends' ``error.kind``), ``exc_text`` the formatted traceback.
     """
 
+    _ofsre_size: int   # set by capture(), in the instance __dict__
+
     @property
     def size(self) -> int:
         """Estimated encoded size in bytes (see the module docstring)."""

@@ -48,7 +48,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from ofsre.instrumentation import semconv
 from ofsre.instrumentation._config import env_str, resolve_settings
 from ofsre.instrumentation.logs import record_fields
-from ofsre.instrumentation.metrics import count_telemetry_error, metric
+from ofsre.instrumentation.metrics import count_telemetry_error, counter, gauge, histogram
 
 from ._buffer import Entry, RecordBuffer
 from ._capture import Captured, capture
@@ -152,13 +152,13 @@ class _Metrics:
     """The shipper's prometheus children, created once (every reason and outcome shows from zero)."""
 
     def __init__(self, backend: str, registry: CollectorRegistry | None) -> None:
-        self.shipped = metric(semconv.LOG_RECORDS_SHIPPED, registry).labels(backend=backend)
-        self.retried = metric(semconv.LOG_RECORDS_RETRIED, registry).labels(backend=backend)
-        self.depth = metric(semconv.LOG_QUEUE_DEPTH, registry).labels(backend=backend)
-        self.duration = metric(semconv.LOG_SEND_DURATION, registry).labels(backend=backend)
-        dropped = metric(semconv.LOG_RECORDS_DROPPED, registry)
+        self.shipped = counter(semconv.LOG_RECORDS_SHIPPED, registry).labels(backend=backend)
+        self.retried = counter(semconv.LOG_RECORDS_RETRIED, registry).labels(backend=backend)
+        self.depth = gauge(semconv.LOG_QUEUE_DEPTH, registry).labels(backend=backend)
+        self.duration = histogram(semconv.LOG_SEND_DURATION, registry).labels(backend=backend)
+        dropped = counter(semconv.LOG_RECORDS_DROPPED, registry)
         self.dropped = {reason: dropped.labels(backend=backend, reason=reason) for reason in DROP_REASONS}
-        batches = metric(semconv.LOG_BATCHES, registry)
+        batches = counter(semconv.LOG_BATCHES, registry)
         self.batches = {kind: batches.labels(backend=backend, outcome=kind) for kind in BATCH_OUTCOMES}
 
 
@@ -316,8 +316,8 @@ class Shipper:
 
     def _run(self) -> None:
         mark_shipper_thread()
-        if self.options.spool_dir:
-            self._open_spool()   # on the worker: scanning a big spool must not delay the app
+        if self.options.spool_dir:   # opened on the worker: scanning a big spool must not delay the app
+            self._open_spool(self.options.spool_dir)
         self._ready.set()
         drain = True   # at start, a spool's leftovers from a previous process go at once
         while True:
@@ -332,14 +332,14 @@ class Shipper:
             drain = self._buffer.wait_for_batch(self.options.batch_wait)
         self._finish()
 
-    def _open_spool(self) -> None:
+    def _open_spool(self, spool_dir: str) -> None:
         o = self.options
         try:
-            self._spool = Spool.claim(os.path.join(o.spool_dir, self.backend.name), max_bytes=o.spool_bytes)
+            self._spool = Spool.claim(os.path.join(spool_dir, self.backend.name), max_bytes=o.spool_bytes)
         except Exception:  # noqa: BLE001 - an unusable spool must not stop the shipping
             count_telemetry_error("exporters", self.registry)
             _log.exception("ofsre log shipper (%s): spool %s unusable, running without it",
-                           self.backend.name, o.spool_dir)
+                           self.backend.name, spool_dir)
             return
         self._buffer.add_carried_over(self._spool.pending)
         self._buffer.spill = self._spool.free_bytes() >= o.batch_bytes
@@ -592,7 +592,7 @@ class ShippingHandler(logging.Handler):
         """Send everything logged so far; True if done within ``timeout`` s (default ``flush_timeout``)."""
         return self._shipper.flush(timeout)
 
-    def close(self, timeout: float | None = None) -> None:  # type: ignore[override]
+    def close(self, timeout: float | None = None) -> None:
         """Flush for up to ``timeout`` s, then stop. With a spool, what is left is sent by the next process."""
         try:
             self._shipper.close(timeout)

@@ -57,7 +57,7 @@ from .catalog import Catalog, RouteMatcher, load_catalog
 from .context import INTERACTION_ID_HEADER, new_interaction_id, reset_interaction_id, set_interaction_id
 from .exposition import ASGIApp, Scope, is_multiprocess, metrics_app
 from .logs import adopt_server_loggers, ensure_logging
-from .metrics import count_telemetry_error, counter_adder, histogram_observer, metric
+from .metrics import count_telemetry_error, counter, counter_adder, gauge, histogram, histogram_observer
 from .openfinance import error_body
 from .pcm import PcmCapture, capture_for
 
@@ -78,6 +78,10 @@ def is_valid_interaction_id(value: str | bytes) -> bool:
     """True for an RFC 4122 UUID of version 1-5 in canonical 36-character form, any case."""
     raw = value.encode("ascii", "replace") if isinstance(value, str) else value
     return _UUID.match(raw) is not None
+
+
+async def _stack_not_built(scope: Scope, receive: Any, send: Any) -> None:
+    raise RuntimeError("instrument_app(): the app's middleware stack was not built")
 
 
 def route_templates(routes: Iterable[Any], prefix: str = "") -> Iterator[str]:
@@ -144,7 +148,7 @@ class _Exchange:
         self.pcm: Any = None  # the PCM SERVER call being captured (ofsre.instrumentation.pcm), if any
 
     async def receive(self) -> dict[str, Any]:
-        message = await self._receive()
+        message: dict[str, Any] = await self._receive()
         try:
             kind = message["type"]
             if kind == "http.request":
@@ -195,7 +199,8 @@ class OfsreMiddleware:
                  require_interaction_id: bool | None = None, metrics_path: str | None = "/metrics",
                  excluded_paths: Iterable[str] = EXCLUDED_PATHS, routes: Any = None,
                  pcm: bool | PcmCapture | None = None, logs: bool | None = None):
-        self.app = app
+        # None from instrument_app: the Starlette stack it wraps is built later (build_middleware_stack).
+        self.app: ASGIApp = app if app is not None else _stack_not_built
         self.settings = resolve_settings(service, version=version, commit=commit, env=env,
                                          require_interaction_id=require_interaction_id)
         self.registry = registry if registry is not None else REGISTRY
@@ -212,13 +217,14 @@ class OfsreMiddleware:
         self._metrics_app = metrics_app(registry) if metrics_path else None
         self._excluded = frozenset(excluded_paths) | ({metrics_path} if metrics_path else frozenset())
         reg = self.registry
-        self._requests = metric(semconv.HTTP_REQUESTS, reg)
-        self._duration = metric(semconv.HTTP_DURATION, reg, self.catalog)   # buckets: this catalog's limits
-        self._request_size = metric(semconv.HTTP_REQUEST_SIZE, reg)
-        self._response_size = metric(semconv.HTTP_RESPONSE_SIZE, reg)
-        self._in_flight = metric(semconv.HTTP_IN_FLIGHT, reg)
+        self._requests = counter(semconv.HTTP_REQUESTS, reg)
+        self._duration = histogram(semconv.HTTP_DURATION, reg, self.catalog)   # buckets: this catalog's limits
+        self._request_size = histogram(semconv.HTTP_REQUEST_SIZE, reg)
+        self._response_size = histogram(semconv.HTTP_RESPONSE_SIZE, reg)
+        self._in_flight = gauge(semconv.HTTP_IN_FLIGHT, reg)
         # Built on the first request, when the app's routes exist (see _prepare).
-        self._matcher: RouteMatcher | None = None
+        self._matcher = RouteMatcher()
+        self._prepared = False
         self._propagation_fields: frozenset[bytes] = frozenset()
         # Bounded caches: routes come from the catalog and the app (plus __unknown__), methods
         # from KNOWN_METHODS (plus _OTHER), statuses from the app's own responses.
@@ -242,7 +248,7 @@ class OfsreMiddleware:
     def _set_build_info(self) -> None:
         s = self.settings
         try:
-            metric(semconv.BUILD_INFO, self.registry).labels(
+            gauge(semconv.BUILD_INFO, self.registry).labels(
                 service=s.service, version=s.version, commit=s.commit, ofsre_version=_ofsre_version()).set(1)
         except Exception:  # noqa: BLE001
             count_telemetry_error(COMPONENT, self.registry)
@@ -259,7 +265,7 @@ class OfsreMiddleware:
         if root and path.startswith(root):  # routes are matched without the mount prefix
             path = path[len(root):] or "/"
         if path in self._excluded:
-            if path == self._metrics_path:
+            if path == self._metrics_path and self._metrics_app is not None:
                 await self._metrics_app(scope, receive, send)
             else:
                 await self.app(scope, receive, send)
@@ -298,6 +304,7 @@ class OfsreMiddleware:
             count_telemetry_error(COMPONENT, self.registry)
         self._propagation_fields = frozenset(f.encode("latin-1") for f in propagate.get_global_textmap().fields)
         self._matcher = matcher
+        self._prepared = True
 
     def _start(self, exchange: _Exchange, scope: Scope, path: str) -> None:
         """Everything before the app runs, as separate steps: a failure in one (counted in
@@ -305,7 +312,7 @@ class OfsreMiddleware:
         still leaves the interaction id, the 400 of ``require_interaction_id`` and the span."""
         interaction = host = carrier = None
         try:
-            if self._matcher is None:
+            if not self._prepared:
                 self._prepare(scope)
             interaction, host, carrier = self._scan_headers(exchange, scope["headers"])
         except Exception:  # noqa: BLE001
@@ -451,12 +458,13 @@ class OfsreMiddleware:
         else:  # no response: the client left (or the task was cancelled), else the server answers 500
             status = 499 if exchange.disconnected or error is not None else 500
         span = exchange.span
-        if exchange.route is not None:
+        route = exchange.route
+        if route is not None:
             try:
-                self._observe(exchange, status, end - exchange.t0, span)
+                self._observe(exchange, route, status, end - exchange.t0, span)
             except Exception:  # noqa: BLE001
                 count_telemetry_error(COMPONENT, self.registry)
-        if exchange.pcm is not None:  # PCM SERVER report: one enqueue, no I/O (see ofsre.instrumentation.pcm)
+        if exchange.pcm is not None and self._pcm is not None:  # PCM SERVER report: one enqueue, no I/O
             try:
                 self._pcm.server_finish(exchange.pcm, status, end - exchange.t0)
             except Exception:  # noqa: BLE001
@@ -479,8 +487,7 @@ class OfsreMiddleware:
         except Exception:  # noqa: BLE001
             count_telemetry_error(COMPONENT, self.registry)
 
-    def _observe(self, exchange: _Exchange, status: int, seconds: float, span: Any) -> None:
-        route = exchange.route
+    def _observe(self, exchange: _Exchange, route: _Route, status: int, seconds: float, span: Any) -> None:
         children = self._series.get((route, status)) or self._new_series(route, status)
         if get_ident() == self._owner:  # the event loop's thread: lock-free updates (metrics.counter_adder)
             requests, duration, request_size, response_size = children[4:]
@@ -511,7 +518,7 @@ class OfsreMiddleware:
 
 
 def _request_attributes(route_attributes: dict[str, str], scope: Scope, path: str, host: bytes | None,
-                        interaction_id: str) -> dict[str, Any]:
+                        interaction_id: str | None) -> dict[str, Any]:
     """The server span's attributes known before the app runs (the route's plus the request's)."""
     scheme = scope.get("scheme", "http")
     address, port = _server_address(host, scope.get("server"), scheme)

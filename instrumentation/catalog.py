@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import os
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,7 +144,7 @@ class Catalog:
         for e in endpoints:
             self._matchers.setdefault(e.method, RouteMatcher()).add(e.route, e)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Endpoint]:
         return iter(self.endpoints)
 
     def __len__(self) -> int:

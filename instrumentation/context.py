@@ -52,11 +52,11 @@ _V4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))   # the version nibble and the va
 _V4_SET = (0x4000 << 64) | (0x8000 << 48)        # version 4, variant 10xx
 
 
-def set_interaction_id(value: str | None) -> contextvars.Token:
+def set_interaction_id(value: str | None) -> contextvars.Token[str | None]:
     return _interaction_id.set(value)
 
 
-def reset_interaction_id(token: contextvars.Token) -> None:
+def reset_interaction_id(token: contextvars.Token[str | None]) -> None:
     _interaction_id.reset(token)
 
 
@@ -73,6 +73,8 @@ def use_interaction_id(value: str | None) -> Iterator[None]:
 def current_log_context() -> dict[str, str | None]:
     """``trace_id``, ``span_id`` (hex, None outside a span) and ``interaction_id`` for a log record."""
     ctx = trace.get_current_span().get_span_context()
+    trace_id: str | None
+    span_id: str | None
     if ctx.is_valid:
         trace_id, span_id = format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
     else:

@@ -36,7 +36,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from . import semconv
-from .metrics import count_telemetry_error, metric
+from .metrics import count_telemetry_error, gauge, histogram
 
 __all__ = ["instrument_engine", "operation_of", "OPERATIONS", "OTHER_OPERATION"]
 
@@ -65,7 +65,8 @@ def _db_label(sync_engine: Any) -> str:
     if url.get_backend_name() == "sqlite":
         database = url.database
         return os.path.basename(database) if database and database != ":memory:" else "memory"
-    return url.database or url.get_backend_name()
+    name: str = url.database or url.get_backend_name()
+    return name
 
 
 class _EngineTelemetry:
@@ -75,10 +76,10 @@ class _EngineTelemetry:
                  tracer_provider: TracerProvider | None, spans: bool) -> None:
         self.registry = registry
         labels = {"service": service, "db": db_name}
-        duration = metric(semconv.DB_QUERY_DURATION, registry)
+        duration = histogram(semconv.DB_QUERY_DURATION, registry)
         self.durations = {op: duration.labels(operation=op, **labels) for op in (*OPERATIONS, OTHER_OPERATION)}
-        self.in_use = metric(semconv.DB_POOL_IN_USE, registry).labels(**labels)
-        self.size = metric(semconv.DB_POOL_SIZE, registry).labels(**labels)
+        self.in_use = gauge(semconv.DB_POOL_IN_USE, registry).labels(**labels)
+        self.size = gauge(semconv.DB_POOL_SIZE, registry).labels(**labels)
         self.tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider) if spans else None
         self.system = sync_engine.dialect.name
         self.db_name = db_name
@@ -88,7 +89,8 @@ class _EngineTelemetry:
 
     # --- statements ---------------------------------------------------------------------------
 
-    def before_cursor_execute(self, conn, cursor, statement, parameters, context, executemany) -> None:
+    def before_cursor_execute(self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
+                              executemany: bool) -> None:
         if context is None:
             return
         try:
@@ -113,10 +115,11 @@ class _EngineTelemetry:
             self._error()
             return None
 
-    def after_cursor_execute(self, conn, cursor, statement, parameters, context, executemany) -> None:
+    def after_cursor_execute(self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
+                             executemany: bool) -> None:
         self._finish(context, None)
 
-    def handle_error(self, exception_context) -> None:
+    def handle_error(self, exception_context: Any) -> None:
         self._finish(exception_context.execution_context, exception_context.original_exception)
 
     def _finish(self, context: Any, error: BaseException | None) -> None:
@@ -143,19 +146,19 @@ class _EngineTelemetry:
         except Exception:  # noqa: BLE001
             self._error()
 
-    def checkout(self, dbapi_connection, record, proxy) -> None:
+    def checkout(self, dbapi_connection: Any, record: Any, proxy: Any) -> None:
         self._gauge(self.in_use, 1)
 
-    def checkin(self, dbapi_connection, record) -> None:
+    def checkin(self, dbapi_connection: Any, record: Any) -> None:
         self._gauge(self.in_use, -1)
 
-    def connect(self, dbapi_connection, record) -> None:
+    def connect(self, dbapi_connection: Any, record: Any) -> None:
         self._gauge(self.size, 1)
 
-    def close(self, dbapi_connection, record) -> None:
+    def close(self, dbapi_connection: Any, record: Any) -> None:
         self._gauge(self.size, -1)
 
-    def detach(self, dbapi_connection, record) -> None:
+    def detach(self, dbapi_connection: Any, record: Any) -> None:
         # A detached connection leaves the pool while checked out: no checkin or close will follow.
         self._gauge(self.in_use, -1)
         self._gauge(self.size, -1)

@@ -64,7 +64,8 @@ def render(registry: CollectorRegistry | None = None, accept: str = "") -> tuple
 def _header(scope: Scope, name: bytes) -> str:
     for key, value in scope.get("headers", ()):
         if key == name:
-            return value.decode("latin-1")
+            text: str = value.decode("latin-1")
+            return text
     return ""
 
 

@@ -218,13 +218,14 @@ def _level(value: str | int | None) -> int:
     if isinstance(level, int):
         return level
     logging.getLogger(__name__).warning("unknown log level %r, using %s", raw, DEFAULT_LEVEL)
-    return logging.getLevelName(DEFAULT_LEVEL)
+    fallback: int = logging.getLevelName(DEFAULT_LEVEL)
+    return fallback
 
 
 _HANDLER_MARK = "_ofsre_json_handler"
 
 
-class _StdoutHandler(logging.StreamHandler):
+class _StdoutHandler(logging.StreamHandler[TextIO]):
     """A ``StreamHandler`` on whatever ``sys.stdout`` is *now* (like stdlib's ``lastResort``),
     so a later replacement of ``sys.stdout`` (a test runner's capture, a daemon's redirect)
     never leaves it writing to a closed stream."""
@@ -232,7 +233,7 @@ class _StdoutHandler(logging.StreamHandler):
     def __init__(self) -> None:
         logging.Handler.__init__(self)
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> TextIO:
         return sys.stdout
 

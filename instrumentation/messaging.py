@@ -47,7 +47,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from . import semconv
 from .context import INTERACTION_ID_HEADER, interaction_id, use_interaction_id
-from .metrics import count_telemetry_error, metric
+from .metrics import count_telemetry_error, counter, histogram
 
 __all__ = ["PUBLISHED_AT_HEADER", "OUTCOMES", "inject_headers", "extract_context", "QueueTelemetry"]
 
@@ -124,11 +124,11 @@ class QueueTelemetry:
         self.service, self.queue, self.backend = service, queue, backend
         self._registry = registry
         labels = {"service": service, "queue": queue, "backend": backend}
-        self._published = metric(semconv.QUEUE_PUBLISHED, registry).labels(**labels)
-        self._consumed = metric(semconv.QUEUE_CONSUMED, registry).labels(**labels)
-        self._processing = metric(semconv.QUEUE_PROCESSING_DURATION, registry).labels(**labels)
-        self._latency = metric(semconv.QUEUE_LATENCY, registry).labels(**labels)
-        failed = metric(semconv.QUEUE_FAILED, registry)
+        self._published = counter(semconv.QUEUE_PUBLISHED, registry).labels(**labels)
+        self._consumed = counter(semconv.QUEUE_CONSUMED, registry).labels(**labels)
+        self._processing = histogram(semconv.QUEUE_PROCESSING_DURATION, registry).labels(**labels)
+        self._latency = histogram(semconv.QUEUE_LATENCY, registry).labels(**labels)
+        failed = counter(semconv.QUEUE_FAILED, registry)
         self._failed = {outcome: failed.labels(outcome=outcome, **labels)
                         for outcome in (*OUTCOMES, _OTHER_OUTCOME)}
         self._tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)

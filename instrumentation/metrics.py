@@ -9,6 +9,10 @@ caring who registered it first::
 
     metric(semconv.QUEUE_PUBLISHED).labels(service="payments", queue="pix", backend="db").inc()
 
+``counter``, ``gauge`` and ``histogram`` are the same, typed: they return a ``Counter``,
+``Gauge`` or ``Histogram`` (a type checker sees ``.inc``/``.set``/``.observe``) and raise
+``TypeError`` when the spec is of another kind.
+
 Under ``PROMETHEUS_MULTIPROC_DIR`` gauges get their spec's ``multiprocess_mode``.
 
 Hot paths (the ASGI middleware) update their cached children through :func:`counter_adder`
@@ -24,6 +28,7 @@ import time
 import weakref
 from bisect import bisect_left
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.metrics import MetricWrapperBase
@@ -32,7 +37,7 @@ from prometheus_client.samples import Exemplar
 from .catalog import Catalog
 from .semconv import TELEMETRY_ERRORS, MetricSpec
 
-__all__ = ["metric", "count_telemetry_error", "counter_adder", "histogram_observer"]
+__all__ = ["metric", "counter", "gauge", "histogram", "count_telemetry_error", "counter_adder", "histogram_observer"]
 
 _lock = threading.Lock()
 # Per registry, by metric name. Weak keys: a registry that is gone takes its metrics with it
@@ -61,6 +66,31 @@ def metric(spec: MetricSpec, registry: CollectorRegistry | None = REGISTRY,
         return found
 
 
+def counter(spec: MetricSpec, registry: CollectorRegistry | None = REGISTRY) -> Counter:
+    """:func:`metric` for a counter spec."""
+    return _of_kind(Counter, metric(spec, registry), spec)
+
+
+def gauge(spec: MetricSpec, registry: CollectorRegistry | None = REGISTRY) -> Gauge:
+    """:func:`metric` for a gauge spec."""
+    return _of_kind(Gauge, metric(spec, registry), spec)
+
+
+def histogram(spec: MetricSpec, registry: CollectorRegistry | None = REGISTRY,
+              catalog: Catalog | None = None) -> Histogram:
+    """:func:`metric` for a histogram spec (latency buckets from ``catalog``)."""
+    return _of_kind(Histogram, metric(spec, registry, catalog), spec)
+
+
+_M = TypeVar("_M", Counter, Gauge, Histogram)
+
+
+def _of_kind(kind: type[_M], found: MetricWrapperBase, spec: MetricSpec) -> _M:
+    if not isinstance(found, kind):
+        raise TypeError(f"{spec.name} is a {spec.kind}, not a {kind.__name__.lower()}")
+    return found
+
+
 def _build(spec: MetricSpec, registry: CollectorRegistry | None, catalog: Catalog | None) -> MetricWrapperBase:
     labels, doc = spec.labels, spec.doc
     if spec.kind == "counter":
@@ -76,7 +106,7 @@ def _build(spec: MetricSpec, registry: CollectorRegistry | None, catalog: Catalo
 def count_telemetry_error(component: str, registry: CollectorRegistry | None = REGISTRY) -> None:
     """Count an error swallowed inside telemetry code. Never raises."""
     try:
-        metric(TELEMETRY_ERRORS, registry).labels(component=component).inc()
+        counter(TELEMETRY_ERRORS, registry).labels(component=component).inc()
     except Exception:  # noqa: BLE001 - counting an error must not become one
         pass
 
@@ -97,7 +127,7 @@ def counter_adder(child: Counter) -> Update:
     Falls back to ``child.inc`` for any other value class (multiprocess mode). The exemplar
     labels must be valid already (the caller builds them: a 32-hex ``trace_id``).
     """
-    value = getattr(child, "_value", None)
+    value: Any = getattr(child, "_value", None)   # prometheus_client's private value object
     if not _plain(value):
         return child.inc
 
@@ -111,7 +141,7 @@ def counter_adder(child: Counter) -> Update:
 
 def histogram_observer(child: Histogram) -> Update:
     """``observe(amount, exemplar)`` for a histogram child: one bisection, two float additions."""
-    total = getattr(child, "_sum", None)
+    total: Any = getattr(child, "_sum", None)
     buckets = list(getattr(child, "_buckets", None) or ())
     bounds = list(getattr(child, "_upper_bounds", None) or ())
     if not (_plain(total) and buckets and len(buckets) == len(bounds) and all(map(_plain, buckets))

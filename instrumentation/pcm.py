@@ -82,8 +82,8 @@ import time
 import uuid
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
@@ -91,7 +91,10 @@ from . import semconv
 from ._config import env_str
 from .catalog import Catalog, Endpoint, load_catalog
 from .context import INTERACTION_ID_HEADER
-from .metrics import count_telemetry_error, metric
+from .metrics import count_telemetry_error, counter
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["PcmCapture", "identify_client", "capturing", "capture_for", "ENV_CAPTURE", "ENV_ORG_ID", "ENV_SOFTWARE_STATEMENT",
            "EXTENSION", "SERVER", "CLIENT"]
@@ -115,16 +118,15 @@ class _Call:
 
     __slots__ = ("entry", "ts", "interaction_id", "client_org", "correlation", "info", "peer", "token")
 
-    def __init__(self, entry: Endpoint, ts: float, interaction_id: str, peer: str | None) -> None:
+    def __init__(self, entry: Endpoint, ts: float, interaction_id: str | None, peer: str | None) -> None:
         self.entry, self.ts, self.interaction_id, self.peer = entry, ts, interaction_id, peer
         self.client_org: str | None = None
         self.correlation: str | None = None
         self.info: dict[str, Any] | None = None
-        self.token: contextvars.Token | None = None
+        self.token: contextvars.Token[_Call | None] | None = None
 
 
 _current: contextvars.ContextVar[_Call | None] = contextvars.ContextVar("ofsre_pcm_call", default=None)
-_MISSING = object()
 
 
 def capturing() -> bool:
@@ -171,11 +173,11 @@ class PcmCapture:
         self.queue_reports, self.flush_interval = queue_reports, flush_interval
         self._queue: deque[tuple[Any, ...]] = deque()
         self._entries: dict[tuple[str, str], Endpoint | None] = {}
-        captured = metric(semconv.PCM_REPORTS_CAPTURED, registry)
+        captured = counter(semconv.PCM_REPORTS_CAPTURED, registry)
         self._captured = {role: captured.labels(service=service, role=role) for role in (SERVER, CLIENT)}
-        dropped = metric(semconv.PCM_REPORTS_DROPPED, registry)
+        dropped = counter(semconv.PCM_REPORTS_DROPPED, registry)
         self._dropped = {r: dropped.labels(service=service, reason=r) for r in semconv.PCM_DROP_REASONS}
-        skipped = metric(semconv.PCM_REPORTS_SKIPPED, registry)
+        skipped = counter(semconv.PCM_REPORTS_SKIPPED, registry)
         self._skipped = {r: skipped.labels(service=service, reason=r) for r in semconv.PCM_SKIP_REASONS}
         self._registry = registry
         self._closed = False
@@ -212,10 +214,14 @@ class PcmCapture:
             entry = self._entries[key] = self.catalog.lookup(method, template)
             return entry
 
-    def server_start(self, method: str, template: str, interaction_id: str, scope: dict[str, Any]) -> _Call | None:
-        """Start a SERVER call (middleware, before the app); None outside the catalog."""
-        entry = self._entries.get((method, template), _MISSING)
-        if entry is _MISSING:
+    def server_start(self, method: str, template: str, interaction_id: str | None,
+                     scope: Mapping[str, Any]) -> _Call | None:
+        """Start a SERVER call (middleware, before the app); None outside the catalog.
+
+        ``interaction_id`` is None only when the middleware could neither read nor make one."""
+        try:   # inlined _entry(): one subscript on the request path
+            entry = self._entries[(method, template)]
+        except KeyError:
             entry = self._entry(method, template)
         if entry is None:
             return None
@@ -262,7 +268,8 @@ class PcmCapture:
         prefix = f"{url.scheme}://{url.netloc.decode('ascii')}{path[:at]}"
         return entry, prefix, request.extensions.get(EXTENSION) or {}
 
-    async def send_async(self, send: Callable[..., Awaitable[Any]], request: Any, kwargs: dict[str, Any]) -> Any:
+    async def send_async(self, send: Callable[..., Awaitable[httpx.Response]], request: httpx.Request,
+                         kwargs: dict[str, Any]) -> httpx.Response:
         """Run one httpx ``send`` and queue its CLIENT report (``instrumented_client(pcm=True)``)."""
         try:
             found = self._client_call(request)
@@ -288,7 +295,8 @@ class PcmCapture:
                 raise
         return response
 
-    def send_sync(self, send: Callable[..., Any], request: Any, kwargs: dict[str, Any]) -> Any:
+    def send_sync(self, send: Callable[..., httpx.Response], request: httpx.Request,
+                  kwargs: dict[str, Any]) -> httpx.Response:
         """The synchronous twin of :meth:`send_async`."""
         try:
             found = self._client_call(request)
@@ -316,7 +324,7 @@ class PcmCapture:
 
     @staticmethod
     def _interaction_id(request: Any) -> str:
-        iid = request.headers.get(INTERACTION_ID_HEADER)
+        iid: str | None = request.headers.get(INTERACTION_ID_HEADER)
         if not iid:  # Open Finance requires one per request; the report needs it to be paired
             iid = str(uuid.uuid4())
             request.headers[INTERACTION_ID_HEADER] = iid
@@ -355,7 +363,7 @@ class PcmCapture:
         self._taken = 0            # reports taken off the queue by the writer
         self._written = 0          # of those, the ones stored or dropped: for flush()
         self._taken_cv = threading.Condition()
-        self._store = None
+        self._store: Any = None   # a ReportStore (ofsre.exporters.pcm.store), opened by the writer
         self._days = _Days()
         self._thread = threading.Thread(target=self._run, name="ofsre-pcm-writer", daemon=True)
         self._thread.start()
@@ -458,7 +466,8 @@ class PcmCapture:
 
 
 _encode_info = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
-_string = json.encoder.c_encode_basestring or json.encoder.py_encode_basestring  # a JSON string literal
+# A JSON string literal (the C encoder when there is one; typeshed does not declare it).
+_string: Callable[[str], str] = getattr(json.encoder, "c_encode_basestring", None) or json.encoder.py_encode_basestring
 
 
 class _Days:

@@ -18,7 +18,7 @@ that catalog is a bucket bound; nothing here reads the catalog at import.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from .catalog import Catalog
@@ -43,6 +43,11 @@ NO_API = ""                      # api/tier label value for routes outside the O
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"})
 
 
+# prometheus_client's gauge modes under PROMETHEUS_MULTIPROC_DIR.
+MultiprocessMode = Literal["all", "liveall", "min", "livemin", "max", "livemax", "sum", "livesum", "mostrecent",
+                           "livemostrecent"]
+
+
 @dataclass(frozen=True)
 class MetricSpec:
     name: str
@@ -51,7 +56,7 @@ class MetricSpec:
     labels: tuple[str, ...] = ()
     unit: str = ""
     buckets: tuple[float, ...] | None = None
-    multiprocess_mode: str = "all"  # for gauges under PROMETHEUS_MULTIPROC_DIR
+    multiprocess_mode: MultiprocessMode = "all"  # for gauges under PROMETHEUS_MULTIPROC_DIR
     # Latency histograms: the catalog's regulatory buckets plus ``buckets`` (see histogram_buckets).
     catalog_buckets: bool = False
 

@@ -37,6 +37,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -178,7 +179,7 @@ def _decision_rule(sampler: Any) -> Any:
 class _PrimedIds:
     """The tracer's id generator, able to hand out one trace id chosen beforehand (per thread)."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: IdGenerator) -> None:
         self.inner = inner
         self._primed = threading.local()
 
@@ -186,7 +187,7 @@ class _PrimedIds:
         self._primed.trace_id = trace_id
 
     def generate_trace_id(self) -> int:
-        primed = getattr(self._primed, "trace_id", None)
+        primed: int | None = getattr(self._primed, "trace_id", None)
         if primed is not None:
             self._primed.trace_id = None
             return primed
@@ -196,7 +197,8 @@ class _PrimedIds:
         return self.inner.generate_span_id()
 
     def is_trace_id_random(self) -> bool:
-        return getattr(self.inner, "is_trace_id_random", lambda: False)()
+        random: bool = getattr(self.inner, "is_trace_id_random", lambda: False)()
+        return random
 
 
 class Presampler:
@@ -237,7 +239,8 @@ class Presampler:
         return cls(tracer)
 
     def drop(self, parent: Any, name: str, kind: trace.SpanKind) -> trace.NonRecordingSpan | None:
-        parent_span = trace.get_current_span(parent).get_span_context()
+        parent_span: trace.SpanContext | None = trace.get_current_span(parent).get_span_context()
+        random_id: int   # a bool from the id generator, the flag bit from a parent
         if parent_span is None or not parent_span.is_valid:
             if self.every_root:
                 return None

@@ -32,7 +32,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from . import semconv
 from ._config import Settings, resolve_settings
 from .logs import ensure_logging
-from .metrics import count_telemetry_error, metric
+from .metrics import count_telemetry_error, gauge
 
 __all__ = ["instrument_worker"]
 
@@ -55,7 +55,7 @@ def instrument_worker(service: str | None = None, *, version: str | None = None,
     try:
         from ._asgi import _ofsre_version
 
-        metric(semconv.BUILD_INFO, reg).labels(service=settings.service, version=settings.version,
+        gauge(semconv.BUILD_INFO, reg).labels(service=settings.service, version=settings.version,
                                                commit=settings.commit, ofsre_version=_ofsre_version()).set(1)
     except Exception:  # noqa: BLE001
         count_telemetry_error("worker", reg)

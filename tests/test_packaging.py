@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 import tomllib
@@ -29,6 +30,46 @@ def test_every_python_package_is_listed_in_pyproject():
             found.add(".".join([pkg, *rel.parts]) if rel.parts else pkg)
     found = {p for p in found if not any(p.startswith(other + ".") and other not in listed for other in found)}
     assert found <= listed, f"packages missing from pyproject [tool.setuptools] packages: {sorted(found - listed)}"
+
+
+def _folder(package: str) -> Path:
+    """The source folder of a listed package, by pyproject's package-dir (the longest mapped prefix)."""
+    mapping = PYPROJECT["tool"]["setuptools"]["package-dir"]
+    mapped = max((name for name in mapping if package == name or package.startswith(name + ".")), key=len)
+    rest = package[len(mapped) + 1:]
+    return ROOT / mapping[mapped] / Path(*rest.split(".")) if rest else ROOT / mapping[mapped]
+
+
+def test_every_package_ships_a_py_typed_marker():
+    packages = PYPROJECT["tool"]["setuptools"]["packages"]
+    assert "py.typed" in PYPROJECT["tool"]["setuptools"]["package-data"]["*"]
+    missing = [p for p in packages if not (_folder(p) / "py.typed").is_file()]
+    assert not missing, f"packages without py.typed: {missing}"
+
+
+def _typecheck_tree():
+    spec = importlib.util.spec_from_file_location("typecheck_tree", ROOT / "tools" / "typecheck_tree.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_typecheck_tree_spells_every_package_as_its_import_path(tmp_path):
+    tree = _typecheck_tree()
+    out = tmp_path / "tree"
+    (out / "ofsre" / "gone").mkdir(parents=True)
+    (out / "ofsre" / "stale.py").symlink_to(ROOT / "README.md")
+    tree.sync(tree.wanted_links(tree.package_dirs(), out=out), out=out)
+    for package in PYPROJECT["tool"]["setuptools"]["packages"]:
+        where = out.joinpath(*package.split("."))
+        assert (where / "__init__.py").resolve() == (_folder(package) / "__init__.py").resolve(), package
+    # Leaf packages are directory links, so a file added to the folder is seen without a rebuild.
+    assert (out / "ofsre" / "instrumentation").is_symlink()
+    assert not (out / "ofsre" / "platform").is_symlink() and (out / "ofsre" / "platform" / "queue").is_symlink()
+    assert not (out / "ofsre" / "gone").exists() and not (out / "ofsre" / "stale.py").is_symlink()
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    tree.sync(tree.wanted_links(tree.package_dirs(), out=out), out=out)   # a second run changes nothing
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
 
 
 def test_platform_folder_does_not_shadow_the_standard_library():

@@ -20,11 +20,16 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .metrics import AT_RISK_S
 from .store import BRT, ReportStore, default_store_path
+
+if TYPE_CHECKING:
+    from .sender import Sender
 
 __all__ = ["configure", "risk"]
 
@@ -32,7 +37,7 @@ __all__ = ["configure", "risk"]
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="pcm_command", metavar="<pcm command>", required=True)
 
-    def add(name: str, help_text: str, func) -> argparse.ArgumentParser:
+    def add(name: str, help_text: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--store", type=Path, default=None, help="report store (default: %(default)s → "
                        "$OFSRE_PCM_STORE or $OFSRE_DATA_DIR/pcm/reports.db)")
@@ -79,7 +84,7 @@ def _duration(seconds: float) -> str:
     return f"{sign}{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def risk(figures: dict) -> str:
+def risk(figures: dict[str, Any]) -> str:
     """``ok``, ``at risk`` (held reports, or a backlog with < 4 h left) or ``missed`` (deadline passed)."""
     waiting = sum(figures["unsent"].values()) + figures["held"]
     if waiting and figures["seconds_left"] < 0:
@@ -177,7 +182,7 @@ def _send(args: argparse.Namespace) -> int:
         store.close()
 
 
-def _progress(sender) -> None:
+def _progress(sender: Sender) -> None:
     while True:
         time.sleep(2.0)
         print(f"… {sender.stats['delivered']} delivered, {sender.stats['held']} held", file=sys.stderr, flush=True)

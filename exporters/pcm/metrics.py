@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from ofsre.instrumentation import semconv
@@ -57,7 +58,7 @@ class StoreCollector(Collector):
     def __init__(self, store: ReportStore, clock: Callable[[], float] = time.time) -> None:
         self.store, self.clock = store, clock
 
-    def describe(self) -> list:  # no scrape at registration: describing touches no disk
+    def describe(self) -> list[Metric]:  # no scrape at registration: describing touches no disk
         return []
 
     def collect(self) -> Iterator[GaugeMetricFamily]:

@@ -54,7 +54,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from ofsre.instrumentation import semconv
 from ofsre.instrumentation.catalog import load_catalog
-from ofsre.instrumentation.metrics import metric
+from ofsre.instrumentation.metrics import counter
 
 from .._transport import backoff_delay, mark_shipper_thread, retry_after_seconds, shipper_thread
 from .store import KINDS, ReportStore
@@ -165,9 +165,9 @@ class TokenSource:
 
 class _Metrics:
     def __init__(self, registry: CollectorRegistry | None) -> None:
-        results = metric(semconv.PCM_REPORT_RESULTS, registry)
-        batches = metric(semconv.PCM_BATCHES, registry)
-        held = metric(semconv.PCM_REPORTS_HELD, registry)
+        results = counter(semconv.PCM_REPORT_RESULTS, registry)
+        batches = counter(semconv.PCM_BATCHES, registry)
+        held = counter(semconv.PCM_REPORTS_HELD, registry)
         self.batches = {(k, o): batches.labels(kind=k, outcome=o) for k in KINDS for o in semconv.PCM_BATCH_OUTCOMES}
         self._results, self._held = results, held
 
@@ -310,7 +310,12 @@ class Sender:
                 attempt += 1
                 continue
             outcome = self._post(kind, body, token)
-            status = outcome.status_code if isinstance(outcome, httpx.Response) else None
+            if isinstance(outcome, str):   # no answer: the same batch again, later
+                self._count(kind, "network_error", outcome)
+                self._pause(attempt, None)
+                attempt += 1
+                continue
+            status = outcome.status_code
             if status in (200, 207):
                 self._settle(kind, part, outcome)
                 return None
@@ -323,18 +328,12 @@ class Sender:
                 self.tokens.invalidate()
                 refreshed = True
                 continue
-            if status is not None and (status in HOLD_STATUSES or (400 <= status < 500 and status not in (408, 429))):
+            if status in HOLD_STATUSES or (400 <= status < 500 and status not in (408, 429)):
                 self._hold(kind, part, outcome)
                 return None
-            # 408, 429, 5xx or no answer: the same batch again, later
-            retry_after = None
-            if isinstance(outcome, httpx.Response):
-                retry_after = retry_after_seconds(outcome.headers.get("retry-after"))
-                self._count(kind, "throttled" if status == 429 else "server_error",
-                            f"HTTP {status}: {outcome.text[:200]}")
-            else:
-                self._count(kind, "network_error", outcome)
-            self._pause(attempt, retry_after)
+            # 408, 429, 5xx: the same batch again, later
+            self._count(kind, "throttled" if status == 429 else "server_error", f"HTTP {status}: {outcome.text[:200]}")
+            self._pause(attempt, retry_after_seconds(outcome.headers.get("retry-after")))
             attempt += 1
 
     def _post(self, kind: str, body: bytes, token: str) -> httpx.Response | str:
