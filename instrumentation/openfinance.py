@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 __all__ = ["DATETIME_FORMAT", "MAX_DETAIL", "error_body", "error_document", "format_datetime"]
 
@@ -45,7 +46,7 @@ def format_datetime(value: datetime | None = None, *, milliseconds: bool = False
     return value.strftime(_DATETIME_MS_FORMAT if milliseconds else DATETIME_FORMAT)
 
 
-def error_document(code: str, title: str, detail: str) -> dict:
+def error_document(code: str, title: str, detail: str) -> dict[str, Any]:
     """The error document for one error; ``detail`` is cut to the specifications' 2,048 characters."""
     return {"errors": [{"code": code, "title": title, "detail": detail[:MAX_DETAIL]}],
             "meta": {"totalRecords": 1, "totalPages": 1, "requestDateTime": format_datetime()}}

@@ -78,7 +78,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         if name == "status":
             p.add_argument("--json", action="store_true", help="print the runtime's /status JSON")
         p.set_defaults(func=func)
-    parser.set_defaults(func=lambda _args: parser.print_help() or 2)
+    parser.set_defaults(func=lambda _args: _help(parser))
+
+
+def _help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
 
 
 def _common(p: argparse.ArgumentParser) -> None:

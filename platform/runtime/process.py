@@ -85,7 +85,11 @@ def basic_logging() -> None:
 def serve_config_file(path: Path) -> int:
     """Entry point of the detached runtime (``python -m ofsre.platform.runtime <config.json>``)."""
     basic_logging()
-    cfg = config_from_dict(read_json(path))
+    saved = read_json(path)
+    if saved is None:
+        _log.error("no runtime configuration in %s", path)
+        return 1
+    cfg = config_from_dict(saved)
     try:
         LocalRuntime(cfg).serve(on_ready=lambda rt: _log.info("platform is up"))
     except RuntimeStartError as exc:
@@ -132,7 +136,7 @@ def stop_detached(paths: RuntimePaths, timeout_s: float, *,
         return None
     pid, created = state.get("pid"), state.get("create_time")
     running = killed = False
-    if process_alive(pid, created):
+    if isinstance(pid, int) and process_alive(pid, created):
         running = True
         if on_stopping is not None:
             on_stopping(pid)

@@ -162,7 +162,6 @@ def service_app(service: str, settings: Settings | None, *, title: str, descript
     ``tracer_provider`` to the global ones."""
     settings = settings or Settings.from_env()
     registry = registry if registry is not None else REGISTRY
-    telemetry = {"registry": registry, "tracer_provider": tracer_provider}
     checks: dict[str, Check] = {}
     if database:
         checks["database"] = lambda app: db.ping(app.state.engine)
@@ -173,7 +172,8 @@ def service_app(service: str, settings: Settings | None, *, title: str, descript
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = app.state
-        state.engine = db.create_engine(settings, service=service, **telemetry) if database else None
+        state.engine = db.create_engine(settings, service=service, registry=registry,
+                                       tracer_provider=tracer_provider) if database else None
         state.sessions = db.session_factory(state.engine) if database else None
         state.queue = None
         try:
@@ -182,7 +182,7 @@ def service_app(service: str, settings: Settings | None, *, title: str, descript
 
                 # The database backend shares this process's engine (one pool, one set of metrics).
                 shared = {"engine": state.engine} if database and settings.queue_backend == "db" else {}
-                state.queue = await open_queue(settings, **telemetry, **shared)
+                state.queue = await open_queue(settings, registry=registry, tracer_provider=tracer_provider, **shared)
             if on_startup is not None:
                 await on_startup(app)
             yield
@@ -198,7 +198,7 @@ def service_app(service: str, settings: Settings | None, *, title: str, descript
     _add_probes(app, checks)
     for router in routers:
         app.include_router(router)
-    return instrument_app(app, service, catalog=catalog, **telemetry)
+    return instrument_app(app, service, catalog=catalog, registry=registry, tracer_provider=tracer_provider)
 
 
 async def _shutdown(app: FastAPI, on_shutdown: Hook | None, tracer_provider: TracerProvider | None) -> None:

@@ -27,12 +27,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry.trace import TracerProvider
 from prometheus_client import REGISTRY, CollectorRegistry
 from sqlalchemy import event, inspect, text, update
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import CursorResult, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from ofsre.instrumentation.db import instrument_engine
@@ -112,7 +112,7 @@ async def transition(session: AsyncSession, model: type[Base], key: Any, expecte
     result = await session.execute(
         update(model).where(key_column == key, mapper.columns["status"] == expected)
         .values(status=target, status_updated_at=at or utcnow(), **values))
-    moved = result.rowcount == 1
+    moved = cast("CursorResult[Any]", result).rowcount == 1  # an UPDATE's result is a cursor's
     if commit:
         await (session.commit() if moved else session.rollback())
     return moved
