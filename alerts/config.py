@@ -170,7 +170,7 @@ class MonitoringConfig:
 
 
 def _coerce(f: dataclasses.Field, value: Any, where: str) -> Any:
-    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator]
     if f.name == "burn_windows":
         if not isinstance(value, list):
             raise ConfigError(f"{where}: a list of {{long, short, factor, severity}} tables")

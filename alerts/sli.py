@@ -23,6 +23,7 @@ it exists; the label is written as prometheus_client writes it, ``2.0`` and not 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client.utils import floatToGoString
 
@@ -115,8 +116,8 @@ def within_limit_expr(cfg: MonitoringConfig, window: str) -> str:
     return "\n  or\n".join(terms)
 
 
-def _record(name: str, expr: str, labels: dict[str, str] | None = None) -> dict:
-    rule = {"record": name, "expr": expr}
+def _record(name: str, expr: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    rule: dict[str, Any] = {"record": name, "expr": expr}
     if labels:
         rule["labels"] = labels
     return rule

@@ -23,7 +23,7 @@ class Arrivals(ArrivalRateUser):
             return 0.0
         return stages.at(t) or 0.0
 
-    _stages = None
+    _stages: ArrivalStages | None = None
 
     def on_start(self) -> None:
         if Arrivals._stages is None:

@@ -68,7 +68,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from . import verify as verify_module  # imports neither locust nor the platform
 
     verify_module.configure(verify)
-    parser.set_defaults(func=lambda _args: parser.print_help() or 2)
+    def usage(_args: argparse.Namespace) -> int:
+        parser.print_help()
+        return 2
+
+    parser.set_defaults(func=usage)
 
 
 def cmd_list(_args: argparse.Namespace) -> int:

@@ -35,6 +35,7 @@ import os
 import random
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -175,7 +176,7 @@ def _path_of(link: str) -> str:
 class Persona:
     """One institution's journeys over a Locust HTTP client (shared by its greenlets)."""
 
-    def __init__(self, user: User, institution: personas.Institution) -> None:
+    def __init__(self, user: FastHttpUser, institution: personas.Institution) -> None:
         env = user.environment
         self.client = user.client
         self.host = (user.host or "").rstrip("/")
@@ -447,7 +448,7 @@ class ArrivalRateUser(FastHttpUser):
     """Journeys one engine runs at once; more arrivals than this are dropped and counted."""
     concurrency = 50
     wait_time = between(0, 0)
-    rate_function = None
+    rate_function: Callable[[float], float] | None = None
     """``callable(run_seconds) -> journeys per second`` for the whole test (set by the locustfile)."""
 
     def on_start(self) -> None:

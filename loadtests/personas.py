@@ -36,6 +36,7 @@ import random
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 __all__ = ["Institution", "Mix", "DEFAULT_MIX", "DEFAULT_INSTITUTIONS", "DEFAULT_THINK_TIME", "write_pki",
@@ -67,7 +68,7 @@ class Mix:
         """``"account_reads=70,payment=20"``: the named weights changed, the others kept."""
         if not text:
             return cls()
-        values: dict[str, float] = {}
+        values: dict[str, Any] = {}   # int weights, a float probability
         for part in text.split(","):
             name, _, value = part.partition("=")
             name = name.strip().replace("-", "_")

@@ -120,7 +120,7 @@ def evaluate(rows: Iterable[RouteStats], catalog: Catalog | None = None,
             continue  # simulated authorisation, probes: no regulatory limit
         limit_ms = entry.p95_ms * thresholds.p95_scale
         judged = row.p95_ms is not None and row.requests - row.failures >= thresholds.min_samples
-        ok = not judged or row.p95_ms <= limit_ms
+        ok = not judged or (row.p95_ms is not None and row.p95_ms <= limit_ms)
         out.routes.append({"method": row.method, "route": row.name, "tier": entry.tier.name,
                            "requests": row.requests, "failures": row.failures, "p95_ms": row.p95_ms,
                            "limit_ms": limit_ms, "judged": judged, "ok": ok})

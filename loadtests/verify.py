@@ -33,9 +33,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .verdict import Bounds, Check, gate, judge
+
+if TYPE_CHECKING:
+    from .watchers import KubernetesWatcher, LocalWatcher
 
 __all__ = ["configure", "run", "VerifyOptions"]
 
@@ -261,14 +264,15 @@ def run(args: argparse.Namespace) -> int:
     platform, extra, temp = None, [], None
     try:
         if args.target == "local":
-            temp = None if args.data_dir else Path(tempfile.mkdtemp(prefix="ofsre-verify-"))
-            platform = LocalPlatform(args, args.data_dir or temp)
+            data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="ofsre-verify-"))
+            temp = None if args.data_dir else data_dir
+            platform = LocalPlatform(args, data_dir)
             state = platform.start()
             endpoints = state.get("endpoints", {})
             host = args.host or endpoints["gateway"]
             from .watchers import LocalWatcher
 
-            watcher = LocalWatcher(endpoints["runtime_status"])
+            watcher: LocalWatcher | KubernetesWatcher = LocalWatcher(endpoints["runtime_status"])
             extra = ["--replicas-url", endpoints["runtime_metrics"], "--runtime-data-dir", str(platform.data_dir),
                      *_LOCAL_SUITE_ARGS]
             if (platform.pki / "institutions.json").exists():

@@ -147,8 +147,9 @@ class KubernetesWatcher:
                 config.load_kube_config(context=context)
         self.namespace = namespace
         self.hpas = set(hpas)
-        self.autoscaling = client.AutoscalingV2Api()
-        self.apps = client.AppsV1Api()
+        # Any: the client's models type every field Optional; the API server fills the ones read here.
+        self.autoscaling: Any = client.AutoscalingV2Api()
+        self.apps: Any = client.AppsV1Api()
         self.core = client.CoreV1Api()
         self.events: list[dict] = []
         self._seen: set[str] = set()
