@@ -88,7 +88,8 @@ def alertmanager_config(cfg: MonitoringConfig) -> dict:
         ],
         "receivers": [
             {"name": "default"},
-            {"name": f"{team}-page", "webhook_configs": [{"url": "http://127.0.0.1:9099/page", "send_resolved": True}]},
+            {"name": f"{team}-page",
+             "webhook_configs": [{"url": "http://127.0.0.1:9099/page", "send_resolved": True}]},
             {"name": f"{team}-ticket",
              "webhook_configs": [{"url": "http://127.0.0.1:9099/ticket", "send_resolved": True}]},
         ],

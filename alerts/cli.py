@@ -13,7 +13,8 @@ __all__ = ["configure"]
 
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="alerts_command", metavar="<action>", required=True)
-    build = sub.add_parser("build", help="write Prometheus rule files, a PrometheusRule and an Alertmanager example",
+    build = sub.add_parser("build",
+                           help="write Prometheus rule files, a PrometheusRule and an Alertmanager example",
                            description="Write recording-rules.yaml, alerting-rules.yaml, prometheusrule.yaml and "
                                        "alertmanager.example.yml, generated from the catalog and the config.")
     build.add_argument("--out", type=Path, required=True, help="output directory (created if missing)")

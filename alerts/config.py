@@ -80,7 +80,8 @@ class MonitoringConfig:
 
     # --- where the platform runs and how its series are labelled
     namespace: str = "ofsre"                 # namespace label of every series ("" = any namespace)
-    services_selector: str = ""              # extra matchers for the services' own series, e.g. 'cluster="prod"'
+    # extra matchers for the services' own series, e.g. 'cluster="prod"'
+    services_selector: str = ""
     kube_state_metrics_selector: str = 'job="kube-state-metrics"'
     cadvisor_selector: str = 'job="kubelet", metrics_path="/metrics/cadvisor"'
     # Deployment/HPA names and the scrape `job` of a service: {service} is replaced by the service name.
@@ -177,7 +178,8 @@ def _coerce(f: dataclasses.Field, value: Any, where: str) -> Any:
         out = []
         for i, w in enumerate(value):
             try:
-                out.append(BurnWindow(str(w["long"]), str(w["short"]), float(w["factor"]), str(w["severity"])))
+                out.append(BurnWindow(str(w["long"]), str(w["short"]), float(w["factor"]),
+                                      str(w["severity"])))
             except (KeyError, TypeError, ValueError) as exc:
                 raise ConfigError(f"{where}[{i}]: needs long, short, factor and severity ({exc})") from None
         return tuple(out)

@@ -119,7 +119,8 @@ def http_alerts(cfg: MonitoringConfig) -> list[Alert]:
               ("compliance", "p95_vs_limit"), for_="10m"),
         Alert("OfsreCapacityExceeded",
               f"sum by ({by_service}) (rate({requests}{{{capacity}}}[5m])) > 0",
-              "warning", f"The platform answers {eco['capacity_status']}: calls beyond its global capacity are refused.",
+              "warning",
+              f"The platform answers {eco['capacity_status']}: calls beyond its global capacity are refused.",
               f"{{{{ $labels.service }}}} answered {{{{ printf \"%.2f\" $value }}}} calls/s with {eco['capacity_status']} "
               f"over the last 5 minutes (the ecosystem expects at least {eco['min_capacity_tps']} TPS).",
               ("compliance", "status_429_423_529"), for_="1m"),
@@ -298,4 +299,5 @@ def alert_groups(cfg: MonitoringConfig) -> list[dict]:
 
 # Alertmanager: symptom alerts inhibit the cause alerts of the same namespace (see alertmanager.yml).
 SYMPTOMS = ("OfsreAvailabilityBudgetBurn", "OfsreEndpointMinuteUnavailable")
-CAUSES = ("OfsreHPAAtMaxReplicas", "OfsreReplicasUnavailable", "OfsreCapacityExceeded", "OfsreHPAScalingInactive")
+CAUSES = ("OfsreHPAAtMaxReplicas", "OfsreReplicasUnavailable", "OfsreCapacityExceeded",
+          "OfsreHPAScalingInactive")

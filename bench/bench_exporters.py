@@ -187,8 +187,8 @@ def bench_plain_loki(sink: Sink) -> dict:
     elapsed, cpu, proc = time.perf_counter() - started, time.thread_time() - cpu, time.process_time() - proc
     handler.close()
     delivered = max(1, sink.count())
-    return {"us": elapsed / count * 1e6, "cpu_us": cpu / count * 1e6, "rps": delivered / elapsed, "dropped": 0,
-            "proc_us": proc / delivered * 1e6}
+    return {"us": elapsed / count * 1e6, "cpu_us": cpu / count * 1e6, "rps": delivered / elapsed,
+            "dropped": 0, "proc_us": proc / delivered * 1e6}
 
 
 def bench_queue_loki(sink: Sink) -> dict:

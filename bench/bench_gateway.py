@@ -67,7 +67,8 @@ def _wrk(url: str, headers: dict[str, str], seconds: float, concurrency: int) ->
     args = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--latency"]
     for name, value in headers.items():
         args += ["-H", f"{name}: {value}"]
-    out = subprocess.run(args + [url + PATH], capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
+    out = subprocess.run(args + [url + PATH], capture_output=True, text=True, check=True,
+                         timeout=seconds + 60).stdout
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
 
     def latency_ms(percent: str) -> float:
@@ -101,7 +102,8 @@ async def _httpx_round(url: str, headers: dict[str, str], seconds: float, concur
     latencies.sort()
 
     def pct(q: float) -> float:
-        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")
+        return latencies[min(len(latencies) - 1,
+                             int(q * len(latencies)))] * 1000 if latencies else float("nan")
 
     return {"rps": len(latencies) / elapsed, "errors": errors, "p50": pct(0.5), "p99": pct(0.99)}
 
@@ -117,7 +119,8 @@ def _cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
     return {name: t.user + t.system for name, t in times.items()}
 
 
-def _measure(direct: str, gateway: str, headers: dict[str, str], pids: dict[str, int]) -> dict[str, list[dict]]:
+def _measure(direct: str, gateway: str, headers: dict[str, str],
+             pids: dict[str, int]) -> dict[str, list[dict]]:
     seconds = _env_number("BENCH_DURATION", 5.0)
     rounds = _env_number("BENCH_ROUNDS", 2, int)
     concurrency = _env_number("BENCH_CONCURRENCY", 32, int)
@@ -194,8 +197,8 @@ def run() -> str:
         env["OFSRE_CATALOG"] = str(_unlimited_catalog(workdir))
         if os.environ.get("BENCH_DATABASE_URL"):
             env["OFSRE_DATABASE_URL"] = os.environ["BENCH_DATABASE_URL"]
-        subprocess.run([sys.executable, "-m", "ofsre.platform.run", "migrate"], env=env, cwd=workdir, check=True,
-                       capture_output=True, timeout=120)
+        subprocess.run([sys.executable, "-m", "ofsre.platform.run", "migrate"], env=env, cwd=workdir,
+                       check=True, capture_output=True, timeout=120)
         processes = []
         try:
             consents_proc, consents_url = _start("consents", env, workdir)

@@ -88,7 +88,8 @@ def _otlp_provider():
         def on_end(self, span):
             Count.ended += 1
 
-    provider = build_tracer_provider("bench", exporter=OTLPSpanExporter(endpoint=os.environ["BENCH_OTLP_URL"]),
+    provider = build_tracer_provider("bench",
+                                     exporter=OTLPSpanExporter(endpoint=os.environ["BENCH_OTLP_URL"]),
                                      sampler_ratio=1.0)
     provider.add_span_processor(Count())
     provider.ended = lambda: Count.ended
@@ -302,7 +303,8 @@ class Receiver:
 SPAN_CHECKS: list[str] = []   # "variant: N spans ended, N received" lines of the OTLP rows
 
 
-def measure(variant: str, seconds: float, warmup: float, connections: int, receiver: Receiver | None = None) -> float:
+def measure(variant: str, seconds: float, warmup: float, connections: int,
+            receiver: Receiver | None = None) -> float:
     load = load_wrk if shutil.which("wrk") else load_python
     if variant not in OTLP_VARIANTS:
         with Server(variant) as url:
@@ -383,8 +385,8 @@ def cost_breakdown(requests: int = 3000) -> tuple[list[str], dict[str, float]]:
     from ofsre.instrumentation import instrument_app
 
     def ofsre(provider):
-        return instrument_app(build_app("bare"), "bench", registry=CollectorRegistry(), tracer_provider=provider,
-                              logs=False)
+        return instrument_app(build_app("bare"), "bench", registry=CollectorRegistry(),
+                              tracer_provider=provider, logs=False)
 
     bare = _per_request_us(build_app("bare"), requests)
     rows = [("bare FastAPI app, called in-process", bare, "")]
@@ -434,7 +436,8 @@ def _cg_app(variant: str):
     if variant == "otel":
         return build_app("otel")
     provider = {"notrace": NoOpTracerProvider, "sampled0": lambda: _discarding_provider(0.0),
-                "sampled100": lambda: _discarding_provider(1.0), "unprocessed": _unprocessed_provider}[variant]()
+                "sampled100": lambda: _discarding_provider(1.0),
+                "unprocessed": _unprocessed_provider}[variant]()
     return instrument_app(build_app("bare"), "bench", registry=CollectorRegistry(), tracer_provider=provider,
                           logs=False)
 
@@ -480,12 +483,14 @@ def instruction_breakdown() -> tuple[list[str], dict[str, float]]:
     names = [v for v, _ in CG_VARIANTS]
     with tempfile.TemporaryDirectory(prefix="ofsre-callgrind-") as tmp:
         subprocess.run(["valgrind", "--tool=callgrind", "--instr-atstart=no",
-                        f"--callgrind-out-file={tmp}/cg.out", sys.executable, __file__, "--callgrind", *names],
+                        f"--callgrind-out-file={tmp}/cg.out", sys.executable, __file__, "--callgrind",
+                        *names],
                        capture_output=True, text=True, check=True, timeout=600)
         totals: dict[str, int] = {}
         for path in glob.glob(f"{tmp}/cg.out*"):
             text = open(path, encoding="utf-8").read()
-            trigger = re.search(r"^desc: Trigger: Client Request: (\S+)|^desc: Trigger: dump (\S+)", text, re.M)
+            trigger = re.search(r"^desc: Trigger: Client Request: (\S+)|^desc: Trigger: dump (\S+)", text,
+                                re.M)
             total = re.search(r"^totals: (\d+)", text, re.M)
             if trigger and total:
                 totals[trigger.group(1) or trigger.group(2)] = int(total.group(1))

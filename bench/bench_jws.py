@@ -64,7 +64,8 @@ def run() -> str:
         rows = {
             "json dumps+loads (peer)": _rate(lambda: json.loads(json.dumps(BODY))),
             "participant: sign request": _rate(lambda: participant.sign(BODY, iss="org-bench", aud=AUD)),
-            "platform: verify request": _rate(lambda: verifier.verify(request, audience=AUD, issuer="org-bench")),
+            "platform: verify request": _rate(lambda: verifier.verify(request, audience=AUD,
+                                                                      issuer="org-bench")),
             "platform: sign response": _rate(lambda: platform.sign(BODY, iss="ofsre-bank", aud="org-bench")),
             "participant: verify response": _rate(lambda: verifier.verify(answer, audience="org-bench",
                                                                           issuer="ofsre-bank")),

@@ -96,11 +96,13 @@ def _wait_listening(port: int, timeout: float = 15) -> None:
     raise RuntimeError("the trivial endpoint did not start")
 
 
-def _one(locustfile: Path, user: str, host: str, duration: float, users: int, workdir: Path) -> tuple[float, float]:
+def _one(locustfile: Path, user: str, host: str, duration: float, users: int,
+         workdir: Path) -> tuple[float, float]:
     summary = workdir / f"{user}.json"
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run([sys.executable, "-m", "locust", "-f", str(locustfile), user, "--headless", "--host", host,
-                    "-u", str(users), "-r", str(users), "-t", f"{duration:g}s", "--only-summary", "--loglevel", "ERROR",
+                    "-u", str(users), "-r", str(users), "-t", f"{duration:g}s", "--only-summary",
+                    "--loglevel", "ERROR",
                     "--no-thresholds", "--progress-interval", "0", "--summary-json", str(summary)],
                    check=True, capture_output=True, timeout=duration + 60)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -129,8 +131,10 @@ def run() -> str:
             best: dict[str, tuple[float, float]] = {}
             for r in range(rounds):
                 for user in ("Bare", "Suite"):  # interleaved, best of each kept
-                    print(f"  round {r + 1}/{rounds}: {user} for {duration:g} s …", file=sys.stderr, flush=True)
-                    per_cpu, per_s = _one(locustfile, user, f"http://127.0.0.1:{port}", duration, users, workdir)
+                    print(f"  round {r + 1}/{rounds}: {user} for {duration:g} s …", file=sys.stderr,
+                          flush=True)
+                    per_cpu, per_s = _one(locustfile, user, f"http://127.0.0.1:{port}", duration, users,
+                                          workdir)
                     if user not in best or per_cpu > best[user][0]:
                         best[user] = (per_cpu, per_s)
     finally:

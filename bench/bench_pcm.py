@@ -33,7 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_instrumentation import load_python, load_wrk  # noqa: E402 - the sibling benchmark's load generators
+# the sibling benchmark's load generators
+from bench_instrumentation import load_python, load_wrk  # noqa: E402
 
 ROUTE = "/open-banking/accounts/v2/accounts/{accountId}/balances"
 PATH = ROUTE.replace("{accountId}", "acc-1")
@@ -62,7 +63,8 @@ def build_app(variant: str, directory: str):
     registry = CollectorRegistry()
     pcm = PcmCapture("bench", org_id=ORG, store=Path(directory) / "reports.db", registry=registry) \
         if variant == "pcm_on" else False
-    return instrument_app(app, "bench", registry=registry, tracer_provider=NoOpTracerProvider(), pcm=pcm, logs=False)
+    return instrument_app(app, "bench", registry=registry, tracer_provider=NoOpTracerProvider(), pcm=pcm,
+                          logs=False)
 
 
 def serve(variant: str, directory: str) -> None:
@@ -71,7 +73,8 @@ def serve(variant: str, directory: str) -> None:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     print(sock.getsockname()[1], flush=True)
-    config = uvicorn.Config(build_app(variant, directory), log_level="warning", access_log=False, lifespan="on")
+    config = uvicorn.Config(build_app(variant, directory), log_level="warning", access_log=False,
+                            lifespan="on")
     uvicorn.Server(config).run(sockets=[sock])
 
 
@@ -117,7 +120,8 @@ def _per_request_us(app, requests: int) -> float:
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "path": PATH,
              "raw_path": PATH.encode(), "query_string": b"", "root_path": "", "scheme": "http",
              "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 50000),
-             "headers": [(b"host", b"127.0.0.1:8000"), (b"x-fapi-interaction-id", str(uuid.uuid4()).encode())]}
+             "headers": [(b"host", b"127.0.0.1:8000"),
+                         (b"x-fapi-interaction-id", str(uuid.uuid4()).encode())]}
 
     async def receive():
         return {"type": "http.request", "body": b"", "more_body": False}

@@ -18,12 +18,18 @@ from ._version import __version__
 
 # name -> (module that implements it, one-line help). Later areas add a line here.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "catalog": ("ofsre.instrumentation._catalog_cli", "show the Open Finance endpoint catalog and SLO objectives"),
-    "platform": ("ofsre.platform.runtime.cli", "run the platform locally: up / down / status / migrate (autoscaled)"),
-    "demo": ("ofsre.platform.runtime.demo", "start the platform, run an Open Finance journey, summarise, stop"),
-    "loadtest": ("ofsre.loadtests.cli", "Locust suites of ecosystem traffic; verify-scaling gives a scaling verdict"),
-    "pcm": ("ofsre.exporters.pcm.cli", "PCM regulatory reporting: status, report --day, send, results, requeue"),
-    "dashboards": ("ofsre.dashboards.cli", "build the Grafana dashboards as JSON, or publish them to Grafana"),
+    "catalog": ("ofsre.instrumentation._catalog_cli",
+                "show the Open Finance endpoint catalog and SLO objectives"),
+    "platform": ("ofsre.platform.runtime.cli",
+                 "run the platform locally: up / down / status / migrate (autoscaled)"),
+    "demo": ("ofsre.platform.runtime.demo",
+             "start the platform, run an Open Finance journey, summarise, stop"),
+    "loadtest": ("ofsre.loadtests.cli",
+                 "Locust suites of ecosystem traffic; verify-scaling gives a scaling verdict"),
+    "pcm": ("ofsre.exporters.pcm.cli",
+            "PCM regulatory reporting: status, report --day, send, results, requeue"),
+    "dashboards": ("ofsre.dashboards.cli",
+                   "build the Grafana dashboards as JSON, or publish them to Grafana"),
     "alerts": ("ofsre.alerts.cli", "build the Prometheus rules, PrometheusRule and Alertmanager example"),
     "config": ("ofsre._config_cli", "every OFSRE_* variable: default, who reads it, meaning (vars)"),
 }

@@ -27,8 +27,8 @@ def build(cfg: MonitoringConfig) -> dict:
             q(f"{sc.KUBE_HPA_MIN_REPLICAS.name}{{{hpa}}}", "min {{horizontalpodautoscaler}}"),
             q(f"{maximum}{{{hpa}}}", "max {{horizontalpodautoscaler}}")], "short", key="replicas", width=12,
            step=True),
-        ts("Request rate", [q(f"sum by (service) ({b.rate(sc.HTTP_REQUESTS.series)})", "{{service}}")], "reqps",
-           width=12),
+        ts("Request rate", [q(f"sum by (service) ({b.rate(sc.HTTP_REQUESTS.series)})", "{{service}}")],
+           "reqps", width=12),
         ts("CPU utilisation (usage ÷ request) against the HPA target",
            [q(f"sum({cpu_per_pod(b)})\n/ sum({requests_per_pod(b, 'cpu')})", "utilisation"),
             q(f'{target}{{{hpa}, metric_name="cpu", metric_target_type="utilization"}} / 100',
@@ -38,12 +38,14 @@ def build(cfg: MonitoringConfig) -> dict:
             q(f'{target}{{{hpa}, metric_name="memory", metric_target_type="utilization"}} / 100',
               "target {{horizontalpodautoscaler}}")], "percentunit", width=12),
         # Sampled every 15 s (a 1m step would miss a range shorter than the minute's alignment).
-        stat("Time at max replicas", [q(f"sum by (horizontalpodautoscaler) (sum_over_time(({current}{{{hpa}}} >= bool "
-                                        f"{maximum}{{{hpa}}})[$__range:15s])) * 15", "{{horizontalpodautoscaler}}")],
+        stat("Time at max replicas",
+             [q(f"sum by (horizontalpodautoscaler) (sum_over_time(({current}{{{hpa}}} >= bool "
+                f"{maximum}{{{hpa}}})[$__range:15s])) * 15", "{{horizontalpodautoscaler}}")],
              "s", width=6, thresholds=[("green", None), ("orange", 900.0)]),
         ts("HPA conditions (1 = true)",
            [q(f'{sc.KUBE_HPA_CONDITION.name}{{{hpa}, condition=~"ScalingLimited|ScalingActive|AbleToScale", '
-              f'status="true"}}', "{{horizontalpodautoscaler}} {{condition}}")], "bool_yes_no", key="conditions",
+              f'status="true"}}', "{{horizontalpodautoscaler}} {{condition}}")], "bool_yes_no",
+              key="conditions",
            width=18, step=True,
            description="ScalingLimited true: the desired count hit min/max or a rate policy; ScalingActive false: "
                        "no metrics, the HPA does not scale."),

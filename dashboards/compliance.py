@@ -23,8 +23,9 @@ _TIER_TITLE = {"alta": "alta", "media-alta": "média-alta", "media": "média", "
 
 def latency(b: Board) -> list[PanelSpec]:
     R, ns = Records, b.ns('api=~"$api"')
-    panels = [ts("p95 ÷ tier limit per endpoint", [q(f"{R.p95}{{{ns}}}\n/ on (tier) group_left() {R.tier_limit}",
-                                                      "{{service}} {{method}} {{route}}")], "percentunit",
+    panels = [ts("p95 ÷ tier limit per endpoint",
+                 [q(f"{R.p95}{{{ns}}}\n/ on (tier) group_left() {R.tier_limit}",
+                    "{{service}} {{method}} {{route}}")], "percentunit",
                  key="p95_vs_limit", width=12, thresholds=[("green", None), ("red", 1.0)],
                  description="p95 over 5 minutes divided by the tier's p95 limit (catalog): above 100 % breaks it."),
               ts("Calls within the tier's latency limit", [q(f"{R.latency_ratio('5m')}{{{ns}}}",
@@ -53,7 +54,8 @@ def availability(b: Board) -> list[PanelSpec]:
               description=f"Minutes with traffic whose counted calls (2xx, 5xx, 408, 422) succeeded at "
                           f"≥ {fmt(100 * cfg.availability_minute_objective)} % (success 2xx/422, error 5xx/408); "
                           f"the daily target is {fmt(100 * cfg.availability_daily_objective)} %."),
-        ts("Success ratio per minute", [q(f"1 - {R.error_ratio('1m')}{{{ns}}}", "{{service}} {{method}} {{route}}")],
+        ts("Success ratio per minute",
+           [q(f"1 - {R.error_ratio('1m')}{{{ns}}}", "{{service}} {{method}} {{route}}")],
            "percentunit", width=12, min_zero=False,
            thresholds=[("red", None), ("green", cfg.availability_minute_objective)]),
     ]
@@ -67,11 +69,13 @@ def traffic_limits(b: Board) -> list[PanelSpec]:
     return [
         ts(f"{codes.replace('|', '/')} answers by route",
            [q(f'sum by (service, route, status) (increase({req}{{{b.ns("status=~" + chr(34) + codes + chr(34))}}}'
-              f"[$__rate_interval]))", "{{status}} {{service}} {{route}}")], "short", key="status_429_423_529",
+              f"[$__rate_interval]))", "{{status}} {{service}} {{route}}")], "short",
+              key="status_429_423_529",
            width=12, description="429: TPM exceeded; 423: monthly operational limit; 529: global capacity."),
         ts("Calls per minute by endpoint against its tier's TPM limit",
            [q(f'sum by (route, tier) ({b.rate(req, "api=~" + chr(34) + "|".join(limited) + chr(34), selector=b.ns("api=~" + chr(34) + "|".join(limited) + chr(34)))}) * 60\n'
-              f"/ on (tier) group_left() {Records.tier_tpm}", "{{route}}")], "percentunit", key="tpm_used", width=12,
+              f"/ on (tier) group_left() {Records.tier_tpm}", "{{route}}")], "percentunit", key="tpm_used",
+              width=12,
            thresholds=[("green", None), ("orange", 0.8), ("red", 1.0)],
            description="All client organisations together, divided by the per-origin TPM limit (catalog): below "
                        "100 % no organisation can have exceeded it. Per-organisation counts need a gateway metric "
@@ -84,17 +88,21 @@ def pcm_reporting(b: Board) -> list[PanelSpec]:
     from the store, exposed by the sender (``ofsre pcm send --metrics-port``); the drops by the capturing services."""
     ns = b.ns()
     return [
-        ts("PCM: hours left before the reports' deadline", [q(f"min({sc.PCM_DEADLINE_SECONDS_LEFT.name}{{{ns}}}) / 3600",
-                                                               "hours left")], "h", key="pcm_deadline", width=12,
+        ts("PCM: hours left before the reports' deadline",
+           [q(f"min({sc.PCM_DEADLINE_SECONDS_LEFT.name}{{{ns}}}) / 3600", "hours left")], "h",
+           key="pcm_deadline", width=12,
            min_zero=False, thresholds=[("red", None), ("orange", 0.0), ("green", AT_RISK_S / 3600)],
            description="Time left before 08:00 (Brasília) of the day after the oldest report not yet delivered "
                        f"(today's deadline when none waits). Below {AT_RISK_S // 3600} h with a backlog: at risk."),
         ts("PCM: reports not yet delivered, and held", [
             q(f"sum by (kind) ({sc.PCM_BACKLOG.name}{{{ns}}})", "backlog {{kind}}"),
-            q(f"max({sc.PCM_HELD_REPORTS.name}{{{ns}}})", "held (refused by the PCM)")], "short", key="pcm_backlog",
-           width=12, description="Held: batches the PCM refused for good (400/401/403/406/415), kept in the store "
-                                 "until `ofsre pcm requeue`."),
-        ts("PCM: today's reports by result", [q(f"max by (status) ({sc.PCM_DAY_REPORTS.name}{{{ns}}})", "{{status}}")],
+            q(f"max({sc.PCM_HELD_REPORTS.name}{{{ns}}})", "held (refused by the PCM)")], "short",
+            key="pcm_backlog",
+           width=12,
+           description="Held: batches the PCM refused for good (400/401/403/406/415), kept in the store "
+                       "until `ofsre pcm requeue`."),
+        ts("PCM: today's reports by result",
+           [q(f"max by (status) ({sc.PCM_DAY_REPORTS.name}{{{ns}}})", "{{status}}")],
            "short", width=12, stack=True,
            description="ACCEPTED, DISCARDED, PAIRED_INCONSISTENT, UNPAIRED, SINGLE as the PCM answered; PENDING and "
                        "HELD not delivered yet (Brasília day)."),

@@ -22,6 +22,7 @@ def build(cfg: MonitoringConfig) -> dict:
            width=12),
         ts("Pool connections in use vs pool size",
            [q(f"sum by (service) ({sc.DB_POOL_IN_USE.name}{{{b.sel()}}})", "in use {{service}}"),
-            q(f"sum by (service) ({sc.DB_POOL_SIZE.name}{{{b.sel()}}})", "size {{service}}")], "short", width=24),
+            q(f"sum by (service) ({sc.DB_POOL_SIZE.name}{{{b.sel()}}})", "size {{service}}")], "short",
+            width=24),
     )
     return b.dashboard()

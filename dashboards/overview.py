@@ -13,7 +13,8 @@ KEY = "overview"
 
 
 def build(cfg: MonitoringConfig) -> dict:
-    b = Board(KEY, cfg, variables=("namespace",), description="Start here: every service and every SLO at a glance.")
+    b = Board(KEY, cfg, variables=("namespace",),
+              description="Start here: every service and every SLO at a glance.")
     R = Records
     ns = b.ns()
     counted = f'status=~"{cfg.success_status_regex}|{cfg.error_status_regex}"'
@@ -37,8 +38,8 @@ def build(cfg: MonitoringConfig) -> dict:
         stat("Latency error budget remaining per tier",
              [q(f"1 - (1 - ({latency})) / {fmt(l_budget)}", "{{tier}}")], "percentunit",
              thresholds=[("red", None), ("orange", 0.25), ("green", 0.5)], decimals=1),
-        ts("Request rate per service", [q(f"sum by (service) ({b.rate(sc.HTTP_REQUESTS.series)})", "{{service}}")],
-           "reqps", width=8),
+        ts("Request rate per service",
+           [q(f"sum by (service) ({b.rate(sc.HTTP_REQUESTS.series)})", "{{service}}")], "reqps", width=8),
         ts("Error ratio per service (5xx and 408 of the calls that count)",
            [q(f"sum by (service) ({b.rate(sc.HTTP_REQUESTS.series, errors)})\n"
               f"/ sum by (service) ({b.rate(sc.HTTP_REQUESTS.series, counted)})", "{{service}}")],

@@ -29,7 +29,8 @@ class PublishResult:
         return not self.failed
 
 
-def connect(url: str, *, token: str | None = None, basic_auth: str | None = None, timeout: float = 10.0) -> GrafanaApi:
+def connect(url: str, *, token: str | None = None, basic_auth: str | None = None,
+            timeout: float = 10.0) -> GrafanaApi:
     if token and basic_auth:
         raise ValueError("give --token or --basic-auth, not both")
     credential: str | tuple[str, str] | None = token
@@ -89,7 +90,8 @@ def publish(api: GrafanaApi, dashboards: Mapping[str, dict], *, folder: str = "o
         progress(f"published {uid} ({d['title']})")
     if result.published:
         try:
-            listed = {hit.get("uid") for hit in api.search.search_dashboards(folder_uids=[folder_uid], type_="dash-db")}
+            listed = {hit.get("uid") for hit in api.search.search_dashboards(folder_uids=[folder_uid],
+                                                                             type_="dash-db")}
         except Exception as exc:  # noqa: BLE001
             progress(f"warning: could not confirm with /api/search: {_reason(exc)}")
         else:

@@ -12,13 +12,15 @@ KEY = "queues"
 
 
 def build(cfg: MonitoringConfig) -> dict:
-    b = Board(KEY, cfg, variables=("namespace", "queue"), description="The message queue between payments and the worker.")
+    b = Board(KEY, cfg, variables=("namespace", "queue"),
+              description="The message queue between payments and the worker.")
     qsel = 'queue=~"$queue"'
     lat, proc = sc.QUEUE_LATENCY.name + "_bucket", sc.QUEUE_PROCESSING_DURATION.name + "_bucket"
     b.add(
         ts("Published and consumed per second",
            [q(f"sum by (queue) ({b.rate(sc.QUEUE_PUBLISHED.series, qsel)})", "published {{queue}}"),
-            q(f"sum by (queue) ({b.rate(sc.QUEUE_CONSUMED.series, qsel)})", "consumed {{queue}}")], "ops", width=12),
+            q(f"sum by (queue) ({b.rate(sc.QUEUE_CONSUMED.series, qsel)})", "consumed {{queue}}")], "ops",
+            width=12),
         ts("Publish-to-consume latency",
            [q(f"histogram_quantile(0.95, sum by (queue, le) ({b.rate(lat, qsel)}))", "p95 {{queue}}"),
             q(f"histogram_quantile(0.5, sum by (queue, le) ({b.rate(lat, qsel)}))", "p50 {{queue}}")], "s",

@@ -46,7 +46,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-__all__ = ["Entry", "RecordBuffer", "OVERFLOW_POLICIES", "DROP_NEWEST", "DROP_OLDEST", "BLOCK", "SPILL_TIMEOUT"]
+__all__ = ["Entry", "RecordBuffer", "OVERFLOW_POLICIES", "DROP_NEWEST", "DROP_OLDEST", "BLOCK",
+           "SPILL_TIMEOUT"]
 
 DROP_NEWEST, DROP_OLDEST, BLOCK = "drop_newest", "drop_oldest", "block"
 OVERFLOW_POLICIES = (DROP_NEWEST, DROP_OLDEST, BLOCK)

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 import httpx
 
-__all__ = ["Transport", "Reply", "TransportError", "mark_shipper_thread", "in_shipper_thread", "shipper_thread",
+__all__ = ["Transport", "Reply", "TransportError", "mark_shipper_thread", "in_shipper_thread",
+           "shipper_thread",
            "retry_after_seconds", "backoff_delay", "is_retryable", "auth_headers", "QUIET_LOGGERS"]
 
 QUIET_LOGGERS = ("httpx", "httpcore.connection", "httpcore.http11", "httpcore.http2",
@@ -96,7 +97,8 @@ class Transport:
             response = self._client.post(url, content=content, headers=headers)
         except httpx.HTTPError as exc:
             raise TransportError(f"{type(exc).__name__}: {exc}") from exc
-        return Reply(response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.content)
+        return Reply(response.status_code, {k.lower(): v for k, v in response.headers.items()},
+                     response.content)
 
     def close(self) -> None:
         self._client.close()

@@ -206,7 +206,8 @@ class OfsreMiddleware:
         self.registry = registry if registry is not None else REGISTRY
         self.catalog = catalog if catalog is not None else load_catalog()
         self._routes_source = routes
-        self._tracer = trace.get_tracer("ofsre.instrumentation", _ofsre_version(), tracer_provider=tracer_provider)
+        self._tracer = trace.get_tracer("ofsre.instrumentation", _ofsre_version(),
+                                        tracer_provider=tracer_provider)
         # Decided once: a no-op tracer (NoOpTracerProvider, OTEL_SDK_DISABLED) costs nothing per request.
         # A proxy tracer (no provider installed yet) may become real later, so it counts as tracing.
         self._tracing = not isinstance(self._tracer, trace.NoOpTracer)
@@ -218,7 +219,8 @@ class OfsreMiddleware:
         self._excluded = frozenset(excluded_paths) | ({metrics_path} if metrics_path else frozenset())
         reg = self.registry
         self._requests = counter(semconv.HTTP_REQUESTS, reg)
-        self._duration = histogram(semconv.HTTP_DURATION, reg, self.catalog)   # buckets: this catalog's limits
+        # buckets: this catalog's limits
+        self._duration = histogram(semconv.HTTP_DURATION, reg, self.catalog)
         self._request_size = histogram(semconv.HTTP_REQUEST_SIZE, reg)
         self._response_size = histogram(semconv.HTTP_RESPONSE_SIZE, reg)
         self._in_flight = gauge(semconv.HTTP_IN_FLIGHT, reg)
@@ -236,7 +238,8 @@ class OfsreMiddleware:
         self._first_request = True
         # PCM SERVER reports: None unless this service opted in (argument, then OFSRE_PCM_CAPTURE).
         self._pcm = capture_for(self.settings.service, pcm)
-        self._adopt_server_logs = False  # True when this middleware set up the logs (uvicorn's loggers again later)
+        # True when this middleware set up the logs (uvicorn's loggers again later)
+        self._adopt_server_logs = False
         if logs is not False:
             try:
                 ensure_logging(self.settings.service, env=self.settings.env, version=self.settings.version)
@@ -439,8 +442,9 @@ class OfsreMiddleware:
             code, title = "PARAMETRO_NAO_INFORMADO", "Parâmetro não informado"
         else:
             code, title = "PARAMETRO_INVALIDO", "Parâmetro inválido"
-        body = error_body(code, title, f"O cabeçalho {INTERACTION_ID_HEADER} é obrigatório e deve ser um UUID "
-                                       "(RFC 4122).")
+        body = error_body(code, title,
+                          f"O cabeçalho {INTERACTION_ID_HEADER} é obrigatório e deve ser um UUID "
+                          "(RFC 4122).")
         await exchange.send({"type": "http.response.start", "status": 400, "headers": [
             (b"content-type", b"application/json; charset=utf-8"),
             (b"content-length", str(len(body)).encode("ascii")),
@@ -591,7 +595,8 @@ def _disable_fastapi_native_tracing(app: Any) -> None:
 
 
 def instrument_app(app: Any, service: str | None = None, *, version: str | None = None,
-                   commit: str | None = None, env: str | None = None, registry: CollectorRegistry | None = None,
+                   commit: str | None = None, env: str | None = None,
+                   registry: CollectorRegistry | None = None,
                    catalog: Catalog | None = None, tracer_provider: trace.TracerProvider | None = None,
                    require_interaction_id: bool | None = None, metrics_path: str | None = "/metrics",
                    excluded_paths: Iterable[str] = EXCLUDED_PATHS, pcm: bool | PcmCapture | None = None,

@@ -77,7 +77,8 @@ class _EngineTelemetry:
         self.registry = registry
         labels = {"service": service, "db": db_name}
         duration = histogram(semconv.DB_QUERY_DURATION, registry)
-        self.durations = {op: duration.labels(operation=op, **labels) for op in (*OPERATIONS, OTHER_OPERATION)}
+        self.durations = {op: duration.labels(operation=op, **labels) for op in (*OPERATIONS,
+                                                                                 OTHER_OPERATION)}
         self.in_use = gauge(semconv.DB_POOL_IN_USE, registry).labels(**labels)
         self.size = gauge(semconv.DB_POOL_SIZE, registry).labels(**labels)
         self.tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider) if spans else None

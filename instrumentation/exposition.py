@@ -72,7 +72,8 @@ def _header(scope: Scope, name: bytes) -> str:
 def metrics_app(registry: CollectorRegistry | None = None) -> ASGIApp:
     """A pure ASGI app that answers any HTTP request with the exposition of ``registry``."""
 
-    async def app(scope: Scope, receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]) -> None:
+    async def app(scope: Scope, receive: Callable[[], Awaitable[Any]],
+                  send: Callable[[Any], Awaitable[None]]) -> None:
         if scope["type"] != "http":
             return
         body, content_type = render(registry, _header(scope, b"accept"))

@@ -109,7 +109,8 @@ class _Delivery:
         self.owner, self.failed, self.span = owner, False, span
 
 
-_delivery: contextvars.ContextVar[_Delivery | None] = contextvars.ContextVar("ofsre_queue_delivery", default=None)
+_delivery: contextvars.ContextVar[_Delivery | None] = contextvars.ContextVar("ofsre_queue_delivery",
+                                                                             default=None)
 
 
 class QueueTelemetry:

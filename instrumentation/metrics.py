@@ -37,7 +37,8 @@ from prometheus_client.samples import Exemplar
 from .catalog import Catalog
 from .semconv import TELEMETRY_ERRORS, MetricSpec
 
-__all__ = ["metric", "counter", "gauge", "histogram", "count_telemetry_error", "counter_adder", "histogram_observer"]
+__all__ = ["metric", "counter", "gauge", "histogram", "count_telemetry_error", "counter_adder",
+           "histogram_observer"]
 
 _lock = threading.Lock()
 # Per registry, by metric name. Weak keys: a registry that is gone takes its metrics with it
@@ -91,12 +92,14 @@ def _of_kind(kind: type[_M], found: MetricWrapperBase, spec: MetricSpec) -> _M:
     return found
 
 
-def _build(spec: MetricSpec, registry: CollectorRegistry | None, catalog: Catalog | None) -> MetricWrapperBase:
+def _build(spec: MetricSpec, registry: CollectorRegistry | None,
+           catalog: Catalog | None) -> MetricWrapperBase:
     labels, doc = spec.labels, spec.doc
     if spec.kind == "counter":
         return Counter(spec.name, doc, labelnames=labels, registry=registry)
     if spec.kind == "gauge":
-        return Gauge(spec.name, doc, labelnames=labels, registry=registry, multiprocess_mode=spec.multiprocess_mode)
+        return Gauge(spec.name, doc, labelnames=labels, registry=registry,
+                     multiprocess_mode=spec.multiprocess_mode)
     if spec.kind == "histogram":
         buckets = spec.histogram_buckets(catalog) or Histogram.DEFAULT_BUCKETS
         return Histogram(spec.name, doc, labelnames=labels, registry=registry, buckets=buckets)

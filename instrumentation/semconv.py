@@ -124,17 +124,20 @@ DB_POOL_SIZE = MetricSpec("ofsre_db_pool_connections", "gauge", "Pool size (conn
                           ("service", "db"), multiprocess_mode="livesum")
 
 SHIPPER_LABELS = ("backend",)
-LOG_RECORDS_SHIPPED = MetricSpec("ofsre_log_records_shipped", "counter", "Log records accepted by the backend.",
-                                 SHIPPER_LABELS)
+LOG_RECORDS_SHIPPED = MetricSpec("ofsre_log_records_shipped", "counter",
+                                 "Log records accepted by the backend.", SHIPPER_LABELS)
 LOG_RECORDS_DROPPED = MetricSpec("ofsre_log_records_dropped", "counter", "Log records dropped, by reason.",
                                  SHIPPER_LABELS + ("reason",))
-LOG_RECORDS_RETRIED = MetricSpec("ofsre_log_records_retried", "counter", "Log records sent again after a failure.",
-                                 SHIPPER_LABELS)
-LOG_BATCHES = MetricSpec("ofsre_log_batches", "counter", "Batches sent, by outcome.", SHIPPER_LABELS + ("outcome",))
+LOG_RECORDS_RETRIED = MetricSpec("ofsre_log_records_retried", "counter",
+                                 "Log records sent again after a failure.", SHIPPER_LABELS)
+LOG_BATCHES = MetricSpec("ofsre_log_batches", "counter", "Batches sent, by outcome.",
+                         SHIPPER_LABELS + ("outcome",))
 LOG_QUEUE_DEPTH = MetricSpec("ofsre_log_queue_records", "gauge", "Records waiting in the shipper's buffer.",
                              SHIPPER_LABELS, multiprocess_mode="livesum")
-LOG_SEND_DURATION = MetricSpec("ofsre_log_send_duration_seconds", "histogram", "Duration of one batch request.",
-                               SHIPPER_LABELS, "seconds", (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+LOG_SEND_DURATION = MetricSpec("ofsre_log_send_duration_seconds", "histogram",
+                               "Duration of one batch request.",
+                               SHIPPER_LABELS, "seconds",
+                               (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
 
 # The local autoscaler exposes its state with kube-state-metrics' own names and labels,
 # so the same dashboards and alerts work locally and on a cluster.
@@ -159,7 +162,8 @@ KUBE_DEPLOYMENT_REPLICAS_AVAILABLE = MetricSpec("kube_deployment_status_replicas
 KUBE_HPA_TARGET_METRIC = MetricSpec("kube_horizontalpodautoscaler_spec_target_metric", "gauge",
                                     "The metric specifications used by this autoscaler when calculating the "
                                     "desired replica count.",
-                                    ("namespace", "horizontalpodautoscaler", "metric_name", "metric_target_type"))
+                                    ("namespace", "horizontalpodautoscaler", "metric_name",
+                                     "metric_target_type"))
 KUBE_POD_RESOURCE_REQUESTS = MetricSpec("kube_pod_container_resource_requests", "gauge",
                                         "The number of requested request resource by a container. It is "
                                         "recommended to use the kube_pod_resource_requests metric exposed by "
@@ -171,7 +175,8 @@ KUBE_POD_RESOURCE_REQUESTS = MetricSpec("kube_pod_container_resource_requests", 
 PCM_DROP_REASONS = ("queue_full", "store_full", "store_error", "unencodable", "closed")
 PCM_SKIP_REASONS = ("no_client_org", "no_server_org", "no_response")
 PCM_REPORTS_CAPTURED = MetricSpec("ofsre_pcm_reports_captured", "counter",
-                                  "PCM reports captured and written to the local store, by role.", ("service", "role"))
+                                  "PCM reports captured and written to the local store, by role.",
+                                  ("service", "role"))
 PCM_REPORTS_DROPPED = MetricSpec("ofsre_pcm_reports_dropped", "counter",
                                  "PCM reports lost before the store (overflow or store failure): alerted.",
                                  ("service", "reason"))
@@ -190,13 +195,13 @@ PCM_REPORTS_HELD = MetricSpec("ofsre_pcm_reports_held", "counter",
                               "Reports of batches the PCM refused for good (400/401/403/406/415), kept: alerted.",
                               ("kind", "status"))
 # Deadline (reports of a Brasília day are due by 08:00 the next day), computed from the store on scrape:
-PCM_BACKLOG = MetricSpec("ofsre_pcm_backlog_reports", "gauge", "Reports in the store not yet delivered.", ("kind",),
-                         multiprocess_mode="max")
-PCM_HELD_REPORTS = MetricSpec("ofsre_pcm_held_reports", "gauge", "Reports held after a refusal, waiting for a fix.",
-                              multiprocess_mode="max")
+PCM_BACKLOG = MetricSpec("ofsre_pcm_backlog_reports", "gauge", "Reports in the store not yet delivered.",
+                         ("kind",), multiprocess_mode="max")
+PCM_HELD_REPORTS = MetricSpec("ofsre_pcm_held_reports", "gauge",
+                              "Reports held after a refusal, waiting for a fix.", multiprocess_mode="max")
 PCM_OLDEST_UNSENT_AGE = MetricSpec("ofsre_pcm_oldest_unsent_age_seconds", "gauge",
-                                   "Age of the oldest report not yet delivered (0 when none).", unit="seconds",
-                                   multiprocess_mode="max")
+                                   "Age of the oldest report not yet delivered (0 when none).",
+                                   unit="seconds", multiprocess_mode="max")
 PCM_DEADLINE_SECONDS_LEFT = MetricSpec("ofsre_pcm_deadline_seconds_left", "gauge",
                                        "Seconds until the delivery deadline of the oldest undelivered report's day "
                                        "(today's when none); negative: missed.", unit="seconds",
@@ -205,6 +210,7 @@ PCM_DAY_REPORTS = MetricSpec("ofsre_pcm_day_reports", "gauge",
                              "Today's (Brasília) reports by PCM result; PENDING and HELD not yet accepted.",
                              ("status",), multiprocess_mode="max")
 PCM_LAST_DELIVERY = MetricSpec("ofsre_pcm_last_delivery_timestamp_seconds", "gauge",
-                               "Unix time of the last delivery to the PCM.", unit="seconds", multiprocess_mode="max")
+                               "Unix time of the last delivery to the PCM.", unit="seconds",
+                               multiprocess_mode="max")
 
 ALL: tuple[MetricSpec, ...] = tuple(v for v in list(globals().values()) if isinstance(v, MetricSpec))

@@ -39,7 +39,8 @@ __all__ = ["instrument_worker"]
 
 def instrument_worker(service: str | None = None, *, version: str | None = None, commit: str | None = None,
                       env: str | None = None, registry: CollectorRegistry | None = None,
-                      tracer_provider: trace.TracerProvider | None = None, logs: bool | None = None) -> Settings:
+                      tracer_provider: trace.TracerProvider | None = None,
+                      logs: bool | None = None) -> Settings:
     """Set up logs, traces and build info for a process without HTTP; returns the resolved settings."""
     settings = resolve_settings(service, version=version, commit=commit, env=env)
     reg = registry if registry is not None else REGISTRY

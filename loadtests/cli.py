@@ -63,7 +63,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     pki.add_argument("--institutions", type=int, default=20)
     pki.add_argument("--days", type=int, default=30, help="validity of the certificates")
     pki.set_defaults(func=cmd_pki)
-    verify = sub.add_parser("verify-scaling", help="drive a shape against a target, watch it scale, give a verdict",
+    verify = sub.add_parser("verify-scaling",
+                            help="drive a shape against a target, watch it scale, give a verdict",
                             description="see ofsre.loadtests.verify; suite options after --")
     from . import verify as verify_module  # imports neither locust nor the platform
 

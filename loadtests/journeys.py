@@ -86,7 +86,8 @@ TRANSACTIONS_CURRENT = _route("GET", "/open-banking/accounts/v2/accounts/{accoun
 PAYMENT_CONSENTS = _route("POST", "/open-banking/payments/v4/consents")
 PIX_PAYMENTS = _route("POST", "/open-banking/payments/v4/pix/payments")
 PIX_PAYMENT = _route("GET", "/open-banking/payments/v4/pix/payments/{paymentId}")
-OPEN_DATA = tuple(_route("GET", e.route) for e in CATALOG if e.api.startswith("opendata-") and e.method == "GET")
+OPEN_DATA = tuple(_route("GET",
+                         e.route) for e in CATALOG if e.api.startswith("opendata-") and e.method == "GET")
 ROUTES = (CONSENTS, CONSENT, RESOURCES, ACCOUNTS, BALANCES, TRANSACTIONS, TRANSACTIONS_CURRENT,
           PAYMENT_CONSENTS, PIX_PAYMENTS, PIX_PAYMENT, *OPEN_DATA)
 _READ_LIMITS = {r: n for r in (ACCOUNTS, BALANCES, TRANSACTIONS, TRANSACTIONS_CURRENT)
@@ -194,7 +195,8 @@ class Persona:
         self.consent: str | None = None
         self.account: str | None = None
         data_dir = str(_option(env, "runtime_data_dir", "") or "")
-        self.jwks_dir = str(_option(env, "jwks_dir", "") or (os.path.join(data_dir, "jwks") if data_dir else "jwks"))
+        self.jwks_dir = str(_option(env, "jwks_dir",
+                                    "") or (os.path.join(data_dir, "jwks") if data_dir else "jwks"))
         self.platform_org = str(_option(env, "platform_org", "") or os.environ.get("OFSRE_ORG_ID")
                                 or DEFAULT_PLATFORM_ORG)
         self._signer: PersonaSigner | None = None
@@ -355,13 +357,15 @@ class Persona:
             if not nxt:
                 break
             path = _path_of(nxt)
-        self.call("GET", TRANSACTIONS_CURRENT, TRANSACTIONS_CURRENT.format(accountId=account), consent=consent)
+        self.call("GET", TRANSACTIONS_CURRENT, TRANSACTIONS_CURRENT.format(accountId=account),
+                  consent=consent)
 
     def payment(self) -> None:
         amount = f"{self.rng.randint(1, 500)}.{self.rng.randint(0, 99):02d}"
         body = {"data": {
             "loggedUser": {"document": {"identification": self.cpf, "rel": "CPF"}},
-            "creditor": {"personType": "PESSOA_NATURAL", "cpfCnpj": "52431875069", "name": "Maria Recebedora"},
+            "creditor": {"personType": "PESSOA_NATURAL", "cpfCnpj": "52431875069",
+                         "name": "Maria Recebedora"},
             "payment": {"type": "PIX", "currency": "BRL", "amount": amount,
                         "details": {"localInstrument": "MANU", "creditorAccount": CREDITOR_ACCOUNT}}}}
         created = self.call("POST", PAYMENT_CONSENTS, expect=(201,), json=body, idempotent=True, signed=True)
@@ -369,7 +373,8 @@ class Persona:
         if not consent_id or not self.simulate("payments", SIM_PAYMENT_CONSENT, consent_id):
             return
         pay = {"data": [{
-            "endToEndId": _end_to_end_id(), "localInstrument": "MANU", "payment": {"amount": amount, "currency": "BRL"},
+            "endToEndId": _end_to_end_id(), "localInstrument": "MANU",
+            "payment": {"amount": amount, "currency": "BRL"},
             "creditorAccount": CREDITOR_ACCOUNT, "cnpjInitiator": "12345678000195", "consentId": consent_id,
             "remittanceInformation": "ofsre load test"}]}
         paid = self.call("POST", PIX_PAYMENTS, expect=(201,), json=pay, consent=consent_id, idempotent=True,

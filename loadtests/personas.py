@@ -141,7 +141,8 @@ def write_pki(directory: str | os.PathLike[str], institutions: int = DEFAULT_INS
     for i in range(institutions):
         org_id = str(uuid.uuid4())
         key = ec.generate_private_key(ec.SECP256R1())
-        cert = (x509.CertificateBuilder().subject_name(name(f"receptora-{i + 1:03d}", org_id)).issuer_name(ca_name)
+        cert = (x509.CertificateBuilder().subject_name(name(f"receptora-{i + 1:03d}",
+                                                            org_id)).issuer_name(ca_name)
                 .public_key(key.public_key()).serial_number(x509.random_serial_number())
                 .not_valid_before(now - _dt.timedelta(minutes=5)).not_valid_after(now + _dt.timedelta(days=days))
                 .sign(ca_key, hashes.SHA256()))

@@ -27,7 +27,8 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def plot_png(kind: str, samples: Sequence[Mapping], events: Sequence[Mapping], rows: Sequence[Mapping]) -> str:
+def plot_png(kind: str, samples: Sequence[Mapping], events: Sequence[Mapping],
+             rows: Sequence[Mapping]) -> str:
     """One plot (a name from :data:`PLOTS`) as a base64 PNG."""
     import matplotlib
 
@@ -41,7 +42,8 @@ def plot_png(kind: str, samples: Sequence[Mapping], events: Sequence[Mapping], r
             ax.plot([r["t"] - t0 for r in rows], [r.get("users", 0) for r in rows], color="tab:blue")
             ax.set_ylabel("users")
         elif kind == "requests per second":
-            ax.plot([r["t"] - t0 for r in rows], [r.get("rps", 0) for r in rows], color="tab:green", label="req/s")
+            ax.plot([r["t"] - t0 for r in rows], [r.get("rps", 0) for r in rows], color="tab:green",
+                    label="req/s")
             ax.plot([r["t"] - t0 for r in rows], [r.get("fails_per_s", 0) for r in rows], color="tab:red",
                     label="failures/s")
             ax.set_ylabel("per second")
@@ -53,7 +55,8 @@ def plot_png(kind: str, samples: Sequence[Mapping], events: Sequence[Mapping], r
         else:
             names = sorted({n for s in samples for n in s.get("services", {})})
             for name in names:
-                pts = [(s["t"] - t0, s["services"][name].get("ready") or 0) for s in samples if name in s["services"]]
+                pts = [(s["t"] - t0,
+                        s["services"][name].get("ready") or 0) for s in samples if name in s["services"]]
                 ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", label=name)
             ax.set_ylabel("ready replicas")
             ax.legend(loc="upper left", fontsize=8, ncol=max(1, len(names)))
@@ -90,7 +93,8 @@ def write_report(directory: str | Path, report: Mapping[str, Any]) -> tuple[Path
                "ok" if r["ok"] else "OVER") for r in thresholds.get("routes", [])]
     imgs = "\n".join(f'<figure><img alt="{html.escape(k)}" src="data:image/png;base64,{plot_png(k, samples, events, rows)}">'
                      f"</figure>" for k in PLOTS)
-    disagreements = "".join(f"<li>{html.escape(d)}</li>" for d in report.get("views", {}).get("disagreements", []))
+    disagreements = "".join(f"<li>{html.escape(d)}</li>" for d in report.get("views", {}).get("disagreements",
+                                                                                              []))
     ok = report.get("passed")
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>ofsre scaling verdict: {'PASS' if ok else 'FAIL'}</title>

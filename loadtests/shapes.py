@@ -44,7 +44,8 @@ class SpikeShape(ProfileShape):
     abstract = True
 
     def profile(self, o):
-        return profiles.Spike(o.base_users, o.spike_factor, o.spike_after, o.spike_seconds, o.recovery_seconds)
+        return profiles.Spike(o.base_users, o.spike_factor, o.spike_after, o.spike_seconds,
+                              o.recovery_seconds)
 
 
 class SoakShape(ProfileShape):

@@ -28,7 +28,8 @@ __all__ = ["MEDIA_TYPE", "PersonaSigner", "DEFAULT_PLATFORM_ORG"]
 
 MEDIA_TYPE = "application/jwt"
 ALGORITHM = "PS256"
-DEFAULT_PLATFORM_ORG = "ofsre-bank"  # the reference platform's organisationId unless OFSRE_ORG_ID says otherwise
+# the reference platform's organisationId unless OFSRE_ORG_ID says otherwise
+DEFAULT_PLATFORM_ORG = "ofsre-bank"
 _PS256 = RSAPSSAlgorithm(RSAPSSAlgorithm.SHA256)
 _API_CLAIMS = ("iss", "aud", "iat", "jti", "exp", "nbf")
 
@@ -42,7 +43,8 @@ class PersonaSigner:
 
     headers = {"content-type": MEDIA_TYPE, "accept": f"{MEDIA_TYPE}, application/json"}
 
-    def __init__(self, org_id: str, jwks_dir: str | os.PathLike[str], platform_org: str = DEFAULT_PLATFORM_ORG):
+    def __init__(self, org_id: str, jwks_dir: str | os.PathLike[str],
+                 platform_org: str = DEFAULT_PLATFORM_ORG):
         self.org_id, self.platform_org = org_id, platform_org
         self.jwks_dir = Path(jwks_dir)
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -57,7 +59,8 @@ class PersonaSigner:
             keys = json.loads(path.read_text()).get("keys", [])
         except (OSError, ValueError):
             keys = []
-        jwk = {**_PS256.to_jwk(self.key.public_key(), as_dict=True), "kid": self.kid, "alg": ALGORITHM, "use": "sig"}
+        jwk = {**_PS256.to_jwk(self.key.public_key(), as_dict=True), "kid": self.kid, "alg": ALGORITHM,
+               "use": "sig"}
         fd, tmp = tempfile.mkstemp(dir=self.jwks_dir, prefix=".jwks-")
         with os.fdopen(fd, "w") as f:
             json.dump({"keys": [*keys, jwk]}, f)

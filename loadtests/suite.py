@@ -52,7 +52,8 @@ def _options(parser) -> None:
                    "empty: no client certificate (a platform with OFSRE_MTLS=off)")
     g.add_argument("--client-cert-header", default="x-ssl-client-cert",
                    help="header the WAF forwards the certificate in (the gateway's OFSRE_CLIENT_CERT_HEADER)")
-    g.add_argument("--mix", default="", help="journey weights, e.g. account_reads=70,new_consent=12,payment=10,"
+    g.add_argument("--mix", default="",
+                   help="journey weights, e.g. account_reads=70,new_consent=12,payment=10,"
                    "open_data=8,revoke_probability=0.1 (defaults in loadtests/README.md)")
     g.add_argument("--think-time", default="", help="MIN,MAX seconds between journeys (default 0.5,1.5)")
     g.add_argument("--skip-resources", action="store_true", default=False,
@@ -66,7 +67,8 @@ def _options(parser) -> None:
                    "authorisation goes to its modules (upstreams.json) with its gateway.secret")
     g.add_argument("--jwks-dir", default="", help="where the personas register their payments signing keys "
                    "(default: <runtime-data-dir>/jwks, else ./jwks)")
-    g.add_argument("--platform-org", default="", help="the platform's organisationId, issuer of its signed answers "
+    g.add_argument("--platform-org", default="",
+                   help="the platform's organisationId, issuer of its signed answers "
                    "(default $OFSRE_ORG_ID or ofsre-bank)")
     g.add_argument("--sim-consents-url", default="", help="base URL of the simulated consent authorisation")
     g.add_argument("--sim-payments-url", default="", help="base URL of the simulated payment authorisation")
@@ -94,9 +96,12 @@ def _options(parser) -> None:
     o.add_argument("--max-error-rate", type=float, default=None,
                    help="error budget (default: 1 - the catalog's availability objective)")
     o.add_argument("--p95-scale", type=float, default=1.0, help="fraction of each tier's p95 limit allowed")
-    o.add_argument("--min-samples", type=int, default=20, help="answers a route needs before its p95 is judged")
-    o.add_argument("--progress-interval", type=float, default=5.0, help="seconds between progress lines (0: none)")
-    o.add_argument("--replicas-url", default="", help="a /metrics with kube_deployment_status_replicas_available")
+    o.add_argument("--min-samples", type=int, default=20,
+                   help="answers a route needs before its p95 is judged")
+    o.add_argument("--progress-interval", type=float, default=5.0,
+                   help="seconds between progress lines (0: none)")
+    o.add_argument("--replicas-url", default="",
+                   help="a /metrics with kube_deployment_status_replicas_available")
     o.add_argument("--timeline", default="", help="write a JSON line per second here")
     o.add_argument("--summary-json", default="", help="write the run's summary and verdict here")
 
@@ -130,7 +135,8 @@ def route_rows(stats) -> list[RouteStats]:
 
 def _thresholds(options) -> Thresholds:
     return Thresholds(max_error_rate=getattr(options, "max_error_rate", None),
-                      min_samples=getattr(options, "min_samples", 20), p95_scale=getattr(options, "p95_scale", 1.0))
+                      min_samples=getattr(options, "min_samples", 20),
+                      p95_scale=getattr(options, "p95_scale", 1.0))
 
 
 def summary(environment) -> dict:
@@ -183,7 +189,8 @@ def _timeline_row(environment, last: dict) -> dict:
     t = environment.stats.total
     before = last.get("_total", (0, 0))
     row = {"t": round(now, 3), "users": environment.runner.user_count if environment.runner else 0,
-           "rps": round((t.num_requests - before[0]) / dt, 2), "fails_per_s": round((t.num_failures - before[1]) / dt, 2),
+           "rps": round((t.num_requests - before[0]) / dt, 2),
+           "fails_per_s": round((t.num_failures - before[1]) / dt, 2),
            "p95_ms": t.get_current_response_time_percentile(0.95), "routes": routes}
     last["_total"], last["_t"] = (t.num_requests, t.num_failures), now
     return row

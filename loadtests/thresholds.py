@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 
 from ofsre.instrumentation.catalog import Catalog, load_catalog
 
-__all__ = ["CAPACITY_SUFFIX", "TPM_SUFFIX", "MONTHLY_SUFFIX", "RouteStats", "Thresholds", "Outcome", "TpmLedger", "evaluate",
-           "base_name", "THRESHOLD_EXIT_CODE"]
+__all__ = ["CAPACITY_SUFFIX", "TPM_SUFFIX", "MONTHLY_SUFFIX", "RouteStats", "Thresholds", "Outcome",
+           "TpmLedger", "evaluate", "base_name", "THRESHOLD_EXIT_CODE"]
 
 CAPACITY_SUFFIX = " [529 capacity]"  # answered 529: the platform said it is at capacity
 TPM_SUFFIX = " [429 TPM]"            # answered 429 after the suite really exceeded the TPM limit

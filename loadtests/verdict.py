@@ -202,7 +202,8 @@ def judge(samples: Sequence[Mapping], events: Sequence[Mapping], rows: Sequence[
             continue
         scaled_any = True
         up = ups[0]
-        crossing = next((t for t, s in series if _ratio(s) > 1 + bounds.tolerance and t <= up["t"] + 1e-6), up["t"])
+        crossing = next((t for t, s in series if _ratio(s) > 1 + bounds.tolerance and t <= up["t"] + 1e-6),
+                        up["t"])
         reaction = max(0.0, up["t"] - crossing)
         info.update(crossing_t=crossing, decision_t=up["t"], reaction_s=round(reaction, 1))
         verdict.checks.append(Check("scaled up", name, True, len(ups), ">= 1",
@@ -219,7 +220,8 @@ def judge(samples: Sequence[Mapping], events: Sequence[Mapping], rows: Sequence[
         else:
             to_ready = ready_t - crossing
             info["ready_s"] = round(to_ready, 1)
-            verdict.checks.append(Check("time to ready", name, to_ready <= bounds.max_ready_s, round(to_ready, 1),
+            verdict.checks.append(Check("time to ready", name, to_ready <= bounds.max_ready_s,
+                                        round(to_ready, 1),
                                         bounds.max_ready_s, f"s until {up['size']} replicas were ready"))
         verdict.checks.append(_formula_check(name, series, ups, bounds))
         verdict.checks.extend(_slo_checks(name, _window(rows, crossing, ready_t), catalog, budget))
@@ -303,7 +305,8 @@ def _slo_checks(name: str, rows: Sequence[Mapping], catalog: Catalog, budget: fl
             worst = (excess, key, limits[key])
     checks = []
     if worst is not None:
-        checks.append(Check("p95 during scale-up", name, worst[0] <= 1.0, round(worst[0] * worst[2]), worst[2],
+        checks.append(Check("p95 during scale-up", name, worst[0] <= 1.0, round(worst[0] * worst[2]),
+                            worst[2],
                             f"worst route {worst[1]} (median of 10-s p95s, ms, against its tier's limit)"))
     rate = failures / requests if requests else 0.0
     checks.append(Check("errors during scale-up", name, rate <= budget, round(rate, 4), round(budget, 4),
@@ -319,7 +322,8 @@ def _scale_down_check(name: str, series, downs: list[dict], rows: Sequence[Mappi
                series[-1][0])
     window = _window(rows, start, end + 2.0)  # a replica stops a little after the decision
     if not window:
-        return Check("no failures at scale-down", name, None, None, 0, "no client traffic during the scale-down")
+        return Check("no failures at scale-down", name, None, None, 0,
+                     "no client traffic during the scale-down")
     failed = sum(float(r.get("fails_per_s", 0)) for r in window)
     return Check("no failures at scale-down", name, failed == 0, round(failed), 0,
                  f"failed requests while {name} went down to {downs[-1]['size']} replica(s)")
@@ -352,7 +356,8 @@ def _efficiency_check(name: str, series, rows: Sequence[Mapping], catalog: Catal
 # --------------------------------------------------------------------------- release gate
 
 def gate(current: Mapping[str, Any], baseline: Mapping[str, Any], *, p95_pct: float = 25.0,
-         rps_per_replica_pct: float = 20.0, time_to_scale_pct: float = 50.0, min_requests: int = 50) -> list[Check]:
+         rps_per_replica_pct: float = 20.0, time_to_scale_pct: float = 50.0,
+         min_requests: int = 50) -> list[Check]:
     """Compare a report with the previous release's (Keptn / k6 regression gates): p95 per route
     (worse by more than ``p95_pct`` fails), requests/s per replica (lower by more than
     ``rps_per_replica_pct``), time to ready replicas (longer by more than ``time_to_scale_pct``)."""
@@ -360,10 +365,12 @@ def gate(current: Mapping[str, Any], baseline: Mapping[str, Any], *, p95_pct: fl
     old_routes = {(r["method"], r["name"]): r for r in baseline.get("summary", {}).get("routes", [])}
     for r in current.get("summary", {}).get("routes", []):
         old = old_routes.get((r["method"], r["name"]))
-        if not old or not old.get("p95_ms") or not r.get("p95_ms") or min(r["requests"], old["requests"]) < min_requests:
+        if not old or not old.get("p95_ms") or not r.get("p95_ms") or min(r["requests"],
+                                                                          old["requests"]) < min_requests:
             continue
         change = 100 * (r["p95_ms"] - old["p95_ms"]) / old["p95_ms"]
-        checks.append(Check("p95 vs baseline", f"{r['method']} {r['name']}", change <= p95_pct, round(change, 1),
+        checks.append(Check("p95 vs baseline", f"{r['method']} {r['name']}", change <= p95_pct,
+                            round(change, 1),
                             p95_pct, f"{old['p95_ms']:.0f} → {r['p95_ms']:.0f} ms (% change)"))
     old_services = baseline.get("verdict", {}).get("services", {})
     for name, svc in current.get("verdict", {}).get("services", {}).items():
@@ -373,10 +380,14 @@ def gate(current: Mapping[str, Any], baseline: Mapping[str, Any], *, p95_pct: fl
             before = old_rpr.get(n)
             if before:
                 change = 100 * (value - before) / before
-                checks.append(Check("req/s per replica vs baseline", f"{name} ×{n}", change >= -rps_per_replica_pct,
-                                    round(change, 1), -rps_per_replica_pct, f"{before} → {value} req/s per replica"))
+                checks.append(Check("req/s per replica vs baseline", f"{name} ×{n}",
+                                    change >= -rps_per_replica_pct,
+                                    round(change, 1), -rps_per_replica_pct,
+                                    f"{before} → {value} req/s per replica"))
         if svc.get("ready_s") is not None and old.get("ready_s"):
             change = 100 * (svc["ready_s"] - old["ready_s"]) / old["ready_s"]
-            checks.append(Check("time to scale vs baseline", name, change <= time_to_scale_pct, round(change, 1),
-                                time_to_scale_pct, f"{old['ready_s']} → {svc['ready_s']} s to ready replicas"))
+            checks.append(Check("time to scale vs baseline", name, change <= time_to_scale_pct,
+                                round(change, 1),
+                                time_to_scale_pct,
+                                f"{old['ready_s']} → {svc['ready_s']} s to ready replicas"))
     return checks

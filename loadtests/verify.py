@@ -49,24 +49,35 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", choices=("local", "kubernetes"), default="local")
     parser.add_argument("--suite", default="spike", help="suite (locustfile) to drive (default spike)")
     parser.add_argument("--host", default="", help="the gateway URL (kubernetes; local: found by itself)")
-    parser.add_argument("--report", type=Path, default=Path("scaling-report"), help="directory for the report")
-    parser.add_argument("--baseline", type=Path, help="the previous release's report.json: fail on regressions")
-    parser.add_argument("--p95-regression", type=float, default=25.0, help="%% worse p95 per route that fails")
-    parser.add_argument("--rps-regression", type=float, default=20.0, help="%% fewer req/s per replica that fails")
-    parser.add_argument("--time-to-scale-regression", type=float, default=50.0, help="%% slower scale-up that fails")
-    parser.add_argument("--max-reaction", type=float, default=100.0, help="s to the scale-up decision (default 100)")
-    parser.add_argument("--max-ready", type=float, default=160.0, help="s to ready new replicas (default 160)")
-    parser.add_argument("--min-efficiency", type=float, help="fail below this scaling efficiency (default: report)")
+    parser.add_argument("--report", type=Path, default=Path("scaling-report"),
+                        help="directory for the report")
+    parser.add_argument("--baseline", type=Path,
+                        help="the previous release's report.json: fail on regressions")
+    parser.add_argument("--p95-regression", type=float, default=25.0,
+                        help="%% worse p95 per route that fails")
+    parser.add_argument("--rps-regression", type=float, default=20.0,
+                        help="%% fewer req/s per replica that fails")
+    parser.add_argument("--time-to-scale-regression", type=float, default=50.0,
+                        help="%% slower scale-up that fails")
+    parser.add_argument("--max-reaction", type=float, default=100.0,
+                        help="s to the scale-up decision (default 100)")
+    parser.add_argument("--max-ready", type=float, default=160.0,
+                        help="s to ready new replicas (default 160)")
+    parser.add_argument("--min-efficiency", type=float,
+                        help="fail below this scaling efficiency (default: report)")
     parser.add_argument("--expect-scale", default="", help="comma-separated services that must scale up")
     parser.add_argument("--cooldown", type=float, help="s to wait after the load for min replicas "
                         "(default: the scale-down window + 3 syncs)")
-    parser.add_argument("--prometheus", help="Prometheus URL: the server's view (requests, p95 per route at the "
+    parser.add_argument("--prometheus",
+                        help="Prometheus URL: the server's view (requests, p95 per route at the "
                         "gateway) beside Locust's, and where they disagree")
     parser.add_argument("--users-timeout", type=float, default=1800, help="s the suite may run at most")
     local = parser.add_argument_group("local target")
     local.add_argument("--data-dir", type=Path, help="runtime data dir (default: a fresh temporary one)")
-    local.add_argument("--sync-period", type=float, default=15.0, help="HPA sync period of a started platform")
-    local.add_argument("--scale-down-window", type=float, default=300.0, help="scale-down stabilisation window")
+    local.add_argument("--sync-period", type=float, default=15.0,
+                       help="HPA sync period of a started platform")
+    local.add_argument("--scale-down-window", type=float, default=300.0,
+                       help="scale-down stabilisation window")
     local.add_argument("--max-replicas", type=int, default=4, help="maxReplicas of every workload")
     local.add_argument("--cpu-request", type=float, help="CPU request per replica (cores)")
     local.add_argument("--gateway-cpu-request", type=float, help="CPU request per gateway replica (cores)")
@@ -105,7 +116,8 @@ class LocalPlatform:
 
     def _config_toml(self) -> Path:
         a = self.args
-        lines = ["[autoscaler]", f"sync_period = {a.sync_period}", f"scale_down_stabilization = {a.scale_down_window}"]
+        lines = ["[autoscaler]", f"sync_period = {a.sync_period}",
+                 f"scale_down_stabilization = {a.scale_down_window}"]
         names = ["consents", "accounts", "payments", "worker", "gateway"]
         for name in names:
             lines.append(f"[services.{name}]")
@@ -128,8 +140,8 @@ class LocalPlatform:
         write_pki(self.pki, self.args.institutions)
         env = {**os.environ, "OFSRE_CLIENT_CA_FILE": str(self.pki / "ca.pem"),
                "OFSRE_TRUSTED_PROXIES": "127.0.0.1/32"}
-        cmd = [*_ofsre(), "platform", "up", "--detach", "--data-dir", str(self.data_dir), "--gateway-port", "0",
-               "--config", str(self._config_toml())]
+        cmd = [*_ofsre(), "platform", "up", "--detach", "--data-dir", str(self.data_dir), "--gateway-port",
+               "0", "--config", str(self._config_toml())]
         if self.args.services:
             cmd += ["--services", self.args.services]
         print(f"starting the platform in {self.data_dir} …", flush=True)
@@ -142,8 +154,8 @@ class LocalPlatform:
     def stop(self) -> None:
         if self.started:
             print("stopping the platform …", flush=True)
-            subprocess.run([*_ofsre(), "platform", "down", "--data-dir", str(self.data_dir)], capture_output=True,
-                           timeout=120)
+            subprocess.run([*_ofsre(), "platform", "down", "--data-dir", str(self.data_dir)],
+                           capture_output=True, timeout=120)
 
 
 class Recorder:
@@ -273,8 +285,8 @@ def run(args: argparse.Namespace) -> int:
             from .watchers import LocalWatcher
 
             watcher: LocalWatcher | KubernetesWatcher = LocalWatcher(endpoints["runtime_status"])
-            extra = ["--replicas-url", endpoints["runtime_metrics"], "--runtime-data-dir", str(platform.data_dir),
-                     *_LOCAL_SUITE_ARGS]
+            extra = ["--replicas-url", endpoints["runtime_metrics"], "--runtime-data-dir",
+                     str(platform.data_dir), *_LOCAL_SUITE_ARGS]
             if (platform.pki / "institutions.json").exists():
                 extra += ["--pki-dir", str(platform.pki), "--institutions", str(args.institutions)]
             cooldown = args.cooldown if args.cooldown is not None else args.scale_down_window + 3 * args.sync_period
@@ -311,8 +323,8 @@ def _conclude(args, report_dir: Path, recorder: Recorder, watcher, started: floa
     if timeline.exists():
         rows = [json.loads(line) for line in timeline.read_text().splitlines() if line.strip()]
     summary = json.loads((report_dir / "summary.json").read_text()) if (report_dir / "summary.json").exists() else {}
-    bounds = Bounds(max_reaction_s=args.max_reaction, max_ready_s=args.max_ready, min_efficiency=args.min_efficiency,
-                    expect_scale=_csv(args.expect_scale))
+    bounds = Bounds(max_reaction_s=args.max_reaction, max_ready_s=args.max_ready,
+                    min_efficiency=args.min_efficiency, expect_scale=_csv(args.expect_scale))
     verdict = judge(recorder.samples, watcher.events, rows, bounds=bounds)
     thresholds = summary.get("thresholds") or {}
     if not summary:
@@ -322,7 +334,8 @@ def _conclude(args, report_dir: Path, recorder: Recorder, watcher, started: floa
                                     thresholds.get("requests"), None,
                                     "; ".join(thresholds.get("violations", [])) or "every threshold held"))
         if thresholds.get("capacity_answers"):
-            verdict.checks.append(Check("capacity reached (529)", "gateway", None, thresholds["capacity_answers"],
+            verdict.checks.append(Check("capacity reached (529)", "gateway", None,
+                                        thresholds["capacity_answers"],
                                         None, "answers past the gateway's TPS capacity (not errors)"))
     report: dict[str, Any] = {"target": args.target, "suite": args.suite, "started": started,
                               "samples": recorder.samples, "events": watcher.events, "timeline": rows,
@@ -334,7 +347,8 @@ def _conclude(args, report_dir: Path, recorder: Recorder, watcher, started: floa
             baseline = json.loads(args.baseline.read_text())
         except (OSError, ValueError) as exc:
             raise SystemExit(f"--baseline {args.baseline}: {exc}") from None
-        gate_checks = gate(report, baseline, p95_pct=args.p95_regression, rps_per_replica_pct=args.rps_regression,
+        gate_checks = gate(report, baseline, p95_pct=args.p95_regression,
+                           rps_per_replica_pct=args.rps_regression,
                            time_to_scale_pct=args.time_to_scale_regression)
     failed = [f"{c.service}: {c.name}: {c.detail}" for c in verdict.checks + gate_checks if c.passed is False]
     from dataclasses import asdict

@@ -75,7 +75,8 @@ class LocalWatcher:
         self.status_url = status_url
         self.events: list[dict] = []
         self._seen_events: set[tuple] = set()
-        self.server_counts: dict[str, dict[tuple, float]] = {}  # replica url -> (route, method, status) -> count
+        # replica url -> (route, method, status) -> count
+        self.server_counts: dict[str, dict[tuple, float]] = {}
 
     def sample(self, now: float) -> dict:
         st = _get_json(self.status_url)

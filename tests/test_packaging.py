@@ -108,9 +108,11 @@ def test_base_install_imports_instrumentation_without_extras(tmp_path):
 
 
 def test_cli_help_and_version():
-    out = subprocess.run([sys.executable, "-m", "ofsre", "--version"], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-m", "ofsre", "--version"], capture_output=True, text=True,
+                         check=True)
     assert out.stdout.strip().startswith("ofsre ")
-    out = subprocess.run([sys.executable, "-m", "ofsre", "--help"], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-m", "ofsre", "--help"], capture_output=True, text=True,
+                         check=True)
     assert "catalog" in out.stdout and "Open Finance" in out.stdout
     bad = subprocess.run([sys.executable, "-m", "ofsre", "no-such-command"], capture_output=True, text=True)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr

@@ -51,7 +51,8 @@ def test_instrument_your_service_example_runs_under_uvicorn(tmp_path):
 def test_every_make_target_and_ofsre_command_the_readme_shows_exists():
     makefile = (ROOT / "Makefile").read_text()
     for target in set(re.findall(r"`make (\w+)`", README)) | set(re.findall(r"^make (\w+)", README, re.M)):
-        assert re.search(rf"^{target}:", makefile, re.M), f"README shows `make {target}`, the Makefile has no such target"
+        assert re.search(rf"^{target}:", makefile,
+                         re.M), f"README shows `make {target}`, the Makefile has no such target"
     from ofsre.cli import COMMANDS
     for command in set(re.findall(r"`ofsre (\w+)", README)):
         assert command in COMMANDS, f"README shows `ofsre {command}`, the CLI has no such command"

@@ -53,13 +53,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
                    help="SERVER: the calls we answer (default); CLIENT: the institutions we call")
     p = add("send", "deliver the stored reports to the PCM (settings: OFSRE_PCM_URL, OFSRE_PCM_CLIENT_ID, "
             "OFSRE_PCM_CLIENT_SECRET, …)", _send)
-    p.add_argument("--once", action="store_true", help="deliver what is pending, then exit (1 if some is left)")
+    p.add_argument("--once", action="store_true",
+                   help="deliver what is pending, then exit (1 if some is left)")
     p.add_argument("--timeout", type=float, default=None, help="with --once: give up after this many seconds")
     p.add_argument("--url", help="PCM base URL (overrides OFSRE_PCM_URL)")
     p.add_argument("--metrics-port", type=int, default=None, help="serve the deadline metrics on this port")
     p = add("results", "stored reports with the PCM's result, newest first", _results)
     p.add_argument("--day", help="only this Brasília day")
-    p.add_argument("--status", help="ACCEPTED, DISCARDED, PAIRED_INCONSISTENT, UNPAIRED, SINGLE, PENDING or HELD")
+    p.add_argument("--status",
+                   help="ACCEPTED, DISCARDED, PAIRED_INCONSISTENT, UNPAIRED, SINGLE, PENDING or HELD")
     p.add_argument("--limit", type=int, default=20)
     add("requeue", "put held reports back in the queue (after fixing what the PCM refused)", _requeue)
     p = sub.add_parser("mock", help="run a local PCM (report and token endpoints) for development")
@@ -185,7 +187,8 @@ def _send(args: argparse.Namespace) -> int:
 def _progress(sender: Sender) -> None:
     while True:
         time.sleep(2.0)
-        print(f"… {sender.stats['delivered']} delivered, {sender.stats['held']} held", file=sys.stderr, flush=True)
+        print(f"… {sender.stats['delivered']} delivered, {sender.stats['held']} held", file=sys.stderr,
+              flush=True)
 
 
 def _mock(args: argparse.Namespace) -> int:

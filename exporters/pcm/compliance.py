@@ -142,11 +142,13 @@ def compute_day(rows: Iterable[Row], catalog: Catalog | None = None, *, day: str
             grouped[(row.endpoint, row.method)].append(row)
         for key, group in grouped.items():
             month_by_key[key][other_day] = group
-    figures = [_endpoint(key, group, catalog, month_by_key.get(key, {})) for key, group in sorted(by_key.items())]
+    figures = [_endpoint(key, group, catalog,
+                         month_by_key.get(key, {})) for key, group in sorted(by_key.items())]
     return DayReport(day, role, figures)
 
 
-def _endpoint(key: tuple[str, str], rows: list[Row], catalog: Catalog, month: dict[str, list[Row]]) -> EndpointFigures:
+def _endpoint(key: tuple[str, str], rows: list[Row], catalog: Catalog,
+              month: dict[str, list[Row]]) -> EndpointFigures:
     endpoint, method = key
     entry = catalog.lookup(method, endpoint)
     limit = entry.p95_ms if entry is not None else None
@@ -196,7 +198,8 @@ def _availability(f: EndpointFigures, rows: list[Row], catalog: Catalog) -> None
         f.availability_ok = share >= Fraction(str(catalog.slo.availability_daily_objective))
 
 
-def day_report(store: ReportStore, day: str, *, role: str = "SERVER", catalog: Catalog | None = None) -> DayReport:
+def day_report(store: ReportStore, day: str, *, role: str = "SERVER",
+               catalog: Catalog | None = None) -> DayReport:
     """The report of ``day`` (YYYY-MM-DD, Brasília) from the store, with the month to date."""
     target = date.fromisoformat(day)
     earlier = [(target.replace(day=1) + timedelta(days=i)).isoformat() for i in range(target.day - 1)]
@@ -248,10 +251,12 @@ def render_table(report: DayReport) -> str:
     lines = [header]
     for e in report.endpoints:
         month = "-" if e.month_ok is None else f"{e.month_days_ok}/{e.month_days_with_traffic} {_mark(e.month_ok)}"
-        lines.append((e.endpoint, e.method, e.major_version, e.tier or "?", "-" if e.limit_ms is None else str(e.limit_ms),
+        lines.append((e.endpoint, e.method, e.major_version, e.tier or "?",
+                      "-" if e.limit_ms is None else str(e.limit_ms),
                       str(e.latency_samples), "-" if e.p95_ms is None else str(e.p95_ms), _mark(e.latency_ok),
                       "-" if e.over_1_2x is None else ("YES" if e.over_1_2x else "no"), month,
-                      f"{e.available_minutes}/{e.minutes_with_traffic}", _pct(e.availability), _mark(e.availability_ok)))
+                      f"{e.available_minutes}/{e.minutes_with_traffic}", _pct(e.availability),
+                      _mark(e.availability_ok)))
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
     text = [f"PCM compliance for {report.day} (Brasília), from {report.role} reports"]
     for i, row in enumerate(lines):

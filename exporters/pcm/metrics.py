@@ -46,7 +46,8 @@ def deadline_figures(store: ReportStore, now: float | None = None) -> dict[str, 
     today = brasilia_day(now)
     return {
         "now": now, "today": today, "unsent": backlog["unsent"], "held": backlog["held"],
-        "oldest_unsent_ts": oldest, "oldest_unsent_age_s": max(0.0, now - oldest) if oldest is not None else 0.0,
+        "oldest_unsent_ts": oldest,
+        "oldest_unsent_age_s": max(0.0, now - oldest) if oldest is not None else 0.0,
         "deadline_day": day, "deadline_ts": deadline_of(day), "seconds_left": deadline_of(day) - now,
         "last_delivery_ts": backlog["last_delivery_ts"], "day_counts": store.day_status_counts(today),
     }
@@ -70,7 +71,8 @@ class StoreCollector(Collector):
         yield from self._families(f)
 
     def _families(self, f: dict[str, Any]) -> Iterator[GaugeMetricFamily]:
-        backlog = GaugeMetricFamily(semconv.PCM_BACKLOG.name, semconv.PCM_BACKLOG.doc, labels=semconv.PCM_BACKLOG.labels)
+        backlog = GaugeMetricFamily(semconv.PCM_BACKLOG.name, semconv.PCM_BACKLOG.doc,
+                                    labels=semconv.PCM_BACKLOG.labels)
         for kind in KINDS:
             backlog.add_metric([kind], f["unsent"][kind])
         yield backlog

@@ -17,7 +17,8 @@ RUNBOOK = "https://github.com/ofsre/ofsre/blob/main/alerts/runbooks/"
 GRAFANA = "http://localhost:3000/d/"
 
 PIX = "/open-banking/payments/v4/pix/payments"
-EP = {"namespace": "ofsre", "service": "payments", "route": PIX, "method": "POST", "api": "payments", "tier": "alta"}
+EP = {"namespace": "ofsre", "service": "payments", "route": PIX, "method": "POST", "api": "payments",
+      "tier": "alta"}
 SCRAPE = {"job": "payments", "pod": "payments-1", "instance": "127.0.0.1:9001"}
 KSM = {"job": "kube-state-metrics", "namespace": "ofsre"}
 
@@ -44,8 +45,8 @@ def buckets(status: str, steps: dict[str, float], labels: dict[str, str] = EP) -
     out = [series("ofsre_http_server_request_duration_seconds_bucket", {**labels, **SCRAPE, "status": status,
                                                                          "le": le}, counter(step))
            for le, step in steps.items()]
-    out.append(series("ofsre_http_server_request_duration_seconds_count", {**labels, **SCRAPE, "status": status},
-                      counter(steps["+Inf"])))
+    out.append(series("ofsre_http_server_request_duration_seconds_count",
+                      {**labels, **SCRAPE, "status": status}, counter(steps["+Inf"])))
     return out
 
 
@@ -94,19 +95,23 @@ AVAILABILITY = [
     # 1 error in 11 counted calls (9.09 %): above every threshold (7.2 %, 3 %, 1.5 %, 0.5 %).
     test("availability: 9 % errors burns every window",
          [http("201", 10), http("500", 1)],
-         [expect("OfsreAvailabilityBudgetBurn", "65m", *(avail_burn(lg, sh, "9.091%") for lg, sh in ALL_WINDOWS))]),
+         [expect("OfsreAvailabilityBudgetBurn", "65m",
+                 *(avail_burn(lg, sh, "9.091%") for lg, sh in ALL_WINDOWS))]),
     # 1 in 15 (6.67 %): below 14.4 × 0.5 % = 7.2 %, so the 1h/5m page stays quiet; the others fire.
     test("availability: 6.7 % errors is under the 14.4x boundary",
          [http("201", 14), http("500", 1)],
-         [expect("OfsreAvailabilityBudgetBurn", "65m", *(avail_burn(lg, sh, "6.667%") for lg, sh in ALL_WINDOWS[1:]))]),
+         [expect("OfsreAvailabilityBudgetBurn", "65m",
+                 *(avail_burn(lg, sh, "6.667%") for lg, sh in ALL_WINDOWS[1:]))]),
     # 1 in 50 (2 %): under 6x (3 %) too; only the ticket windows fire.
     test("availability: 2 % errors is under the 6x boundary",
          [http("201", 49), http("500", 1)],
-         [expect("OfsreAvailabilityBudgetBurn", "65m", *(avail_burn(lg, sh, "2%") for lg, sh in ALL_WINDOWS[2:]))]),
+         [expect("OfsreAvailabilityBudgetBurn", "65m",
+                 *(avail_burn(lg, sh, "2%") for lg, sh in ALL_WINDOWS[2:]))]),
     # 408 is an error, 422 a success, 429 does not count at all: 1 error in 4 counted calls.
     test("availability: 408 counts as an error, 422 as a success, 429 not at all",
          [http("201", 2), http("422", 1), http("408", 1), http("429", 50)],
-         [expect("OfsreAvailabilityBudgetBurn", "65m", *(avail_burn(lg, sh, "25%") for lg, sh in ALL_WINDOWS))]),
+         [expect("OfsreAvailabilityBudgetBurn", "65m",
+                 *(avail_burn(lg, sh, "25%") for lg, sh in ALL_WINDOWS))]),
     # Half the calls fail but there are only ~65 in the hour: the minimum-traffic guard (100) holds.
     test("availability: a handful of calls cannot page (minimum-traffic guard)",
          [http("201", 0.125), http("500", 0.125)],
@@ -126,7 +131,8 @@ LATENCY = [
           expect("OfsreLatencyP95AboveTierLimit", "20m", fired(
               {**EP, "severity": "warning", "team": "sre"},
               f"payments POST {PIX} (tier alta): p95 over 5 minutes is 2.438s, above the tier's limit.",
-              "An endpoint's p95 latency is above its regulatory tier limit.", "OfsreLatencyP95AboveTierLimit",
+              "An endpoint's p95 latency is above its regulatory tier limit.",
+              "OfsreLatencyP95AboveTierLimit",
               "ofsre-compliance/ofsre-compliance?viewPanel=1&var-namespace=ofsre"))]),
     # 1 in 10 slow (10 %): under 14.4x, 6x (30 %) and 3x (15 %); only 3d/6h (5 %) fires. With more than
     # 5 % slow the p95 is over the limit too (rank 9.5 of 10 falls in the 1.5–2.5 s bucket).
@@ -136,7 +142,8 @@ LATENCY = [
           expect("OfsreLatencyP95AboveTierLimit", "30m", fired(
               {**EP, "severity": "warning", "team": "sre"},
               f"payments POST {PIX} (tier alta): p95 over 5 minutes is 2s, above the tier's limit.",
-              "An endpoint's p95 latency is above its regulatory tier limit.", "OfsreLatencyP95AboveTierLimit",
+              "An endpoint's p95 latency is above its regulatory tier limit.",
+              "OfsreLatencyP95AboveTierLimit",
               "ofsre-compliance/ofsre-compliance?viewPanel=1&var-namespace=ofsre"))]),
     # 4 % slow: within the 5 % budget, no burn at all; p95 (rank 9.5 of 10 within 1.5 s) under the limit.
     test("latency: 4 % slow burns nothing",
@@ -145,7 +152,8 @@ LATENCY = [
     # 429s are left out of latency (governance excludes them): slow 429s burn nothing.
     test("latency: slow 429 answers do not count",
          [*buckets("429", {"0.5": 0, "1.5": 0, "2.5": 10, "+Inf": 10}), *buckets("201", {**FAST, "0.5": 5,
-                                                                                     "1.5": 5, "2.5": 5, "+Inf": 5})],
+                                                                                     "1.5": 5, "2.5": 5,
+                                                                                     "+Inf": 5})],
          [expect("OfsreLatencyBudgetBurn", "65m"), expect("OfsreLatencyP95AboveTierLimit", "30m")]),
     test("latency: a handful of slow calls cannot page (minimum-traffic guard)",
          [*buckets("201", {"0.5": 0, "1.5": 0, "2.5": 0.125, "+Inf": 0.125})],
@@ -188,8 +196,8 @@ HTTP_CAUSES = [
          [expect("OfsreCapacityExceeded", "10m", fired(
              {"namespace": "ofsre", "service": "gateway", "severity": "warning", "team": "sre"},
              "gateway answered 0.07 calls/s with 529 over the last 5 minutes (the ecosystem expects at least 300 TPS).",
-             "The platform answers 529: calls beyond its global capacity are refused.", "OfsreCapacityExceeded",
-             "ofsre-compliance/ofsre-compliance?viewPanel=3&var-namespace=ofsre")),
+             "The platform answers 529: calls beyond its global capacity are refused.",
+             "OfsreCapacityExceeded", "ofsre-compliance/ofsre-compliance?viewPanel=3&var-namespace=ofsre")),
           expect("OfsreTPMLimitBurst", "10m")]),
     test("no 529, no capacity alert; a few 429s are no burst",
          [http("201", 10, GATEWAY), http("429", 0.5, GATEWAY)],
@@ -232,8 +240,8 @@ AUTOSCALING = [
           expect("OfsreHPAScalingInactive", "20m", fired(
               {**HPA, "condition": "ScalingActive", "status": "false", "severity": "warning", "team": "sre"},
               "HPA ofsre/payments reports ScalingActive=false: it cannot read its metrics and does not scale.",
-              "An autoscaler cannot compute its desired replicas (ScalingActive is false).", "OfsreHPAScalingInactive",
-              AUTOSCALING_URL.format(2))),
+              "An autoscaler cannot compute its desired replicas (ScalingActive is false).",
+              "OfsreHPAScalingInactive", AUTOSCALING_URL.format(2))),
           expect("OfsreReplicasUnavailable", "20m", *(fired(
               {**labels, "severity": "warning", "team": "sre"},
               f"Deployment ofsre/{dep} has had fewer available replicas than needed for 10 minutes "
@@ -266,7 +274,8 @@ QUEUES_URL = "ofsre-queues/ofsre-queues?viewPanel={}&var-namespace=ofsre"
 
 
 def queue_latency(steps: dict[str, float]) -> list[dict]:
-    return [series("ofsre_queue_publish_to_consume_seconds_bucket", {**WORKER, **WSCRAPE, "le": le}, counter(s))
+    return [series("ofsre_queue_publish_to_consume_seconds_bucket", {**WORKER, **WSCRAPE, "le": le},
+                   counter(s))
             for le, s in steps.items()]
 
 
@@ -283,15 +292,21 @@ QUEUES = [
           queue("ofsre_queue_messages_failed_total", counter(1), outcome="retry"),
           queue("ofsre_queue_messages_failed_total", "0x20 1x260", outcome="dead_letter")],
          [expect("OfsreQueueLatencyHigh", "30m", fired(
-             QUEUE_LABELS, "Queue pix-payments (worker): p95 publish-to-consume latency is 58.5s over 10 minutes.",
-             "Messages wait too long between publish and processing.", "OfsreQueueLatencyHigh", QUEUES_URL.format(1))),
+             QUEUE_LABELS,
+             "Queue pix-payments (worker): p95 publish-to-consume latency is 58.5s over 10 minutes.",
+             "Messages wait too long between publish and processing.", "OfsreQueueLatencyHigh",
+             QUEUES_URL.format(1))),
           expect("OfsreQueueFailuresHigh", "30m", fired(
-              QUEUE_LABELS, "Queue pix-payments (worker): 9.091% of the messages handled in the last 10 minutes failed.",
-              "A growing share of queue messages fails to process.", "OfsreQueueFailuresHigh", QUEUES_URL.format(2))),
+              QUEUE_LABELS,
+              "Queue pix-payments (worker): 9.091% of the messages handled in the last 10 minutes failed.",
+              "A growing share of queue messages fails to process.", "OfsreQueueFailuresHigh",
+              QUEUES_URL.format(2))),
           expect("OfsreQueueDeadLetters", "8m", fired(
-              QUEUE_LABELS, "Queue pix-payments (worker): 1 messages dead-lettered in the last 10 minutes; they will "
-                            "not be retried.",
-              "Messages were moved to the dead-letter queue.", "OfsreQueueDeadLetters", QUEUES_URL.format(2))),
+              QUEUE_LABELS,
+              "Queue pix-payments (worker): 1 messages dead-lettered in the last 10 minutes; they will "
+              "not be retried.",
+              "Messages were moved to the dead-letter queue.", "OfsreQueueDeadLetters",
+              QUEUES_URL.format(2))),
           expect("OfsreQueueDeadLetters", "30m")]),  # the dead letter is older than 10 minutes
     test("a healthy queue",
          [*queue_latency({"1.0": 10, "30.0": 10, "60.0": 10, "+Inf": 10}),
@@ -306,17 +321,19 @@ TELEMETRY_URL = "ofsre-telemetry/ofsre-telemetry?viewPanel={}&var-namespace=ofsr
 PAY = {"namespace": "ofsre", **SCRAPE}
 TELEMETRY = [
     test("a shipper drops records, telemetry errors, a target down",
-         [series("ofsre_log_records_dropped_total", {**PAY, "backend": "loki", "reason": "queue_full"}, "0x20 5x260"),
+         [series("ofsre_log_records_dropped_total", {**PAY, "backend": "loki", "reason": "queue_full"},
+                 "0x20 5x260"),
           series("ofsre_telemetry_errors_total", {**PAY, "component": "tracing"}, "0x20 3x260"),
           series("up", PAY, "1x20 0x260"),
           series("up", {"job": "kube-state-metrics", "instance": "127.0.0.1:9100"}, flat(1))],
          [expect("OfsreLogShipperDropping", "8m", fired(
-             {"namespace": "ofsre", "job": "payments", "backend": "loki", "reason": "queue_full", "severity": "warning",
-              "team": "sre"},
+             {"namespace": "ofsre", "job": "payments", "backend": "loki", "reason": "queue_full",
+              "severity": "warning", "team": "sre"},
              "payments: the loki shipper dropped 5 records (queue_full) in the last 10 minutes.",
              "A log shipper is dropping log records.", "OfsreLogShipperDropping", TELEMETRY_URL.format(1))),
           expect("OfsreTelemetryErrors", "8m", fired(
-              {"namespace": "ofsre", "job": "payments", "component": "tracing", "severity": "info", "team": "sre"},
+              {"namespace": "ofsre", "job": "payments", "component": "tracing", "severity": "info",
+               "team": "sre"},
               "payments: 3 telemetry errors in tracing in the last 10 minutes.",
               "Telemetry code swallowed errors (the application was not affected).", "OfsreTelemetryErrors",
               TELEMETRY_URL.format(2))),
@@ -327,7 +344,8 @@ TELEMETRY = [
               "Prometheus cannot scrape a target: its metrics and alerts are blind.", "OfsreScrapeTargetDown",
               TELEMETRY_URL.format(3)))]),
     test("healthy telemetry",
-         [series("ofsre_log_records_dropped_total", {**PAY, "backend": "loki", "reason": "queue_full"}, flat(5)),
+         [series("ofsre_log_records_dropped_total", {**PAY, "backend": "loki", "reason": "queue_full"},
+                 flat(5)),
           series("ofsre_telemetry_errors_total", {**PAY, "component": "tracing"}, flat(3)),
           series("up", PAY, flat(1)),
           series("up", {"job": "kube-state-metrics", "instance": "127.0.0.1:9100"}, flat(1))],
@@ -337,7 +355,8 @@ TELEMETRY = [
 
 PCM_URL = "ofsre-compliance/ofsre-compliance?viewPanel={}&var-namespace=ofsre"
 SENDER = {"namespace": "ofsre", "job": "pcm-sender", "instance": "127.0.0.1:9300"}
-EDGE = {"namespace": "ofsre", "job": "gateway", "pod": "gateway-1", "instance": "127.0.0.1:9000", "service": "gateway"}
+EDGE = {"namespace": "ofsre", "job": "gateway", "pod": "gateway-1", "instance": "127.0.0.1:9000",
+        "service": "gateway"}
 PCM = [
     test("PCM reports late, held and dropped",
          [series("ofsre_pcm_deadline_seconds_left", SENDER, flat(5400)),      # 1 h 30 left, reports waiting
@@ -355,11 +374,14 @@ PCM = [
               {"namespace": "ofsre", "severity": "warning", "team": "sre"},
               "3 PCM reports are held after a 400/401/403/406/415 (ofsre pcm results --status HELD); fix the cause, "
               "then ofsre pcm requeue.",
-              "The PCM refused a batch of reports for good; they are held.", "OfsrePcmReportsHeld", PCM_URL.format(7))),
+              "The PCM refused a batch of reports for good; they are held.", "OfsrePcmReportsHeld",
+              PCM_URL.format(7))),
           expect("OfsrePcmReportsDropped", "8m", fired(
-              {"namespace": "ofsre", "job": "gateway", "reason": "queue_full", "severity": "critical", "team": "sre"},
+              {"namespace": "ofsre", "job": "gateway", "reason": "queue_full", "severity": "critical",
+               "team": "sre"},
               "gateway dropped 5 PCM reports (queue_full) in the last 10 minutes: the regulator will not receive them.",
-              "PCM reports were lost before reaching the local store.", "OfsrePcmReportsDropped", PCM_URL.format(8)))]),
+              "PCM reports were lost before reaching the local store.", "OfsrePcmReportsDropped",
+              PCM_URL.format(8)))]),
     test("PCM reports on time: close to the deadline with nothing waiting",
          [series("ofsre_pcm_deadline_seconds_left", SENDER, flat(5400)),
           series("ofsre_pcm_backlog_reports", {**SENDER, "kind": "private"}, flat(0)),

@@ -66,10 +66,11 @@ CLUSTER_ONLY = {
     "container_memory_working_set_bytes": "cAdvisor (kubelet) series; the local runtime has no cgroups",
 }
 # Exposed by `ofsre pcm send --metrics-port` (the deadline gauges) and by services with OFSRE_PCM_CAPTURE
-# (the drops); the local runtime runs neither (tests/exporters/pcm and tests/platform/e2e/test_pcm.py check them).
+# (the drops); the local runtime runs neither (tests/exporters/pcm and tests/platform/e2e/test_pcm.py check
+# them).
 PCM_ONLY = {name: "PCM reporting is off in the local runtime" for name in (
-    "ofsre_pcm_deadline_seconds_left", "ofsre_pcm_backlog_reports", "ofsre_pcm_held_reports", "ofsre_pcm_day_reports",
-    "ofsre_pcm_reports_dropped_total")}
+    "ofsre_pcm_deadline_seconds_left", "ofsre_pcm_backlog_reports", "ofsre_pcm_held_reports",
+    "ofsre_pcm_day_reports", "ofsre_pcm_reports_dropped_total")}
 # Synthesised by Prometheus for every scrape target, not exposed by a service.
 PROMETHEUS_OWN = {"up"}
 # Created with the first error a process swallows: a healthy platform does not expose it, so a
@@ -89,8 +90,8 @@ NO_DATA_HERE = {
     "ofsre_pcm_": "PCM reporting is off in the local runtime (no capture, no sender)",
     'tier=~"media"': "the reference platform serves no média-tier endpoint (credit cards and loans are not built)",
 }
-VARIABLES = {"$__rate_interval": "20s", "$__range": "2m", "$namespace": "ofsre", "$service": ".+", "$queue": ".+",
-             "$api": ".+", "$level": ".+"}
+VARIABLES = {"$__rate_interval": "20s", "$__range": "2m", "$namespace": "ofsre", "$service": ".+",
+             "$queue": ".+", "$api": ".+", "$level": ".+"}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -195,7 +196,8 @@ class Traffic:
                     ids = [p for p in (journey.pix_payment("12.00") for _ in range(2)) if p]
                     if ids:
                         journey.wait_settled(ids, 5)
-                except httpx.HTTPError as exc:  # a slow answer on a loaded machine: note it, keep the traffic going
+                # a slow answer on a loaded machine: note it, keep the traffic going
+                except httpx.HTTPError as exc:
                     journey.failures.append(repr(exc))
                 self.rounds += 1
 
@@ -239,7 +241,8 @@ def stack(tmp_path_factory):
     loki = FakeBackend("loki")
     base = RuntimeConfig(data_dir=work / "platform", gateway_port=0, queue_backend="db", mtls=False)
     pinned = {"replicas": 1, "min_replicas": 1, "max_replicas": 1}
-    cfg = replace(base.with_services(**pinned), gateway=replace(base.gateway, **pinned), deregistration_delay=0.0,
+    cfg = replace(base.with_services(**pinned), gateway=replace(base.gateway, **pinned),
+                  deregistration_delay=0.0,
                   env={"OFSRE_LOG_SHIPPER": "loki", "OFSRE_LOKI_URL": loki.url, "OFSRE_LOG_BATCH_WAIT": "0.2",
                        "OFSRE_SETTLEMENT_LATENCY_MS": "50", "OFSRE_QUEUE_POLL_MAX_SECONDS": "0.2"},
                   scrape_interval="1s")
@@ -256,14 +259,16 @@ def stack(tmp_path_factory):
         am_cfg.write_text(yaml.safe_dump({
             "route": {"receiver": "hook", "group_by": ["alertname", "service", "route", "long_window"],
                       "group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h"},
-            "receivers": [{"name": "hook", "webhook_configs": [{"url": receiver.url, "send_resolved": False}]}]}))
+            "receivers": [{"name": "hook",
+                           "webhook_configs": [{"url": receiver.url, "send_resolved": False}]}]}))
         procs.append(subprocess.Popen(
             [ALERTMANAGER, f"--config.file={am_cfg}", f"--storage.path={work / 'am'}",
              f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address="],
             stdout=(work / "alertmanager.log").open("wb"), stderr=subprocess.STDOUT))
         scrape = yaml.safe_load(runtime.scrape_config.read_text())
         scrape["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
-        scrape["rule_files"] = [str(rules_dir / "recording-rules.yaml"), str(rules_dir / "alerting-rules.yaml")]
+        scrape["rule_files"] = [str(rules_dir / "recording-rules.yaml"),
+                                str(rules_dir / "alerting-rules.yaml")]
         scrape["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]}
         prom_cfg = work / "prometheus.yml"
         prom_cfg.write_text(yaml.safe_dump(scrape))
@@ -332,7 +337,8 @@ def metric_names(expr: str) -> set[str]:
 
 def test_every_metric_a_panel_or_rule_uses_is_exposed_by_a_running_process(stack):
     runtime, _prom, _receiver, traffic = stack
-    wait_for(lambda: traffic.settled(runtime), 60, lambda: "a Pix payment settled by the worker; " + traffic.why())
+    wait_for(lambda: traffic.settled(runtime), 60,
+             lambda: "a Pix payment settled by the worker; " + traffic.why())
     urls = [r.url for dep in runtime.all_deployments() for r in dep.replicas()]
     urls.append(runtime.endpoints()["runtime_metrics"].removesuffix("/metrics"))
     exposed: set[str] = set()

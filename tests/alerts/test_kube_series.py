@@ -33,8 +33,8 @@ def test_runtime_exposes_requests_per_replica_and_hpa_targets(tmp_path):
     cfg = RuntimeConfig(
         data_dir=tmp_path, gateway_port=0, migrate_command=None,
         command=(sys.executable, str(STANDIN), "{service}", "--host", "{host}", "--port", "{port}"),
-        services=(ServiceConfig("consents", replicas=2, max_replicas=3, cpu_request=0.1, memory_request_mib=64,
-                                cpu_target=50, memory_target=70),),
+        services=(ServiceConfig("consents", replicas=2, max_replicas=3, cpu_request=0.1,
+                                memory_request_mib=64, cpu_target=50, memory_target=70),),
         controller=ControllerConfig(sync_period=1.0), deregistration_delay=0.2, termination_grace=5.0)
     rt = LocalRuntime(cfg)
     rt.start()
@@ -42,15 +42,18 @@ def test_runtime_exposes_requests_per_replica_and_hpa_targets(tmp_path):
         url = rt.endpoints()["runtime_metrics"]
         requests = _samples(url, semconv.KUBE_POD_RESOURCE_REQUESTS.name)
         pods = {r.name for r in rt.deployments["consents"].replicas()}
-        got = {(s["pod"], s["resource"], s["unit"]): s["value"] for s in requests if s["container"] == "consents"}
+        got = {(s["pod"], s["resource"],
+                s["unit"]): s["value"] for s in requests if s["container"] == "consents"}
         assert got == {**{(p, "cpu", "core"): 0.1 for p in pods},
                        **{(p, "memory", "byte"): float(64 * MIB) for p in pods}}
         assert all(s["namespace"] == "ofsre" and s["node"] and s["uid"] for s in requests)
         assert {s["pod"] for s in requests if s["container"] == "gateway"}  # every deployment is reported
         targets = _samples(url, semconv.KUBE_HPA_TARGET_METRIC.name)
         assert {(s["metric_name"], s["metric_target_type"]): s["value"]
-                for s in targets if s["horizontalpodautoscaler"] == "consents"} == {("cpu", "utilization"): 50.0,
-                                                                                    ("memory", "utilization"): 70.0}
+                for s in targets if s["horizontalpodautoscaler"] == "consents"} == {("cpu",
+                                                                                     "utilization"): 50.0,
+                                                                                    ("memory",
+                                                                                     "utilization"): 70.0}
         # A replica that goes away takes its series with it.
         rt.deployments["consents"].scale(1)
         deadline = time.monotonic() + 30

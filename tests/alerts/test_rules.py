@@ -145,7 +145,8 @@ def test_prometheusrule_validates_against_the_operator_crd(built):
     doc = yaml.safe_load((built / "prometheusrule.yaml").read_text())
     errors = sorted(Draft7Validator(schema).iter_errors(doc), key=lambda e: list(e.path))
     assert not errors, [f"{list(e.path)}: {e.message}" for e in errors[:5]]
-    plain = [yaml.safe_load((built / n).read_text())["groups"] for n in ("recording-rules.yaml", "alerting-rules.yaml")]
+    plain = [yaml.safe_load((built / n).read_text())["groups"] for n in ("recording-rules.yaml",
+                                                                         "alerting-rules.yaml")]
     assert doc["spec"]["groups"] == plain[0] + plain[1]
 
 
@@ -189,7 +190,8 @@ def test_config_overrides_selectors_objectives_and_for(tmp_path):
     cfg = load_config(f)
     rules = build.render_all(cfg)
     assert 'namespace="prod"' in rules["recording-rules.yaml"] and 'namespace="ofsre"' not in rules["recording-rules.yaml"]
-    groups = {r["alert"] + r["labels"].get("long_window", ""): r for g in alert_groups(cfg) for r in g["rules"]}
+    groups = {r["alert"] + r["labels"].get("long_window",
+                                           ""): r for g in alert_groups(cfg) for r in g["rules"]}
     assert groups["OfsreAvailabilityBudgetBurn1h"]["expr"].startswith(
         f"{Records.error_ratio('1h')} > 0.0144\n")  # 14.4 × (1 − 0.999)
     assert groups["OfsreHPAAtMaxReplicas"]["for"] == "30m"
@@ -205,8 +207,10 @@ def test_config_overrides_selectors_objectives_and_for(tmp_path):
     ({"min_requests": -1}, "min_requests: must not be negative"),
     ({"services": "payments"}, "services: a list of strings"),
     ({"workload_regex": "payments"}, "workload_regex: must contain '{service}'"),
-    ({"alert_for": {"OfsreHPAAtMaxReplicas": "soon"}}, "alert_for.OfsreHPAAtMaxReplicas: 'soon' is not a Prometheus duration"),
-    ({"burn_windows": [{"long": "1h", "short": "5m"}]}, "burn_windows[0]: needs long, short, factor and severity"),
+    ({"alert_for": {"OfsreHPAAtMaxReplicas": "soon"}},
+     "alert_for.OfsreHPAAtMaxReplicas: 'soon' is not a Prometheus duration"),
+    ({"burn_windows": [{"long": "1h", "short": "5m"}]},
+     "burn_windows[0]: needs long, short, factor and severity"),
     ({"burn_windows": [{"long": "1h", "short": "5m", "factor": 14.4, "severity": "page"}]},
      "burn_windows: severity 'page' is not critical, warning or info"),
 ])
@@ -236,5 +240,6 @@ def test_cli_builds_the_files_and_reports_a_bad_config(tmp_path):
     out = _run(*ofsre, "alerts", "build", "--out", str(tmp_path / "file"))
     assert out.returncode == 1 and out.stderr.startswith(f"ofsre alerts: cannot write {tmp_path / 'file'}")
     (tmp_path / "broken.toml").write_text("namespace = \n")
-    out = _run(*ofsre, "alerts", "build", "--out", str(tmp_path / "x"), "--config", str(tmp_path / "broken.toml"))
+    out = _run(*ofsre, "alerts", "build", "--out", str(tmp_path / "x"), "--config",
+               str(tmp_path / "broken.toml"))
     assert out.returncode == 2 and "not valid TOML" in out.stderr

@@ -51,7 +51,8 @@ class FakeGrafana:
             if auth != self.auth:
                 return 401, {"message": "Unauthorized"}
             if (method, path) == ("GET", "/api/folders"):
-                return 200, [{"id": f["id"], "uid": f["uid"], "title": f["title"]} for f in self.folders.values()]
+                return 200, [{"id": f["id"], "uid": f["uid"],
+                              "title": f["title"]} for f in self.folders.values()]
             if (method, path) == ("POST", "/api/folders"):
                 title = (body or {}).get("title")
                 if not title:
@@ -66,7 +67,8 @@ class FakeGrafana:
                 return self._save(body or {})
             if (method, path) == ("GET", "/api/search"):
                 folders = set(query.get("folderUIDs", []))
-                hits = [{"uid": uid, "title": d["dashboard"]["title"], "type": "dash-db", "folderUid": d["folderUid"]}
+                hits = [{"uid": uid, "title": d["dashboard"]["title"], "type": "dash-db",
+                         "folderUid": d["folderUid"]}
                         for uid, d in self.dashboards.items() if not folders or d["folderUid"] in folders]
                 return 200, hits
             return 404, {"message": "Not found"}
@@ -80,7 +82,8 @@ class FakeGrafana:
             return 412, {"status": "version-mismatch",
                          "message": "The dashboard has been changed by someone else"}
         if uid in self.dashboards and not body.get("overwrite"):
-            return 412, {"status": "name-exists", "message": "A dashboard with the same name in the folder already exists"}
+            return 412, {"status": "name-exists",
+                         "message": "A dashboard with the same name in the folder already exists"}
         if body.get("folderUid") and body["folderUid"] not in self.folders:
             return 400, {"message": "folder not found"}
         version = self.dashboards.get(uid, {}).get("version", 0) + 1

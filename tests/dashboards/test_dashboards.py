@@ -138,7 +138,8 @@ def test_every_alert_links_to_a_panel_that_exists(dashboards):
     by_uid = {d["uid"]: d for d in dashboards.values()}
     for group in alert_groups(MonitoringConfig()):
         for rule in group["rules"]:
-            m = re.match(r"http://localhost:3000/d/([^/]+)/[^?]+\?viewPanel=(\d+)", rule["annotations"]["dashboard_url"])
+            m = re.match(r"http://localhost:3000/d/([^/]+)/[^?]+\?viewPanel=(\d+)",
+                         rule["annotations"]["dashboard_url"])
             assert m, rule["alert"]
             panel_ids = {p["id"] for p in _panels(by_uid[m.group(1)])}
             assert int(m.group(2)) in panel_ids, f"{rule['alert']} links to a missing panel"
@@ -193,12 +194,12 @@ def test_a_compliance_section_and_an_alert_are_one_small_addition_each(monkeypat
     from ofsre.dashboards._lib import q, ts
 
     def pcm(board):
-        return [ts("PCM reports delivered", [q(f"sum(rate(ofsre_build_info{{{board.ns()}}}[$__rate_interval]))")],
-                   "ops")]
+        return [ts("PCM reports delivered",
+                   [q(f"sum(rate(ofsre_build_info{{{board.ns()}}}[$__rate_interval]))")], "ops")]
 
     def pcm_alerts(cfg):
-        return [Alert("OfsrePcmBacklog", "vector(1) > 0", "warning", "PCM reports are late.", "{{ $value }} late.",
-                      ("compliance", "available_minutes"))]
+        return [Alert("OfsrePcmBacklog", "vector(1) > 0", "warning", "PCM reports are late.",
+                      "{{ $value }} late.", ("compliance", "available_minutes"))]
 
     monkeypatch.setattr(compliance, "SECTIONS", [*compliance.SECTIONS, pcm])
     monkeypatch.setitem(rules.COMPONENTS, "pcm", pcm_alerts)

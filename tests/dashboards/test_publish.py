@@ -30,8 +30,8 @@ def dashboards():
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ofsre", "dashboards", "publish", *args], capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "ofsre", "dashboards", "publish", *args],
+                          capture_output=True, text=True, timeout=120)
 
 
 def test_publish_creates_the_folder_and_uploads_every_dashboard(grafana):

@@ -35,7 +35,8 @@ def test_loki_static_labels_and_structured_metadata(servers, handlers, logger):
     assert handler.flush(10)
     assert server.errors == []
     record = server.records[0]
-    assert record["_labels"] == {"k8s_cluster": "sp-1", "service": "payments", "env": "test", "level": "warning"}
+    assert record["_labels"] == {"k8s_cluster": "sp-1", "service": "payments", "env": "test",
+                                 "level": "warning"}
     assert record["_metadata"]["logger"] == logger.name
     assert "logger" not in record and "trace_id" not in record
 
@@ -68,7 +69,8 @@ def test_loki_timestamps_are_nanosecond_strings_of_the_log_call(servers, handler
     assert before - 1_000_000 <= int(server.records[0]["_ts"]) <= after + 1_000_000
 
 
-def test_an_oversized_message_is_truncated_and_an_oversized_extra_dropped(servers, handlers, logger, registry):
+def test_an_oversized_message_is_truncated_and_an_oversized_extra_dropped(servers, handlers, logger,
+                                                                          registry):
     server = servers("loki")
     handler = handlers("loki", server)
     logger.addHandler(handler)
@@ -205,7 +207,8 @@ def test_elastic_documents_are_ecs_without_the_unredacted_original(servers, hand
     server = servers("elastic")
     handler = handlers("elastic", server)
     logger.addHandler(handler)
-    logger.info("cpf %s", "123.456.789-09", extra={"log": "clashes with ECS log.*", "http": {"method": "GET"}})
+    logger.info("cpf %s", "123.456.789-09",
+                extra={"log": "clashes with ECS log.*", "http": {"method": "GET"}})
     assert handler.flush(10)
     (doc,) = server.records
     assert doc["message"] == "cpf [CPF]" and "123.456.789-09" not in str(doc)

@@ -30,7 +30,8 @@ def _delivered(server, count: int) -> set[str]:
 
 
 @pytest.mark.parametrize("down_for", [0.0, 3.0])
-def test_fifty_thousand_short_records_at_default_settings_are_all_delivered(down_for, servers, registry, logger):
+def test_fifty_thousand_short_records_at_default_settings_are_all_delivered(down_for, servers, registry,
+                                                                            logger):
     server = servers("loki")
     if down_for:
         server.stop()

@@ -52,8 +52,8 @@ def no_service_env(monkeypatch):
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("variable", ["OTEL_SERVICE_NAME", "OFSRE_SERVICE"])
-def test_the_service_name_comes_from_the_environment(kind, variable, servers, registry, logger, no_service_env,
-                                                     monkeypatch):
+def test_the_service_name_comes_from_the_environment(kind, variable, servers, registry, logger,
+                                                     no_service_env, monkeypatch):
     monkeypatch.setenv(variable, "from-env")
     assert _ship_one(kind, servers(kind), registry, logger) == "from-env"
 

@@ -76,7 +76,8 @@ def test_backend_down_for_a_while_loses_nothing(kind, servers, handlers, logger,
     handler = handlers(kind, server)
     logger.addHandler(handler)
     messages = emit(logger, 30)
-    assert wait_until(lambda: sample(registry, semconv.LOG_BATCHES, backend=kind, outcome="network_error") >= 2)
+    assert wait_until(lambda: sample(registry, semconv.LOG_BATCHES, backend=kind,
+                                     outcome="network_error") >= 2)
     server.start()
 
     assert handler.flush(10)
@@ -133,7 +134,8 @@ def test_server_errors_are_retried_with_backoff(kind, servers, handlers, logger,
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_a_400_batch_is_dropped_and_counted_and_the_pipeline_moves_on(kind, servers, handlers, logger, registry):
+def test_a_400_batch_is_dropped_and_counted_and_the_pipeline_moves_on(kind, servers, handlers, logger,
+                                                                      registry):
     server = servers(kind)
     server.respond(Reply(400))
     handler = handlers(kind, server)

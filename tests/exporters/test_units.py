@@ -62,8 +62,9 @@ def test_backoff_is_exponential_with_full_jitter_and_capped():
     assert min(backoff_delay(10, 0.5, 30.0, rng) for _ in range(200)) < 5    # full jitter reaches low
 
 
-@pytest.mark.parametrize(("status", "retry"), [(408, True), (429, True), (500, True), (503, True), (400, False),
-                                              (401, False), (403, False), (404, False), (413, False)])
+@pytest.mark.parametrize(("status", "retry"),
+                         [(408, True), (429, True), (500, True), (503, True), (400, False),
+                          (401, False), (403, False), (404, False), (413, False)])
 def test_which_statuses_are_retried(status, retry):
     assert is_retryable(status) is retry
 

@@ -17,7 +17,8 @@ from ofsre.instrumentation._asgi import is_valid_interaction_id
 from .test_never_hurts import explode, telemetry_errors
 
 IID = "3f2b8c1e-5d4a-4b6f-9c2d-1a0e7f6b5c4d"
-MALFORMED = ["abc", "1e3", "", " ", "-1", "+5", "1_000", "0x10", "12abc", "1.5", "\xb2", "\xb9\xb2", "3, 3", "5\x00"]
+MALFORMED = ["abc", "1e3", "", " ", "-1", "+5", "1_000", "0x10", "12abc", "1.5", "\xb2", "\xb9\xb2", "3, 3",
+             "5\x00"]
 SIZE_LABELS = {"service": "svc", "route": "/echo", "method": "POST", "status": "200", "api": "", "tier": ""}
 
 
@@ -47,7 +48,8 @@ async def test_a_malformed_content_length_keeps_id_span_metrics_and_body(value, 
 async def test_a_malformed_content_length_with_a_body_counts_the_body_read(value, make_app, registry,
                                                                           call_asgi):
     app = make_app()
-    status, _, body = await call_asgi(app, "POST", "/echo", headers=[("content-length", value)], body=b"x" * 7)
+    status, _, body = await call_asgi(app, "POST", "/echo", headers=[("content-length", value)],
+                                      body=b"x" * 7)
     assert (status, body) == (200, b"x" * 7)
     assert registry.get_sample_value(semconv.HTTP_REQUEST_SIZE.name + "_sum", SIZE_LABELS) == 7
 
@@ -113,7 +115,8 @@ async def test_a_failing_span_step_keeps_id_and_metrics(make_app, registry, span
     assert telemetry_errors(registry) == 1
 
 
-async def test_a_failing_in_flight_gauge_keeps_everything_else(make_app, registry, spans, monkeypatch, call_asgi):
+async def test_a_failing_in_flight_gauge_keeps_everything_else(make_app, registry, spans, monkeypatch,
+                                                               call_asgi):
     app = make_app()
     await call_asgi(app, "GET", "/items/1")
     route = next(iter(app.build_middleware_stack.ofsre_middleware._routes.values()))

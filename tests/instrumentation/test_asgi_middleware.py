@@ -54,12 +54,14 @@ async def test_catalog_route_is_labelled_even_when_the_app_does_not_serve_it(mak
                           api="consents", tier="alta") == 1
 
 
-async def test_ten_thousand_random_unmatched_paths_add_exactly_one_route_series(make_app, registry, call_asgi):
+async def test_ten_thousand_random_unmatched_paths_add_exactly_one_route_series(make_app, registry,
+                                                                                call_asgi):
     app = make_app()
     rng = random.Random(7)
     for _ in range(10_000):
         depth = rng.randint(1, 5)
-        path = "/" + "/".join("".join(rng.choices(string.ascii_letters + string.digits, k=8)) for _ in range(depth))
+        path = "/" + "/".join("".join(rng.choices(string.ascii_letters + string.digits,
+                                                  k=8)) for _ in range(depth))
         await call_asgi(app, "GET", path)
     labels = series(registry, semconv.HTTP_REQUESTS)
     assert labels == [{"service": "svc", "route": semconv.UNKNOWN_ROUTE, "method": "GET", "status": "404",
@@ -243,7 +245,8 @@ async def test_exemplars_only_with_openmetrics(make_app, registry, span_exporter
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
         await client.get("/items/3")
         text = await client.get("/metrics")
-        openmetrics = await client.get("/metrics", headers={"accept": "application/openmetrics-text; version=1.0.0"})
+        openmetrics = await client.get("/metrics",
+                                       headers={"accept": "application/openmetrics-text; version=1.0.0"})
     trace_id = format(span_exporter.get_finished_spans()[0].context.trace_id, "032x")
     assert text.headers["content-type"].startswith("text/plain")
     assert "trace_id" not in text.text
@@ -291,8 +294,10 @@ async def test_duration_buckets_come_from_the_catalog_in_use(make_app, registry,
     raw = {"tiers": {"alta": {"p95_ms": 300, "tpm": 2500}, "baixa": {"p95_ms": 7000, "tpm": 500}},
            "ecosystem": {"client_timeout_s": 20},
            "slo": {"latency_objective": 0.95, "availability_objective": 0.995,
-                   "availability_daily_objective": 0.95, "availability_window_days": 90, "latency_window_days": 30},
-           "family": [{"api": "x", "version": "1.0.0", "base": "/x/v1", "endpoints": [["GET", "/a", "alta"]]}]}
+                   "availability_daily_objective": 0.95, "availability_window_days": 90,
+                   "latency_window_days": 30},
+           "family": [{"api": "x", "version": "1.0.0", "base": "/x/v1",
+                       "endpoints": [["GET", "/a", "alta"]]}]}
     catalog = parse_catalog(raw)
     app = make_app(catalog=catalog)
     await call_asgi(app, "GET", "/items/1")

@@ -58,9 +58,11 @@ def test_buckets_hold_every_limit_exactly(catalog):
 
 def _raw(**over):
     raw = {"tiers": {"alta": {"p95_ms": 1500, "tpm": 2500}},
-           "slo": {"latency_objective": 0.95, "availability_objective": 0.995, "availability_daily_objective": 0.95,
+           "slo": {"latency_objective": 0.95, "availability_objective": 0.995,
+                   "availability_daily_objective": 0.95,
                    "availability_window_days": 90, "latency_window_days": 30},
-           "family": [{"api": "x", "version": "1.0.0", "base": "/x/v1", "endpoints": [["GET", "/a", "alta"]]}]}
+           "family": [{"api": "x", "version": "1.0.0", "base": "/x/v1",
+                       "endpoints": [["GET", "/a", "alta"]]}]}
     raw.update(over)
     return raw
 

@@ -40,7 +40,8 @@ def test_line_has_every_field_with_trace_and_interaction_ids(root_logger):
     configure_logging("payments", env="test", version="1.2.3", stream=out)
     tracer = TracerProvider().get_tracer("test")
     with tracer.start_as_current_span("request") as span, use_interaction_id("c9a3e1f0-0000-4000-8000-000000000001"):
-        logging.getLogger("payments.pix").info("pix %s sent", "p-1", extra={"payment_id": "p-1", "attempt": 2})
+        logging.getLogger("payments.pix").info("pix %s sent", "p-1",
+                                               extra={"payment_id": "p-1", "attempt": 2})
     [line] = _lines(out)
     ctx = span.get_span_context()
     assert RFC3339_MS.match(line.pop("timestamp"))
@@ -70,7 +71,8 @@ def test_message_extras_and_exception_are_redacted(root_logger):
     except ValueError:
         logging.getLogger("x").exception(
             "payer %s failed", "ana@example.com",
-            extra={"headers": {"Authorization": "Bearer abcdef123456"}, "cpf": "52998224725", "obj": _Printable()})
+            extra={"headers": {"Authorization": "Bearer abcdef123456"}, "cpf": "52998224725",
+                   "obj": _Printable()})
     [line] = _lines(out)
     assert line["message"] == "payer [EMAIL] failed"
     assert line["headers"] == {"Authorization": "[SECRET]"}

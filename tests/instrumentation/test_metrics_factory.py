@@ -64,7 +64,8 @@ def test_a_second_thread_switches_the_middleware_to_locked_updates(registry, tra
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    middleware = _asgi.OfsreMiddleware(app, "svc", registry=registry, tracer_provider=tracer_provider, logs=False)
+    middleware = _asgi.OfsreMiddleware(app, "svc", registry=registry, tracer_provider=tracer_provider,
+                                       logs=False)
     asyncio.run(call_asgi(middleware, "GET", "/x"))
     assert middleware._owner == threading.get_ident()
     other = threading.Thread(target=lambda: asyncio.run(call_asgi(middleware, "GET", "/x")))

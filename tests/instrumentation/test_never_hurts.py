@@ -13,7 +13,8 @@ from ofsre.instrumentation.metrics import metric
 
 from .conftest import Boom
 
-LABELS = {"service": "svc", "route": "/items/{item_id}", "method": "GET", "status": "200", "api": "", "tier": ""}
+LABELS = {"service": "svc", "route": "/items/{item_id}", "method": "GET", "status": "200", "api": "",
+          "tier": ""}
 
 
 def telemetry_errors(registry, component="asgi"):
@@ -71,7 +72,8 @@ async def test_a_tracer_that_raises(registry, call_asgi, make_app):
     assert context.interaction_id() is None and not trace.get_current_span().get_span_context().is_valid
 
 
-async def test_a_span_that_fails_to_end_still_restores_the_context(make_app, registry, monkeypatch, call_asgi):
+async def test_a_span_that_fails_to_end_still_restores_the_context(make_app, registry, monkeypatch,
+                                                                   call_asgi):
     monkeypatch.setattr(_asgi, "_end_span", explode)
     status, _, _ = await call_asgi(make_app(), "GET", "/items/1")
     assert status == 200 and telemetry_errors(registry) == 1

@@ -95,7 +95,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _serve_and_call(tmp_path: Path, source: str, command: list[str], port: int) -> tuple[list[dict], str, str]:
+def _serve_and_call(tmp_path: Path, source: str, command: list[str],
+                    port: int) -> tuple[list[dict], str, str]:
     (tmp_path / "newuser.py").write_text(textwrap.dedent(source))
     proc = subprocess.Popen(command, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
@@ -119,7 +120,8 @@ def _serve_and_call(tmp_path: Path, source: str, command: list[str], port: int) 
     return [json.loads(line) for line in stdout.splitlines() if line.strip()], stdout + stderr, iid
 
 
-def _assert_correlated_and_redacted(lines: list[dict], everything: str, iid: str, logger: str = "newuser") -> None:
+def _assert_correlated_and_redacted(lines: list[dict], everything: str, iid: str,
+                                    logger: str = "newuser") -> None:
     mine = [line for line in lines if line["logger"] == logger]
     assert len(mine) == 2, lines
     trace_ids = {line["trace_id"] for line in mine}
@@ -178,7 +180,8 @@ def test_logs_false_or_an_ofsre_configuration_is_left_alone(configured_first, tm
         root = logging.getLogger()
         print(len(root.handlers), logging.getLevelName(root.level), root.handlers and root.handlers[0].stream is mine)
     ''')
-    out = subprocess.run([sys.executable, "-c", script], env=_env(), capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", script], env=_env(), capture_output=True, text=True,
+                         timeout=60)
     assert out.returncode == 0, out.stderr
     expected = "1 WARNING True" if configured_first else "0 WARNING []"
     assert out.stdout.strip() == expected
@@ -197,7 +200,8 @@ def test_the_middleware_class_used_directly_makes_the_same_promise():
         logging.getLogger("x").info("cpf 123.456.789-09")
         print(logging_configured())
     ''')
-    out = subprocess.run([sys.executable, "-c", script], env=_env(), capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", script], env=_env(), capture_output=True, text=True,
+                         timeout=60)
     assert out.returncode == 0, out.stderr
     line, configured = out.stdout.splitlines()
     assert json.loads(line)["message"] == "cpf [CPF]" and configured == "True"

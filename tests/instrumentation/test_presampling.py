@@ -129,7 +129,8 @@ async def test_a_user_sampler_gets_no_shortcut_and_sees_the_attributes(call_asgi
     assert any(s.kind == trace.SpanKind.SERVER for s in exporter.get_finished_spans())
 
 
-@pytest.mark.parametrize("sampler", [ALWAYS_OFF, ParentBased(TraceIdRatioBased(0.0)), TraceIdRatioBased(0.25)])
+@pytest.mark.parametrize("sampler",
+                         [ALWAYS_OFF, ParentBased(TraceIdRatioBased(0.0)), TraceIdRatioBased(0.25)])
 def test_the_shortcut_applies_to_the_sdks_own_samplers(sampler):
     tracer = TracerProvider(sampler=sampler).get_tracer("t")
     assert Presampler.of(tracer) is not None
@@ -155,5 +156,6 @@ def test_the_inline_decision_is_the_samplers_own(sampler, parent):
     parent_span = trace.get_current_span(context).get_span_context() if parent else None
     for trace_id in range(1, 2 ** 64, 2 ** 64 // 97):
         expected = sampler.should_sample(context, trace_id, "GET /x").decision.is_sampled()
-        decide = presampler.decide or (lambda p, t: sampler.should_sample(context, t, "x").decision.is_sampled())
+        decide = presampler.decide or (lambda p,
+                                       t: sampler.should_sample(context, t, "x").decision.is_sampled())
         assert decide(parent_span if parent_span and parent_span.is_valid else None, trace_id) == expected

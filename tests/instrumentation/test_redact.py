@@ -74,7 +74,8 @@ def test_known_published_examples():
 @pytest.mark.parametrize("cpf", CPFS)
 def test_valid_cpfs_are_redacted_formatted_and_bare(cpf):
     assert is_valid_cpf(cpf)
-    for text in (f"cliente {fmt_cpf(cpf)} pagou", f"cpf={cpf}&x=1", f'{{"doc": "{cpf}"}}', f"({fmt_cpf(cpf)})."):
+    for text in (f"cliente {fmt_cpf(cpf)} pagou", f"cpf={cpf}&x=1", f'{{"doc": "{cpf}"}}',
+                 f"({fmt_cpf(cpf)})."):
         out = redact_text(text)
         assert CPF_MARK in out and cpf[:9] not in out.replace(".", ""), (text, out)
 
@@ -101,7 +102,8 @@ def test_valid_cnpjs_are_redacted(cnpj):
     ("password=hunter2 user=ana", f"password={SECRET_MARK} user=ana"),
     ("OFSRE_LOKI_PASSWORD: p@ss", f"OFSRE_LOKI_PASSWORD: {SECRET_MARK}"),
     ("x-api-key: abc123", f"x-api-key: {SECRET_MARK}"),
-    ("redirect=https://bank/cb?access_token=tok123&state=1", f"redirect=https://bank/cb?access_token={SECRET_MARK}&state=1"),
+    ("redirect=https://bank/cb?access_token=tok123&state=1",
+     f"redirect=https://bank/cb?access_token={SECRET_MARK}&state=1"),
     ("senha='minha senha'", f"senha='{SECRET_MARK}'"),
     ("contato ana.souza+pix@banco.example.com.br hoje", f"contato {EMAIL_MARK} hoje"),
     ("from: JOAO_1@Example.COM", f"from: {EMAIL_MARK}"),
@@ -129,9 +131,11 @@ NEAR_MISSES = [
     "+55 11 91234-5678", "(11) 91234-5678", "11 3003-4070", "+5511912345678", "0800 729 0722",
     # ids
     "123e4567-e89b-12d3-a456-426614174000", "52998224-7251-1234-5678-123456789012",
-    "trace_id=4bf92f3577b34da6a3ce929d0e0e4736", "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    "trace_id=4bf92f3577b34da6a3ce929d0e0e4736",
+    "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
     "span 00f067aa0ba902b7", "trace 52998224725529982247255299822472",
-    "order ORD-2025-000123", "pedido 98765432100123456", "ORD52998224725", "pix E0000000020250101123456789ABCD",
+    "order ORD-2025-000123", "pedido 98765432100123456", "ORD52998224725",
+    "pix E0000000020250101123456789ABCD",
     # timestamps and amounts
     "2025-01-02T03:04:05.678Z", "at 1735787045 s", "epoch_ms 1735787045123", "R$ 1.234.567,89",
     "valor 52998224725,50", "amount 52998224725.10", "12345678.90",

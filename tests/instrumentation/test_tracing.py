@@ -76,7 +76,8 @@ async def test_the_server_span_is_current_inside_the_app(registry, tracer_provid
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    await call_asgi(instrument_app(app, "svc", registry=registry, tracer_provider=tracer_provider), "GET", "/")
+    await call_asgi(instrument_app(app, "svc", registry=registry, tracer_provider=tracer_provider), "GET",
+                    "/")
     [span] = span_exporter.get_finished_spans()
     assert seen == [span.context]
     assert not trace.get_current_span().get_span_context().is_valid  # detached afterwards
@@ -164,7 +165,8 @@ def test_otlp_exporter_sends_spans_to_the_configured_endpoint(monkeypatch):
     assert tracing.exporter_from_env() is None
 
 
-async def test_instrument_app_installs_tracing_and_turns_off_fastapis_own_span(fresh_global_tracing, call_asgi):
+async def test_instrument_app_installs_tracing_and_turns_off_fastapis_own_span(fresh_global_tracing,
+                                                                               call_asgi):
     app = FastAPI()
 
     @app.get("/x")
@@ -281,7 +283,8 @@ async def test_suppressed_instrumentation_sends_no_trace(tracer_provider, span_e
 
     token = otel_context.attach(otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True))
     try:
-        async with instrumented_client(transport=httpx.MockTransport(handler), tracer_provider=tracer_provider) as c:
+        async with instrumented_client(transport=httpx.MockTransport(handler),
+                                       tracer_provider=tracer_provider) as c:
             await c.get("http://exporter.local/v1/traces")
     finally:
         otel_context.detach(token)

@@ -36,7 +36,8 @@ def run_locust(locustfile: str, host: str, *args: str, timeout: float = 90, cwd:
     """``locust -f loadtests/<locustfile> --headless --host HOST ARGS`` in its own process."""
     cmd = [sys.executable, "-m", "locust", "-f", str(LOADTESTS / locustfile), "--headless", "--host", host,
            "--only-summary", "--loglevel", "WARNING", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env or clean_env())
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                          env=env or clean_env())
 
 
 @dataclass
@@ -56,7 +57,8 @@ def platform(tmp_path_factory):
     subprocess.run([*ofsre, "loadtest", "pki", str(pki), "--institutions", "6"], check=True, timeout=60,
                    env=clean_env(), capture_output=True)
     env = clean_env(OFSRE_CLIENT_CA_FILE=str(pki / "ca.pem"), OFSRE_TRUSTED_PROXIES="127.0.0.1/32")
-    up = subprocess.run([*ofsre, "platform", "up", "--detach", "--data-dir", str(data_dir), "--gateway-port", "0",
+    up = subprocess.run([*ofsre, "platform", "up", "--detach", "--data-dir", str(data_dir), "--gateway-port",
+                         "0",
                          "--no-autoscale"], capture_output=True, text=True, timeout=180, env=env, cwd=base)
     assert up.returncode == 0, up.stdout + up.stderr
     state = json.loads((data_dir / "runtime.json").read_text())
@@ -78,7 +80,8 @@ class StandIn:
             protocol_version = "HTTP/1.1"
 
             def do_GET(self):  # noqa: N802 - http.server's naming
-                status, headers, body = stand_in.respond(self.path, {k.lower(): v for k, v in self.headers.items()})
+                status, headers, body = stand_in.respond(self.path,
+                                                         {k.lower(): v for k, v in self.headers.items()})
                 self.send_response(status)
                 for k, v in {**headers, "content-length": str(len(body))}.items():
                     self.send_header(k, v)

@@ -81,19 +81,23 @@ class FakeKubernetes:
                     "metadata": {"resourceVersion": "100"}, "items": [{
                         "metadata": {"name": NAME, "namespace": NS, "uid": "hpa-uid-1",
                                      "creationTimestamp": _iso(self.t0 - 3600)},
-                        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": NAME},
+                        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                                    "name": NAME},
                                  "minReplicas": 1, "maxReplicas": 4,
                                  "metrics": [{"type": "Resource", "resource": {
-                                     "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]},
+                                     "name": "cpu",
+                                     "target": {"type": "Utilization", "averageUtilization": 80}}}]},
                         "status": {"currentReplicas": current, "desiredReplicas": desired,
                                    "lastScaleTime": _iso(self.t0),
                                    "currentMetrics": [{"type": "Resource", "resource": {
-                                       "name": "cpu", "current": {"averageUtilization": cpu, "averageValue": "400m"}}}],
+                                       "name": "cpu",
+                                       "current": {"averageUtilization": cpu, "averageValue": "400m"}}}],
                                    "conditions": [
                                        {"type": "AbleToScale", "status": "True", "reason": "ReadyForNewScale",
                                         "message": "recommended size matches current size",
                                         "lastTransitionTime": _iso(now)},
-                                       {"type": "ScalingActive", "status": "True", "reason": "ValidMetricFound",
+                                       {"type": "ScalingActive", "status": "True",
+                                        "reason": "ValidMetricFound",
                                         "message": "the HPA was able to successfully calculate a replica count",
                                         "lastTransitionTime": _iso(now)},
                                        {"type": "ScalingLimited", "status": "True" if limited else "False",
@@ -108,21 +112,23 @@ class FakeKubernetes:
                                         "template": {"metadata": {"labels": labels},
                                                      "spec": {"containers": [{"name": "gateway",
                                                                               "image": "ofsre:latest"}]}}},
-                               "status": {"replicas": current, "readyReplicas": ready, "availableReplicas": ready,
+                               "status": {"replicas": current, "readyReplicas": ready,
+                                          "availableReplicas": ready,
                                           "updatedReplicas": current, "observedGeneration": 1}}]}
         if path == f"/api/v1/namespaces/{NS}/events":
             items = []
             for i, (at, size, why) in enumerate(EVENTS):
                 if now - self.t0 >= at:
                     items.append({"metadata": {"name": f"{NAME}.{i}", "namespace": NS, "uid": f"event-{i}"},
-                                  "involvedObject": {"kind": "HorizontalPodAutoscaler", "name": NAME, "namespace": NS,
-                                                     "apiVersion": "autoscaling/v2"},
+                                  "involvedObject": {"kind": "HorizontalPodAutoscaler", "name": NAME,
+                                                     "namespace": NS, "apiVersion": "autoscaling/v2"},
                                   "reason": "SuccessfulRescale", "type": "Normal", "count": 1,
                                   "message": f"New size: {size}; reason: cpu resource utilization (percentage of "
                                              f"request) {why}",
                                   "source": {"component": "horizontal-pod-autoscaler"},
                                   "firstTimestamp": _iso(self.t0 + at), "lastTimestamp": _iso(self.t0 + at)})
-            return {"apiVersion": "v1", "kind": "EventList", "metadata": {"resourceVersion": "100"}, "items": items}
+            return {"apiVersion": "v1", "kind": "EventList", "metadata": {"resourceVersion": "100"},
+                    "items": items}
         return None
 
     def kubeconfig(self, path) -> str:
@@ -130,7 +136,8 @@ class FakeKubernetes:
             "apiVersion": "v1", "kind": "Config", "current-context": "fake",
             "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
             "users": [{"name": "tester", "user": {"token": TOKEN}}],
-            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "tester", "namespace": NS}}]}))
+            "contexts": [{"name": "fake",
+                          "context": {"cluster": "fake", "user": "tester", "namespace": NS}}]}))
         return str(path)
 
     def close(self) -> None:

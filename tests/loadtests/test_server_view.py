@@ -27,10 +27,12 @@ T0 = time.time()
 def _metrics(path, headers):
     n = int(20 * (time.time() - T0))
     buckets = [(0.1, int(n * 0.5)), (0.25, int(n * 0.97)), (0.5, n), ("+Inf", n)]
-    lines = [f"# TYPE {semconv.HTTP_REQUESTS.name} counter", f"{semconv.HTTP_REQUESTS.series}{{{LABELS}}} {n}",
+    lines = [f"# TYPE {semconv.HTTP_REQUESTS.name} counter",
+             f"{semconv.HTTP_REQUESTS.series}{{{LABELS}}} {n}",
              f"# TYPE {semconv.HTTP_DURATION.name} histogram"]
     lines += [f'{semconv.HTTP_DURATION.name}_bucket{{{LABELS},le="{le}"}} {c}' for le, c in buckets]
-    lines += [f"{semconv.HTTP_DURATION.name}_count{{{LABELS}}} {n}", f"{semconv.HTTP_DURATION.name}_sum{{{LABELS}}} {n * 0.12}"]
+    lines += [f"{semconv.HTTP_DURATION.name}_count{{{LABELS}}} {n}",
+              f"{semconv.HTTP_DURATION.name}_sum{{{LABELS}}} {n * 0.12}"]
     return 200, {"content-type": "text/plain; version=0.0.4"}, ("\n".join(lines) + "\n").encode()
 
 
@@ -47,7 +49,8 @@ def prometheus(tmp_path, stand_in):
     config = tmp_path / "prometheus.yml"
     config.write_text(f"global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: gateway\n"
                       f"    static_configs: [{{targets: ['{gateway.url.split('://')[1]}']}}]\n")
-    proc = subprocess.Popen(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
+    proc = subprocess.Popen(["prometheus", f"--config.file={config}",
+                             f"--storage.tsdb.path={tmp_path / 'data'}",
                              f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

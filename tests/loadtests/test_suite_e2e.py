@@ -20,7 +20,8 @@ pytestmark = pytest.mark.e2e
 JOURNEY_ROUTES = {
     ("POST", "/open-banking/consents/v3/consents"), ("GET", "/open-banking/consents/v3/consents/{consentId}"),
     ("GET", "/open-banking/resources/v3/resources"),
-    ("GET", "/open-banking/accounts/v2/accounts"), ("GET", "/open-banking/accounts/v2/accounts/{accountId}/balances"),
+    ("GET", "/open-banking/accounts/v2/accounts"),
+    ("GET", "/open-banking/accounts/v2/accounts/{accountId}/balances"),
     ("GET", "/open-banking/accounts/v2/accounts/{accountId}/transactions"),
     ("GET", "/open-banking/accounts/v2/accounts/{accountId}/transactions-current"),
     ("POST", "/open-banking/payments/v4/consents"), ("POST", "/open-banking/payments/v4/pix/payments"),
@@ -73,7 +74,8 @@ def _open_data(status: int = 200, echo: bool = True):
 
 def test_an_answer_that_does_not_echo_the_interaction_id_fails_the_run(stand_in, tmp_path):
     server = stand_in(_open_data(echo=False))
-    out = run_locust("ecosystem.py", server.url, "OpenData", "-u", "2", "-r", "2", "-t", "5s", "--think-time", "0.05,0.1")
+    out = run_locust("ecosystem.py", server.url, "OpenData", "-u", "2", "-r", "2", "-t", "5s", "--think-time",
+                     "0.05,0.1")
     assert out.returncode == 99, out.stderr[-2000:]
     assert "x-fapi-interaction-id not echoed" in out.stderr
     assert "THRESHOLD FAILED: error rate" in out.stderr
@@ -119,7 +121,8 @@ def test_the_suite_runs_distributed_with_locust_processes(stand_in, tmp_path):
 def test_a_429_below_the_tpm_limit_is_an_error(stand_in, tmp_path):
     # Open data allows 500 calls a minute per origin; a few calls answered 429 were not over it.
     server = stand_in(_open_data(status=429))
-    out = run_locust("ecosystem.py", server.url, "OpenData", "-u", "1", "-r", "1", "-t", "6s", "--think-time", "0.1,0.2")
+    out = run_locust("ecosystem.py", server.url, "OpenData", "-u", "1", "-r", "1", "-t", "6s", "--think-time",
+                     "0.1,0.2")
     assert out.returncode == 99
     assert "429 although the suite sent only" in out.stderr
 
@@ -144,7 +147,7 @@ def test_the_open_model_keeps_starting_journeys_while_answers_are_slow(stand_in,
                      "content-type": "application/json"}, b"{}"
 
     server = stand_in(slow)
-    out = run_locust("arrival_rate.py", server.url, "--arrival-stages", "2s:20,3s:20", "--arrival-engines", "2",
-                     "--mix", "account_reads=0,new_consent=0,payment=0,open_data=1")
+    out = run_locust("arrival_rate.py", server.url, "--arrival-stages", "2s:20,3s:20", "--arrival-engines",
+                     "2", "--mix", "account_reads=0,new_consent=0,payment=0,open_data=1")
     assert out.returncode == 0, out.stderr[-2000:]
     assert state["max"] > 2 and state["calls"] >= 20

@@ -21,10 +21,12 @@ CONSENTS = "/open-banking/consents/v3/consents"                           # no T
 def test_p95_is_judged_against_the_routes_tier_limit_from_the_catalog():
     alta = CATALOG.lookup("GET", BALANCES).p95_ms
     baixa = CATALOG.lookup("GET", ACCOUNTS).p95_ms
-    ok = evaluate([RouteStats("GET", BALANCES, 100, 0, alta - 1), RouteStats("GET", ACCOUNTS, 100, 0, baixa - 1)])
+    ok = evaluate([RouteStats("GET", BALANCES, 100, 0, alta - 1),
+                   RouteStats("GET", ACCOUNTS, 100, 0, baixa - 1)])
     assert ok.passed and [r["tier"] for r in ok.routes] == ["alta", "baixa"]
     # The same latency passes on a baixa route and fails on an alta one.
-    slow = evaluate([RouteStats("GET", BALANCES, 100, 0, alta + 100), RouteStats("GET", ACCOUNTS, 100, 0, alta + 100)])
+    slow = evaluate([RouteStats("GET", BALANCES, 100, 0, alta + 100),
+                     RouteStats("GET", ACCOUNTS, 100, 0, alta + 100)])
     assert len(slow.violations) == 1
     assert BALANCES in slow.violations[0] and "alta" in slow.violations[0] and f"{alta}" in slow.violations[0]
 
@@ -46,7 +48,8 @@ def test_the_error_budget_is_the_catalogs_availability_objective():
 
 
 def test_529_and_justified_429_are_reported_not_errors_and_not_latency():
-    rows = [RouteStats("GET", ACCOUNTS, 100, 0, 50.0), RouteStats("GET", ACCOUNTS + CAPACITY_SUFFIX, 40, 0, 9000.0),
+    rows = [RouteStats("GET", ACCOUNTS, 100, 0, 50.0),
+            RouteStats("GET", ACCOUNTS + CAPACITY_SUFFIX, 40, 0, 9000.0),
             RouteStats("GET", ACCOUNTS + TPM_SUFFIX, 7, 0, 9000.0)]
     out = evaluate(rows)
     assert out.passed and out.capacity_answers == 40 and out.tpm_answers == 7 and out.failures == 0

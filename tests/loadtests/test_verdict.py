@@ -29,7 +29,8 @@ def rescale(t, size, up=True):
             "message": f"New size: {size}; reason: cpu resource utilization (percentage of request) {reason}"}
 
 
-SCALE_UP_AND_DOWN = timeline([(0, svc(1, 1, 40)), (10, svc(1, 1, 190)), (12, svc(3, 1, 190)), (20, svc(3, 3, 70)),
+SCALE_UP_AND_DOWN = timeline([(0, svc(1, 1, 40)), (10, svc(1, 1, 190)), (12, svc(3, 1, 190)),
+                              (20, svc(3, 3, 70)),
                               (40, svc(3, 3, 20)), (50, svc(1, 1, 30)), (60, svc(1, 1, 30))])
 EVENTS = [rescale(11, 3), rescale(45, 1, up=False)]
 
@@ -40,7 +41,8 @@ def test_a_timely_scale_up_and_down_passes_with_numbers():
     checks = {c.name: c for c in v.checks}
     assert checks["reaction"].value == 1.0  # utilisation seen above target at 10 s, decision at 11 s
     assert checks["time to ready"].value == 10.0
-    assert checks["replicas vs formula"].value == 3 and checks["replicas vs formula"].bound == 3  # ceil(1×190/80)
+    # ceil(1×190/80)
+    assert checks["replicas vs formula"].value == 3 and checks["replicas vs formula"].bound == 3
     assert checks["no failures at scale-down"].passed and checks["back to min"].passed
     assert v.services["accounts"]["scale_ups"] == 1 and v.services["accounts"]["scale_downs"] == 1
     assert "verdict: PASS" in v.table()

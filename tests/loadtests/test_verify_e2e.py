@@ -22,26 +22,29 @@ pytestmark = pytest.mark.e2e
 
 # Gateway, consents and accounts only (the payment journey is covered by test_suite_e2e.py): fewer
 # processes start faster on a shared 2-core machine.
-SHORT = ["--sync-period", "1.5", "--scale-down-window", "6", "--cpu-request", "0.1", "--gateway-cpu-request", "0.05",
-         "--institutions", "6", "--services", "consents,accounts"]
+SHORT = ["--sync-period", "1.5", "--scale-down-window", "6", "--cpu-request", "0.1", "--gateway-cpu-request",
+         "0.05", "--institutions", "6", "--services", "consents,accounts"]
 MIX = ("--mix", "account_reads=70,new_consent=30,payment=0,open_data=0", "--think-time", "0.1,0.3")
 
 
-def verify(tmp_path, *args: str, suite_args: tuple[str, ...], timeout: float = 360) -> subprocess.CompletedProcess:
+def verify(tmp_path, *args: str, suite_args: tuple[str, ...],
+           timeout: float = 360) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "ofsre", "loadtest", "verify-scaling", "--target", "local",
            "--report", str(tmp_path / "report"), "--data-dir", str(tmp_path / "var"), *SHORT, *args,
            "--", *MIX, *suite_args]
     try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=clean_env(), cwd=tmp_path)
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=clean_env(),
+                              cwd=tmp_path)
     finally:  # the platform the verifier started must not outlive a failed test
-        subprocess.run([sys.executable, "-m", "ofsre", "platform", "down", "--data-dir", str(tmp_path / "var")],
+        subprocess.run([sys.executable, "-m", "ofsre", "platform", "down", "--data-dir",
+                        str(tmp_path / "var")],
                        capture_output=True, timeout=120, env=clean_env())
 
 
 def test_a_spike_scales_the_gateway_up_and_down_and_the_verdict_passes(tmp_path):
     out = verify(tmp_path, "--expect-scale", "gateway", "--max-replicas", "3", "--cooldown", "30",
-                 suite_args=("--base-users", "2", "--spike-factor", "4", "--spike-after", "6", "--spike-seconds", "20",
-                             "--recovery-seconds", "25"))
+                 suite_args=("--base-users", "2", "--spike-factor", "4", "--spike-after", "6",
+                             "--spike-seconds", "20", "--recovery-seconds", "25"))
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     assert "verdict: PASS" in out.stdout
     report = json.loads((tmp_path / "report" / "report.json").read_text())
@@ -72,8 +75,8 @@ def _opens_in_chromium(page) -> None:
 
 def test_too_few_max_replicas_give_a_failing_verdict_that_says_why(tmp_path):
     out = verify(tmp_path, "--expect-scale", "gateway", "--max-replicas", "1", "--cooldown", "5",
-                 suite_args=("--base-users", "3", "--spike-factor", "3", "--spike-after", "3", "--spike-seconds", "12",
-                             "--recovery-seconds", "2"))
+                 suite_args=("--base-users", "3", "--spike-factor", "3", "--spike-after", "3",
+                             "--spike-seconds", "12", "--recovery-seconds", "2"))
     assert out.returncode == 1, out.stdout[-4000:] + out.stderr[-2000:]
     assert re.search(r"gateway\s+scaled up\s+FAIL.*maxReplicas is 1", out.stdout), out.stdout[-3000:]
     assert "verdict: FAIL" in out.stdout

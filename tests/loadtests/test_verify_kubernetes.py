@@ -35,7 +35,8 @@ def test_the_verdict_reads_hpas_deployments_and_rescale_events_from_the_api(kube
     gateway = stand_in(_echo)
     kubeconfig = kube.kubeconfig(tmp_path / "kubeconfig")
     out = subprocess.run(
-        [sys.executable, "-m", "ofsre", "loadtest", "verify-scaling", "--target", "kubernetes", "--host", gateway.url,
+        [sys.executable, "-m", "ofsre", "loadtest", "verify-scaling", "--target", "kubernetes", "--host",
+         gateway.url,
          "--namespace", "ofsre", "--kubeconfig", kubeconfig, "--report", str(tmp_path / "report"),
          "--expect-scale", NAME, "--cooldown", "10", "--",
          "--mix", "account_reads=0,new_consent=0,payment=0,open_data=1", "--think-time", "0.05,0.1",

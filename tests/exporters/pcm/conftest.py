@@ -29,8 +29,8 @@ def report_row(*, ts: float | None = None, endpoint: str = BALANCES, method: str
     ts = time.time() if ts is None else ts
     info = json.dumps({"clientIp": "203.0.113.7"}) if kind == "opendata" else None
     client_org = None if kind == "opendata" else ORG_THEM
-    return (kind, role, brasilia_day(ts), ts, endpoint, method, status, process_ms, str(uuid.uuid4()), client_org,
-            ORG_US, None, info, None, None)
+    return (kind, role, brasilia_day(ts), ts, endpoint, method, status, process_ms, str(uuid.uuid4()),
+            client_org, ORG_US, None, info, None, None)
 
 
 def interaction_of(row: tuple) -> tuple[str, str]:
@@ -57,7 +57,8 @@ def store(tmp_path: Path) -> Iterator[ReportStore]:
 
 
 def sender_options(server: MockPcm, **overrides) -> SenderOptions:
-    values = {"url": server.url, "token_url": server.url + "/token/", "client_id": "ofsre", "client_secret": "secret",
+    values = {"url": server.url, "token_url": server.url + "/token/", "client_id": "ofsre",
+              "client_secret": "secret",
               "backoff_initial": 0.01, "backoff_max": 0.05, "request_timeout": 10.0, "poll_interval": 0.05}
     values.update(overrides)
     return SenderOptions(**values)

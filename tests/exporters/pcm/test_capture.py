@@ -85,11 +85,12 @@ async def test_a_server_report_has_the_documented_fields(capture):
     [report] = stored(capture)
     timestamp = report.pop("timestamp")
     assert TIMESTAMP.match(timestamp)
-    assert before - 0.002 <= datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp() <= before + 1
+    assert before - 0.002 <= datetime.fromisoformat(timestamp.replace("Z",
+                                                                      "+00:00")).timestamp() <= before + 1
     assert report.pop("processTimespan") >= 20           # integer ms, the handler slept 20 ms
     assert report == {"fapiInteractionId": iid, "endpoint": BALANCES, "statusCode": 200, "httpMethod": "GET",
-                      "clientOrgId": ORG_THEM, "serverOrgId": ORG_US, "role": "SERVER", "correlationId": "journey-1",
-                      "additionalInfo": {"consentId": "urn:bank:c1"}}
+                      "clientOrgId": ORG_THEM, "serverOrgId": ORG_US, "role": "SERVER",
+                      "correlationId": "journey-1", "additionalInfo": {"consentId": "urn:bank:c1"}}
 
 
 async def test_an_app_error_is_reported_as_500_and_outside_the_catalog_nothing(capture, registry):
@@ -100,7 +101,8 @@ async def test_an_app_error_is_reported_as_500_and_outside_the_catalog_nothing(c
     reports = stored(capture)
     assert [(r["endpoint"], r["statusCode"]) for r in reports] == [
         ("/open-banking/accounts/v2/accounts/{accountId}/transactions-current", 500)]
-    assert registry.get_sample_value("ofsre_pcm_reports_captured_total", {"service": "gateway", "role": "SERVER"}) == 1
+    assert registry.get_sample_value("ofsre_pcm_reports_captured_total",
+                                     {"service": "gateway", "role": "SERVER"}) == 1
 
 
 async def test_an_unidentified_private_call_is_skipped_and_counted(capture, registry):
@@ -123,7 +125,8 @@ async def test_a_client_that_left_before_any_response_is_not_reported(capture, r
     async def send(message):
         raise AssertionError("nothing is sent")
 
-    wrapped = instrument_app(app, "gateway", registry=registry, pcm=capture, tracer_provider=NoOpTracerProvider())
+    wrapped = instrument_app(app, "gateway", registry=registry, pcm=capture,
+                             tracer_provider=NoOpTracerProvider())
     scope = {"type": "http", "method": "GET", "path": "/open-banking/accounts/v2/accounts", "headers": [],
              "query_string": b"", "client": ("198.51.100.9", 1)}
     await wrapped(scope, receive, send)
@@ -150,7 +153,8 @@ async def test_an_app_behind_a_proxy_gives_the_open_data_client_ip(capture):
         identify_client(None, clientIp="203.0.113.50")   # from its trusted x-forwarded-for
         return {"data": []}
 
-    app = instrument_app(app, "gateway", registry=capture._registry, pcm=capture, tracer_provider=NoOpTracerProvider())
+    app = instrument_app(app, "gateway", registry=capture._registry, pcm=capture,
+                         tracer_provider=NoOpTracerProvider())
     await call(app, OPENDATA, str(uuid.uuid4()))
     [report] = stored(capture)
     assert report["additionalInfo"] == {"clientIp": "203.0.113.50"}
@@ -177,8 +181,8 @@ async def test_a_client_report_has_the_documented_fields(capture, pcm):
     iid = str(uuid.uuid4())
     async with instrumented_client(pcm=capture, timeout=5) as client:
         before = time.time()
-        response = await client.post(pcm.url + "/bank/open-banking/webhook/v1/payments/v4/pix/payments/p-1", json={},
-                                     headers={"x-fapi-interaction-id": iid},
+        response = await client.post(pcm.url + "/bank/open-banking/webhook/v1/payments/v4/pix/payments/p-1",
+                                     json={}, headers={"x-fapi-interaction-id": iid},
                                      extensions={"ofsre.pcm": {"serverOrgId": ORG_THEM,
                                                                "additionalInfo": {"status": "ACSC"}}})
         await client.get(pcm.url + "/health")                     # outside the catalog: not reported
@@ -197,7 +201,8 @@ def test_a_client_timeout_is_reported_as_408_with_the_time_waited(capture):
     silent = socket.create_server(("127.0.0.1", 0))       # accepts the connection, never answers
     try:
         url = f"http://127.0.0.1:{silent.getsockname()[1]}/open-banking/accounts/v2/accounts"
-        with instrumented_sync_client(pcm=capture, timeout=0.3) as client, pytest.raises(httpx.TimeoutException):
+        with instrumented_sync_client(pcm=capture,
+                                      timeout=0.3) as client, pytest.raises(httpx.TimeoutException):
             client.get(url, extensions={"ofsre.pcm": {"serverOrgId": ORG_THEM}})
     finally:
         silent.close()
@@ -209,7 +214,8 @@ def test_a_client_timeout_is_reported_as_408_with_the_time_waited(capture):
 
 def test_a_plain_client_reports_nothing(capture, pcm):
     with instrumented_sync_client(timeout=5) as client:
-        client.get(pcm.url + "/open-banking/accounts/v2/accounts", extensions={"ofsre.pcm": {"serverOrgId": ORG_THEM}})
+        client.get(pcm.url + "/open-banking/accounts/v2/accounts",
+                   extensions={"ofsre.pcm": {"serverOrgId": ORG_THEM}})
     assert stored(capture) == []
 
 

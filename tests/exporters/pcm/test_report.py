@@ -31,8 +31,10 @@ def at(day: str, hh: int, mm: int, ss: int = 0) -> float:
 def generated_day(store) -> None:
     """The known day. Comments give the answers the assertions expect."""
     rows = []
-    # BALANCES latency: 18 × 100 ms, one 1,500 ms, one 9,000 ms → n = 20, rank round(0.95·20) = 19 → p95 = 1,500
-    # exactly at the alta limit: passes. Excluded from latency: a 429, a 529, a 423, processTimespan 0, DISCARDED.
+    # BALANCES latency: 18 × 100 ms, one 1,500 ms, one 9,000 ms → n = 20, rank round(0.95·20) = 19 → p95 =
+    # 1,500
+    # exactly at the alta limit: passes. Excluded from latency: a 429, a 529, a 423, processTimespan 0,
+    # DISCARDED.
     for i, ms in enumerate([100] * 18 + [1500, 9000]):
         rows.append(report_row(ts=at(DAY, 10, i), endpoint=BALANCES, process_ms=ms))
     for status in (429, 529, 423):
@@ -71,7 +73,8 @@ def generated_day(store) -> None:
     # BALANCES on the month's earlier days: 8 days within the limit, one at 1,700 ms (over the limit, under
     # 1.2 ×) → with DAY: 9 of 10 days → exactly 90 %, none over 1.2 × → the month passes.
     for d in range(1, 10):
-        rows.append(report_row(ts=at(f"2026-11-{d:02d}", 12, 0), endpoint=BALANCES, process_ms=1700 if d == 5 else 900))
+        rows.append(report_row(ts=at(f"2026-11-{d:02d}", 12, 0), endpoint=BALANCES,
+                               process_ms=1700 if d == 5 else 900))
     # PIX on 2026-11-01 was fine: the month still fails on DAY's 1.2 × breach.
     rows.append(report_row(ts=at("2026-11-01", 12, 0), endpoint=PIX, method="POST", process_ms=500))
     assert len(store.add(rows)) == len(rows)

@@ -36,7 +36,8 @@ def test_every_report_is_delivered_exactly_once_with_its_result(store, pcm, make
     assert store.counts_by_state() == {"pending": 0, "delivered": 12_030, "held": 0}
     assert {r["result"] for r in store.results(limit=20_000)} == {"ACCEPTED"}
     assert pcm.token_requests == 1   # the token is cached across batches
-    assert registry.get_sample_value("ofsre_pcm_report_results_total", {"kind": "private", "status": "ACCEPTED"}) == 12_000
+    assert registry.get_sample_value("ofsre_pcm_report_results_total",
+                                     {"kind": "private", "status": "ACCEPTED"}) == 12_000
     # a second drain sends nothing again
     assert sender.drain(5)
     assert len([r for r in pcm.requests if r[0] != "token"]) == len(report_requests)
@@ -92,8 +93,10 @@ def test_429_and_500_are_retried_no_earlier_than_retry_after(store, pcm, make_se
     assert len(arrivals) == 4
     assert arrivals[1] - arrivals[0] >= 1.0       # Retry-After: 1 was honoured
     assert pcm.received == Counter({interaction_of(r): 1 for r in rows})
-    assert registry.get_sample_value("ofsre_pcm_batches_total", {"kind": "private", "outcome": "throttled"}) == 1
-    assert registry.get_sample_value("ofsre_pcm_batches_total", {"kind": "private", "outcome": "server_error"}) == 2
+    assert registry.get_sample_value("ofsre_pcm_batches_total",
+                                     {"kind": "private", "outcome": "throttled"}) == 1
+    assert registry.get_sample_value("ofsre_pcm_batches_total",
+                                     {"kind": "private", "outcome": "server_error"}) == 2
 
 
 def test_401_refreshes_the_token_once_and_retries(store, pcm, make_sender, registry):
@@ -105,7 +108,8 @@ def test_401_refreshes_the_token_once_and_retries(store, pcm, make_sender, regis
     assert pcm.token_requests == 2
     assert [r[1] for r in pcm.requests if r[0] == "private"] == [401, 200]
     assert pcm.received == Counter({interaction_of(r): 1 for r in rows})
-    assert registry.get_sample_value("ofsre_pcm_batches_total", {"kind": "private", "outcome": "unauthorized"}) == 1
+    assert registry.get_sample_value("ofsre_pcm_batches_total",
+                                     {"kind": "private", "outcome": "unauthorized"}) == 1
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 406, 415])
@@ -117,7 +121,8 @@ def test_a_refused_batch_is_held_counted_and_can_be_requeued(store, pcm, make_se
     assert sender.drain(10)        # nothing left pending: the batch is held, not retried forever
     assert store.counts_by_state()["held"] == 6
     assert store.get(id_of(store, rows[0]))["error"].startswith(f"HTTP {status}")
-    assert registry.get_sample_value("ofsre_pcm_reports_held_total", {"kind": "private", "status": str(status)}) == 6
+    assert registry.get_sample_value("ofsre_pcm_reports_held_total",
+                                     {"kind": "private", "status": str(status)}) == 6
     assert not pcm.received
     assert store.requeue_held() == 6
     assert sender.drain(10)
@@ -133,7 +138,8 @@ def test_nothing_is_sent_without_a_token(store, pcm, make_sender, registry):
     reports = [r for r in pcm.requests if r[0] == "private"]
     assert [r[1] for r in tokens] == [500, 503, 401, 200]
     assert pcm.requests.index(tokens[-1]) < pcm.requests.index(reports[0])
-    assert registry.get_sample_value("ofsre_pcm_batches_total", {"kind": "private", "outcome": "token_error"}) == 3
+    assert registry.get_sample_value("ofsre_pcm_batches_total",
+                                     {"kind": "private", "outcome": "token_error"}) == 3
 
 
 def test_without_a_token_the_reports_stay_pending(store, pcm, make_sender):
@@ -168,8 +174,8 @@ def test_one_sender_per_store(store, pcm, make_sender):
 def test_none_lost_across_a_sender_killed_with_sigkill_and_restarted(store, pcm, tmp_path):
     rows = fill(store, 20_000)
     pcm.delay = 0.05                 # slow enough to kill it mid-way
-    env = {**os.environ, "OFSRE_PCM_URL": pcm.url, "OFSRE_PCM_CLIENT_ID": "ofsre", "OFSRE_PCM_CLIENT_SECRET": "secret",
-           "OFSRE_PCM_MAX_REPORTS": "500", "OFSRE_PCM_POLL_S": "0.05"}
+    env = {**os.environ, "OFSRE_PCM_URL": pcm.url, "OFSRE_PCM_CLIENT_ID": "ofsre",
+           "OFSRE_PCM_CLIENT_SECRET": "secret", "OFSRE_PCM_MAX_REPORTS": "500", "OFSRE_PCM_POLL_S": "0.05"}
     command = [sys.executable, "-m", "ofsre", "pcm", "send", "--store", str(store.path)]
     first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
@@ -181,7 +187,8 @@ def test_none_lost_across_a_sender_killed_with_sigkill_and_restarted(store, pcm,
     delivered_before = store.counts_by_state()["delivered"]
     assert 0 < delivered_before < 20_000
     pcm.delay = 0.0
-    second = subprocess.run(command + ["--once", "--timeout", "60"], env=env, capture_output=True, text=True, timeout=90)
+    second = subprocess.run(command + ["--once", "--timeout", "60"], env=env, capture_output=True, text=True,
+                            timeout=90)
     assert second.returncode == 0, second.stderr
     assert store.counts_by_state() == {"pending": 0, "delivered": 20_000, "held": 0}
     assert set(pcm.received) == {interaction_of(r) for r in rows}          # none lost
@@ -223,8 +230,8 @@ def test_the_long_running_sender_serves_the_deadline_metrics_and_stops_on_sigter
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "OFSRE_PCM_URL": pcm.url, "OFSRE_PCM_CLIENT_ID": "ofsre", "OFSRE_PCM_CLIENT_SECRET": "secret",
-           "OFSRE_PCM_POLL_S": "0.05"}
+    env = {**os.environ, "OFSRE_PCM_URL": pcm.url, "OFSRE_PCM_CLIENT_ID": "ofsre",
+           "OFSRE_PCM_CLIENT_SECRET": "secret", "OFSRE_PCM_POLL_S": "0.05"}
     sender = subprocess.Popen([sys.executable, "-m", "ofsre", "pcm", "send", "--store", str(store.path),
                                "--metrics-port", str(port)], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)

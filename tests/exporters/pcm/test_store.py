@@ -18,7 +18,8 @@ def test_a_full_store_refuses_and_old_delivered_reports_are_pruned_first(tmp_pat
         ids = list(range(1, 5))
         store.deliver([("ACCEPTED", None, None, i) for i in ids[:3]])      # three old ones delivered
         assert len(store.add([report_row() for _ in range(5)])) == 3        # pruned: room for three
-        assert store.counts_by_state() == {"pending": 10, "delivered": 0, "held": 0}   # the delivered ones pruned
+        # the delivered ones pruned
+        assert store.counts_by_state() == {"pending": 10, "delivered": 0, "held": 0}
     with ReportStore(tmp_path / "r.db", max_reports=10) as reopened:      # the count survives a reopen
         assert len(reopened.add([report_row()])) == 0
 
@@ -54,5 +55,7 @@ def test_a_store_full_in_the_capture_is_counted(tmp_path, registry):
         assert capture.flush(5)
     finally:
         capture.close()
-    assert registry.get_sample_value("ofsre_pcm_reports_dropped_total", {"service": "gateway", "reason": "store_full"}) == 1
-    assert registry.get_sample_value("ofsre_pcm_reports_captured_total", {"service": "gateway", "role": "SERVER"}) == 2
+    assert registry.get_sample_value("ofsre_pcm_reports_dropped_total",
+                                     {"service": "gateway", "reason": "store_full"}) == 1
+    assert registry.get_sample_value("ofsre_pcm_reports_captured_total",
+                                     {"service": "gateway", "role": "SERVER"}) == 2
