@@ -20,7 +20,10 @@ __all__ = ["configure", "declared", "render", "replace_block", "BEGIN", "END", "
 # The modules whose import declares the variables (each reads its own through ofsre.instrumentation.config).
 DECLARING_MODULES = (
     "ofsre.instrumentation._config",
+    "ofsre.instrumentation.pcm",
     "ofsre.exporters._options",
+    "ofsre.exporters.pcm.store",
+    "ofsre.exporters.pcm.sender",
     "ofsre.platform.queue._config",
     "ofsre.platform.settings",
     "ofsre.platform.runtime.config",

@@ -27,11 +27,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from ofsre.instrumentation._config import env_str
+from ._options import LOG_SHIPPER
 
 __all__ = ["install_from_env", "LokiHandler", "DatadogHandler", "ElasticHandler", "SHIPPERS", "ENV_SHIPPER"]
 
-ENV_SHIPPER = "OFSRE_LOG_SHIPPER"
+ENV_SHIPPER = LOG_SHIPPER.name
 # Imported only when chosen: each backend pulls its own optional dependency (python-logging-loki,
 # ecs-logging) and importing ofsre.exporters must stay cheap.
 SHIPPERS = {
@@ -64,7 +64,7 @@ def install_from_env(service: str, **kwargs: Any) -> logging.Handler | None:
     name or a shipper whose required settings (URL, API key) are missing: a misconfigured
     log pipeline should stop a deploy, not silently ship nothing.
     """
-    kind = env_str(ENV_SHIPPER, "none").lower()
+    kind = LOG_SHIPPER.from_env().lower()
     if kind in _OFF:
         return None
     if kind not in SHIPPERS:

@@ -46,7 +46,7 @@ from typing import Any, Protocol
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from ofsre.instrumentation import semconv
-from ofsre.instrumentation._config import env_str, resolve_settings
+from ofsre.instrumentation._config import SERVICE, resolve_settings
 from ofsre.instrumentation.logs import record_fields
 from ofsre.instrumentation.metrics import count_telemetry_error, counter, gauge, histogram
 
@@ -532,7 +532,7 @@ def resolve_identity(service: str | None, env: str | None, version: str | None) 
     (OpenTelemetry's rule for ``service.name``) and a warning says so: a shipper that refused
     to start would lose every log line of a service that merely forgot a variable.
     """
-    name = service or env_str("OFSRE_SERVICE") or env_str("OTEL_SERVICE_NAME") or unknown_service_name()
+    name = service or SERVICE.from_env() or unknown_service_name()
     settings = resolve_settings(name, version=version, env=env)
     return settings.service, settings.env, settings.version
 

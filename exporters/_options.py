@@ -5,7 +5,10 @@ default, meaning); the README's variable table is generated from them (``ofsre c
 An explicit argument that makes no sense raises ``ValueError``; a malformed environment value is
 logged once and the default used (a typo in a variable must not stop a service).
 
-``OFSRE_LOG_SHIPPER`` (read by :func:`ofsre.exporters.install_from_env`) is declared here too.
+``OFSRE_LOG_SHIPPER`` (read by :func:`ofsre.exporters.install_from_env`) and each backend's own
+``OFSRE_LOKI_*``, ``OFSRE_DATADOG_*`` and ``OFSRE_ELASTIC_*`` variables are declared here too (the
+backend modules import an optional dependency each, so they read these declarations instead of holding
+them). Each is read as ``argument or VAR.from_env()``, the argument winning.
 """
 
 from __future__ import annotations
@@ -13,12 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ofsre.instrumentation.config import TEXT, UNSET, Var, choice, duration, integer, size
+from ofsre.instrumentation.config import BOOLEAN, TEXT, UNSET, Var, choice, duration, integer, items, size
 
 from ._buffer import DROP_NEWEST, OVERFLOW_POLICIES
 
 __all__ = ["ShipperOptions", "BackendLimits", "resolve_options", "ENV_VARS", "OPTIONS", "BODY_MARGIN",
-           "LOG_SHIPPER"]
+           "LOG_SHIPPER", "LOKI", "DATADOG", "ELASTIC"]
 
 _LOGGER = "ofsre.exporters"
 _MiB = 1024 * 1024
@@ -68,7 +71,46 @@ ENV_VARS = {argument: var.name for argument, var in OPTIONS.items()}  # argument
 # pipeline should stop a deploy, not silently ship nothing.
 LOG_SHIPPER = Var("OFSRE_LOG_SHIPPER", TEXT, "none", logger=_LOGGER, reader="exporters (`install_from_env`)",
                   doc="the log shipper: `none` (stdout only), `loki`, `datadog` or `elastic` (another name "
-                      "stops the start); their own variables in `exporters/README.md`")
+                      "stops the start); each one's variables: `OFSRE_LOKI_*`, `OFSRE_DATADOG_*` (and "
+                      "Datadog's `DD_*`), `OFSRE_ELASTIC_*`")
+
+
+def _backend(name: str, kind: Any, default: Any, argument: str, doc: str, **more: Any) -> Var[Any]:
+    backend = name.split("_")[1].lower()
+    return Var(name, kind, default, reader=f"exporters (`{backend}`)", argument=argument, doc=doc,
+               logger=_LOGGER, **more)
+
+
+# Each backend's own variables, by argument of its handler (LokiHandler, DatadogHandler, ElasticHandler).
+LOKI: dict[str, Var[Any]] = {var.argument or "": var for var in (
+    _backend("OFSRE_LOKI_URL", TEXT, None, "url", "Loki base URL or full push URL", shown="required"),
+    _backend("OFSRE_LOKI_TENANT", TEXT, None, "tenant", "`X-Scope-OrgID` (multi-tenant Loki)"),
+    _backend("OFSRE_LOKI_USERNAME", TEXT, None, "username", "basic auth user"),
+    _backend("OFSRE_LOKI_PASSWORD", TEXT, None, "password", "basic auth password"),
+    _backend("OFSRE_LOKI_TOKEN", TEXT, None, "token", "bearer token (wins over basic auth)"),
+    _backend("OFSRE_LOKI_LABELS", TEXT, "", "labels", "static stream labels, `cluster=sp1,region=br` (a part "
+             "that is not `name=value` stops the start)"),
+    _backend("OFSRE_LOKI_LABEL_FIELDS", items(str, label="fields"), ("service", "env", "level"),
+             "label_fields", "which of `service`, `env`, `level` are stream labels",
+             shown="`service,env,level`"),
+    _backend("OFSRE_LOKI_STRUCTURED_METADATA", BOOLEAN, False, "structured_metadata",
+             "`on`: the ids and the logger go to Loki's structured metadata (Loki 3), not the JSON line"),
+)}
+DATADOG: dict[str, Var[Any]] = {var.argument or "": var for var in (
+    _backend("OFSRE_DATADOG_URL", TEXT, None, "url",
+             "full intake URL, overriding `DD_SITE` (proxies, tests)", shown="the intake of `DD_SITE`"),
+    _backend("OFSRE_DATADOG_SOURCE", TEXT, "python", "source", "`ddsource` of every record"),
+)}
+ELASTIC: dict[str, Var[Any]] = {var.argument or "": var for var in (
+    _backend("OFSRE_ELASTIC_URL", TEXT, None, "url", "Elasticsearch URL", shown="required"),
+    _backend("OFSRE_ELASTIC_API_KEY", TEXT, None, "api_key", "`Authorization: ApiKey …` (the encoded form)"),
+    _backend("OFSRE_ELASTIC_USERNAME", TEXT, None, "username", "basic auth user"),
+    _backend("OFSRE_ELASTIC_PASSWORD", TEXT, None, "password", "basic auth password"),
+    _backend("OFSRE_ELASTIC_DATASET", TEXT, None, "dataset",
+             "data stream dataset (`logs-<dataset>-<namespace>`)", shown="the service name"),
+    _backend("OFSRE_ELASTIC_NAMESPACE", TEXT, None, "namespace", "data stream namespace",
+             shown="the env, or `default`"),
+)}
 
 
 @dataclass(frozen=True)

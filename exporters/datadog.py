@@ -42,10 +42,11 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from ofsre.instrumentation._config import env_str
+from ofsre.instrumentation._config import ENV, SERVICE, VERSION, env_str
+from ofsre.instrumentation.config import read
 
 from ._core import Entry, HttpBackend, ShippingHandler, resolve_identity
-from ._options import BackendLimits
+from ._options import DATADOG, BackendLimits
 
 __all__ = ["DatadogHandler", "DatadogBackend", "SITES", "intake_url"]
 
@@ -173,16 +174,17 @@ class DatadogHandler(ShippingHandler):
         api_key = api_key or env_str("DD_API_KEY")
         if not api_key:
             raise ValueError("DatadogHandler needs an API key: the api_key argument or DD_API_KEY")
-        url = url or env_str("OFSRE_DATADOG_URL") or intake_url(site or env_str("DD_SITE", "datadoghq.com"))
-        # OFSRE_* first (shared by every ofsre component), then Datadog's unified service tags.
+        url = url or DATADOG["url"].from_env() or intake_url(site or env_str("DD_SITE", "datadoghq.com"))
+        # OFSRE_* first (shared by every ofsre component), then Datadog's unified service tags;
+        # resolve_identity then falls back to OTEL_SERVICE_NAME and the declared defaults.
         service, env, version = (
-            given or env_str(ofsre) or env_str(dd) or None
-            for given, ofsre, dd in ((service, "OFSRE_SERVICE", "DD_SERVICE"), (env, "OFSRE_ENV", "DD_ENV"),
-                                     (version, "OFSRE_VERSION", "DD_VERSION")))
+            given or read((var.name, dd), var.kind, None, logger=var.logger)
+            for given, var, dd in ((service, SERVICE, "DD_SERVICE"), (env, ENV, "DD_ENV"),
+                                   (version, VERSION, "DD_VERSION")))
         service, env, version = resolve_identity(service, env, version)
         backend = DatadogBackend(
             url, api_key=api_key, service=service, env=env, version=version,
-            source=source or env_str("OFSRE_DATADOG_SOURCE", "python"),
+            source=source or DATADOG["source"].from_env(),
             tags=_tags(tags if tags is not None else env_str("DD_TAGS")),
             hostname=hostname or env_str("DD_HOSTNAME") or socket.gethostname(),
         )

@@ -49,10 +49,8 @@ from typing import Any
 import ecs_logging
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from ofsre.instrumentation._config import env_str
-
 from ._core import Entry, HttpBackend, Outcome, ShippingHandler, resolve_identity, status_outcome
-from ._options import BackendLimits
+from ._options import ELASTIC, BackendLimits
 from ._transport import Reply, auth_headers, is_retryable
 
 __all__ = ["ElasticHandler", "ElasticBackend", "data_stream_name"]
@@ -229,15 +227,15 @@ class ElasticHandler(ShippingHandler):
                  version: str | None = None, dataset: str | None = None, namespace: str | None = None,
                  api_key: str | None = None, username: str | None = None, password: str | None = None,
                  registry: CollectorRegistry | None = REGISTRY, level: int | str = 0, **options: Any) -> None:
-        url = url or env_str("OFSRE_ELASTIC_URL")
+        url = url or ELASTIC["url"].from_env()
         if not url:
             raise ValueError("ElasticHandler needs an Elasticsearch URL: the url argument or OFSRE_ELASTIC_URL")
         service, env, version = resolve_identity(service, env, version)
-        dataset = dataset or env_str("OFSRE_ELASTIC_DATASET") or _derived_part(service, "generic")
-        namespace = namespace or env_str("OFSRE_ELASTIC_NAMESPACE") or _derived_part(env, "default")
-        auth = auth_headers(username or env_str("OFSRE_ELASTIC_USERNAME"),
-                            password or env_str("OFSRE_ELASTIC_PASSWORD"),
-                            api_key or env_str("OFSRE_ELASTIC_API_KEY"), token_scheme="ApiKey")
+        dataset = dataset or ELASTIC["dataset"].from_env() or _derived_part(service, "generic")
+        namespace = namespace or ELASTIC["namespace"].from_env() or _derived_part(env, "default")
+        auth = auth_headers(username or ELASTIC["username"].from_env(),
+                            password or ELASTIC["password"].from_env(),
+                            api_key or ELASTIC["api_key"].from_env(), token_scheme="ApiKey")
         backend = ElasticBackend(url, service=service, env=env, version=version, dataset=dataset,
                                  namespace=namespace, auth=auth)
         super().__init__(backend, service=service, env=env, version=version, registry=registry, level=level,

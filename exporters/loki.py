@@ -49,16 +49,14 @@ from typing import Any
 from logging_loki import const as _loki_const
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from ofsre.instrumentation._config import env_flag, env_str
-
 from ._core import Entry, HttpBackend, ShippingHandler, resolve_identity
-from ._options import BackendLimits
+from ._options import LOKI, BackendLimits
 from ._transport import auth_headers
 
 __all__ = ["LokiHandler", "LokiBackend", "loki_label_name", "PUSH_PATH"]
 
 PUSH_PATH = "/loki/api/v1/push"
-LABEL_FIELDS = ("service", "env", "level")
+LABEL_FIELDS: tuple[str, ...] = LOKI["label_fields"].default  # ("service", "env", "level")
 METADATA_FIELDS = ("trace_id", "span_id", "interaction_id", "logger")
 # grafana/loki pkg/validation/limits.go defaults.
 MAX_LABELS, MAX_LABEL_NAME, MAX_LABEL_VALUE = 15, 1024, 2048
@@ -203,23 +201,22 @@ class LokiHandler(ShippingHandler):
                  password: str | None = None, token: str | None = None, labels: Mapping[str, str] | None = None,
                  label_fields: Iterable[str] | str | None = None, structured_metadata: bool | None = None,
                  registry: CollectorRegistry | None = REGISTRY, level: int | str = 0, **options: Any) -> None:
-        url = url or env_str("OFSRE_LOKI_URL")
+        url = url or LOKI["url"].from_env()
         if not url:
             raise ValueError("LokiHandler needs a Loki URL: the url argument or OFSRE_LOKI_URL")
         service, env, version = resolve_identity(service, env, version)
         if label_fields is None:
-            label_fields = env_str("OFSRE_LOKI_LABEL_FIELDS", ",".join(LABEL_FIELDS))
+            label_fields = LOKI["label_fields"].from_env()
         if isinstance(label_fields, str):
             label_fields = [f.strip() for f in label_fields.split(",") if f.strip()]
         backend = LokiBackend(
-            url, service=service, env=env, tenant=tenant or env_str("OFSRE_LOKI_TENANT") or None,
-            headers=auth_headers(username or env_str("OFSRE_LOKI_USERNAME") or None,
-                                 password or env_str("OFSRE_LOKI_PASSWORD") or None,
-                                 token or env_str("OFSRE_LOKI_TOKEN") or None),
-            labels=dict(labels) if labels is not None else _parse_labels(env_str("OFSRE_LOKI_LABELS")),
+            url, service=service, env=env, tenant=tenant or LOKI["tenant"].from_env(),
+            headers=auth_headers(username or LOKI["username"].from_env(),
+                                 password or LOKI["password"].from_env(),
+                                 token or LOKI["token"].from_env()),
+            labels=dict(labels) if labels is not None else _parse_labels(LOKI["labels"].from_env()),
             label_fields=list(label_fields),
-            structured_metadata=(structured_metadata if structured_metadata is not None
-                                 else env_flag("OFSRE_LOKI_STRUCTURED_METADATA")),
+            structured_metadata=LOKI["structured_metadata"].get(structured_metadata),
         )
         super().__init__(backend, service=service, env=env, version=version, registry=registry, level=level,
                          **options)

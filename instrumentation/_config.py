@@ -7,18 +7,21 @@ the default used: bad telemetry configuration must not stop a service from start
 service name does, because every series would be unattributable).
 
 ``OFSRE_SERVICE`` (``OTEL_SERVICE_NAME``), ``OFSRE_ENV``, ``OFSRE_VERSION``, ``OFSRE_COMMIT``,
-``OFSRE_REQUIRE_INTERACTION_ID``; declared here for the table, read by their modules:
-``OFSRE_CATALOG`` (``catalog.py``), ``OFSRE_LOG_LEVEL`` (``logs.py``).
+``OFSRE_REQUIRE_INTERACTION_ID``; declared here and read through these declarations by their modules:
+``OFSRE_CATALOG`` (``catalog.py``), ``OFSRE_LOG_LEVEL`` (``logs.py``), and ``OFSRE_DATA_DIR``, the lowest
+layer of those that read it (the PCM store, the queue, the services and the runtime).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from .config import BOOLEAN, PATH, TEXT, Var, read
 
 __all__ = ["Settings", "resolve_settings", "env_flag", "env_str", "UNKNOWN",
-           "SERVICE", "ENV", "VERSION", "COMMIT", "REQUIRE_INTERACTION_ID", "CATALOG", "LOG_LEVEL"]
+           "SERVICE", "ENV", "VERSION", "COMMIT", "REQUIRE_INTERACTION_ID", "CATALOG", "LOG_LEVEL",
+           "DATA_DIR"]
 
 _LOGGER = "ofsre.instrumentation"
 UNKNOWN = "unknown"  # version/commit label when neither argument nor environment gives one
@@ -37,13 +40,17 @@ REQUIRE_INTERACTION_ID = Var(
     reader="instrumentation",
     doc="`on`: 400 for a request without a valid `x-fapi-interaction-id`, as the spec says "
         "(off by default so probes and curl work)")
-# Read by catalog.py and logs.py; declared here so the table lists them.
+# Read by catalog.py and logs.py through these declarations.
 CATALOG = Var("OFSRE_CATALOG", PATH, None, argument="path", logger=_LOGGER, shown="bundled `catalog.toml`",
               reader="instrumentation (`load_catalog`), all services",
               doc="another endpoint catalog file: the gateway's TPM limits and timeout, accounts' monthly "
                   "operational limits")
 LOG_LEVEL = Var("OFSRE_LOG_LEVEL", TEXT, "INFO", argument="level", logger=_LOGGER,
                 reader="instrumentation (`configure_logging`)", doc="level of `configure_logging`")
+# Read by the PCM store (exporters/pcm/store.py), the queue, the services and the runtime.
+DATA_DIR = Var("OFSRE_DATA_DIR", PATH, Path("var"), reader="all services, queue, runtime, PCM store",
+               doc="runtime state (the SQLite file; the runtime's `runtime.json`; the PCM store's "
+                   "`pcm/reports.db`)")
 
 
 @dataclass(frozen=True, slots=True)

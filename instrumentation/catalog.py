@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._config import CATALOG
 from .semconv import KNOWN_METHODS
 
 __all__ = ("Catalog", "CatalogError", "Endpoint", "Family", "SLO", "Tier", "RouteMatcher", "load_catalog",
@@ -261,7 +262,7 @@ def _load(path: str) -> Catalog:
 
 def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
     """The catalog from ``path``, else ``$OFSRE_CATALOG``, else the bundled file. Cached."""
-    chosen = path or os.environ.get("OFSRE_CATALOG") or DEFAULT_PATH
+    chosen = CATALOG.get(path) or DEFAULT_PATH
     return _load(str(Path(chosen).resolve()))
 
 

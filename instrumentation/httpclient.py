@@ -40,7 +40,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import semconv
-from ._config import env_str
+from ._config import SERVICE
 from .metrics import count_telemetry_error
 from .pcm import PcmCapture, capture_for
 
@@ -90,7 +90,7 @@ def _pcm_capture(pcm: bool | PcmCapture) -> PcmCapture | None:
     """The PCM capture of a ``pcm=True`` client: the service's (``OFSRE_SERVICE``), when its capture is on."""
     if isinstance(pcm, PcmCapture) or not pcm:
         return pcm or None
-    service = env_str("OFSRE_SERVICE") or env_str("OTEL_SERVICE_NAME")
+    service = SERVICE.from_env()
     return capture_for(service, None) if service else None
 
 

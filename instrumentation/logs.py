@@ -54,7 +54,7 @@ import time
 from typing import Any, TextIO
 
 from . import metrics
-from ._config import UNKNOWN, env_str
+from ._config import ENV, LOG_LEVEL, VERSION
 from .context import current_log_context
 from .redact import redact_text, redact_value
 
@@ -63,8 +63,8 @@ __all__ = ["JsonFormatter", "ContextFilter", "record_fields", "configure_logging
 
 CONTEXT_KEYS = ("trace_id", "span_id", "interaction_id")
 
-ENV_LEVEL, ENV_ENV, ENV_VERSION = "OFSRE_LOG_LEVEL", "OFSRE_ENV", "OFSRE_VERSION"
-DEFAULT_LEVEL = "INFO"
+ENV_LEVEL, ENV_ENV, ENV_VERSION = LOG_LEVEL.name, ENV.name, VERSION.name
+DEFAULT_LEVEL: str = LOG_LEVEL.default
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 # ``color_message`` is uvicorn's ANSI-coloured copy of the message: noise in JSON.
@@ -164,8 +164,8 @@ class JsonFormatter(logging.Formatter):
         super().__init__()
         self.service = service
         # Same precedence and defaults as the tracer's resource (instrumentation._config).
-        self.env = env or env_str(ENV_ENV)
-        self.version = version or env_str(ENV_VERSION, UNKNOWN)
+        self.env = env or ENV.from_env()
+        self.version = version or VERSION.from_env()
 
     def format(self, record: logging.LogRecord) -> str:
         try:
@@ -211,7 +211,7 @@ class ContextFilter(logging.Filter):
 
 
 def _level(value: str | int | None) -> int:
-    raw = value if value is not None else env_str(ENV_LEVEL, DEFAULT_LEVEL)
+    raw = value if value is not None else LOG_LEVEL.from_env()
     if isinstance(raw, int):
         return raw
     level = logging.getLevelName(str(raw).strip().upper())

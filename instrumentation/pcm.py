@@ -88,8 +88,8 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from . import semconv
-from ._config import env_str
 from .catalog import Catalog, Endpoint, load_catalog
+from .config import TEXT, Var, integer, number
 from .context import INTERACTION_ID_HEADER
 from .metrics import count_telemetry_error, counter
 
@@ -102,11 +102,25 @@ __all__ = ["PcmCapture", "identify_client", "capturing", "capture_for", "ENV_CAP
 _log = logging.getLogger("ofsre.instrumentation.pcm")
 
 COMPONENT = "pcm"
-ENV_CAPTURE = "OFSRE_PCM_CAPTURE"
-ENV_ORG_ID = "OFSRE_PCM_ORG_ID"
-ENV_SOFTWARE_STATEMENT = "OFSRE_PCM_SOFTWARE_STATEMENT_ID"
-ENV_QUEUE = "OFSRE_PCM_QUEUE_REPORTS"
-ENV_FLUSH = "OFSRE_PCM_FLUSH_S"
+_READER = "instrumentation (PCM capture)"
+
+
+def _var(name: str, kind: Any, default: Any, doc: str, **more: Any) -> Var[Any]:
+    return Var(name, kind, default, reader=_READER, doc=doc, logger=_log.name, **more)
+
+
+# The capture's variables (the sender's and the store's are declared in ofsre.exporters.pcm).
+CAPTURE = _var("OFSRE_PCM_CAPTURE", TEXT, "", "services that capture (comma list, e.g. `gateway,worker`)",
+               shown="off")
+ORG_ID = _var("OFSRE_PCM_ORG_ID", TEXT, "", "our organisationId: `serverOrgId` of SERVER reports, "
+              "`clientOrgId` of CLIENT reports", shown="required when capturing")
+SOFTWARE_STATEMENT = _var("OFSRE_PCM_SOFTWARE_STATEMENT_ID", TEXT, None,
+                          "our software statement: `clientSSId` of CLIENT reports")
+QUEUE_REPORTS = _var("OFSRE_PCM_QUEUE_REPORTS", integer(), 100_000,
+                     "reports the capture's memory queue holds (past it: dropped, counted)")
+FLUSH_S = _var("OFSRE_PCM_FLUSH_S", number(label="seconds"), 0.2,
+               "seconds between the capture's writes into the store")
+ENV_CAPTURE, ENV_ORG_ID, ENV_SOFTWARE_STATEMENT = CAPTURE.name, ORG_ID.name, SOFTWARE_STATEMENT.name
 EXTENSION = "ofsre.pcm"            # httpx request extension with a client call's PCM details
 SERVER, CLIENT = "SERVER", "CLIENT"
 _OPEN_PREFIX = "/open-banking/"
@@ -161,8 +175,8 @@ class PcmCapture:
 
     def __init__(self, service: str, *, org_id: str, software_statement_id: str | None = None,
                  store: str | os.PathLike[str] | None = None, catalog: Catalog | None = None,
-                 registry: CollectorRegistry | None = REGISTRY, queue_reports: int = 100_000,
-                 flush_interval: float = 0.2) -> None:
+                 registry: CollectorRegistry | None = REGISTRY, queue_reports: int = QUEUE_REPORTS.default,
+                 flush_interval: float = FLUSH_S.default) -> None:
         if not org_id:
             raise ValueError(f"PCM capture needs our organisationId ({ENV_ORG_ID})")
         if queue_reports < 1 or flush_interval <= 0:
@@ -191,17 +205,10 @@ class PcmCapture:
     @classmethod
     def from_env(cls, service: str, **kwargs: Any) -> PcmCapture:
         """Settings from ``OFSRE_PCM_*``; keyword arguments win. Raises ValueError without an org id."""
-        def number(name: str, default: float, kind: type) -> Any:
-            raw = env_str(name)
-            try:
-                return kind(raw) if raw else default
-            except ValueError:
-                _log.warning("%s=%r is not a number; using %s", name, raw, default)
-                return default
-        kwargs.setdefault("org_id", env_str(ENV_ORG_ID))
-        kwargs.setdefault("software_statement_id", env_str(ENV_SOFTWARE_STATEMENT) or None)
-        kwargs.setdefault("queue_reports", number(ENV_QUEUE, 100_000, int))
-        kwargs.setdefault("flush_interval", number(ENV_FLUSH, 0.2, float))
+        for argument, var in (("org_id", ORG_ID), ("software_statement_id", SOFTWARE_STATEMENT),
+                              ("queue_reports", QUEUE_REPORTS), ("flush_interval", FLUSH_S)):
+            if argument not in kwargs:
+                kwargs[argument] = var.from_env()
         return cls(service, **kwargs)
 
     # --- request path: SERVER ----------------------------------------------------------------
@@ -513,7 +520,7 @@ _shared_lock = threading.Lock()
 
 
 def _enabled_by_env(service: str) -> bool:
-    raw = env_str(ENV_CAPTURE).lower()
+    raw = CAPTURE.from_env().lower()
     if raw in _OFF:
         return False
     return service.lower() in {part.strip() for part in raw.split(",")}

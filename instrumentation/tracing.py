@@ -48,7 +48,7 @@ from opentelemetry.sdk.trace.sampling import (
     TraceIdRatioBased,
 )
 
-from ._config import UNKNOWN, env_str
+from ._config import ENV, VERSION, env_str
 
 __all__ = ["setup_tracing", "build_tracer_provider", "build_sampler", "exporter_from_env", "Presampler"]
 
@@ -95,8 +95,8 @@ def exporter_from_env() -> SpanExporter | None:
 def build_tracer_provider(service: str, *, version: str | None = None, exporter: SpanExporter | None = None,
                           sampler_ratio: float | None = None) -> TracerProvider:
     """A configured SDK provider, not installed globally (see the module docstring)."""
-    attributes = {"service.name": service, "service.version": version or env_str("OFSRE_VERSION", UNKNOWN)}
-    environment = env_str("OFSRE_ENV")
+    attributes = {"service.name": service, "service.version": version or VERSION.from_env()}
+    environment = ENV.from_env()
     if environment:
         attributes["deployment.environment.name"] = environment
     provider = TracerProvider(resource=Resource.create(attributes), sampler=build_sampler(sampler_ratio))

@@ -15,6 +15,11 @@ README = ROOT / "README.md"
 # The five readers: each reads its OFSRE_* variables through ofsre.instrumentation.config.
 READERS = ("instrumentation/_config.py", "exporters/_options.py", "platform/services/settings.py",
            "platform/queue/_config.py", "platform/runtime/config.py")
+# Every module of the package: what it names is declared, and it reads no OFSRE_* variable by hand.
+SOURCES = sorted(str(path.relative_to(ROOT)) for folder in ("instrumentation", "exporters", "platform", "cli")
+                 for path in (ROOT / folder).rglob("*.py"))
+# os.environ.get("OFSRE_X"), os.environ["OFSRE_X"], os.getenv("OFSRE_X"), env_str("OFSRE_X"), env.get("OFSRE_X")…
+BY_HAND = re.compile(r"""(?:environ|getenv|env_str|env_flag|env)\s*(?:\.get)?\s*[(\[]\s*f?["']OFSRE_""")
 
 
 def _block(text: str) -> str:
@@ -57,6 +62,24 @@ def test_every_variable_a_reader_names_is_declared(path):
     text = (ROOT / path).read_text(encoding="utf-8")
     named = set(re.findall(r"\b(OFSRE_[A-Z0-9_]*[A-Z0-9])\b(?![*_])", text))
     assert named and named <= declared, f"{path} names undeclared variables: {sorted(named - declared)}"
+
+
+@pytest.mark.parametrize("path", SOURCES)
+def test_every_variable_a_module_names_is_declared_and_read_through_its_declaration(path):
+    declared = {var.name for var in _config_cli.declared()}
+    text = (ROOT / path).read_text(encoding="utf-8")
+    named = set(re.findall(r"\b(OFSRE_[A-Z0-9_]*[A-Z0-9])\b(?![*_])", text))
+    assert named <= declared, f"{path} names undeclared variables: {sorted(named - declared)}"
+    by_hand = [line.strip() for line in text.splitlines() if BY_HAND.search(line)]
+    assert not by_hand, f"{path} reads OFSRE_* variables by hand instead of through their Var: {by_hand}"
+
+
+def test_the_by_hand_pattern_sees_the_usual_spellings():
+    for line in ('os.environ.get("OFSRE_X", "")', "os.environ['OFSRE_X']", 'os.getenv("OFSRE_X")',
+                 'env_str("OFSRE_X")', 'env.get("OFSRE_X")', 'env_flag("OFSRE_X")'):
+        assert BY_HAND.search(line), line
+    for line in ('os.environ.setdefault(SERVICE.name, service)', 'doc="`OFSRE_X` …"', 'X.from_env(environ)'):
+        assert not BY_HAND.search(line), line
 
 
 def test_every_declaration_says_who_reads_it_and_what_it_means():

@@ -54,14 +54,41 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from ofsre.instrumentation import semconv
 from ofsre.instrumentation.catalog import load_catalog
+from ofsre.instrumentation.config import TEXT, Var, integer, number
 from ofsre.instrumentation.metrics import counter
 
 from .._transport import backoff_delay, mark_shipper_thread, retry_after_seconds, shipper_thread
 from .store import KINDS, ReportStore
 
-__all__ = ["Sender", "SenderOptions", "TokenSource", "TokenError", "PATHS", "HOLD_STATUSES"]
+__all__ = ["Sender", "SenderOptions", "TokenSource", "TokenError", "PATHS", "HOLD_STATUSES", "ENV"]
 
 _log = logging.getLogger("ofsre.exporters.pcm")
+
+
+def _var(name: str, kind: Any, default: Any, doc: str, **more: Any) -> Var[Any]:
+    return Var(name, kind, default, reader="PCM sender (`ofsre pcm send`)", doc=doc, logger=_log.name, **more)
+
+
+# SenderOptions field (or file) -> its variable; SenderOptions.from_env reads them, its keywords win.
+ENV: dict[str, Var[Any]] = {
+    "url": _var("OFSRE_PCM_URL", TEXT, None, "the PCM's base URL", shown="required to send"),
+    "token_url": _var("OFSRE_PCM_TOKEN_URL", TEXT, None, "OAuth2 token endpoint",
+                      shown="`$OFSRE_PCM_URL/token/`"),
+    "client_id": _var("OFSRE_PCM_CLIENT_ID", TEXT, "", "our OAuth2 client at the PCM (`client_secret_basic`)",
+                      shown="required to send"),
+    "client_secret": _var("OFSRE_PCM_CLIENT_SECRET", TEXT, "", "its secret"),
+    "scope": _var("OFSRE_PCM_SCOPE", TEXT, None, "OAuth2 scope of the token request"),
+    "cert_file": _var("OFSRE_PCM_CERT_FILE", TEXT, "", "mTLS client certificate (with `OFSRE_PCM_KEY_FILE`)"),
+    "key_file": _var("OFSRE_PCM_KEY_FILE", TEXT, "", "the private key of `OFSRE_PCM_CERT_FILE`"),
+    "ca_file": _var("OFSRE_PCM_CA_FILE", TEXT, "", "CA bundle that signs the PCM's certificate",
+                    shown="the system's CAs"),
+    "max_reports": _var("OFSRE_PCM_MAX_REPORTS", integer(), 0, "reports per request",
+                        shown="catalog `pcm_max_reports`"),
+    "request_timeout": _var("OFSRE_PCM_TIMEOUT", number(label="seconds"), 30.0, "seconds per request"),
+    "poll_interval": _var("OFSRE_PCM_POLL_S", number(label="seconds"), 1.0,
+                          "seconds between looks at an empty store"),
+    "backoff_max": _var("OFSRE_PCM_BACKOFF_MAX", number(label="seconds"), 60.0, "largest retry delay"),
+}
 
 PATHS = {"private": "/report-api/v1/private/report", "opendata": "/report-api/v1/opendata/report"}
 HOLD_STATUSES = frozenset({400, 401, 403, 406, 415})
@@ -83,38 +110,26 @@ class SenderOptions:
     scope: str | None = None
     cert: tuple[str, str] | None = None       # mTLS client certificate and key files
     verify: bool | str = True                 # CA bundle path, or False (never in production)
-    max_reports: int = 0                      # per request; 0: the catalog's pcm_max_reports
-    request_timeout: float = 30.0
+    max_reports: int = ENV["max_reports"].default          # per request; 0: the catalog's pcm_max_reports
+    request_timeout: float = ENV["request_timeout"].default
     backoff_initial: float = 0.5
-    backoff_max: float = 60.0
-    poll_interval: float = 1.0                # seconds between looks at an empty store
+    backoff_max: float = ENV["backoff_max"].default
+    poll_interval: float = ENV["poll_interval"].default    # seconds between looks at an empty store
 
     @classmethod
     def from_env(cls, **overrides: Any) -> SenderOptions:
-        env = os.environ
-        url = overrides.pop("url", None) or env.get("OFSRE_PCM_URL", "").strip()
+        url = overrides.pop("url", None) or ENV["url"].from_env()
         if not url:
             raise ValueError("OFSRE_PCM_URL (the PCM's base URL) is not set")
-        cert = env.get("OFSRE_PCM_CERT_FILE", "").strip()
-        key = env.get("OFSRE_PCM_KEY_FILE", "").strip()
-        verify_raw = env.get("OFSRE_PCM_CA_FILE", "").strip()
+        read = {name: var.from_env() for name, var in ENV.items() if name != "url"}
+        cert, key, ca_file = read.pop("cert_file"), read.pop("key_file"), read.pop("ca_file")
         values: dict[str, Any] = {
+            **read,
             "url": url,
-            "token_url": env.get("OFSRE_PCM_TOKEN_URL", "").strip() or url.rstrip("/") + "/token/",
-            "client_id": env.get("OFSRE_PCM_CLIENT_ID", "").strip(),
-            "client_secret": env.get("OFSRE_PCM_CLIENT_SECRET", ""),
-            "scope": env.get("OFSRE_PCM_SCOPE", "").strip() or None,
+            "token_url": read["token_url"] or url.rstrip("/") + "/token/",
             "cert": (cert, key) if cert and key else None,
-            "verify": verify_raw or True,
+            "verify": ca_file or True,
         }
-        for name, var in (("max_reports", "OFSRE_PCM_MAX_REPORTS"), ("request_timeout", "OFSRE_PCM_TIMEOUT"),
-                          ("poll_interval", "OFSRE_PCM_POLL_S"), ("backoff_max", "OFSRE_PCM_BACKOFF_MAX")):
-            raw = env.get(var, "").strip()
-            if raw:
-                try:
-                    values[name] = int(raw) if name == "max_reports" else float(raw)
-                except ValueError:
-                    _log.warning("%s=%r is not a number; using the default", var, raw)
         values.update(overrides)
         if not values["client_id"]:
             raise ValueError("OFSRE_PCM_CLIENT_ID (our OAuth2 client at the PCM) is not set")

@@ -51,8 +51,15 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from ofsre.instrumentation._config import DATA_DIR
+from ofsre.instrumentation.config import PATH, Var
+
 __all__ = ["ReportStore", "Row", "BRT", "brasilia_day", "deadline_of", "KINDS", "STATES", "RESULTS",
-           "default_store_path", "report_json", "utc_iso", "COLUMNS"]
+           "default_store_path", "report_json", "utc_iso", "COLUMNS", "STORE"]
+
+STORE = Var("OFSRE_PCM_STORE", PATH, None, reader="PCM capture, sender and `ofsre pcm`",
+            shown="`$OFSRE_DATA_DIR/pcm/reports.db`", doc="the PCM report store (one SQLite file per host)",
+            logger="ofsre.exporters.pcm")
 
 # Brasília time. Brazil has had no daylight saving time since 2019 (Decree 9,772/2019), so a
 # fixed UTC-3 is exact and needs no time-zone database on the machine.
@@ -141,10 +148,8 @@ def report_json(role: str, endpoint: str, method: str, status: int, process_ms: 
 
 def default_store_path() -> Path:
     """``$OFSRE_PCM_STORE``, else ``$OFSRE_DATA_DIR/pcm/reports.db`` (``var/`` when unset)."""
-    explicit = os.environ.get("OFSRE_PCM_STORE", "").strip()
-    if explicit:
-        return Path(explicit)
-    return Path(os.environ.get("OFSRE_DATA_DIR", "").strip() or "var") / "pcm" / "reports.db"
+    explicit: Path | None = STORE.from_env()
+    return explicit if explicit is not None else DATA_DIR.from_env() / "pcm" / "reports.db"
 
 
 def brasilia_day(ts: float) -> str:

@@ -6,8 +6,9 @@ or ``queue_<field>`` (``queue_backend``, ``queue_max_attempts``…) wins over th
 The variables are :class:`ofsre.instrumentation.config.Var` declarations below (the README's
 table is generated from them); a malformed environment value is logged once and its default used,
 except a backend name the queue does not know, which stops the start (``QueueConfig`` raises).
-``OFSRE_DATABASE_URL``, ``OFSRE_DATA_DIR`` and ``OFSRE_QUEUE_BACKEND`` are declared here, the
-lowest layer that reads them, and imported by the services' settings and the runtime.
+``OFSRE_DATABASE_URL`` and ``OFSRE_QUEUE_BACKEND`` are declared here, the lowest layer that reads them,
+and imported by the services' settings and the runtime (``OFSRE_DATA_DIR`` is declared in
+``ofsre.instrumentation._config``, since the PCM store reads it too).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ofsre.instrumentation._config import SERVICE
-from ofsre.instrumentation.config import BOOLEAN, PATH, TEXT, UNSET, Var, duration, integer
+from ofsre.instrumentation._config import DATA_DIR, SERVICE
+from ofsre.instrumentation.config import BOOLEAN, TEXT, UNSET, Var, duration, integer
 
 __all__ = ["QueueConfig", "BACKENDS", "DATABASE_URL", "DATA_DIR", "QUEUE_BACKEND"]
 
@@ -38,8 +39,6 @@ DATABASE_URL = _var("OFSRE_DATABASE_URL", TEXT, "", reader="all services but the
                     shown="`sqlite+aiosqlite:///$OFSRE_DATA_DIR/ofsre.db`",
                     doc="SQLAlchemy async URL, e.g. `postgresql+asyncpg://postgres@127.0.0.1:5432/test` "
                         "(the queue's `db` backend too)")
-DATA_DIR = _var("OFSRE_DATA_DIR", PATH, Path("var"), reader="all services, queue, runtime",
-                doc="runtime state (the SQLite file; the runtime's `runtime.json`)")
 QUEUE_BACKEND = _var("OFSRE_QUEUE_BACKEND", TEXT, "db", reader="payments, worker, queue, runtime",
                      doc="`db`, `sqs`, `kafka` or `pubsub` (another name stops the start)")
 # field of QueueConfig -> its variable (resolve() reads them in this order)

@@ -47,6 +47,10 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAPSSAlgorithm
 
+from ofsre.instrumentation._config import DATA_DIR
+
+from .settings import JWKS_DIR, JWS_KEY_FILE, ORG_ID
+
 __all__ = ["ALGORITHM", "MEDIA_TYPE", "IAT_LEEWAY_S", "JTI_WINDOW_S", "JwsError", "BadSignature", "InvalidClaims",
            "SigningKey", "KeyDirectory", "Verifier", "MemoryReplayGuard", "JwsConfig", "JWT_CLAIMS", "body_of",
            "Participant", "DEFAULT_PLATFORM_ORG"]
@@ -57,7 +61,7 @@ IAT_LEEWAY_S = 60          # "A claim iat deve ser numérica … com tolerância
 JTI_WINDOW_S = 86_400      # "jti deve ser única para um clientId dentro de um intervalo de 86.400 segundos"
 JWT_CLAIMS = ("iss", "aud", "iat", "jti")
 _MAX_TOKEN_BYTES = 1 << 20
-DEFAULT_PLATFORM_ORG = "ofsre-bank"  # the platform's organisationId unless OFSRE_ORG_ID says otherwise
+DEFAULT_PLATFORM_ORG: str = ORG_ID.default  # the platform's organisationId unless OFSRE_ORG_ID says so
 _PS256 = RSAPSSAlgorithm(RSAPSSAlgorithm.SHA256)
 
 
@@ -385,11 +389,10 @@ class JwsConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, data_dir: Path | None = None) -> JwsConfig:
-        env = os.environ if environ is None else environ
-        base = Path(data_dir or env.get("OFSRE_DATA_DIR") or "var")
-        return cls(org_id=(env.get("OFSRE_ORG_ID") or DEFAULT_PLATFORM_ORG).strip(),
-                   jwks_dir=Path(env.get("OFSRE_JWKS_DIR") or base / "jwks"),
-                   key_file=Path(env.get("OFSRE_JWS_KEY_FILE") or base / "jws" / "platform-key.json"))
+        base: Path = DATA_DIR.get(data_dir, environ=environ)
+        return cls(org_id=ORG_ID.from_env(environ),
+                   jwks_dir=JWKS_DIR.from_env(environ) or base / "jwks",
+                   key_file=JWS_KEY_FILE.from_env(environ) or base / "jws" / "platform-key.json")
 
     def platform_key(self) -> SigningKey:
         """The platform's signing key (created on first use) with its public half published."""

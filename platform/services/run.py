@@ -33,8 +33,10 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
+from ofsre.instrumentation._config import SERVICE
+
 from .protocol import protocol_class
-from .settings import SERVICES, Settings
+from .settings import SERVICES, SHARED_FD, Settings
 
 __all__ = ["main", "serve", "migrate", "create_app"]
 
@@ -69,7 +71,7 @@ def _setup_process_telemetry(service: str) -> None:
     from ofsre.instrumentation.logs import configure_logging
     from ofsre.instrumentation.tracing import setup_tracing
 
-    os.environ.setdefault("OFSRE_SERVICE", service)
+    os.environ.setdefault(SERVICE.name, service)  # for every reader of OFSRE_SERVICE in this process
     configure_logging(service)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per proxied call is noise
     setup_tracing(service)
@@ -94,7 +96,7 @@ def _shared_socket() -> socket.socket | None:
     """The listening socket inherited as file descriptor ``OFSRE_SHARED_FD``: the local runtime
     opens the gateway port once and every gateway replica accepts from it (its stand-in for a
     Kubernetes Service). None when the variable is unset."""
-    raw = os.environ.get("OFSRE_SHARED_FD", "").strip()
+    raw = SHARED_FD.from_env()
     if not raw:
         return None
     try:

@@ -37,7 +37,9 @@ from ofsre.instrumentation.config import (
 )
 from ofsre.platform.queue._config import DATA_DIR, DATABASE_URL, QUEUE_BACKEND
 
-__all__ = ["Settings", "SERVICES", "parse_upstreams", "MTLS", "SIMULATION_ROUTES"]
+__all__ = ["Settings", "SERVICES", "parse_upstreams", "parse_webhooks", "MTLS", "SIMULATION_ROUTES",
+           "REDIS_URL", "REDIS_TIMEOUT_MS", "REDIS_KEY_PREFIX", "GATEWAY_REPLICAS", "SHARED_FD",
+           "PAYMENT_WEBHOOKS", "ORG_ID", "JWKS_DIR", "JWS_KEY_FILE", "PUBLIC_URL"]
 
 _LOGGER = "ofsre.platform.settings"
 
@@ -63,6 +65,18 @@ def parse_upstreams(raw: str | Mapping[str, object]) -> dict[str, tuple[str, ...
             raise ValueError(f"upstreams[{name!r}] must be a list of http(s) URLs")
         result[str(name)] = tuple(u.rstrip("/") for u in urls)
     return result
+
+
+def parse_webhooks(raw: str | Mapping[str, object]) -> dict[str, str]:
+    """``{"<organisationId>": "https://…", …}`` (JSON text or mapping) → organisationId → URL.
+
+    Raises ``ValueError`` on anything else; trailing slashes are dropped.
+    """
+    table = json.loads(raw) if isinstance(raw, str) else raw
+    if not isinstance(table, Mapping) or not all(isinstance(v, str) and v.startswith("http")
+                                                 for v in table.values()):
+        raise ValueError("expected a JSON object of organisationId -> http(s) URL")
+    return {str(k): str(v).rstrip("/") for k, v in table.items()}
 
 
 def _network(text: str) -> IPNetwork:
@@ -131,34 +145,42 @@ _VARS: dict[str, Var[Any]] = {
     "shutdown_timeout_s": SHUTDOWN_TIMEOUT_S,
 }
 
-# Read by one service's own module, not by Settings (gateway/limits.py, run.py, worker/app.py, jws.py,
-# payments/app.py); declared here so that the README's table lists every variable of the platform.
-_var("OFSRE_REDIS_URL", TEXT, None, "gateway",
-     "count TPM limits in this Redis, shared by every gateway replica (`redis://host:6379/0`)")
-_var("OFSRE_REDIS_TIMEOUT_MS", number(0, label="milliseconds"), 250.0, "gateway",
-     "past the timeout a call is counted in the process")
-_var("OFSRE_REDIS_KEY_PREFIX", TEXT, "ofsre:gateway:tpm", "gateway",
-     "the prefix keeps platforms sharing a Redis apart")
-_var("OFSRE_GATEWAY_REPLICAS", integer(1), 1, "gateway",
-     "the most gateway replicas that may run (the runtime sets it): > 1 without Redis logs a warning")
-_var("OFSRE_SHARED_FD", integer(0), None, "gateway",
-     "a listening socket inherited as this file descriptor: the local runtime opens the gateway port once "
-     "and every gateway replica accepts from it (`SO_REUSEPORT`)")
-_var("OFSRE_PAYMENT_WEBHOOKS", parsed(json.loads, "JSON"), None, "worker",
-     'JSON `{"<organisationId>": "https://…"}`: the initiators\' webhook URIs; each settled or rejected '
-     "payment is notified there (the platform's call *as a client*, reported to the PCM as CLIENT)")
-_var("OFSRE_ORG_ID", TEXT, "ofsre-bank", "payments",
-     "the platform's organisationId: `iss` of its signed answers, and its JWKS file's name")
-_var("OFSRE_JWKS_DIR", PATH, None, "payments", shown="`$OFSRE_DATA_DIR/jwks`",
-     doc="the Directory's stand-in: one JWKS (public keys) per organisation, `<organisationId>.json`; an "
-         "initiator's requests verify only against its own file (re-read when it changes)")
-_var("OFSRE_JWS_KEY_FILE", PATH, None, "payments", shown="`$OFSRE_DATA_DIR/jws/platform-key.json`",
-     doc="the platform's private signing JWK (RSA 2048); generated on first start if absent (replicas agree "
-         "on one), its public half published as `$OFSRE_JWKS_DIR/$OFSRE_ORG_ID.json`")
-_var("OFSRE_PUBLIC_URL", TEXT, None, "payments", shown="— (the URL called)",
-     doc="the API's public base URL (as in the Directory, e.g. `https://api.bank.example`): payments' "
-         "`links.self` must be an https host name (payments 4.0.0's pattern), and a request's `aud` "
-         "may name it")
+# Read by one service's own module through these declarations, not by Settings: gateway/limits.py (REDIS_*,
+# GATEWAY_REPLICAS), run.py (SHARED_FD), worker/app.py (PAYMENT_WEBHOOKS), jws.py (ORG_ID, JWKS_DIR,
+# JWS_KEY_FILE), payments/app.py (PUBLIC_URL).
+REDIS_URL = _var("OFSRE_REDIS_URL", TEXT, None, "gateway",
+                 "count TPM limits in this Redis, shared by every gateway replica (`redis://host:6379/0`)")
+REDIS_TIMEOUT_MS = _var("OFSRE_REDIS_TIMEOUT_MS", number(0, label="milliseconds"), 250.0, "gateway",
+                        "past the timeout a call is counted in the process")
+REDIS_KEY_PREFIX = _var("OFSRE_REDIS_KEY_PREFIX", TEXT, "ofsre:gateway:tpm", "gateway",
+                        "the prefix keeps platforms sharing a Redis apart")
+GATEWAY_REPLICAS = _var("OFSRE_GATEWAY_REPLICAS", integer(1), 1, "gateway",
+                        "the most gateway replicas that may run (the runtime sets it): > 1 without Redis "
+                        "logs a warning")
+# Text: run.py checks it is an inherited listening socket, and anything else stops the start.
+SHARED_FD = _var("OFSRE_SHARED_FD", TEXT, None, "gateway",
+                 "a listening socket inherited as this file descriptor: the local runtime opens the gateway "
+                 "port once and every gateway replica accepts from it (`SO_REUSEPORT`); another value stops "
+                 "the start")
+PAYMENT_WEBHOOKS = _var("OFSRE_PAYMENT_WEBHOOKS", parsed(parse_webhooks, "JSON"), {}, "worker",
+                        'JSON `{"<organisationId>": "https://…"}`: the initiators\' webhook URIs; each '
+                        "settled or rejected payment is notified there (the platform's call *as a client*, "
+                        "reported to the PCM as CLIENT)")
+ORG_ID = _var("OFSRE_ORG_ID", TEXT, "ofsre-bank", "payments",
+              "the platform's organisationId: `iss` of its signed answers, and its JWKS file's name")
+JWKS_DIR = _var("OFSRE_JWKS_DIR", PATH, None, "payments", shown="`$OFSRE_DATA_DIR/jwks`",
+                doc="the Directory's stand-in: one JWKS (public keys) per organisation, "
+                    "`<organisationId>.json`; an initiator's requests verify only against its own file "
+                    "(re-read when it changes)")
+JWS_KEY_FILE = _var("OFSRE_JWS_KEY_FILE", PATH, None, "payments",
+                    shown="`$OFSRE_DATA_DIR/jws/platform-key.json`",
+                    doc="the platform's private signing JWK (RSA 2048); generated on first start if absent "
+                        "(replicas agree on one), its public half published as "
+                        "`$OFSRE_JWKS_DIR/$OFSRE_ORG_ID.json`")
+PUBLIC_URL = _var("OFSRE_PUBLIC_URL", TEXT, None, "payments", shown="— (the URL called)",
+                  doc="the API's public base URL (as in the Directory, e.g. `https://api.bank.example`): "
+                      "payments' `links.self` must be an https host name (payments 4.0.0's pattern), and a "
+                      "request's `aud` may name it")
 
 
 @dataclass(frozen=True)

@@ -30,18 +30,17 @@ replaced when the window changes; Redis keys expire a window after theirs ends).
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Hashable, Mapping
+
+from ..settings import GATEWAY_REPLICAS, REDIS_KEY_PREFIX, REDIS_TIMEOUT_MS, REDIS_URL
 
 __all__ = ["WindowCounter", "RedisWindowCounter", "tpm_counter", "REDIS_URL_ENV", "REPLICAS_ENV"]
 
 _log = logging.getLogger("ofsre.platform.gateway")
 
-REDIS_URL_ENV = "OFSRE_REDIS_URL"
-REDIS_TIMEOUT_ENV = "OFSRE_REDIS_TIMEOUT_MS"
-REPLICAS_ENV = "OFSRE_GATEWAY_REPLICAS"
-REDIS_PREFIX_ENV = "OFSRE_REDIS_KEY_PREFIX"  # platforms (or test runs) sharing one Redis keep apart
+# The variables are declared in ofsre.platform.settings (the README's table); read through them here.
+REDIS_URL_ENV, REPLICAS_ENV = REDIS_URL.name, GATEWAY_REPLICAS.name
 _POOL_SIZE = 16
 
 # KEYS[1] = the window's key, ARGV[1] = its time to live (s). One round trip, atomic.
@@ -147,21 +146,14 @@ def _redact(url: str) -> str:
 
 def tpm_counter(environ: Mapping[str, str] | None = None, clock: Callable[[], float] = time.time) -> WindowCounter:
     """The TPM counter the environment asks for (see the module docstring)."""
-    env = os.environ if environ is None else environ
-    url = (env.get(REDIS_URL_ENV) or "").strip()
+    url = REDIS_URL.from_env(environ)
     if url:
-        try:
-            timeout_ms = float(env.get(REDIS_TIMEOUT_ENV) or 250)
-        except ValueError:
-            _log.warning("%s=%r is not a number; using 250 ms", REDIS_TIMEOUT_ENV, env.get(REDIS_TIMEOUT_ENV))
-            timeout_ms = 250.0
+        timeout_ms: float = REDIS_TIMEOUT_MS.from_env(environ)  # a malformed value: logged, 250 ms
         _log.info("TPM limits counted fleet-wide in Redis at %s", _redact(url))
-        prefix = (env.get(REDIS_PREFIX_ENV) or "ofsre:gateway:tpm").strip()
+        # The prefix keeps platforms (or test runs) sharing one Redis apart.
+        prefix: str = REDIS_KEY_PREFIX.from_env(environ)
         return RedisWindowCounter(url, 60, clock, timeout_s=timeout_ms / 1000, prefix=prefix)
-    try:
-        replicas = int(env.get(REPLICAS_ENV) or 1)
-    except ValueError:
-        replicas = 1
+    replicas: int = GATEWAY_REPLICAS.from_env(environ)
     if replicas > 1:
         _log.warning("%d gateway replicas and no shared counter store (%s): each replica counts TPM limits "
                      "alone, so together they admit up to %d x the catalog's limit; set %s for fleet-wide limits",

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import uuid
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
@@ -69,7 +68,7 @@ from ..db import transition
 from ..errors import ERROR_RESPONSES, OFError, _validation_status, error_response
 from ..jws import JwsConfig
 from ..models import PaymentConsent, PixPayment, as_utc, utcnow
-from ..settings import Settings
+from ..settings import PUBLIC_URL, Settings
 from .idempotency import Outcome, run_once
 from .signing import JWT_MEDIA_TYPE, PaymentsJws
 
@@ -442,7 +441,7 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
                       description="Open Finance Brasil payments v4 (reference platform; signed JWS bodies)")
     # The platform's key is created (and its public half published) before the first request.
     app.state.jws = PaymentsJws(JwsConfig.from_env(data_dir=settings.data_dir),
-                                public_url=os.environ.get("OFSRE_PUBLIC_URL", "").strip() or None)
+                                public_url=PUBLIC_URL.from_env())
 
     async def on_of_error(request: Request, exc: OFError) -> Response:
         """Errors of the spec routes are signed (:meth:`PaymentsJws.error`); the simulation's are not."""

@@ -35,9 +35,7 @@ into the settlement: the payment's status is final either way and the initiator 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import random
 import uuid
 
@@ -54,7 +52,7 @@ from ..app_common import service_app
 from ..contracts import ACCP, ACSC, PAYMENTS_TOPIC, PIX_FINAL, RCVD, RJCT
 from ..db import transition
 from ..models import PaymentConsent, PixPayment
-from ..settings import Settings
+from ..settings import PAYMENT_WEBHOOKS, Settings
 
 __all__ = ["create_app", "Settler", "Notifier", "GROUP", "WEBHOOK_PATH"]
 
@@ -63,21 +61,12 @@ _log = logging.getLogger("ofsre.platform.worker")
 GROUP = "worker"
 _RESTART_DELAY_S = 1.0
 WEBHOOK_PATH = "/open-banking/webhook/v1/payments/v4/pix/payments/{paymentId}"
-ENV_WEBHOOKS = "OFSRE_PAYMENT_WEBHOOKS"
+ENV_WEBHOOKS = PAYMENT_WEBHOOKS.name
 
 
 def _webhooks_from_env() -> dict[str, str]:
-    raw = os.environ.get(ENV_WEBHOOKS, "").strip()
-    if not raw:
-        return {}
-    try:
-        table = json.loads(raw)
-        if not isinstance(table, dict) or not all(isinstance(v, str) and v.startswith("http") for v in table.values()):
-            raise ValueError("expected a JSON object of organisationId -> http(s) URL")
-    except ValueError as exc:
-        _log.warning("%s is invalid (%s); no webhook notifications", ENV_WEBHOOKS, exc)
-        return {}
-    return {str(k): v.rstrip("/") for k, v in table.items()}
+    """organisationId -> webhook base URL; a malformed value is logged once and means no notifications."""
+    return dict(PAYMENT_WEBHOOKS.from_env())
 
 
 class Notifier:
