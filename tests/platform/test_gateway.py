@@ -14,7 +14,9 @@ from contextlib import AsyncExitStack
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
+from ofsre.instrumentation import semconv
 from ofsre.instrumentation.catalog import load_catalog
 from ofsre.platform.accounts.app import create_app as accounts_app
 from ofsre.platform.consents.app import create_app as consents_app
@@ -74,8 +76,16 @@ def gateway_settings(tmp_path, **changes) -> Settings:
     return dataclasses.replace(base, **changes)
 
 
-async def test_routes_each_family_the_catalog_lists_to_its_module(tmp_path, serve, replicas):
-    app = create_app(gateway_settings(tmp_path), transport=replicas.transport)
+def answered(registry, service: str = "gateway", status: str = "200") -> float:
+    """Requests of ``service`` the registry counted with ``status``."""
+    return sum(sample.value for metric in registry.collect() for sample in metric.samples
+               if sample.name == semconv.HTTP_REQUESTS.series and sample.labels.get("service") == service
+               and sample.labels.get("status") == status)
+
+
+async def test_routes_each_family_the_catalog_lists_to_its_module(tmp_path, serve, replicas, registry):
+    app = create_app(gateway_settings(tmp_path), transport=replicas.transport, registry=registry)
+    counted_globally = answered(REGISTRY)
     async with serve(app) as http:
         for method, path, host in (("POST", CONSENTS, "consents-1"), ("GET", ACCOUNTS, "accounts-1"),
                                    ("GET", "/open-banking/payments/v4/pix/payments/p-1", "payments-1"),
@@ -91,13 +101,16 @@ async def test_routes_each_family_the_catalog_lists_to_its_module(tmp_path, serv
         assert "PUT" in wrong["detail"]
         assert (await http.put(CONSENTS + "/urn:x:1")).headers["allow"] == "DELETE, GET"
         assert not replicas.seen[4:]
+    # The four routed requests are counted in the registry given to create_app, none in the global one.
+    assert answered(registry) == 4 and answered(REGISTRY) == counted_globally
 
 
 @pytest.mark.parametrize("path", ["/_sim/consents/urn:x:1/authorise", "/_sim/payments/consents/urn:x:1/authorise",
                                   "/open-banking/consents/v3/metrics", "/open-banking/accounts/v2/openapi.json"])
-async def test_never_routes_what_the_catalog_does_not_list(tmp_path, serve, replicas, path):
+async def test_never_routes_what_the_catalog_does_not_list(tmp_path, serve, replicas, path, registry):
     """Not even with OFSRE_SIMULATION_ROUTES on: that setting is the modules', never the gateway's."""
-    app = create_app(gateway_settings(tmp_path, simulation_routes=True), transport=replicas.transport)
+    app = create_app(gateway_settings(tmp_path, simulation_routes=True), transport=replicas.transport,
+                     registry=registry)
     async with serve(app) as http:
         assert (await http.post(path)).status_code in (404, 405)
         assert replicas.seen == []
@@ -127,8 +140,8 @@ def test_a_canonical_path_is_kept_as_decoded():
         == "/open-banking/consents/v3/consents/urn:ofsre:1"
 
 
-async def test_round_robin_and_failover(tmp_path, serve, replicas):
-    app = create_app(gateway_settings(tmp_path), transport=replicas.transport)
+async def test_round_robin_and_failover(tmp_path, serve, replicas, registry):
+    app = create_app(gateway_settings(tmp_path), transport=replicas.transport, registry=registry)
     async with serve(app) as http:
         hosts = [(await http.get(ACCOUNTS)).json()["replica"] for _ in range(6)]
         assert hosts == ["accounts-1", "accounts-2", "accounts-3"] * 2
@@ -140,11 +153,11 @@ async def test_round_robin_and_failover(tmp_path, serve, replicas):
 
 
 async def test_a_replica_closing_its_connection_unanswered_is_skipped_only_when_repeating_is_safe(
-        tmp_path, serve, replicas):
+        tmp_path, serve, replicas, registry):
     """A replica that is leaving may close a pooled connection as the gateway sends on it. A GET,
     or a request with an x-idempotency-key, goes to the next replica (or, with one Service URL,
     over a new connection); anything else gets the 502, never a second execution."""
-    app = create_app(gateway_settings(tmp_path), transport=replicas.transport)
+    app = create_app(gateway_settings(tmp_path), transport=replicas.transport, registry=registry)
     async with serve(app) as http:
         replicas.leaving["accounts-2"] = 10
         hosts = [(await http.get(ACCOUNTS)).json()["replica"] for _ in range(6)]
@@ -161,25 +174,28 @@ async def test_a_replica_closing_its_connection_unanswered_is_skipped_only_when_
         assert_of_error(await http.get(pix + "/p-1"), 502, "BAD_GATEWAY")
 
 
-async def test_a_module_without_replicas_is_502(tmp_path, serve, replicas):
-    app = create_app(gateway_settings(tmp_path, upstreams={}), transport=replicas.transport)
+async def test_a_module_without_replicas_is_502(tmp_path, serve, replicas, registry):
+    app = create_app(gateway_settings(tmp_path, upstreams={}), transport=replicas.transport,
+                     registry=registry)
     async with serve(app) as http:
         assert_of_error(await http.get(ACCOUNTS), 502)
         ready = await http.get("/readyz")
         assert ready.status_code == 503 and ready.json()["checks"] == {"upstreams": False}
 
 
-async def test_an_upstream_slower_than_the_catalog_timeout_is_504(tmp_path, serve, replicas, catalog_file):
+async def test_an_upstream_slower_than_the_catalog_timeout_is_504(tmp_path, serve, replicas, catalog_file,
+                                                                  registry):
     catalog = load_catalog(catalog_file(client_timeout_s=0.2))
-    app = create_app(gateway_settings(tmp_path), catalog=catalog, transport=replicas.transport)
+    app = create_app(gateway_settings(tmp_path), catalog=catalog, transport=replicas.transport,
+                     registry=registry)
     replicas.slow.add("consents-1")
     async with serve(app) as http:
         err = assert_of_error(await http.get(CONSENT), 504, "GATEWAY_TIMEOUT")
         assert "0.2 s" in err["detail"]
 
 
-async def test_forwarded_and_dropped_headers(tmp_path, serve, replicas):
-    app = create_app(gateway_settings(tmp_path), transport=replicas.transport)
+async def test_forwarded_and_dropped_headers(tmp_path, serve, replicas, registry):
+    app = create_app(gateway_settings(tmp_path), transport=replicas.transport, registry=registry)
     iid = str(uuid.uuid4())
     async with serve(app) as http:
         response = await http.get(ACCOUNTS, headers={IID: iid, "x-ofsre-client-org-id": "forged",
@@ -208,9 +224,9 @@ async def test_forwarded_and_dropped_headers(tmp_path, serve, replicas):
 # --- mTLS -----------------------------------------------------------------------------------------
 
 @pytest.fixture
-def mtls_app(tmp_path, pki, replicas):
+def mtls_app(tmp_path, pki, replicas, registry):
     settings = gateway_settings(tmp_path, mtls=True, client_ca_file=pki.write(tmp_path), trusted_proxies=TRUSTED)
-    return create_app(settings, transport=replicas.transport)
+    return create_app(settings, transport=replicas.transport, registry=registry)
 
 
 async def test_client_certificate_forwarded_by_a_trusted_proxy(mtls_app, serve, pki, replicas):
@@ -249,9 +265,9 @@ async def test_a_certificate_claimed_by_an_untrusted_peer_is_403(mtls_app, serve
         assert "untrusted peer" in err["detail"]
 
 
-def test_mtls_without_a_ca_refuses_to_start(tmp_path):
+def test_mtls_without_a_ca_refuses_to_start(tmp_path, registry):
     with pytest.raises(ValueError, match="OFSRE_CLIENT_CA_FILE"):
-        create_app(gateway_settings(tmp_path, mtls=True))
+        create_app(gateway_settings(tmp_path, mtls=True), registry=registry)
 
 
 # --- traffic limits -------------------------------------------------------------------------------
@@ -264,12 +280,13 @@ class Clock:
         return self.now
 
 
-async def test_tpm_from_the_catalog_refuses_exactly_past_the_limit(tmp_path, serve, replicas, pki, catalog_file):
+async def test_tpm_from_the_catalog_refuses_exactly_past_the_limit(tmp_path, serve, replicas, pki,
+                                                                   catalog_file, registry):
     catalog = load_catalog(catalog_file(baixa_tpm=3))
     limit = catalog.match("GET", ACCOUNTS).tpm
     clock = Clock(60 * 28_333_333 + 5)  # 5 s into a clock minute
     settings = gateway_settings(tmp_path, mtls=True, client_ca_file=pki.write(tmp_path), trusted_proxies=TRUSTED)
-    app = create_app(settings, catalog=catalog, transport=replicas.transport, clock=clock)
+    app = create_app(settings, catalog=catalog, transport=replicas.transport, clock=clock, registry=registry)
     org_a = {"x-ssl-client-cert": pki.issue("org-a").header}
     org_b = {"x-ssl-client-cert": pki.issue("org-b").header}
     async with serve(app) as http:
@@ -286,9 +303,10 @@ async def test_tpm_from_the_catalog_refuses_exactly_past_the_limit(tmp_path, ser
         assert (await http.get(ACCOUNTS, headers=org_a)).status_code == 200
 
 
-async def test_without_mtls_the_origin_is_the_client_ip(tmp_path, serve, replicas, catalog_file):
+async def test_without_mtls_the_origin_is_the_client_ip(tmp_path, serve, replicas, catalog_file, registry):
     catalog = load_catalog(catalog_file(baixa_tpm=1))
-    app = create_app(gateway_settings(tmp_path), catalog=catalog, transport=replicas.transport, clock=Clock())
+    app = create_app(gateway_settings(tmp_path), catalog=catalog, transport=replicas.transport, clock=Clock(),
+                     registry=registry)
     async with AsyncExitStack() as stack:
         one = await stack.enter_async_context(serve(app, client=("10.0.0.1", 1)))
         assert [(await one.get(ACCOUNTS)).status_code for _ in range(2)] == [200, 429]
@@ -296,9 +314,10 @@ async def test_without_mtls_the_origin_is_the_client_ip(tmp_path, serve, replica
         assert (await other.get(ACCOUNTS)).status_code == 200
 
 
-async def test_global_tps_capacity_is_529(tmp_path, serve, replicas):
+async def test_global_tps_capacity_is_529(tmp_path, serve, replicas, registry):
     clock = Clock(1_700_000_000.25)
-    app = create_app(gateway_settings(tmp_path, gateway_tps_limit=2), transport=replicas.transport, clock=clock)
+    app = create_app(gateway_settings(tmp_path, gateway_tps_limit=2), transport=replicas.transport,
+                     clock=clock, registry=registry)
     async with serve(app) as http:
         assert [(await http.get(CONSENT)).status_code for _ in range(3)] == [200, 200, 529]
         assert_of_error(await http.get(CONSENT), 529, "SITE_IS_OVERLOADED")
@@ -307,17 +326,18 @@ async def test_global_tps_capacity_is_529(tmp_path, serve, replicas):
         assert (await http.get(CONSENT)).status_code == 200
 
 
-def test_tps_capacity_defaults_to_the_catalog(tmp_path):
-    app = create_app(gateway_settings(tmp_path))
+def test_tps_capacity_defaults_to_the_catalog(tmp_path, registry):
+    app = create_app(gateway_settings(tmp_path), registry=registry)
     assert app.state.proxy.tps_limit == load_catalog().ecosystem["min_capacity_tps"]
     assert app.state.proxy.timeout_s == load_catalog().ecosystem["client_timeout_s"]
 
 
 # --- through to a real module ---------------------------------------------------------------------
 
-async def test_a_consent_journey_through_the_gateway(tmp_path, settings, serve, journeys, pki):
+async def test_a_consent_journey_through_the_gateway(tmp_path, settings, serve, journeys, pki, registry):
     """Gateway → consents/accounts apps (over ASGI): the org from the certificate owns the consent."""
-    modules = {"consents": consents_app(settings), "accounts": accounts_app(settings)}
+    modules = {"consents": consents_app(settings, registry=registry),
+               "accounts": accounts_app(settings, registry=registry)}
     transports = {name: httpx.ASGITransport(app=app) for name, app in modules.items()}
 
     async def route(request: httpx.Request) -> httpx.Response:
@@ -326,7 +346,7 @@ async def test_a_consent_journey_through_the_gateway(tmp_path, settings, serve, 
     upstreams = {name: (f"http://{name}",) for name in modules}
     gw_settings = gateway_settings(tmp_path, upstreams=upstreams, mtls=True, client_ca_file=pki.write(tmp_path),
                                    trusted_proxies=TRUSTED)
-    gateway = create_app(gw_settings, transport=httpx.MockTransport(route))
+    gateway = create_app(gw_settings, transport=httpx.MockTransport(route), registry=registry)
     cert = {"x-ssl-client-cert": pki.issue("org-journey").header}
     async with AsyncExitStack() as stack:
         for app in modules.values():

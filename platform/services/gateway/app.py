@@ -44,6 +44,8 @@ from urllib.parse import quote
 
 import httpx
 from fastapi import FastAPI
+from opentelemetry.trace import TracerProvider
+from prometheus_client import CollectorRegistry
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -292,9 +294,12 @@ async def _read_body(receive) -> bytes:
 
 
 def create_app(settings: Settings | None = None, *, catalog: Catalog | None = None,
-               transport: httpx.AsyncBaseTransport | None = None, clock: Callable[[], float] = time.time) -> FastAPI:
+               transport: httpx.AsyncBaseTransport | None = None, clock: Callable[[], float] = time.time,
+               registry: CollectorRegistry | None = None,
+               tracer_provider: TracerProvider | None = None) -> FastAPI:
     """The gateway app. ``catalog`` defaults to ``load_catalog()`` (``OFSRE_CATALOG`` or the bundled one);
-    ``transport`` and ``clock`` replace the network and the wall clock in tests."""
+    ``transport`` and ``clock`` replace the network and the wall clock in tests; ``registry`` and
+    ``tracer_provider`` default to the global ones (:func:`service_app`)."""
     settings = settings or Settings.from_env()
     catalog = catalog or load_catalog()
     authenticator = None
@@ -324,7 +329,8 @@ def create_app(settings: Settings | None = None, *, catalog: Catalog | None = No
         return any(table.get(service) for service in proxy.services.values())
 
     app = service_app("gateway", settings, title="ofsre gateway", database=False, on_startup=start,
-                      on_shutdown=stop, readiness={"upstreams": routable}, catalog=catalog,
+                      on_shutdown=stop, readiness={"upstreams": routable}, catalog=catalog, registry=registry,
+                      tracer_provider=tracer_provider,
                       description="Embedded API gateway of the reference Open Finance platform")
     app.state.proxy = proxy
     # One catch-all: the proxy decides what exists (the catalog), so /_sim/… and the modules'
