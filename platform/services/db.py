@@ -14,7 +14,8 @@
 
 PostgreSQL (asyncpg) in production and tests, SQLite (aiosqlite) for a laptop: the SQLite
 file lives in ``OFSRE_DATA_DIR`` and is opened in WAL mode with a busy timeout, so several
-service processes can share it.
+service processes can share it, and ``synchronous=NORMAL`` (SQLite's advice for WAL: a commit
+survives a crash of the process, only the last ones may be lost on power loss; no fsync per commit).
 
 Every status change of a stored resource (consents, payment consents, Pix payments) goes
 through :func:`transition`, a conditional ``UPDATE … WHERE status = <expected>``: of two
@@ -67,6 +68,7 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
 

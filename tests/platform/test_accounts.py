@@ -169,6 +169,43 @@ async def test_monthly_operational_limit_is_423_past_the_catalogs_tier_limit(api
     assert (await accounts.get(f"{BASE}/accounts", headers=bearer(other))).status_code == 200
 
 
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+async def test_concurrent_calls_never_take_more_than_the_months_limit(backend, database_url, tmp_path, registry):
+    """Three times the limit at once, each in its own session and connection: exactly the limit is
+    counted, the rest are 423, on both databases the platform runs on."""
+    import asyncio
+    import uuid
+
+    from ofsre.instrumentation.catalog import load_catalog
+    from ofsre.platform.accounts import limits
+    from ofsre.platform.db import create_engine, create_schema, session_factory
+    from ofsre.platform.errors import OFError
+    from ofsre.platform.settings import Settings
+
+    url = database_url if backend == "postgresql" else f"sqlite+aiosqlite:///{tmp_path / 'limits.db'}"
+    engine = create_engine(Settings(database_url=url, data_dir=tmp_path, db_pool_size=8), service="accounts",
+                           registry=registry)
+    if backend == "sqlite":
+        await create_schema(engine)
+    sessions, catalog, route = session_factory(engine), load_catalog(), f"{BASE}/accounts"
+    limit, consent = catalog.lookup("GET", route).tier.monthly_limit, f"urn:test:{uuid.uuid4()}"
+
+    async def call() -> int:
+        async with sessions() as session:
+            try:
+                await limits.consume(session, catalog, method="GET", route=route, consent_id=consent,
+                                     resource_id=None, paging=False)
+            except OFError as refused:
+                return refused.status
+            return 200
+
+    try:
+        statuses = await asyncio.gather(*(call() for _ in range(3 * limit)))
+    finally:
+        await engine.dispose()
+    assert sorted(statuses) == [200] * limit + [423] * (2 * limit)
+
+
 async def test_paging_on_with_the_pagination_key_does_not_count(apis, journeys):
     from ofsre.instrumentation.catalog import load_catalog
 
