@@ -46,6 +46,7 @@ from gevent.pool import Pool
 from locust import FastHttpUser, User, between, task
 
 from ofsre.instrumentation.catalog import load_catalog
+from ofsre.instrumentation.openfinance import format_datetime
 
 from . import personas
 from .signing import DEFAULT_PLATFORM_ORG, MEDIA_TYPE, PersonaSigner
@@ -304,7 +305,7 @@ class Persona:
         return self._signer
 
     def new_consent(self) -> str | None:
-        expires = (datetime.now(UTC) + timedelta(days=90)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        expires = format_datetime(datetime.now(UTC) + timedelta(days=90))
         body = {"data": {"loggedUser": {"document": {"identification": self.cpf, "rel": "CPF"}},
                          "permissions": DATA_PERMISSIONS, "expirationDateTime": expires}}
         created = self.call("POST", CONSENTS, expect=(201,), json=body)

@@ -46,7 +46,9 @@ import httpx
 
 from ofsre.instrumentation import semconv
 from ofsre.instrumentation.catalog import load_catalog
+from ofsre.instrumentation.openfinance import format_datetime
 
+from ..contracts import PIX_FINAL
 from ..jws import JwsConfig, JwsError, Participant
 from .config import RuntimeConfig
 from .hpa import ControllerConfig
@@ -62,7 +64,6 @@ PAYMENT_CONSENTS = "/open-banking/payments/v4/consents"
 PIX_PAYMENTS = "/open-banking/payments/v4/pix/payments"
 CPF = "76109277673"  # a made-up customer; the accounts service seeds its accounts from it
 INITIATOR = "ofsre-demo-initiator"  # the demo's organisationId as a payment initiator
-SETTLED = ("ACSC", "RJCT")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -172,7 +173,7 @@ class Journey:
             self.failures.append(f"authorising {consent_id}: {resp.status_code} {resp.text[:300]}")
 
     def data_consent(self) -> str | None:
-        expires = (datetime.now(UTC) + timedelta(days=90)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        expires = format_datetime(datetime.now(UTC) + timedelta(days=90))
         body = {"data": {"loggedUser": {"document": {"identification": CPF, "rel": "CPF"}},
                          "permissions": ["ACCOUNTS_READ", "ACCOUNTS_BALANCES_READ", "ACCOUNTS_TRANSACTIONS_READ",
                                          "RESOURCES_READ"],
@@ -241,7 +242,7 @@ class Journey:
                     except (JwsError, KeyError) as exc:
                         self.failures.append(f"GET {PIX_PAYMENTS}/{pid}: unreadable signed answer ({exc})")
                         return statuses
-                    if status in SETTLED:
+                    if status in PIX_FINAL:
                         statuses[pid] = status
             time.sleep(0.1)
         for pid in payment_ids:
