@@ -33,7 +33,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -48,12 +48,13 @@ from ofsre.instrumentation.catalog import Catalog
 from ofsre.instrumentation.openfinance import format_datetime
 
 from . import db
+from .contracts import AWAITING
 from .errors import OFError, install_error_handlers
 from .guard import RequestGuard
 from .settings import Settings
 
 __all__ = ["service_app", "Session", "CLIENT_ORG_HEADER", "ClientOrg", "Hook", "Check", "flush_telemetry",
-           "Meta", "Links", "of_body", "envelope", "check_owner", "consent_id_from"]
+           "Meta", "Links", "of_body", "envelope", "check_owner", "consent_id_from", "owned", "decide_awaiting"]
 
 _log = logging.getLogger("ofsre.platform")
 
@@ -63,6 +64,7 @@ _log = logging.getLogger("ofsre.platform")
 CLIENT_ORG_HEADER = "x-ofsre-client-org-id"
 
 Hook = Callable[[FastAPI], Awaitable[None]]
+Row = TypeVar("Row")  # a model class's instance (Consent, PaymentConsent)
 Check = Callable[[FastAPI], Awaitable[bool]]
 # Shutdown gives messages being processed this long to be settled (``Queue.close(timeout=)``),
 # then the backend this long to release its connections: the outer bound must exceed the drain,
@@ -133,6 +135,37 @@ def check_owner(owner_org: str | None, caller_org: str | None, what: str) -> Non
     """
     if owner_org is not None and owner_org != caller_org:
         raise OFError(403, f"{what} belongs to another institution")
+
+
+async def owned(session: AsyncSession, model: type[Row], key: str, caller_org: str | None, what: str, *,
+                status: int = 404, **error: Any) -> Row:
+    """The ``model`` row ``key`` (a consent: it has ``client_org_id``) if ``caller_org`` may use it.
+
+    ``status`` (404, or the ``OFError`` keywords ``error``) when there is none; 403 when another
+    institution created it (:func:`check_owner`).
+    """
+    row: Any = await session.get(model, key)
+    if row is None:
+        raise OFError(status, f"{what} {key} not found", **error)
+    check_owner(row.client_org_id, caller_org, what)
+    return row
+
+
+async def decide_awaiting(session: AsyncSession, model: type[Row], key: str, status: str, target: str,
+                          what: str, **values: Any) -> Row:
+    """The simulated customer's answer to a consent awaiting authorisation: ``AWAITING`` → ``target``.
+
+    ``status`` is the consent's effective status: 422 unless it is ``AWAITING``, 409 when the
+    conditional update (:func:`db.transition`, with ``values``) finds it changed meanwhile.
+    Returns the row read again.
+    """
+    if status != AWAITING:
+        raise OFError(422, f"the {what} is {status}, not {AWAITING}", code="STATUS_INVALIDO")
+    if not await db.transition(session, model, key, AWAITING, target, **values):
+        raise OFError(409, f"the {what} changed status meanwhile; read it again")
+    row = await session.get(model, key, populate_existing=True)
+    assert row is not None  # the update has just matched it
+    return row
 
 
 def flush_telemetry(timeout_s: float = 5.0, tracer_provider: TracerProvider | None = None) -> None:

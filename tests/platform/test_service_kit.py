@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import pytest
 from fastapi import APIRouter
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -14,6 +15,7 @@ from ofsre.instrumentation import semconv
 from ofsre.platform import app_common, db
 from ofsre.platform.app_common import service_app
 from ofsre.platform.contracts import AUTHORISED, AWAITING, REJECTED
+from ofsre.platform.errors import OFError
 from ofsre.platform.models import Consent, utcnow
 from ofsre.platform.queue import Message, Queue, QueueConfig
 from ofsre.platform.settings import Settings
@@ -98,12 +100,12 @@ async def test_shutdown_gives_the_queue_its_drain_and_then_releases_it(registry,
     assert 0.3 <= took < 5.0  # the drain's own timeout ended it, not the outer bound
 
 
-async def _consent(settings, status: str) -> tuple[str, object]:
+async def _consent(settings, status: str, **fields) -> tuple[str, object]:
     engine = db.create_engine(settings, service="test", registry=None)
     consent_id = f"urn:ofsre:{uuid.uuid4()}"
     async with db.session_factory(engine)() as session:
         session.add(Consent(consent_id=consent_id, status=status, permissions=["ACCOUNTS_READ"],
-                            document="12345678901", document_rel="CPF"))
+                            document="12345678901", document_rel="CPF", **fields))
         await session.commit()
     return consent_id, engine
 
@@ -141,5 +143,43 @@ async def test_transition_sets_the_values_and_without_commit_leaves_it_to_the_ca
             assert (consent.status, consent.rejected_by, consent.rejection_reason) == (
                 REJECTED, "USER", "CUSTOMER_MANUALLY_REVOKED")
             assert consent.status_updated_at == at
+    finally:
+        await engine.dispose()
+
+
+async def test_owned_is_the_callers_row_else_404_or_403(settings):
+    consent_id, engine = await _consent(settings, AWAITING, client_org_id="org-a")
+    try:
+        async with db.session_factory(engine)() as session:
+            assert (await app_common.owned(session, Consent, consent_id, "org-a", "consent")).status == AWAITING
+            with pytest.raises(OFError) as other:
+                await app_common.owned(session, Consent, consent_id, "org-b", "consent")
+            with pytest.raises(OFError) as missing:
+                await app_common.owned(session, Consent, "urn:ofsre:nobody", "org-a", "consent", status=422,
+                                       code="CONSENTIMENTO_INVALIDO")
+        assert (other.value.status, other.value.detail) == (403, "consent belongs to another institution")
+        assert (missing.value.status, missing.value.code, missing.value.detail) == (
+            422, "CONSENTIMENTO_INVALIDO", "consent urn:ofsre:nobody not found")
+    finally:
+        await engine.dispose()
+
+
+async def test_decide_awaiting_moves_an_awaiting_consent_once(settings):
+    consent_id, engine = await _consent(settings, AWAITING)
+    sessions = db.session_factory(engine)
+    try:
+        async with sessions() as session:
+            decided = await app_common.decide_awaiting(session, Consent, consent_id, AWAITING, REJECTED, "consent",
+                                                       rejected_by="USER")
+            assert (decided.status, decided.rejected_by) == (REJECTED, "USER")
+        async with sessions() as session:  # a second answer read the consent before the first one moved it
+            with pytest.raises(OFError) as late:
+                await app_common.decide_awaiting(session, Consent, consent_id, AWAITING, AUTHORISED, "consent")
+            with pytest.raises(OFError) as settled:
+                await app_common.decide_awaiting(session, Consent, consent_id, REJECTED, AUTHORISED, "consent")
+        assert late.value.status == 409
+        assert (settled.value.status, settled.value.code) == (422, "STATUS_INVALIDO")
+        async with sessions() as session:
+            assert (await session.get(Consent, consent_id)).status == REJECTED
     finally:
         await engine.dispose()

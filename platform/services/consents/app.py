@@ -37,7 +37,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from ofsre.instrumentation.catalog import load_catalog
 
-from ..app_common import ClientOrg, Session, check_owner, envelope, of_body, service_app
+from ..app_common import ClientOrg, Session, decide_awaiting, envelope, of_body, owned, service_app
 from ..contracts import AUTHORISED, AWAITING, REJECTED, BusinessEntity, LoggedUser, iso
 from ..db import transition
 from ..errors import ERROR_RESPONSES, OFError, _validation_status
@@ -125,11 +125,7 @@ X_V = {"x-v": FAMILY.version}  # the document requires the API version on every 
 
 
 async def _load(session: Session, consent_id: str, caller_org: str | None) -> Consent:
-    consent = await session.get(Consent, consent_id)
-    if consent is None:
-        raise OFError(404, f"consent {consent_id} not found")
-    check_owner(consent.client_org_id, caller_org, "consent")
-    return consent
+    return await owned(session, Consent, consent_id, caller_org, "consent")
 
 
 @router.post(BASE + "/consents", status_code=201, tags=["consents"], **_OUT)
@@ -198,13 +194,9 @@ async def sim_reject(consentId: ConsentId, request: Request, session: Session, o
 async def _sim_decide(session: Session, request: Request, consent_id: str, target: str, org: str | None) -> dict:
     consent = await _load(session, consent_id, org)  # the consent's own organisation only
     status, _ = effective_status(consent, utcnow())
-    if status != AWAITING:
-        raise OFError(422, f"the consent is {status}, not {AWAITING}", code="STATUS_INVALIDO")
     reason = "CUSTOMER_MANUALLY_REJECTED" if target == REJECTED else None
-    if not await transition(session, Consent, consent_id, AWAITING, target,
-                            rejected_by="USER" if reason else None, rejection_reason=reason):
-        raise OFError(409, "the consent changed status meanwhile; read it again")
-    consent = await session.get(Consent, consent_id, populate_existing=True)
+    consent = await decide_awaiting(session, Consent, consent_id, status, target, "consent",
+                                    rejected_by="USER" if reason else None, rejection_reason=reason)
     return envelope(consent_data(consent, utcnow()), request)
 
 

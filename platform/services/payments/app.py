@@ -50,7 +50,17 @@ from pydantic import BaseModel, Field, ValidationError
 from ofsre.instrumentation.catalog import load_catalog
 
 from ..accounts import data as accounts_data
-from ..app_common import ClientOrg, Session, check_owner, consent_id_from, envelope, of_body, service_app
+from ..app_common import (
+    ClientOrg,
+    Session,
+    check_owner,
+    consent_id_from,
+    decide_awaiting,
+    envelope,
+    of_body,
+    owned,
+    service_app,
+)
 from ..contracts import (
     AUTHORISED,
     AWAITING,
@@ -291,10 +301,7 @@ def _canonical(body: dict) -> bytes:
 @router.get(BASE + "/consents/{consentId}", tags=["payments"], response_class=Response,
             responses={200: {**_JWT, "description": "The consent (signed)"}})
 async def get_payment_consent(consentId: ConsentId, request: Request, session: Session, org: ClientOrg) -> Response:
-    consent = await session.get(PaymentConsent, consentId)
-    if consent is None:
-        raise OFError(404, f"payment consent {consentId} not found")
-    check_owner(consent.client_org_id, org, "payment consent")
+    consent = await owned(session, PaymentConsent, consentId, org, "payment consent")
     return _signed(request, envelope(consent_data(consent, utcnow()), request, links={"self": _link(request)}),
                    200, org or consent.signer_org_id)
 
@@ -347,11 +354,8 @@ def _diverges(item: PixPaymentRequest, consent: PaymentConsent) -> str | None:
 
 async def _consume_consent_into_payment(session: Session, consent_id: str, item: PixPaymentRequest,
                                         org: str | None) -> PixPayment:
-    consent = await session.get(PaymentConsent, consent_id)
-    if consent is None:
-        raise OFError(422, f"payment consent {consent_id} not found", code="CONSENTIMENTO_INVALIDO",
-                      title="Consentimento inválido")
-    check_owner(consent.client_org_id, org, "payment consent")
+    consent = await owned(session, PaymentConsent, consent_id, org, "payment consent", status=422,
+                          code="CONSENTIMENTO_INVALIDO", title="Consentimento inválido")
     now = utcnow()
     status, _ = _consent_status(consent, now)
     if status != AUTHORISED:
@@ -416,18 +420,13 @@ async def sim_reject(consentId: ConsentId, request: Request, session: Session, o
 
 
 async def _sim_decide(session: Session, request: Request, consent_id: str, target: str, org: str | None) -> dict:
-    consent = await session.get(PaymentConsent, consent_id)
-    if consent is None:
-        raise OFError(404, f"payment consent {consent_id} not found")
-    check_owner(consent.client_org_id, org, "payment consent")  # the consent's own organisation only
+    # the consent's own organisation only
+    consent = await owned(session, PaymentConsent, consent_id, org, "payment consent")
     now = utcnow()
     status, _ = _consent_status(consent, now)
-    if status != AWAITING:
-        raise OFError(422, f"the payment consent is {status}, not {AWAITING}", code="STATUS_INVALIDO")
     reason = {"code": "REJEITADO_USUARIO", "detail": "the payer refused"} if target == REJECTED else None
-    if not await transition(session, PaymentConsent, consent_id, AWAITING, target, at=now, rejection_reason=reason):
-        raise OFError(409, "the payment consent changed status meanwhile")
-    consent = await session.get(PaymentConsent, consent_id, populate_existing=True)
+    consent = await decide_awaiting(session, PaymentConsent, consent_id, status, target, "payment consent",
+                                    at=now, rejection_reason=reason)
     return envelope(consent_data(consent, utcnow()), request)
 
 
