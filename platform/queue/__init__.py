@@ -55,7 +55,8 @@ async def open_queue(settings: Any = None, *, service: str | None = None,
     ``options`` are passed to the backend's class: ``engine=`` (db: share an AsyncEngine),
     ``kafka=`` / ``pubsub=`` (a stand-in for the client module, as the tests use).
     """
-    config = QueueConfig.resolve(settings, **({"service": service} if service else {}))
+    overrides: dict[str, Any] = {"service": service} if service else {}
+    config = QueueConfig.resolve(settings, **overrides)
     kwargs = {"registry": registry, "tracer_provider": tracer_provider, **options}
     if config.backend == "db":
         from .db import DatabaseQueue

@@ -178,8 +178,8 @@ class DatabaseQueue(Queue):
                          available_at=self._now + self.config.lease_seconds)
                  .returning(messages.c.id, messages.c.body, messages.c.headers, messages.c.attempts))
         async with self.engine.begin() as conn:
-            rows = (await conn.execute(claim)).all()
-        rows.sort(key=lambda row: row.id)  # RETURNING order is unspecified
+            claimed = (await conn.execute(claim)).all()
+        rows = sorted(claimed, key=lambda row: row.id)  # RETURNING order is unspecified
         return [Message(self, topic, group, id=str(row.id), raw_body=row.body, headers=json.loads(row.headers),
                         attempt=row.attempts, receipt=token) for row in rows]
 

@@ -134,7 +134,9 @@ class SqsQueue(Queue):
         return reply["Attributes"]["QueueArn"]
 
     def _sns_arn(self, topic: str) -> str:
-        return self._topic_arns.get(topic) or self.config.sns_topic_arn.replace("{topic}", self._name(topic))
+        template = self.config.sns_topic_arn
+        assert template is not None  # called only with SNS on (``open`` makes ``_sns`` from it)
+        return self._topic_arns.get(topic) or template.replace("{topic}", self._name(topic))
 
     def _shared_sns_topic(self) -> bool:
         return "{topic}" not in (self.config.sns_topic_arn or "")

@@ -38,7 +38,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from ofsre.instrumentation import semconv
-from ofsre.instrumentation.metrics import metric
+from ofsre.instrumentation.metrics import gauge
 
 from . import hpa
 from .supervisor import READY, TERMINATING, Deployment, Replica
@@ -85,7 +85,7 @@ class Autoscaler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         # Our own metric objects registered in our registry: the runtime's endpoint serves only these.
-        self._g = {spec.name: metric(spec, None) for spec in (
+        self._g = {spec.name: gauge(spec, None) for spec in (
             semconv.KUBE_HPA_CURRENT_REPLICAS, semconv.KUBE_HPA_DESIRED_REPLICAS, semconv.KUBE_HPA_MIN_REPLICAS,
             semconv.KUBE_HPA_MAX_REPLICAS, semconv.KUBE_HPA_CONDITION, semconv.KUBE_DEPLOYMENT_REPLICAS_AVAILABLE,
             semconv.KUBE_HPA_TARGET_METRIC, semconv.KUBE_POD_RESOURCE_REQUESTS)}

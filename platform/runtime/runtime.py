@@ -160,7 +160,7 @@ class LocalRuntime:
         self.scrape_config = write_scrape_config(self.paths.prometheus, runtime_target=runtime_target,
                                                  scrape_interval=cfg.scrape_interval)
         if cfg.prometheus:
-            self._start_prometheus()
+            self._start_prometheus(self.scrape_config)
         self._stop_tick.clear()
         self._tick = threading.Thread(target=self._reconcile_loop, name="runtime-reconcile", daemon=True)
         self._tick.start()
@@ -282,9 +282,9 @@ class LocalRuntime:
         raise RuntimeStartError("; ".join(f"{d.name} not ready after {self.config.startup_timeout:g} s"
                                           f" ({d.last_failure or 'no error logged'})" for d in late))
 
-    def _start_prometheus(self) -> None:
+    def _start_prometheus(self, scrape_config: Path) -> None:
         cfg = self.config
-        cmd = prometheus_command(cfg.prometheus_binary, self.scrape_config, self.paths.prometheus / "data")
+        cmd = prometheus_command(cfg.prometheus_binary, scrape_config, self.paths.prometheus / "data")
         svc = ServiceConfig("prometheus", autoscale=False, routed=False)
         self.prometheus = self._deployment(svc, cmd, port=cfg.prometheus_port or None, readiness_path="/-/ready")
         self._bring_up([self.prometheus])

@@ -62,6 +62,7 @@ class RuntimeServer:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
+        assert isinstance(host, str)  # an AF_INET socket's address (bytes only for AF_UNIX)
         return f"http://{host}:{port}"
 
     def start(self) -> None:

@@ -51,6 +51,7 @@ from . import db
 from .contracts import AWAITING
 from .errors import OFError, install_error_handlers
 from .guard import RequestGuard
+from .models import Base
 from .settings import Settings
 
 __all__ = ["service_app", "Session", "CLIENT_ORG_HEADER", "ClientOrg", "Hook", "Check", "flush_telemetry",
@@ -64,7 +65,7 @@ _log = logging.getLogger("ofsre.platform")
 CLIENT_ORG_HEADER = "x-ofsre-client-org-id"
 
 Hook = Callable[[FastAPI], Awaitable[None]]
-Row = TypeVar("Row")  # a model class's instance (Consent, PaymentConsent)
+Row = TypeVar("Row", bound=Base)  # a model class's instance (Consent, PaymentConsent)
 Check = Callable[[FastAPI], Awaitable[bool]]
 # Shutdown gives messages being processed this long to be settled (``Queue.close(timeout=)``),
 # then the backend this long to release its connections: the outer bound must exceed the drain,
@@ -103,7 +104,7 @@ class Links(BaseModel):
     last: str | None = None
 
 
-def of_body(data: object, name: str) -> type[BaseModel]:
+def of_body(data: type[Any], name: str) -> type[BaseModel]:
     """The response model ``{data, links, meta}`` around ``data`` (a model or ``list[model]``)."""
     return create_model(name, data=(data, ...), links=(Links, ...), meta=(Meta, ...))
 

@@ -80,7 +80,7 @@ class RequestGuard:
         try:
             length = _check_headers(scope["headers"])
             if self._secret is not None and scope["path"].startswith(API_PREFIXES):
-                self._check_secret(scope["headers"])
+                _check_secret(scope["headers"], self._secret)
             if length is not None and length > self.max_body_bytes:
                 raise _Refusal(413, f"request body larger than {self.max_body_bytes} bytes", _CLOSE)
             body = await self._read_body(receive)
@@ -98,11 +98,6 @@ class RequestGuard:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, send)
-
-    def _check_secret(self, headers) -> None:
-        given = next((v for k, v in headers if k == _SECRET), b"")
-        if not hmac.compare_digest(given, self._secret):
-            raise _Refusal(401, "this module answers only the platform's gateway")
 
     async def _read_body(self, receive) -> bytes | None:
         chunks, size = [], 0
@@ -145,6 +140,12 @@ def _check_headers(headers) -> int | None:
     if hosts != 1:
         raise _Refusal(400, "a request must have exactly one Host header")
     return length
+
+
+def _check_secret(headers, secret: bytes) -> None:
+    given = next((v for k, v in headers if k == _SECRET), b"")
+    if not hmac.compare_digest(given, secret):
+        raise _Refusal(401, "this module answers only the platform's gateway")
 
 
 def _with_interaction_id(scope, send):

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Literal
 
@@ -60,8 +61,9 @@ Page = Annotated[int, Query(ge=1, le=1_000_000)]
 PageSize = Annotated[int, Query(alias="page-size", ge=1, le=1000)]
 
 
-def requires(permission: Permission):
-    """A parameter type: the request's consent, checked to be AUTHORISED and to grant ``permission``."""
+def requires(permission: Permission) -> Callable[..., Awaitable[Consent]]:
+    """The dependency giving the request's consent, checked to be AUTHORISED and to grant ``permission``
+    (a parameter type is ``Annotated[Consent, Depends(requires(permission))]``)."""
 
     async def authorised_consent(
             session: Session, org: ClientOrg,
@@ -81,13 +83,13 @@ def requires(permission: Permission):
             raise OFError(403, f"the consent does not grant {permission.value}")
         return consent
 
-    return Annotated[Consent, Depends(authorised_consent)]
+    return authorised_consent
 
 
-CanReadAccounts = requires(Permission.ACCOUNTS_READ)
-CanReadBalances = requires(Permission.ACCOUNTS_BALANCES_READ)
-CanReadOverdraft = requires(Permission.ACCOUNTS_OVERDRAFT_LIMITS_READ)
-CanReadTransactions = requires(Permission.ACCOUNTS_TRANSACTIONS_READ)
+CanReadAccounts = Annotated[Consent, Depends(requires(Permission.ACCOUNTS_READ))]
+CanReadBalances = Annotated[Consent, Depends(requires(Permission.ACCOUNTS_BALANCES_READ))]
+CanReadOverdraft = Annotated[Consent, Depends(requires(Permission.ACCOUNTS_OVERDRAFT_LIMITS_READ))]
+CanReadTransactions = Annotated[Consent, Depends(requires(Permission.ACCOUNTS_TRANSACTIONS_READ))]
 
 
 # --- pagination -----------------------------------------------------------------------------------
@@ -100,7 +102,7 @@ def paginate(request: Request, items: list, page: int, page_size: int) -> dict:
         raise OFError(422, f"page {page} is past the last page ({pages})", code="PAGINA_INVALIDA")
 
     def link(n: int, paging: bool = False) -> str:
-        params = {"page": n, "page-size": page_size}
+        params: dict[str, int | str] = {"page": n, "page-size": page_size}
         if paging:  # a call that pages on does not count against the monthly limit (limits.py)
             params["pagination-key"] = _pagination_key(request)
         return str(request.url.remove_query_params("pagination-key").include_query_params(**params))

@@ -22,11 +22,12 @@ user agent, and ``/extensions`` lists them.
 from __future__ import annotations
 
 from datetime import UTC
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy import select, update
+from sqlalchemy.engine import CursorResult
 
 from ..accounts.app import paginate
 from ..app_common import ClientOrg, Session
@@ -99,7 +100,7 @@ async def extend_consent(consentId: ConsentId, body: ExtendConsent, request: Req
         update(Consent).where(Consent.consent_id == consentId, Consent.status == AUTHORISED,
                               Consent.expiration_at.is_(None) if previous is None else Consent.expiration_at == previous)
         .values(expiration_at=new))
-    if changed.rowcount != 1:
+    if cast("CursorResult[Any]", changed).rowcount != 1:  # an UPDATE's result is a cursor's
         await session.rollback()
         raise OFError(422, "the consent changed meanwhile; read it again", code="ERRO_NAO_MAPEADO",
                       title="Erro não mapeado")
@@ -108,8 +109,9 @@ async def extend_consent(consentId: ConsentId, body: ExtendConsent, request: Req
                                  document_rel=data.loggedUser.document.rel, customer_ip=x_fapi_customer_ip_address,
                                  customer_user_agent=x_customer_user_agent))
     await session.commit()
-    consent = await session.get(Consent, consentId, populate_existing=True)
-    out = consent_data(consent, utcnow())
+    extended = await session.get(Consent, consentId, populate_existing=True)
+    assert extended is not None  # the update has just matched it
+    out = consent_data(extended, utcnow())
     out.pop("rejection", None)
     response.headers.update(X_V)
     return {"data": {k: v for k, v in out.items() if v is not None}, "links": {"self": str(request.url)},

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel
 
 from ofsre.instrumentation.catalog import load_catalog
@@ -42,7 +42,8 @@ class Resource(BaseModel):
 
 ResourceList = of_body(list[Resource], "ResourceList")
 router = APIRouter(prefix=BASE, tags=["resources"], responses=ERROR_RESPONSES)
-CanReadResources = requires(Permission.RESOURCES_READ)  # the same consent check as the data APIs
+# the same consent check as the data APIs
+CanReadResources = Annotated[Consent, Depends(requires(Permission.RESOURCES_READ))]
 
 
 def resources_of(consent: Consent) -> list[dict]:

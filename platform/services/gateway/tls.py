@@ -19,13 +19,15 @@ __all__ = ["PeerCertificateProtocol"]
 class PeerCertificateProtocol(LimitedHttpProtocol):
     """The platform's bounded protocol (:mod:`ofsre.platform.protocol`), plus the peer certificate."""
 
-    def connection_made(self, transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport) -> None:
         super().connection_made(transport)
         ssl_object = transport.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        self._ofsre_tls = {"client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)]} if der else None
+        # uvicorn's HTTPScope types an extension as dict[object, object].
+        self._ofsre_tls: dict[object, object] | None = (
+            {"client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)]} if der else None)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         if self._ofsre_tls is not None:
-            self.scope.setdefault("extensions", {})["tls"] = self._ofsre_tls  # type: ignore[typeddict-item]
+            self.scope.setdefault("extensions", {})["tls"] = self._ofsre_tls
