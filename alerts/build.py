@@ -2,7 +2,7 @@
 
 ``ofsre alerts build --out DIR [--config FILE.toml]`` writes::
 
-    DIR/recording-rules.yaml      groups ofsre-http-sli.rules, ofsre-slo-meta.rules (rule_files: for Prometheus)
+    DIR/recording-rules.yaml      groups ofsre-http-sli.rules, ofsre-slo-meta.rules (Prometheus rule_files)
     DIR/alerting-rules.yaml       groups ofsre-<component>.alerts
     DIR/prometheusrule.yaml       the same groups as one monitoring.coreos.com/v1 PrometheusRule
     DIR/alertmanager.example.yml  routes by severity and team, symptom alerts inhibiting cause alerts

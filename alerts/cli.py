@@ -1,4 +1,5 @@
-"""``ofsre alerts build --out DIR [--config FILE.toml]``: write the rule files (see ``ofsre.alerts.build``)."""
+"""``ofsre alerts build --out DIR [--config FILE.toml]``: write the rule files
+(see ``ofsre.alerts.build``)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="alerts_command", metavar="<action>", required=True)
     build = sub.add_parser("build",
                            help="write Prometheus rule files, a PrometheusRule and an Alertmanager example",
-                           description="Write recording-rules.yaml, alerting-rules.yaml, prometheusrule.yaml and "
-                                       "alertmanager.example.yml, generated from the catalog and the config.")
+                           description="Write recording-rules.yaml, alerting-rules.yaml, prometheusrule.yaml "
+                                       "and alertmanager.example.yml, generated from the catalog and the "
+                                       "config.")
     build.add_argument("--out", type=Path, required=True, help="output directory (created if missing)")
     build.add_argument("--config", type=Path, help="TOML file overriding ofsre.alerts.config keys")
     build.set_defaults(func=_build)

@@ -125,7 +125,8 @@ class MonitoringConfig:
             raise ConfigError("workload_regex: must contain '{service}'")
         for alert, duration in self.alert_for.items():
             if not isinstance(duration, str) or not DURATION_RE.match(duration):
-                raise ConfigError(f"alert_for.{alert}: {duration!r} is not a Prometheus duration such as '5m'")
+                raise ConfigError(f"alert_for.{alert}: {duration!r} is not a Prometheus duration "
+                                  "such as '5m'")
         for w in self.burn_windows:
             for d in (w.long, w.short):
                 if not DURATION_RE.match(d):
@@ -199,7 +200,8 @@ def _coerce(f: dataclasses.Field, value: Any, where: str) -> Any:
 
 
 def config_from_dict(data: Mapping[str, Any], source: str = "<config>") -> MonitoringConfig:
-    """A :class:`MonitoringConfig` with ``data``'s keys over the defaults; :class:`ConfigError` on a bad key."""
+    """A :class:`MonitoringConfig` with ``data``'s keys over the defaults; :class:`ConfigError` on a
+    bad key."""
     fields = {f.name: f for f in dataclasses.fields(MonitoringConfig)}
     kwargs = {}
     for key, value in data.items():

@@ -76,8 +76,8 @@ def slo_alerts(cfg: MonitoringConfig) -> list[Alert]:
             f"and {R.error_ratio(w.short)} > {thr}\n"
             f"and {R.counted(w.long)} * {guard_seconds} >= {cfg.min_requests}",
             w.severity, "An endpoint is spending its availability error budget too fast.",
-            f"{_endpoint()}: {{{{ $value | humanizePercentage }}}} of the calls that count failed over the last "
-            f"{w.long} (and over {w.short}), {fmt(w.factor)}x the rate the "
+            f"{_endpoint()}: {{{{ $value | humanizePercentage }}}} of the calls that count failed over "
+            f"the last {w.long} (and over {w.short}), {fmt(w.factor)}x the rate the "
             f"{fmt(100 * cfg.availability_objective)}% objective allows.",
             ("overview", "slo_status"), labels=labels))
         thr = fmt(w.factor * (1 - cfg.latency_objective))
@@ -87,9 +87,9 @@ def slo_alerts(cfg: MonitoringConfig) -> list[Alert]:
             f"and (1 - {R.latency_ratio(w.short)}) > {thr}\n"
             f"and {R.latency_total(w.long)} * {guard_seconds} >= {cfg.min_requests}",
             w.severity, "An endpoint is spending its latency error budget too fast.",
-            f"{_endpoint()} (tier {{{{ $labels.tier }}}}): {{{{ $value | humanizePercentage }}}} of the calls took "
-            f"longer than the tier's limit over the last {w.long} (and over {w.short}), {fmt(w.factor)}x the rate "
-            f"the {fmt(100 * cfg.latency_objective)}% objective allows.",
+            f"{_endpoint()} (tier {{{{ $labels.tier }}}}): {{{{ $value | humanizePercentage }}}} of the "
+            f"calls took longer than the tier's limit over the last {w.long} (and over {w.short}), "
+            f"{fmt(w.factor)}x the rate the {fmt(100 * cfg.latency_objective)}% objective allows.",
             ("compliance", "latency_budget"), labels=labels))
     return out
 
@@ -108,8 +108,9 @@ def http_alerts(cfg: MonitoringConfig) -> list[Alert]:
               f"(1 - {R.error_ratio(MINUTE)}) < {fmt(cfg.availability_minute_objective)}\n"
               f"and {R.counted(MINUTE)} > 0",
               "warning", "An endpoint had minutes that count as unavailable for the regulator.",
-              f"{_endpoint()}: only {{{{ $value | humanizePercentage }}}} of the calls that count succeeded in the "
-              f"last minute (a minute is available at {fmt(100 * cfg.availability_minute_objective)}%).",
+              f"{_endpoint()}: only {{{{ $value | humanizePercentage }}}} of the calls that count "
+              f"succeeded in the last minute (a minute is available at "
+              f"{fmt(100 * cfg.availability_minute_objective)}%).",
               ("compliance", "available_minutes"), for_="2m", keep_firing_for="5m"),
         Alert("OfsreLatencyP95AboveTierLimit",
               f"{R.p95} > on (tier) group_left() {R.tier_limit}",
@@ -121,15 +122,16 @@ def http_alerts(cfg: MonitoringConfig) -> list[Alert]:
               f"sum by ({by_service}) (rate({requests}{{{capacity}}}[5m])) > 0",
               "warning",
               f"The platform answers {eco['capacity_status']}: calls beyond its global capacity are refused.",
-              f"{{{{ $labels.service }}}} answered {{{{ printf \"%.2f\" $value }}}} calls/s with {eco['capacity_status']} "
-              f"over the last 5 minutes (the ecosystem expects at least {eco['min_capacity_tps']} TPS).",
+              f"{{{{ $labels.service }}}} answered {{{{ printf \"%.2f\" $value }}}} calls/s with "
+              f"{eco['capacity_status']} over the last 5 minutes (the ecosystem expects at least "
+              f"{eco['min_capacity_tps']} TPS).",
               ("compliance", "status_429_423_529"), for_="1m"),
         Alert("OfsreTPMLimitBurst",
               f"sum by ({by_service}, route, method) (increase({requests}{{{tpm}}}[5m])) "
               f"> {cfg.tpm_429_burst}",
               "info", f"Clients are being refused with {eco['tpm_status']} for exceeding their TPM limit.",
-              f"{_endpoint()} answered {{{{ $value | humanize }}}} calls with {eco['tpm_status']} in the last "
-              f"5 minutes.",
+              f"{_endpoint()} answered {{{{ $value | humanize }}}} calls with {eco['tpm_status']} in the "
+              f"last 5 minutes.",
               ("compliance", "tpm_used")),
     ]
 
@@ -153,16 +155,17 @@ def autoscaling_alerts(cfg: MonitoringConfig) -> list[Alert]:
         Alert("OfsreHPAScalingInactive",
               f'{sc.KUBE_HPA_CONDITION.name}{{{hpa}, condition="ScalingActive", status="false"}} == 1',
               "warning", "An autoscaler cannot compute its desired replicas (ScalingActive is false).",
-              "HPA {{ $labels.namespace }}/{{ $labels.horizontalpodautoscaler }} reports ScalingActive=false: "
-              "it cannot read its metrics and does not scale.",
+              "HPA {{ $labels.namespace }}/{{ $labels.horizontalpodautoscaler }} reports "
+              "ScalingActive=false: it cannot read its metrics and does not scale.",
               ("autoscaling", "conditions"), for_="10m"),
         Alert("OfsreReplicasUnavailable",
               # autoscaled: fewer available than the HPA wants; not autoscaled: none available
               f"{desired}\n> on (namespace, deployment) group_left()\n{available}\n"
               f"or ({available} == 0 unless on (namespace, deployment) {desired})",
               "warning", "A deployment has fewer available replicas than it needs.",
-              "Deployment {{ $labels.namespace }}/{{ $labels.deployment }} has had fewer available replicas than "
-              "needed for 10 minutes (value {{ $value }}: the replicas its autoscaler wants, 0 if none is available).",
+              "Deployment {{ $labels.namespace }}/{{ $labels.deployment }} has had fewer available "
+              "replicas than needed for 10 minutes (value {{ $value }}: the replicas its autoscaler "
+              "wants, 0 if none is available).",
               ("autoscaling", "replicas"), for_="10m"),
     ]
 
@@ -177,7 +180,8 @@ def queue_alerts(cfg: MonitoringConfig) -> list[Alert]:
     dead = cfg.selector(sel, 'outcome="dead_letter"')
     return [
         Alert("OfsreQueueLatencyHigh",
-              f"histogram_quantile(0.95, sum by ({by}, le) (rate({sc.QUEUE_LATENCY.name}_bucket{{{sel}}}[10m])))\n"
+              f"histogram_quantile(0.95, sum by ({by}, le) "
+              f"(rate({sc.QUEUE_LATENCY.name}_bucket{{{sel}}}[10m])))\n"
               f"> {fmt(cfg.queue_latency_p95_seconds)}",
               "warning", "Messages wait too long between publish and processing.",
               "Queue {{ $labels.queue }} ({{ $labels.service }}): p95 publish-to-consume latency is "
@@ -185,17 +189,18 @@ def queue_alerts(cfg: MonitoringConfig) -> list[Alert]:
               ("queues", "latency"), for_="10m"),
         Alert("OfsreQueueFailuresHigh",
               f"sum by ({by}) (rate({failed}{{{retried}}}[10m]))\n"
-              f"/ (sum by ({by}) (rate({consumed}{{{sel}}}[10m])) + sum by ({by}) (rate({failed}{{{sel}}}[10m])))\n"
+              f"/ (sum by ({by}) (rate({consumed}{{{sel}}}[10m])) "
+              f"+ sum by ({by}) (rate({failed}{{{sel}}}[10m])))\n"
               f"> {fmt(cfg.queue_failure_ratio)}",
               "warning", "A growing share of queue messages fails to process.",
-              "Queue {{ $labels.queue }} ({{ $labels.service }}): {{ $value | humanizePercentage }} of the messages "
-              "handled in the last 10 minutes failed.",
+              "Queue {{ $labels.queue }} ({{ $labels.service }}): {{ $value | humanizePercentage }} of "
+              "the messages handled in the last 10 minutes failed.",
               ("queues", "failures"), for_="10m"),
         Alert("OfsreQueueDeadLetters",
               f"sum by ({by}) (increase({failed}{{{dead}}}[10m])) > 0",
               "warning", "Messages were moved to the dead-letter queue.",
-              "Queue {{ $labels.queue }} ({{ $labels.service }}): {{ $value | humanize }} messages dead-lettered "
-              "in the last 10 minutes; they will not be retried.",
+              "Queue {{ $labels.queue }} ({{ $labels.service }}): {{ $value | humanize }} messages "
+              "dead-lettered in the last 10 minutes; they will not be retried.",
               ("queues", "failures")),
     ]
 
@@ -206,16 +211,18 @@ def telemetry_alerts(cfg: MonitoringConfig) -> list[Alert]:
     sel = cfg.selector("namespace", "services")
     return [
         Alert("OfsreLogShipperDropping",
-              f"sum by (namespace, job, backend, reason) (increase({sc.LOG_RECORDS_DROPPED.series}{{{sel}}}[10m])) > 0",
+              f"sum by (namespace, job, backend, reason) "
+              f"(increase({sc.LOG_RECORDS_DROPPED.series}{{{sel}}}[10m])) > 0",
               "warning", "A log shipper is dropping log records.",
               "{{ $labels.job }}: the {{ $labels.backend }} shipper dropped {{ $value | humanize }} records "
               "({{ $labels.reason }}) in the last 10 minutes.",
               ("telemetry", "shippers_dropped")),
         Alert("OfsreTelemetryErrors",
-              f"sum by (namespace, job, component) (increase({sc.TELEMETRY_ERRORS.series}{{{sel}}}[10m])) > 0",
+              f"sum by (namespace, job, component) "
+              f"(increase({sc.TELEMETRY_ERRORS.series}{{{sel}}}[10m])) > 0",
               "info", "Telemetry code swallowed errors (the application was not affected).",
-              "{{ $labels.job }}: {{ $value | humanize }} telemetry errors in {{ $labels.component }} in the last "
-              "10 minutes.",
+              "{{ $labels.job }}: {{ $value | humanize }} telemetry errors in {{ $labels.component }} in "
+              "the last 10 minutes.",
               ("telemetry", "telemetry_errors")),
         Alert("OfsreScrapeTargetDown",
               f'up{{{cfg.selector("namespace", "job=~" + chr(34) + cfg.workloads + chr(34))}}} == 0\n'
@@ -237,20 +244,21 @@ def pcm_alerts(cfg: MonitoringConfig) -> list[Alert]:
               f"and on (namespace) sum by (namespace) ({sc.PCM_BACKLOG.name}{{{sel}}}"
               f" or {sc.PCM_HELD_REPORTS.name}{{{sel}}}) > 0",
               "critical", "PCM reports may miss their 08:00 (Brasília) delivery deadline.",
-              "{{ $value | humanizeDuration }} left before the deadline of the oldest undelivered PCM report, "
-              "and reports are still waiting (ofsre pcm status).",
+              "{{ $value | humanizeDuration }} left before the deadline of the oldest undelivered PCM "
+              "report, and reports are still waiting (ofsre pcm status).",
               ("compliance", "pcm_deadline")),
         Alert("OfsrePcmReportsHeld",
               f"max by (namespace) ({sc.PCM_HELD_REPORTS.name}{{{sel}}}) > 0",
               "warning", "The PCM refused a batch of reports for good; they are held.",
-              "{{ $value }} PCM reports are held after a 400/401/403/406/415 (ofsre pcm results --status HELD); "
-              "fix the cause, then ofsre pcm requeue.",
+              "{{ $value }} PCM reports are held after a 400/401/403/406/415 "
+              "(ofsre pcm results --status HELD); fix the cause, then ofsre pcm requeue.",
               ("compliance", "pcm_backlog"), for_="5m"),
         Alert("OfsrePcmReportsDropped",
-              f"sum by (namespace, job, reason) (increase({sc.PCM_REPORTS_DROPPED.series}{{{sel}}}[10m])) > 0",
+              f"sum by (namespace, job, reason) "
+              f"(increase({sc.PCM_REPORTS_DROPPED.series}{{{sel}}}[10m])) > 0",
               "critical", "PCM reports were lost before reaching the local store.",
-              "{{ $labels.job }} dropped {{ $value | humanize }} PCM reports ({{ $labels.reason }}) in the last 10 "
-              "minutes: the regulator will not receive them.",
+              "{{ $labels.job }} dropped {{ $value | humanize }} PCM reports ({{ $labels.reason }}) in the "
+              "last 10 minutes: the regulator will not receive them.",
               ("compliance", "pcm_dropped")),
     ]
 

@@ -10,7 +10,7 @@ Everything is built from :mod:`ofsre.instrumentation.semconv` (metric names), th
     service_route:ofsre_http_server_requests_errors:rate5m               errors (5xx, 408)
     service_route:ofsre_http_server_requests_errors:ratio_rate5m         errors / counted
     service_route:ofsre_http_server_request_duration_seconds_count:rate5m         calls measured for latency
-    service_route:ofsre_http_server_request_duration_seconds_within_limit:rate5m  ... within the tier's p95 limit
+    service_route:ofsre_http_server_request_duration_seconds_within_limit:rate5m  ... within its p95 limit
     service_route:ofsre_http_server_request_duration_seconds_within_limit:ratio_rate5m
 
 at every window of :data:`WINDOWS`. Each window's ratio divides two *sums of counts* taken

@@ -84,8 +84,8 @@ def avail_burn(long: str, short: str, value: str) -> dict:
 def latency_burn(long: str, short: str, value: str) -> dict:
     severity, factor = WINDOWS[(long, short)]
     return fired({**EP, "severity": severity, "team": "sre", "long_window": long, "short_window": short},
-                 f"payments POST {PIX} (tier alta): {value} of the calls took longer than the tier's limit over "
-                 f"the last {long} (and over {short}), {factor}x the rate the 95% objective allows.",
+                 f"payments POST {PIX} (tier alta): {value} of the calls took longer than the tier's limit "
+                 f"over the last {long} (and over {short}), {factor}x the rate the 95% objective allows.",
                  LAT_SUMMARY, "OfsreLatencyBudgetBurn",
                  "ofsre-compliance/ofsre-compliance?viewPanel=5&var-namespace=ofsre")
 
@@ -195,7 +195,8 @@ HTTP_CAUSES = [
          [http("529", 1, GATEWAY), http("201", 10, GATEWAY)],
          [expect("OfsreCapacityExceeded", "10m", fired(
              {"namespace": "ofsre", "service": "gateway", "severity": "warning", "team": "sre"},
-             "gateway answered 0.07 calls/s with 529 over the last 5 minutes (the ecosystem expects at least 300 TPS).",
+             "gateway answered 0.07 calls/s with 529 over the last 5 minutes (the ecosystem expects at "
+             "least 300 TPS).",
              "The platform answers 529: calls beyond its global capacity are refused.",
              "OfsreCapacityExceeded", "ofsre-compliance/ofsre-compliance?viewPanel=3&var-namespace=ofsre")),
           expect("OfsreTPMLimitBurst", "10m")]),
@@ -234,12 +235,14 @@ AUTOSCALING = [
          [expect("OfsreHPAAtMaxReplicas", "10m"),  # `for: 15m`
           expect("OfsreHPAAtMaxReplicas", "20m", fired(
               {**HPA, "severity": "warning", "team": "sre"},
-              "HPA ofsre/payments has run at its maximum of 4 replicas for 15 minutes; it cannot add capacity.",
+              "HPA ofsre/payments has run at its maximum of 4 replicas for 15 minutes; it cannot add "
+              "capacity.",
               "An autoscaler has been running at its maximum replicas.", "OfsreHPAAtMaxReplicas",
               AUTOSCALING_URL.format(1))),
           expect("OfsreHPAScalingInactive", "20m", fired(
               {**HPA, "condition": "ScalingActive", "status": "false", "severity": "warning", "team": "sre"},
-              "HPA ofsre/payments reports ScalingActive=false: it cannot read its metrics and does not scale.",
+              "HPA ofsre/payments reports ScalingActive=false: it cannot read its metrics and does not "
+              "scale.",
               "An autoscaler cannot compute its desired replicas (ScalingActive is false).",
               "OfsreHPAScalingInactive", AUTOSCALING_URL.format(2))),
           expect("OfsreReplicasUnavailable", "20m", *(fired(
@@ -365,21 +368,22 @@ PCM = [
           series("ofsre_pcm_reports_dropped_total", {**EDGE, "reason": "queue_full"}, "0x20 5x260")],
          [expect("OfsrePcmDeadlineAtRisk", "8m", fired(
              {"namespace": "ofsre", "severity": "critical", "team": "sre"},
-             "1h 30m 0s left before the deadline of the oldest undelivered PCM report, and reports are still waiting "
-             "(ofsre pcm status).",
+             "1h 30m 0s left before the deadline of the oldest undelivered PCM report, and reports are "
+             "still waiting (ofsre pcm status).",
              "PCM reports may miss their 08:00 (Brasília) delivery deadline.", "OfsrePcmDeadlineAtRisk",
              PCM_URL.format(6))),
           expect("OfsrePcmReportsHeld", "3m"),  # held for 2 minutes: `for: 5m` not yet
           expect("OfsrePcmReportsHeld", "8m", fired(
               {"namespace": "ofsre", "severity": "warning", "team": "sre"},
-              "3 PCM reports are held after a 400/401/403/406/415 (ofsre pcm results --status HELD); fix the cause, "
-              "then ofsre pcm requeue.",
+              "3 PCM reports are held after a 400/401/403/406/415 (ofsre pcm results --status HELD); fix "
+              "the cause, then ofsre pcm requeue.",
               "The PCM refused a batch of reports for good; they are held.", "OfsrePcmReportsHeld",
               PCM_URL.format(7))),
           expect("OfsrePcmReportsDropped", "8m", fired(
               {"namespace": "ofsre", "job": "gateway", "reason": "queue_full", "severity": "critical",
                "team": "sre"},
-              "gateway dropped 5 PCM reports (queue_full) in the last 10 minutes: the regulator will not receive them.",
+              "gateway dropped 5 PCM reports (queue_full) in the last 10 minutes: the regulator will not "
+              "receive them.",
               "PCM reports were lost before reaching the local store.", "OfsrePcmReportsDropped",
               PCM_URL.format(8)))]),
     test("PCM reports on time: close to the deadline with nothing waiting",

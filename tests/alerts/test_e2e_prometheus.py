@@ -88,7 +88,8 @@ NO_DATA_HERE = {
     "ofsre_log_records_retried_total": "the fake Loki accepts every batch: nothing is retried",
     "ofsre_telemetry_errors_total": "no telemetry error happens (the counter appears with the first one)",
     "ofsre_pcm_": "PCM reporting is off in the local runtime (no capture, no sender)",
-    'tier=~"media"': "the reference platform serves no média-tier endpoint (credit cards and loans are not built)",
+    'tier=~"media"': "the reference platform serves no média-tier endpoint "
+                     "(credit cards and loans are not built)",
 }
 VARIABLES = {"$__rate_interval": "20s", "$__range": "2m", "$namespace": "ofsre", "$service": ".+",
              "$queue": ".+", "$api": ".+", "$level": ".+"}
@@ -209,8 +210,8 @@ class Traffic:
         """True once the worker consumed a payment message (the queue series exist from then on)."""
         for r in runtime.deployments["worker"].replicas():
             text = httpx.get(r.url + "/metrics", timeout=10).text
-            if any(s.value > 0 for fam in text_string_to_metric_families(text) if fam.name == "ofsre_queue_messages_consumed"
-                   for s in fam.samples):
+            if any(s.value > 0 for fam in text_string_to_metric_families(text)
+                   if fam.name == "ofsre_queue_messages_consumed" for s in fam.samples):
                 return True
         return False
 
@@ -329,7 +330,8 @@ _LABEL_VALUES = re.compile(r"label_values\(([a-zA-Z_:][a-zA-Z0-9_:]*)")
 
 
 def metric_names(expr: str) -> set[str]:
-    """Metric names in an expression: every ``name{…}`` selector, ``label_values(name…)`` and recorded name."""
+    """Metric names in an expression: every ``name{…}`` selector, ``label_values(name…)`` and
+    recorded name."""
     names = set(_SELECTOR.findall(expr)) | set(_LABEL_VALUES.findall(expr))
     names |= set(re.findall(r"(?<![\w$])[a-zA-Z][a-zA-Z0-9_]*:[a-zA-Z0-9_:]+", expr))  # recorded names
     return names - {"by", "on", "without", "group_left", "ignoring"}
@@ -355,17 +357,20 @@ def test_every_metric_a_panel_or_rule_uses_is_exposed_by_a_running_process(stack
                                  timeout=60, check=True).stdout
     for fam in text_string_to_metric_families(after_error):
         if fam.name + "_total" in ONLY_AFTER_AN_ERROR:
-            assert fam.name + "_total" not in exposed, "exposed by the healthy platform: drop it from ONLY_AFTER_AN_ERROR"
+            assert fam.name + "_total" not in exposed, ("exposed by the healthy platform: "
+                                                        "drop it from ONLY_AFTER_AN_ERROR")
             exposed |= {s.name for s in fam.samples}
     recorded = {r["record"] for g in recording_groups(CFG) for r in g["rules"]}
     missing = {}
     for where, expr in used_queries():
         for name in metric_names(expr):
-            if name in exposed or name in recorded or name in CLUSTER_ONLY or name in PROMETHEUS_OWN or name in PCM_ONLY:
+            if (name in exposed or name in recorded or name in CLUSTER_ONLY or name in PROMETHEUS_OWN
+                    or name in PCM_ONLY):
                 continue
             missing.setdefault(name, where)
     assert missing == {}, f"used but exposed by no running process: {missing}"
-    assert not (set(CLUSTER_ONLY) & exposed), "a cluster-only series is exposed locally: drop it from CLUSTER_ONLY"
+    assert not (set(CLUSTER_ONLY) & exposed), ("a cluster-only series is exposed locally: "
+                                               "drop it from CLUSTER_ONLY")
 
 
 def test_queries_return_data_and_the_injected_fault_reaches_alertmanager(stack):
@@ -387,7 +392,8 @@ def test_queries_return_data_and_the_injected_fault_reaches_alertmanager(stack):
         'sum(service_route:ofsre_http_server_requests_errors:rate1m{service="gateway", api="payments"}) > 0'),
         60, "gateway 5xx for payments recorded")
     alert = wait_for(lambda: [a for a in receiver.firing("OfsreAvailabilityBudgetBurn")
-                              if a["labels"].get("long_window") == "1h" and a["labels"]["service"] == "gateway"],
+                              if a["labels"].get("long_window") == "1h"
+                              and a["labels"]["service"] == "gateway"],
                      60, "OfsreAvailabilityBudgetBurn at the webhook")[0]
     fault.server.shutdown()
     labels = alert["labels"]
@@ -398,8 +404,9 @@ def test_queries_return_data_and_the_injected_fault_reaches_alertmanager(stack):
                       "severity": "critical", "team": "sre", "long_window": "1h", "short_window": "5m"}
     ann = alert["annotations"]
     assert ann["summary"] == "An endpoint is spending its availability error budget too fast."
-    assert re.fullmatch(rf"gateway {labels['method']} {re.escape(route)}: \d+(\.\d+)?% of the calls that count "
-                        r"failed over the last 1h \(and over 5m\), 14\.4x the rate the 99\.5% objective allows\.",
+    assert re.fullmatch(rf"gateway {labels['method']} {re.escape(route)}: \d+(\.\d+)?% of the calls "
+                        r"that count failed over the last 1h \(and over 5m\), 14\.4x the rate the "
+                        r"99\.5% objective allows\.",
                         ann["description"]), ann["description"]
     assert ann["runbook_url"] == "https://github.com/ofsre/ofsre/blob/main/alerts/runbooks/OfsreAvailabilityBudgetBurn.md"
     assert ann["dashboard_url"] == "http://localhost:3000/d/ofsre-overview/ofsre-overview?viewPanel=1&var-namespace=ofsre"
@@ -411,7 +418,8 @@ def test_queries_return_data_and_the_injected_fault_reaches_alertmanager(stack):
             prom.query(expand(expr))  # evaluates without error; whether it fires is the promtool tests' job
             continue
         reason = next((r for k, r in NO_DATA_HERE.items() if k in expr and r), None)
-        query = expand(expr if not where.startswith("dashboard") or "variable" not in where else _variable_query(expr))
+        is_variable = where.startswith("dashboard") and "variable" in where
+        query = expand(_variable_query(expr) if is_variable else expr)
         result = prom.query(query)
         if reason:
             skipped.add(reason)
@@ -426,11 +434,13 @@ def test_queries_return_data_and_the_injected_fault_reaches_alertmanager(stack):
         if not result:
             empty.append(f"{where}: {expand(expr)}")
     assert empty == [], "queries without data:\n" + "\n".join(empty)
-    assert skipped == {r for r in NO_DATA_HERE.values() if r}, "a NO_DATA_HERE entry matches nothing: remove it"
+    assert skipped == {r for r in NO_DATA_HERE.values() if r}, ("a NO_DATA_HERE entry matches nothing: "
+                                                                "remove it")
 
 
 def _variable_query(q: str) -> str:
-    """``label_values(metric{sel}, label)`` → the PromQL Grafana runs for it: ``count by (label) (metric{sel})``."""
+    """``label_values(metric{sel}, label)`` → the PromQL Grafana runs for it:
+    ``count by (label) (metric{sel})``."""
     m = re.fullmatch(r"label_values\((.+), (\w+)\)", q)
     assert m, q
     return f"count by ({m.group(2)}) ({m.group(1)})"
