@@ -40,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -108,7 +108,7 @@ class Journey:
     gateway: str
     client: httpx.Client
     bank: SimulatedBank
-    initiator: Participant | None = None
+    initiator: Participant
     failures: list[str] = field(default_factory=list)
     calls: int = 0
 
@@ -161,7 +161,7 @@ class Journey:
             self.failures.append(f"{method} {path}: the signed answer does not verify ({exc.detail})")
             return {}
 
-    def authorise(self, service: str, consent_id: str) -> None:
+    def authorise(self, service: Literal["consents", "payments"], consent_id: str) -> None:
         """The customer's simulated approval, on the module itself (never through the gateway)."""
         self.calls += 1
         try:
@@ -202,7 +202,11 @@ class Journey:
             jobs = [pool.submit(self.read, path, consent_id) for _ in range(rounds)]
             statuses = [job.result() for job in jobs]
             # the first successful calls of the month count; past the limit the answer is 423
-            limit = catalog.lookup("GET", ACCOUNTS + template).tier.monthly_limit
+            endpoint = catalog.lookup("GET", ACCOUNTS + template)
+            if endpoint is None:
+                self.failures.append(f"GET {ACCOUNTS + template} is not in the catalog: no monthly limit to expect")
+                continue
+            limit = endpoint.tier.monthly_limit
             done = 1 if path == ACCOUNTS else 0  # the list call above counted already
             expected_ok = max(0, min(rounds, limit - done))
             if statuses.count(200) != expected_ok or statuses.count(423) != rounds - expected_ok:

@@ -131,7 +131,9 @@ def serve(service: str, host: str = "127.0.0.1", port: int = 8000, *, port_file:
         app, host=host, port=port, lifespan="on", log_config=None, log_level=log_level, access_log=False,
         # The gateway decides itself which peers may speak for a client (OFSRE_TRUSTED_PROXIES):
         # uvicorn must not rewrite the peer address from X-Forwarded-For.
-        proxy_headers=False, server_header=False, timeout_graceful_shutdown=settings.shutdown_timeout_s,
+        proxy_headers=False, server_header=False,
+        # uvicorn annotates this int but hands it to asyncio.wait_for(timeout=), which takes seconds as a float.
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,  # type: ignore[arg-type]
         **_protocol_options(service, settings))
     sock = config.bind_socket()
     bound = sock.getsockname()[1]

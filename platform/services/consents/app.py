@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, TypedDict
 
 from fastapi import APIRouter, FastAPI, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -93,7 +93,7 @@ ConsentResponse = of_body(ConsentData, "ConsentResponse")
 
 def consent_data(consent: Consent, now: datetime) -> dict:
     status, reason = effective_status(consent, now)
-    data = {"consentId": consent.consent_id, "creationDateTime": iso(consent.created_at), "status": status,
+    data: dict[str, Any] = {"consentId": consent.consent_id, "creationDateTime": iso(consent.created_at), "status": status,
             "statusUpdateDateTime": iso(consent.status_updated_at), "permissions": list(consent.permissions),
             "expirationDateTime": iso(consent.expiration_at)}
     if status == REJECTED:
@@ -120,7 +120,16 @@ class ConsentsRoute(APIRoute):
 
 
 router = APIRouter(responses=ERROR_RESPONSES, route_class=ConsentsRoute)
-_OUT = {"response_model": ConsentResponse, "response_model_exclude_none": True}
+
+
+class _Out(TypedDict):
+    """The answer of every route that returns a consent (typed, so the routes' ``**_OUT`` type-checks)."""
+
+    response_model: Any
+    response_model_exclude_none: bool
+
+
+_OUT: _Out = {"response_model": ConsentResponse, "response_model_exclude_none": True}
 X_V = {"x-v": FAMILY.version}  # the document requires the API version on every success
 
 

@@ -207,6 +207,9 @@ class GatewayProxy:
 
     async def _forward(self, scope, service: str, path: str, body: bytes,
                        org_id: str | None) -> httpx.Response | Response:
+        client = self.client
+        if client is None:  # open() runs in the app's lifespan, before the first request
+            raise RuntimeError("the gateway proxy is not open")
         targets = self.upstreams.order(service)
         if not targets:
             return error_response(502, f"no {service} replica is available")
@@ -224,7 +227,7 @@ class GatewayProxy:
                     # A bare Request: skips the client's base-URL/header/cookie merging (nothing to merge)
                     request = httpx.Request(scope["method"], base + target, headers=headers, content=body)
                     try:
-                        return await self.client.send(request)
+                        return await client.send(request)
                     except httpx.ConnectError as exc:  # nothing was sent: the next replica may take it
                         _log.warning("%s replica %s refused the connection (%s)", service, base, type(exc).__name__)
                     except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:

@@ -39,7 +39,7 @@ import json
 import logging
 import uuid
 from datetime import datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, FastAPI, Header, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -194,7 +194,10 @@ class PaymentConsentData(BaseModel):
 PaymentConsentResponse = of_body(PaymentConsentData, "PaymentConsentResponse")
 
 
-def _parse(model: type[BaseModel], body: dict) -> BaseModel:
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _parse(model: type[_Model], body: dict) -> _Model:
     """The signed body as ``model``; a body that breaks the schema is the document's 422 (signed)."""
     try:
         return model.model_validate(body)
@@ -257,7 +260,7 @@ def _signed(request: Request, body: dict | str, status: int, audience: str | Non
 # The module's own OpenAPI document says what the official one says about bodies.
 _JWT = {"content": {JWT_MEDIA_TYPE: {"schema": {"type": "string", "description": "PS256 JWS"}}}}
 _JWT_BODY = {"requestBody": {"required": True, **_JWT}}
-_REFUSALS = {415: {"model": ERROR_RESPONSES[400]["model"], "description": "Not a JWS"},
+_REFUSALS: dict[int | str, dict[str, Any]] = {415: {"model": ERROR_RESPONSES[400]["model"], "description": "Not a JWS"},
              422: {**_JWT, "description": "Refused (signed)"}}
 
 
@@ -452,6 +455,7 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
         status, detail = _validation_status(exc)  # a bad header or path parameter: 400, as everywhere
         return await on_of_error(request, OFError(status, detail))
 
-    app.add_exception_handler(OFError, on_of_error)
-    app.add_exception_handler(RequestValidationError, on_invalid)
+    # Starlette types a handler as taking any Exception, though it calls each one only with its own class.
+    app.add_exception_handler(OFError, on_of_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, on_invalid)  # type: ignore[arg-type]
     return app
