@@ -47,7 +47,7 @@ def build(cfg: MonitoringConfig) -> dict:
               f'status="true"}}', "{{horizontalpodautoscaler}} {{condition}}")], "bool_yes_no",
               key="conditions",
            width=18, step=True,
-           description="ScalingLimited true: the desired count hit min/max or a rate policy; ScalingActive false: "
-                       "no metrics, the HPA does not scale."),
+           description="ScalingLimited true: the desired count hit min/max or a rate policy; "
+                       "ScalingActive false: no metrics, the HPA does not scale."),
     )
     return b.dashboard()

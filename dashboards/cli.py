@@ -20,12 +20,14 @@ __all__ = ["configure", "write_all"]
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="dashboards_command", metavar="<action>", required=True)
     b = sub.add_parser("build", help="write one JSON file per dashboard",
-                       description="Write <uid>.json per dashboard, generated from the catalog and the config.")
+                       description="Write <uid>.json per dashboard, generated from the catalog and the "
+                                   "config.")
     b.add_argument("--out", type=Path, required=True, help="output directory (created if missing)")
     b.add_argument("--config", type=Path, help="TOML file overriding ofsre.alerts.config keys")
     b.set_defaults(func=_build)
     p = sub.add_parser("publish", help="upload the dashboards to Grafana's HTTP API",
-                       description="Create the folder if missing and upload every dashboard (overwrite by uid).")
+                       description="Create the folder if missing and upload every dashboard "
+                                   "(overwrite by uid).")
     p.add_argument("--url", required=True, help="Grafana base URL, e.g. https://grafana.example")
     auth = p.add_mutually_exclusive_group(required=True)
     auth.add_argument("--token", help="a service-account token (Bearer)")
@@ -79,7 +81,11 @@ def _publish(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"ofsre dashboards: {exc}", file=sys.stderr)
         return 2
-    result = publish(api, dashboards, folder=args.folder,
-                     progress=lambda line: print(line, file=sys.stderr if line.startswith("FAILED") else sys.stdout))
+    result = publish(api, dashboards, folder=args.folder, progress=_print_progress)
     print(f"{len(result.published)} published, {len(result.failed)} failed")
     return 0 if result.ok else 1
+
+
+def _print_progress(line: str) -> None:
+    """A line of publish progress: failures to stderr, the rest to stdout."""
+    print(line, file=sys.stderr if line.startswith("FAILED") else sys.stdout)

@@ -27,12 +27,14 @@ def latency(b: Board) -> list[PanelSpec]:
                  [q(f"{R.p95}{{{ns}}}\n/ on (tier) group_left() {R.tier_limit}",
                     "{{service}} {{method}} {{route}}")], "percentunit",
                  key="p95_vs_limit", width=12, thresholds=[("green", None), ("red", 1.0)],
-                 description="p95 over 5 minutes divided by the tier's p95 limit (catalog): above 100 % breaks it."),
+                 description="p95 over 5 minutes divided by the tier's p95 limit (catalog): above 100 % "
+                             "breaks it."),
               ts("Calls within the tier's latency limit", [q(f"{R.latency_ratio('5m')}{{{ns}}}",
                                                              "{{service}} {{method}} {{route}}")],
                  "percentunit", key="latency_budget", width=12, min_zero=False,
                  thresholds=[("red", None), ("green", b.cfg.latency_objective)],
-                 description=f"Objective {fmt(100 * b.cfg.latency_objective)} % (latency SLO, catalog [slo]).")]
+                 description=f"Objective {fmt(100 * b.cfg.latency_objective)} % "
+                             "(latency SLO, catalog [slo]).")]
     for le, tiers in tiers_by_limit(b.cfg.catalog):
         limit = float(le)
         names = "/".join(_TIER_TITLE.get(t, t) for t in tiers)
@@ -52,7 +54,8 @@ def availability(b: Board) -> list[PanelSpec]:
               "percentunit", key="available_minutes", width=12,
               thresholds=[("red", None), ("green", cfg.availability_daily_objective)],
               description=f"Minutes with traffic whose counted calls (2xx, 5xx, 408, 422) succeeded at "
-                          f"≥ {fmt(100 * cfg.availability_minute_objective)} % (success 2xx/422, error 5xx/408); "
+                          f"≥ {fmt(100 * cfg.availability_minute_objective)} % "
+                          f"(success 2xx/422, error 5xx/408); "
                           f"the daily target is {fmt(100 * cfg.availability_daily_objective)} %."),
         ts("Success ratio per minute",
            [q(f"1 - {R.error_ratio('1m')}{{{ns}}}", "{{service}} {{method}} {{route}}")],
@@ -66,34 +69,38 @@ def traffic_limits(b: Board) -> list[PanelSpec]:
     codes = "|".join(str(eco[k]) for k in ("tpm_status", "operational_limit_status", "capacity_status"))
     limited = sorted({e.api for e in cat if e.tpm is not None})
     req = sc.HTTP_REQUESTS.series
+    status_match = 'status=~"' + codes + '"'
+    api_match = 'api=~"' + "|".join(limited) + '"'
     return [
         ts(f"{codes.replace('|', '/')} answers by route",
-           [q(f'sum by (service, route, status) (increase({req}{{{b.ns("status=~" + chr(34) + codes + chr(34))}}}'
+           [q(f"sum by (service, route, status) (increase({req}{{{b.ns(status_match)}}}"
               f"[$__rate_interval]))", "{{status}} {{service}} {{route}}")], "short",
               key="status_429_423_529",
            width=12, description="429: TPM exceeded; 423: monthly operational limit; 529: global capacity."),
         ts("Calls per minute by endpoint against its tier's TPM limit",
-           [q(f'sum by (route, tier) ({b.rate(req, "api=~" + chr(34) + "|".join(limited) + chr(34), selector=b.ns("api=~" + chr(34) + "|".join(limited) + chr(34)))}) * 60\n'
+           [q(f"sum by (route, tier) ({b.rate(req, api_match, selector=b.ns(api_match))}) * 60\n"
               f"/ on (tier) group_left() {Records.tier_tpm}", "{{route}}")], "percentunit", key="tpm_used",
               width=12,
            thresholds=[("green", None), ("orange", 0.8), ("red", 1.0)],
-           description="All client organisations together, divided by the per-origin TPM limit (catalog): below "
-                       "100 % no organisation can have exceeded it. Per-organisation counts need a gateway metric "
-                       "labelled by organisation, which the services do not expose yet."),
+           description="All client organisations together, divided by the per-origin TPM limit (catalog): "
+                       "below 100 % no organisation can have exceeded it. Per-organisation counts need a "
+                       "gateway metric labelled by organisation, which the services do not expose yet."),
     ]
 
 
 def pcm_reporting(b: Board) -> list[PanelSpec]:
-    """PCM reports (openfinance.md §5): each day's are due by 08:00 Brasília the next day. The gauges come
-    from the store, exposed by the sender (``ofsre pcm send --metrics-port``); the drops by the capturing services."""
+    """PCM reports (openfinance.md §5): each day's are due by 08:00 Brasília the next day. The gauges
+    come from the store, exposed by the sender (``ofsre pcm send --metrics-port``); the drops by the
+    capturing services."""
     ns = b.ns()
     return [
         ts("PCM: hours left before the reports' deadline",
            [q(f"min({sc.PCM_DEADLINE_SECONDS_LEFT.name}{{{ns}}}) / 3600", "hours left")], "h",
            key="pcm_deadline", width=12,
            min_zero=False, thresholds=[("red", None), ("orange", 0.0), ("green", AT_RISK_S / 3600)],
-           description="Time left before 08:00 (Brasília) of the day after the oldest report not yet delivered "
-                       f"(today's deadline when none waits). Below {AT_RISK_S // 3600} h with a backlog: at risk."),
+           description="Time left before 08:00 (Brasília) of the day after the oldest report not yet "
+                       f"delivered (today's deadline when none waits). Below {AT_RISK_S // 3600} h with a "
+                       "backlog: at risk."),
         ts("PCM: reports not yet delivered, and held", [
             q(f"sum by (kind) ({sc.PCM_BACKLOG.name}{{{ns}}})", "backlog {{kind}}"),
             q(f"max({sc.PCM_HELD_REPORTS.name}{{{ns}}})", "held (refused by the PCM)")], "short",
@@ -104,13 +111,13 @@ def pcm_reporting(b: Board) -> list[PanelSpec]:
         ts("PCM: today's reports by result",
            [q(f"max by (status) ({sc.PCM_DAY_REPORTS.name}{{{ns}}})", "{{status}}")],
            "short", width=12, stack=True,
-           description="ACCEPTED, DISCARDED, PAIRED_INCONSISTENT, UNPAIRED, SINGLE as the PCM answered; PENDING and "
-                       "HELD not delivered yet (Brasília day)."),
+           description="ACCEPTED, DISCARDED, PAIRED_INCONSISTENT, UNPAIRED, SINGLE as the PCM answered; "
+                       "PENDING and HELD not delivered yet (Brasília day)."),
         ts("PCM: reports lost before the store", [
             q(f"sum by (job, reason) (increase({sc.PCM_REPORTS_DROPPED.series}{{{ns}}}[$__rate_interval]))",
               "{{job}} {{reason}}")], "short", key="pcm_dropped", width=12,
-           description="Reports a capturing service could not keep (memory queue or store full, store error): "
-                       "the regulator will never receive them."),
+           description="Reports a capturing service could not keep (memory queue or store full, store "
+                       "error): the regulator will never receive them."),
     ]
 
 

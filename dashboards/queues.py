@@ -14,7 +14,7 @@ KEY = "queues"
 def build(cfg: MonitoringConfig) -> dict:
     b = Board(KEY, cfg, variables=("namespace", "queue"),
               description="The message queue between payments and the worker.")
-    qsel = 'queue=~"$queue"'
+    qsel, dead = 'queue=~"$queue"', 'outcome="dead_letter"'
     lat, proc = sc.QUEUE_LATENCY.name + "_bucket", sc.QUEUE_PROCESSING_DURATION.name + "_bucket"
     b.add(
         ts("Published and consumed per second",
@@ -31,7 +31,7 @@ def build(cfg: MonitoringConfig) -> dict:
            width=8),
         ts("Failures by outcome", [q(f"sum by (queue, outcome) ({b.rate(sc.QUEUE_FAILED.series, qsel)})",
                                      "{{queue}} {{outcome}}")], "ops", key="failures", width=8),
-        ts("Dead letters", [q(f'sum by (queue) (increase({sc.QUEUE_FAILED.series}{{{b.sel(qsel, "outcome=" + chr(34) + "dead_letter" + chr(34))}}}[$__rate_interval]))',
-                              "{{queue}}")], "short", width=8),
+        ts("Dead letters", [q(f"sum by (queue) (increase({sc.QUEUE_FAILED.series}{{{b.sel(qsel, dead)}}}"
+                              "[$__rate_interval]))", "{{queue}}")], "short", width=8),
     )
     return b.dashboard()

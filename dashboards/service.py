@@ -13,7 +13,8 @@ KEY = "service"
 
 
 def cpu_per_pod(b: Board) -> str:
-    """CPU cores per replica: cAdvisor's container series on a cluster, ``process_cpu_seconds_total`` locally."""
+    """CPU cores per replica: cAdvisor's container series on a cluster, ``process_cpu_seconds_total``
+    locally."""
     cad = b.cfg.selector(b.cfg.cadvisor_selector, 'namespace=~"$namespace"', f'pod=~"{b.pods()}"',
                          'container!=""', 'container!="POD"')
     proc = b.ns(f'job=~"{b.workload()}"')

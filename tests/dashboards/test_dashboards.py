@@ -111,7 +111,8 @@ def test_every_dashboard_keeps_the_house_rules(dashboards):
         assert names[0] == "datasource" and d["templating"]["list"][0]["type"] == "datasource"
         assert "namespace" in names
         # Links to every other dashboard.
-        assert {link["url"] for link in d["links"]} == {f"/d/{r.uid}/{r.slug}" for k, r in DASHBOARDS.items() if k != key}
+        others = {f"/d/{r.uid}/{r.slug}" for k, r in DASHBOARDS.items() if k != key}
+        assert {link["url"] for link in d["links"]} == others
         ids = [p["id"] for p in _panels(d)]
         assert len(ids) == len(set(ids))
         for p in _panels(d):
@@ -151,10 +152,12 @@ def test_compliance_thresholds_come_from_the_catalog(dashboards):
     from ofsre.instrumentation.catalog import load_catalog
 
     limits = {t.p95_seconds for t in load_catalog().tiers.values()}
-    tier_panels = [p for p in _panels(dashboards["compliance"]) if p["title"].startswith("p95 per endpoint, tier")]
+    tier_panels = [p for p in _panels(dashboards["compliance"])
+                   if p["title"].startswith("p95 per endpoint, tier")]
     drawn = {p["fieldConfig"]["defaults"]["thresholds"]["steps"][1]["value"] for p in tier_panels}
     assert drawn == limits
-    assert all(p["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] == "line" for p in tier_panels)
+    assert all(p["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] == "line"
+               for p in tier_panels)
 
 
 def test_config_changes_selectors_datasource_and_objectives():
@@ -165,7 +168,8 @@ def test_config_changes_selectors_datasource_and_objectives():
     assert d["overview"]["templating"]["list"][1]["current"]["value"] == "prod"
     exprs = "\n".join(t["expr"] for p in _panels(d["service"]) for t in p["targets"])
     assert 'job="cadvisor"' in exprs and "metrics_path" not in exprs
-    budget = next(p for p in _panels(d["overview"]) if p["title"] == "Availability error budget remaining per tier")
+    budget = next(p for p in _panels(d["overview"])
+                  if p["title"] == "Availability error budget remaining per tier")
     assert "/ 0.001" in budget["targets"][0]["expr"]
 
 

@@ -55,7 +55,8 @@ def test_a_version_conflict_fails_that_dashboard_only_with_one_clear_line(grafan
     out = _cli("--url", grafana.url, "--token", "s3cret")
     assert out.returncode == 1
     failed = [line for line in out.stderr.splitlines() if line.startswith("FAILED")]
-    assert failed == ["FAILED ofsre-queues: 412 version conflict: The dashboard has been changed by someone else"]
+    assert failed == ["FAILED ofsre-queues: 412 version conflict: "
+                      "The dashboard has been changed by someone else"]
     assert sorted(grafana.dashboards) == [u for u in UIDS if u != "ofsre-queues"]
     assert out.stdout.strip().endswith(f"{len(UIDS) - 1} published, 1 failed")
 
@@ -65,7 +66,8 @@ def test_a_wrong_token_is_a_401_for_every_dashboard(grafana):
     assert out.returncode == 1
     failed = out.stderr.strip().splitlines()
     assert len(failed) == len(UIDS)
-    assert all(line.endswith("folder 'ofsre': 401 unauthorized: check --token or --basic-auth") for line in failed)
+    assert all(line.endswith("folder 'ofsre': 401 unauthorized: check --token or --basic-auth")
+               for line in failed)
     assert grafana.dashboards == {}
 
 
@@ -77,7 +79,8 @@ def test_basic_auth_works_and_bad_arguments_are_one_line(dashboards):
     finally:
         g.close()
     out = _cli("--url", "http://127.0.0.1:9", "--basic-auth", "nocolon")
-    assert out.returncode == 2 and out.stderr.strip() == "ofsre dashboards: --basic-auth must be USER:PASSWORD"
+    assert out.returncode == 2
+    assert out.stderr.strip() == "ofsre dashboards: --basic-auth must be USER:PASSWORD"
 
 
 def test_an_unreachable_grafana_fails_every_dashboard(dashboards):
