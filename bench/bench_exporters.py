@@ -265,8 +265,8 @@ def _row(name: str, r: dict, floor: dict, queued: dict, plain: dict) -> str:
     if r["rps"] != r["rps"]:   # NaN: not measured
         cells.append(f"{'-':>9} {'-':>7} {'-':>7} {'-':>8} {r['dropped']:>7}")
     else:
-        cells.append(f"{r['rps']:>9.0f} {_ratio(r['rps'], queued['rps']):>6.0f}x {_ratio(r['rps'], plain['rps']):>6.0f}x "
-                     f"{r['proc_us']:>8.1f} {r['dropped']:>7}")
+        cells.append(f"{r['rps']:>9.0f} {_ratio(r['rps'], queued['rps']):>6.0f}x "
+                     f"{_ratio(r['rps'], plain['rps']):>6.0f}x {r['proc_us']:>8.1f} {r['dropped']:>7}")
     return " ".join(cells)
 
 

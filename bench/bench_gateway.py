@@ -4,9 +4,9 @@ Starts, on 127.0.0.1 with free ports, the real processes (``python -m ofsre.plat
 accounts, consents (to create the consent) and the gateway (mTLS off, TPS limit out of the
 way), creates and authorises one consent, then drives ``GET /open-banking/accounts/v2/accounts``
 with ``wrk`` (or, when wrk is missing, an in-process httpx closed loop), alternating direct and
-through-the-gateway rounds so both variants see the same machine. The table gives requests/s and latency percentiles
-of each variant (median of the rounds) and the gateway's cost, ``1 - rps(gateway)/rps(direct)``;
-the goal is at most 25 %.
+through-the-gateway rounds so both variants see the same machine. The table gives requests/s and
+latency percentiles of each variant (median of the rounds) and the gateway's cost,
+``1 - rps(gateway)/rps(direct)``; the goal is at most 25 %.
 
 Knobs (environment): ``BENCH_DURATION`` seconds per round (default 5), ``BENCH_ROUNDS`` (2),
 ``BENCH_CONCURRENCY`` clients (32), ``BENCH_DATABASE_URL`` (default: a SQLite file in a temp dir;
@@ -161,7 +161,8 @@ def _unlimited_catalog(directory: Path) -> Path:
     text = re.sub(r"(?m)^monthly_limit = \d+", "monthly_limit = 1000000000", text)
     path.write_text(text)
     catalog = load_catalog(path)
-    if catalog.lookup("GET", PATH).tpm != 1_000_000_000 or catalog.lookup("GET", PATH).tier.monthly_limit != 1_000_000_000:
+    endpoint = catalog.lookup("GET", PATH)
+    if endpoint.tpm != 1_000_000_000 or endpoint.tier.monthly_limit != 1_000_000_000:
         raise RuntimeError("could not lift the baixa tier's TPM and monthly limit: the catalog changed shape")
     return path
 
@@ -169,7 +170,8 @@ def _unlimited_catalog(directory: Path) -> Path:
 def _table(results: dict[str, list[dict]]) -> str:
     keys = ("rps", "p50", "p99", "cpu_accounts", "cpu_gateway")
     median = {v: {k: statistics.median(r[k] for r in rounds) for k in keys} for v, rounds in results.items()}
-    generator = "wrk -t1" if shutil.which("wrk") else "python httpx (install wrk for a lighter load generator)"
+    generator = ("wrk -t1" if shutil.which("wrk")
+                 else "python httpx (install wrk for a lighter load generator)")
     lines = [f"load generator: {generator}; median of {len(results['direct'])} rounds per variant",
              f"{'variant':10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
              f"{'accounts CPU ms/req':>20} {'gateway CPU ms/req':>19}"]

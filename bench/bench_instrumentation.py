@@ -198,7 +198,8 @@ def load_wrk(url: str, seconds: float, connections: int) -> float:
 
 _PY_CLIENT = r"""
 import asyncio, sys, time
-host, port, path, iid, seconds, conns = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], float(sys.argv[5]), int(sys.argv[6])
+host, port, path, iid = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+seconds, conns = float(sys.argv[5]), int(sys.argv[6])
 req = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nx-fapi-interaction-id: {iid}\r\n\r\n".encode()
 async def worker(stop, counts):
     r, w = await asyncio.open_connection(host, port)
@@ -325,7 +326,8 @@ def measure(variant: str, seconds: float, warmup: float, connections: int,
     ended = int(next(line.split()[1] for line in lines if line.startswith("ended ")))
     received = receiver.count()
     verdict = "all arrived" if received == ended else f"MISSING {ended - received}"
-    SPAN_CHECKS.append(f"{variant}: {ended:,} spans ended, {received:,} received by the OTLP receiver: {verdict}")
+    SPAN_CHECKS.append(f"{variant}: {ended:,} spans ended, {received:,} received by the OTLP receiver: "
+                       f"{verdict}")
     return rps
 
 
@@ -536,8 +538,9 @@ def telemetry_profile(variant: str = "sampled100", requests: int = 2000, top: in
     stats = pstats.Stats(profiler, stream=out)
     stats.sort_stats("tottime").print_stats(r"instrumentation/|opentelemetry|prometheus_client", top)
     rows = [line for line in out.getvalue().splitlines() if re.match(r"\s+\d", line) or "ncalls" in line]
-    return [f"profile of the telemetry code ({variant}, {requests} in-process requests, cProfile, top {top} by "
-            "own time; cProfile inflates small functions):", *("  " + row.strip()[:150] for row in rows)]
+    return [f"profile of the telemetry code ({variant}, {requests} in-process requests, cProfile, "
+            f"top {top} by own time; cProfile inflates small functions):",
+            *("  " + row.strip()[:150] for row in rows)]
 
 
 GOAL_0PCT_US = 2.0   # 0 % sampled within this many microseconds per request of no tracing
@@ -587,7 +590,8 @@ def run() -> str:
             mark = f"  goal >= {TARGET:.2f}: {verdict}"
         lines.append(f"{variant:<16}{_median(got):>13,.0f}{f'{min(got):,.0f}-{max(got):,.0f}':>17}"
                      f"{f'{_median(rel):.2f} ({min(rel):.2f}-{max(rel):.2f})':>26}{mark}")
-    lines += ["", "ofsre_otlp / otel_otlp export every span OTLP/HTTP (protobuf) to a receiver process in the bench:"]
+    lines += ["", "ofsre_otlp / otel_otlp export every span OTLP/HTTP (protobuf) to a receiver process "
+                  "in the bench:"]
     lines += [f"  {check}" for check in SPAN_CHECKS] or ["  (not run)"]
     if "ofsre" in ratios and _median(ratios["ofsre"]) < TARGET:
         lines += ["", *telemetry_profile()]
@@ -599,9 +603,9 @@ def run() -> str:
         # Instructions -> microseconds at the rate this machine ran the bare app in-process.
         us = delta / per_request["bare"] * per_us["bare"]
         verdict = "met" if us <= GOAL_0PCT_US else "MISSED"
-        lines.append(f"  0 % sampled vs no tracer: +{delta:,.0f} instructions ~ {us:.1f} us at this machine's rate "
-                     f"(wall-clock: {per_us['sampled0'] - per_us['notrace']:+.1f} us); goal <= "
-                     f"{GOAL_0PCT_US:g} us: {verdict}")
+        lines.append(f"  0 % sampled vs no tracer: +{delta:,.0f} instructions ~ {us:.1f} us at this "
+                     f"machine's rate (wall-clock: {per_us['sampled0'] - per_us['notrace']:+.1f} us); "
+                     f"goal <= {GOAL_0PCT_US:g} us: {verdict}")
     return "\n".join(lines)
 
 

@@ -80,7 +80,8 @@ def run() -> str:
     lines.append("")
     lines.append(f"per payment call: payments replica {replica * 1e3:.2f} ms of CPU "
                  f"({1 / replica:.0f} signed calls/s/core at most; {replica * 1e3 / limit_ms:.2%} of the "
-                 f"{limit_ms} ms p95 limit); load-test user {user * 1e3:.2f} ms ({1 / user:.0f} calls/s/core)")
+                 f"{limit_ms} ms p95 limit); load-test user {user * 1e3:.2f} ms "
+                 f"({1 / user:.0f} calls/s/core)")
     return "\n".join(lines)
 
 

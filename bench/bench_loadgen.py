@@ -69,7 +69,8 @@ def _serve(port: int) -> None:
                     if line[:22].lower() == b"x-fapi-interaction-id:":
                         iid = line[22:].strip()
                 self.t.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
-                             + str(len(body)).encode() + b"\r\nx-fapi-interaction-id: " + iid + b"\r\n\r\n" + body)
+                             + str(len(body)).encode() + b"\r\nx-fapi-interaction-id: " + iid
+                             + b"\r\n\r\n" + body)
 
     async def main():
         server = await asyncio.get_running_loop().create_server(Proto, "127.0.0.1", port, backlog=1024)
@@ -147,8 +148,10 @@ def run() -> str:
     lines = [f"{'user':<8} {'req/s per core':>15} {'req/s':>9}",
              f"{'bare':<8} {bare[0]:>15.0f} {bare[1]:>9.0f}",
              f"{'suite':<8} {suite[0]:>15.0f} {suite[1]:>9.0f}",
-             f"suite / bare = {ratio:.2f} per core (target >= {TARGET}: {'met' if ratio >= TARGET else 'MISSED'})",
-             f"({users} users, {duration:g} s per run, best of {rounds}; one Locust process, trivial endpoint in another)"]
+             f"suite / bare = {ratio:.2f} per core "
+             f"(target >= {TARGET}: {'met' if ratio >= TARGET else 'MISSED'})",
+             f"({users} users, {duration:g} s per run, best of {rounds}; one Locust process, "
+             "trivial endpoint in another)"]
     return "\n".join(lines)
 
 

@@ -9,9 +9,9 @@
    ``pcm_on / pcm_off >= 0.97``. The same two apps called in-process (no sockets) give the
    cost in microseconds per request (rounds interleaved, best kept), which is less noisy.
 2. **Sender throughput.** ``BENCH_PCM_REPORTS`` reports (default 100,000) are staged in a store
-   as the capture writes them, then one :class:`~ofsre.exporters.pcm.sender.Sender` delivers them to the local PCM
-   (``ofsre.exporters.pcm.mock``, which validates every report, in its own process), 5,000 per
-   request with a token. Target: >= 20,000 reports/s.
+   as the capture writes them, then one :class:`~ofsre.exporters.pcm.sender.Sender` delivers them
+   to the local PCM (``ofsre.exporters.pcm.mock``, which validates every report, in its own
+   process), 5,000 per request with a token. Target: >= 20,000 reports/s.
 
 The machine is shared: figures are noisy; read them as orders of magnitude and ratios.
 Knobs: BENCH_DURATION (s per measured run, default 3), BENCH_WARMUP (1), BENCH_ROUNDS (2),
@@ -221,9 +221,9 @@ def run() -> str:
              f"{'pcm_off':<10}{best['pcm_off']:>10,.0f}{1:>8.2f}",
              f"{'pcm_on':<10}{best['pcm_on']:>10,.0f}{ratio:>8.2f}  target >= {CAPTURE_TARGET:.2f}: "
              f"{'met' if ratio >= CAPTURE_TARGET else 'MISSED'}",
-             f"in-process, CPU of the whole process (best of 4 interleaved): {us['pcm_off']:.1f} us/request without "
-             f"capture, {us['pcm_on']:.1f} with (+{us['pcm_on'] - us['pcm_off']:.1f} us: the enqueue and the writer "
-             f"thread's SQLite insert), ratio {us['pcm_off'] / us['pcm_on']:.2f}",
+             f"in-process, CPU of the whole process (best of 4 interleaved): {us['pcm_off']:.1f} us/request "
+             f"without capture, {us['pcm_on']:.1f} with (+{us['pcm_on'] - us['pcm_off']:.1f} us: the enqueue "
+             f"and the writer thread's SQLite insert), ratio {us['pcm_off'] / us['pcm_on']:.2f}",
              "",
              f"sender: {count:,} reports from the SQLite store to the local PCM (own process), "
              f"{requests} requests of <= 5,000",
