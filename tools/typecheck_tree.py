@@ -41,7 +41,8 @@ def wanted_links(mapping: dict[str, str], root: Path = ROOT, out: Path = OUT) ->
     for package, folder in mapping.items():
         where = out.joinpath(*package.split("."))
         source = root / folder
-        children = {name[len(package) + 1:].split(".")[0] for name in mapping if name.startswith(package + ".")}
+        children = {name[len(package) + 1:].split(".")[0] for name in mapping
+                    if name.startswith(package + ".")}
         if not children:
             links[where] = source
             continue
