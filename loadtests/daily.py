@@ -1,4 +1,5 @@
-"""Ecosystem traffic shaped as a compressed day, an ASSUMED curve (--peak-users, --day-seconds; see ofsre.loadtests.profiles).
+"""Ecosystem traffic shaped as a compressed day, an ASSUMED curve (--peak-users, --day-seconds;
+see ofsre.loadtests.profiles).
 
     locust -f loadtests/daily.py --host URL --headless
 """

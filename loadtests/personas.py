@@ -144,7 +144,8 @@ def write_pki(directory: str | os.PathLike[str], institutions: int = DEFAULT_INS
         cert = (x509.CertificateBuilder().subject_name(name(f"receptora-{i + 1:03d}",
                                                             org_id)).issuer_name(ca_name)
                 .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now - _dt.timedelta(minutes=5)).not_valid_after(now + _dt.timedelta(days=days))
+                .not_valid_before(now - _dt.timedelta(minutes=5))
+                .not_valid_after(now + _dt.timedelta(days=days))
                 .sign(ca_key, hashes.SHA256()))
         cert_file = out / f"receptora-{i + 1:03d}.pem"
         cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -160,7 +161,8 @@ def load_institutions(directory: str | os.PathLike[str]) -> list[Institution]:
     root = Path(directory)
     index = root / "institutions.json"
     if not index.is_file():
-        raise FileNotFoundError(f"{index} not found: create the personas' PKI with `ofsre loadtest pki {root}`")
+        raise FileNotFoundError(f"{index} not found: create the personas' PKI with "
+                                f"`ofsre loadtest pki {root}`")
     found = []
     for row in json.loads(index.read_text()):
         pem = (root / row["cert"]).read_text()

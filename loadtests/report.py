@@ -74,7 +74,8 @@ def plot_png(kind: str, samples: Sequence[Mapping], events: Sequence[Mapping],
 def _table(rows: Sequence[Sequence[Any]], head: Sequence[str]) -> str:
     out = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
     for row in rows:
-        out.append("<tr>" + "".join(f"<td>{html.escape('-' if v is None else str(v))}</td>" for v in row) + "</tr>")
+        cells = "".join(f"<td>{html.escape('-' if v is None else str(v))}</td>" for v in row)
+        out.append(f"<tr>{cells}</tr>")
     return "\n".join(out + ["</table>"])
 
 
@@ -91,10 +92,13 @@ def write_report(directory: str | Path, report: Mapping[str, Any]) -> tuple[Path
     thresholds = report.get("summary", {}).get("thresholds", {})
     routes = [(r["method"], r["route"], r["tier"], r["requests"], r["p95_ms"], r["limit_ms"],
                "ok" if r["ok"] else "OVER") for r in thresholds.get("routes", [])]
-    imgs = "\n".join(f'<figure><img alt="{html.escape(k)}" src="data:image/png;base64,{plot_png(k, samples, events, rows)}">'
-                     f"</figure>" for k in PLOTS)
+    imgs = "\n".join(f'<figure><img alt="{html.escape(k)}" '
+                     f'src="data:image/png;base64,{plot_png(k, samples, events, rows)}"></figure>'
+                     for k in PLOTS)
     disagreements = "".join(f"<li>{html.escape(d)}</li>" for d in report.get("views", {}).get("disagreements",
                                                                                               []))
+    error_pct, budget_pct = (100 * thresholds.get(k, 0) for k in ("error_rate", "error_budget"))
+    capacity, tpm = thresholds.get("capacity_answers", 0), thresholds.get("tpm_answers", 0)
     ok = report.get("passed")
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>ofsre scaling verdict: {'PASS' if ok else 'FAIL'}</title>
@@ -111,8 +115,8 @@ color:{'#186a18' if ok else '#a01818'}}} figure{{margin:0}}</style></head>
 <h2>Verdict</h2>
 {_table(checks, ('service', 'check', 'result', 'value', 'bound', 'detail'))}
 <h2>Thresholds (client view, catalog limits)</h2>
-<p>error rate {100 * thresholds.get('error_rate', 0):.2f} % (budget {100 * thresholds.get('error_budget', 0):.2f} %),
-529 capacity answers {thresholds.get('capacity_answers', 0)}, justified 429 {thresholds.get('tpm_answers', 0)}</p>
+<p>error rate {error_pct:.2f} % (budget {budget_pct:.2f} %),
+529 capacity answers {capacity}, justified 429 {tpm}</p>
 {_table(routes, ('method', 'route', 'tier', 'requests', 'p95 ms', 'limit ms', ''))}
 <h2>Client and server views</h2><ul>{disagreements or '<li>they agree</li>'}</ul>
 <script>

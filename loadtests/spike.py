@@ -1,4 +1,5 @@
-"""Ecosystem traffic shaped as a sudden ×5 spike (--base-users, --spike-factor, --spike-after, --spike-seconds, --recovery-seconds).
+"""Ecosystem traffic shaped as a sudden ×5 spike (--base-users, --spike-factor, --spike-after,
+--spike-seconds, --recovery-seconds).
 
     locust -f loadtests/spike.py --host URL --headless
 """

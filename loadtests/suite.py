@@ -59,7 +59,8 @@ def _options(parser) -> None:
     g.add_argument("--skip-resources", action="store_true", default=False,
                    help="do not call GET /resources (a target without the resources API)")
     g.add_argument("--requests-per-connection", type=int, default=20,
-                   help="close the connection after this many requests (0: keep it), so new replicas get traffic")
+                   help="close the connection after this many requests (0: keep it), so new replicas "
+                        "get traffic")
     g.add_argument("--transaction-pages", type=int, default=3, help="transactions pages followed per read")
     g.add_argument("--payment-polls", type=int, default=10, help="status polls per payment at most")
     g.add_argument("--payment-poll-interval", type=float, default=0.5)
@@ -87,7 +88,8 @@ def _options(parser) -> None:
     s.add_argument("--peak-users", type=int, default=50)
     s.add_argument("--day-seconds", type=float, default=600, help="a compressed day (default 10 minutes)")
     s.add_argument("--arrival-stages", default="30s:5,60s:20,30s:0",
-                   help="open model: DURATION:JOURNEYS_PER_S stages, linear between (k6 ramping-arrival-rate)")
+                   help="open model: DURATION:JOURNEYS_PER_S stages, linear between "
+                        "(k6 ramping-arrival-rate)")
     s.add_argument("--arrival-engines", type=int, default=2, help="arrival engines (users) sharing the rate")
     s.add_argument("--shape-spawn-rate", type=float, default=10, help="users started/stopped per second")
     o = parser.add_argument_group("ofsre thresholds and output")
@@ -218,7 +220,8 @@ def _watch(environment) -> None:
                 fail = 100 * total.num_failures / total.num_requests if total.num_requests else 0.0
                 reps = " ".join(f"{k}={v}" for k, v in sorted(row.get("replicas", {}).items()))
                 p95 = row["p95_ms"]
-                print(f"[{time.monotonic() - started:5.0f} s] users {row['users']:>4}  req/s {total.current_rps:7.1f}"
+                print(f"[{time.monotonic() - started:5.0f} s] users {row['users']:>4}  "
+                      f"req/s {total.current_rps:7.1f}"
                       f"  p95 {'-' if p95 is None else f'{p95:.0f} ms':>8}  failures {fail:5.2f} %"
                       + (f"  replicas {reps}" if reps else ""), file=sys.stderr, flush=True)
     finally:

@@ -131,8 +131,8 @@ def evaluate(rows: Iterable[RouteStats], catalog: Catalog | None = None,
     counted = out.requests
     out.error_rate = out.failures / counted if counted else 0.0
     if out.error_rate > out.error_budget:
-        out.violations.append(f"error rate {100 * out.error_rate:.2f} % ({out.failures} of {counted}) is over "
-                              f"the budget of {100 * out.error_budget:.2f} %")
+        out.violations.append(f"error rate {100 * out.error_rate:.2f} % ({out.failures} of {counted}) "
+                              f"is over the budget of {100 * out.error_budget:.2f} %")
     if out.requests == 0:
         out.violations.append("no request was made")
     return out

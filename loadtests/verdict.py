@@ -93,9 +93,10 @@ class Verdict:
         lines = [f"{'service':<10} {'check':<26} {'result':<7} {'value':>12} {'bound':>10}  detail"]
         for c in self.checks:
             result = {True: "pass", False: "FAIL", None: "info"}[c.passed]
-            lines.append(f"{c.service:<10} {c.name:<26} {result:<7} {_fmt(c.value):>12} {_fmt(c.bound):>10}  {c.detail}")
-        lines.append(f"verdict: {'PASS' if self.passed else 'FAIL'}"
-                     + ("" if self.passed else " — " + "; ".join(f"{c.service} {c.name}" for c in self.failed)))
+            lines.append(f"{c.service:<10} {c.name:<26} {result:<7} {_fmt(c.value):>12} {_fmt(c.bound):>10}"
+                         f"  {c.detail}")
+        failed = "; ".join(f"{c.service} {c.name}" for c in self.failed)
+        lines.append("verdict: PASS" if self.passed else f"verdict: FAIL — {failed}")
         return "\n".join(lines)
 
 
@@ -177,7 +178,8 @@ def judge(samples: Sequence[Mapping], events: Sequence[Mapping], rows: Sequence[
     """The verdict over one run (see the module docstring)."""
     bounds = bounds or Bounds()
     catalog = catalog or load_catalog()
-    budget = bounds.max_error_rate if bounds.max_error_rate is not None else 1 - catalog.slo.availability_objective
+    budget = (bounds.max_error_rate if bounds.max_error_rate is not None
+              else 1 - catalog.slo.availability_objective)
     verdict = Verdict()
     names = sorted({n for s in samples for n in s.get("services", {})})
     scaled_any = False
@@ -207,11 +209,13 @@ def judge(samples: Sequence[Mapping], events: Sequence[Mapping], rows: Sequence[
         reaction = max(0.0, up["t"] - crossing)
         info.update(crossing_t=crossing, decision_t=up["t"], reaction_s=round(reaction, 1))
         verdict.checks.append(Check("scaled up", name, True, len(ups), ">= 1",
-                                    f"{up['from']} → {up['size']} replicas, then {len(ups) - 1} more scale-up(s)"))
+                                    f"{up['from']} → {up['size']} replicas, then {len(ups) - 1} more "
+                                    "scale-up(s)"))
         verdict.checks.append(Check("reaction", name, reaction <= bounds.max_reaction_s, round(reaction, 1),
                                     bounds.max_reaction_s, "s from utilisation above target to the decision"))
         # Ready: as many as decided, or as the HPA still wants if it lowered its target meanwhile.
-        ready_t = next((t for t, s in series if t >= up["t"] and int(s.get("ready") or 0) > int(up["from"] or 0)
+        ready_t = next((t for t, s in series
+                        if t >= up["t"] and int(s.get("ready") or 0) > int(up["from"] or 0)
                         and int(s.get("ready") or 0) >= min(up["size"], int(s.get("current") or 0))), None)
         if ready_t is None:
             verdict.checks.append(Check("time to ready", name, False, None, bounds.max_ready_s,
@@ -229,10 +233,12 @@ def judge(samples: Sequence[Mapping], events: Sequence[Mapping], rows: Sequence[
         at_min = int(last.get("current") or 0) <= int(last.get("min") or 1)
         verdict.checks.append(Check("back to min", name, at_min, last.get("current"), last.get("min"),
                                     "replicas at the end" if at_min else
-                                    f"still {last.get('current')} replicas (min {last.get('min')}) at the end"))
+                                    f"still {last.get('current')} replicas (min {last.get('min')}) "
+                                    "at the end"))
         verdict.checks.append(_efficiency_check(name, series, rows, catalog, bounds, info))
     if not scaled_any and not bounds.expect_scale:
-        reasons = "; ".join(f"{n}: {_why_not(_series(samples, n), bounds)}" for n in names) or "no workload observed"
+        reasons = ("; ".join(f"{n}: {_why_not(_series(samples, n), bounds)}" for n in names)
+                   or "no workload observed")
         verdict.checks.append(Check("scaled up", "any", False, 0, ">= 1", reasons))
     return verdict
 
@@ -246,7 +252,8 @@ def _why_not(series: list[tuple[float, Mapping]], bounds: Bounds) -> str:
         return (f"maxReplicas is {svc.get('max')}: already at max with utilisation up to "
                 f"{100 * peak_ratio:.0f} % of target (ScalingLimited TooManyReplicas)")
     if peak_ratio <= 1 + bounds.tolerance:
-        return f"utilisation never went above target beyond the tolerance (peak {100 * peak_ratio:.0f} % of target)"
+        return (f"utilisation never went above target beyond the tolerance "
+                f"(peak {100 * peak_ratio:.0f} % of target)")
     return f"utilisation reached {100 * peak_ratio:.0f} % of target but no scale-up was decided"
 
 

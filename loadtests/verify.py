@@ -2,8 +2,8 @@
 
 ::
 
-    ofsre loadtest verify-scaling --target local --report var/scaling      # starts the platform itself
-    ofsre loadtest verify-scaling --target local --data-dir var            # an `ofsre platform up` already running
+    ofsre loadtest verify-scaling --target local --report var/scaling  # starts the platform itself
+    ofsre loadtest verify-scaling --target local --data-dir var        # joins a running `ofsre platform up`
     ofsre loadtest verify-scaling --target kubernetes --host https://gw.example --namespace ofsre \\
         --kubeconfig ~/.kube/config --baseline last-release/report.json -- --base-users 20
 
@@ -200,7 +200,8 @@ def _run_suite(args: argparse.Namespace, host: str, out: Path, extra: list[str])
     from .cli import locust_command
 
     suite_args = [a for a in args.suite_args if a != "--"]
-    cmd = locust_command(args.suite, ["--headless", "--host", host, "--only-summary", "--timeline", str(out / "timeline.jsonl"),
+    cmd = locust_command(args.suite, ["--headless", "--host", host, "--only-summary",
+                                      "--timeline", str(out / "timeline.jsonl"),
                                       "--summary-json", str(out / "summary.json"), *extra, *suite_args])
     print(f"driving the {args.suite} suite against {host} …", flush=True)
     try:
@@ -248,7 +249,8 @@ def _views(watcher, summary: dict, prometheus: str | None = None, seconds: float
     if counted:
         server = {k: {"requests": v} for k, v in counted.items()}
         view["server"] = {f"{m} {r}": v for (m, r), v in counted.items()}
-        view["gateway_replicas"] = {url: sum(v for (_m, route, _s), v in counts.items() if route and route.startswith("/open"))
+        view["gateway_replicas"] = {url: sum(v for (_m, route, _s), v in counts.items()
+                                             if route and route.startswith("/open"))
                                     for url, counts in watcher.server_counts.items()}
         view["disagreements"] += disagreements(client, server, "the gateway's replicas")
     if prometheus:
@@ -289,7 +291,8 @@ def run(args: argparse.Namespace) -> int:
                      str(platform.data_dir), *_LOCAL_SUITE_ARGS]
             if (platform.pki / "institutions.json").exists():
                 extra += ["--pki-dir", str(platform.pki), "--institutions", str(args.institutions)]
-            cooldown = args.cooldown if args.cooldown is not None else args.scale_down_window + 3 * args.sync_period
+            cooldown = (args.cooldown if args.cooldown is not None
+                        else args.scale_down_window + 3 * args.sync_period)
         else:
             if not args.host:
                 raise SystemExit("--target kubernetes needs --host (the gateway URL the suite drives)")
@@ -322,7 +325,8 @@ def _conclude(args, report_dir: Path, recorder: Recorder, watcher, started: floa
     timeline = report_dir / "timeline.jsonl"
     if timeline.exists():
         rows = [json.loads(line) for line in timeline.read_text().splitlines() if line.strip()]
-    summary = json.loads((report_dir / "summary.json").read_text()) if (report_dir / "summary.json").exists() else {}
+    summary_file = report_dir / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
     bounds = Bounds(max_reaction_s=args.max_reaction, max_ready_s=args.max_ready,
                     min_efficiency=args.min_efficiency, expect_scale=_csv(args.expect_scale))
     verdict = judge(recorder.samples, watcher.events, rows, bounds=bounds)

@@ -98,7 +98,8 @@ class FakeKubernetes:
                                         "lastTransitionTime": _iso(now)},
                                        {"type": "ScalingActive", "status": "True",
                                         "reason": "ValidMetricFound",
-                                        "message": "the HPA was able to successfully calculate a replica count",
+                                        "message": "the HPA was able to successfully calculate a replica "
+                                                   "count",
                                         "lastTransitionTime": _iso(now)},
                                        {"type": "ScalingLimited", "status": "True" if limited else "False",
                                         "reason": "TooManyReplicas" if limited else "DesiredWithinRange",
@@ -123,8 +124,8 @@ class FakeKubernetes:
                                   "involvedObject": {"kind": "HorizontalPodAutoscaler", "name": NAME,
                                                      "namespace": NS, "apiVersion": "autoscaling/v2"},
                                   "reason": "SuccessfulRescale", "type": "Normal", "count": 1,
-                                  "message": f"New size: {size}; reason: cpu resource utilization (percentage of "
-                                             f"request) {why}",
+                                  "message": f"New size: {size}; reason: cpu resource utilization "
+                                             f"(percentage of request) {why}",
                                   "source": {"component": "horizontal-pod-autoscaler"},
                                   "firstTimestamp": _iso(self.t0 + at), "lastTimestamp": _iso(self.t0 + at)})
             return {"apiVersion": "v1", "kind": "EventList", "metadata": {"resourceVersion": "100"},

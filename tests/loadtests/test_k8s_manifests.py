@@ -35,7 +35,8 @@ def test_workers_reach_the_master_and_run_the_same_suite():
     master = by_kind["Job"]["spec"]["template"]["spec"]["containers"][0]["args"]
     worker = by_kind["Deployment"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert master[:4] == worker[:4] == ["ofsre", "loadtest", "run", "step_ramp"]
-    assert "--master" in master and worker[worker.index("--master-host") + 1] == by_kind["Service"]["metadata"]["name"]
+    assert "--master" in master
+    assert worker[worker.index("--master-host") + 1] == by_kind["Service"]["metadata"]["name"]
     ports = {p["port"] for p in by_kind["Service"]["spec"]["ports"]}
     assert 5557 in ports  # Locust's master port
     selector = by_kind["Service"]["spec"]["selector"]

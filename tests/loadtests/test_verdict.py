@@ -70,7 +70,8 @@ def test_a_service_stuck_at_max_replicas_fails_and_says_why():
     stuck = timeline([(t, svc(1, 1, 250, hi=1, limited=True)) for t in range(0, 30)])
     v = judge(stuck, [], rows(range(0, 30)), bounds=Bounds(expect_scale=("accounts",)))
     (failed,) = v.failed
-    assert failed.name == "scaled up" and "maxReplicas is 1" in failed.detail and "TooManyReplicas" in failed.detail
+    assert failed.name == "scaled up"
+    assert "maxReplicas is 1" in failed.detail and "TooManyReplicas" in failed.detail
     assert any(c.name == "at max / ScalingLimited" and c.value == 29.0 for c in v.checks)
     # Without a named service the verdict still fails when nothing scaled.
     assert not judge(stuck, [], rows(range(0, 30))).passed
