@@ -28,8 +28,10 @@ def test_every_python_package_is_listed_in_pyproject():
         for init in (ROOT / folder).rglob("__init__.py"):
             rel = init.parent.relative_to(ROOT / folder)
             found.add(".".join([pkg, *rel.parts]) if rel.parts else pkg)
-    found = {p for p in found if not any(p.startswith(other + ".") and other not in listed for other in found)}
-    assert found <= listed, f"packages missing from pyproject [tool.setuptools] packages: {sorted(found - listed)}"
+    found = {p for p in found
+             if not any(p.startswith(other + ".") and other not in listed for other in found)}
+    assert found <= listed, ("packages missing from pyproject [tool.setuptools] packages: "
+                             f"{sorted(found - listed)}")
 
 
 def _folder(package: str) -> Path:
@@ -65,7 +67,8 @@ def test_the_typecheck_tree_spells_every_package_as_its_import_path(tmp_path):
         assert (where / "__init__.py").resolve() == (_folder(package) / "__init__.py").resolve(), package
     # Leaf packages are directory links, so a file added to the folder is seen without a rebuild.
     assert (out / "ofsre" / "instrumentation").is_symlink()
-    assert not (out / "ofsre" / "platform").is_symlink() and (out / "ofsre" / "platform" / "queue").is_symlink()
+    assert not (out / "ofsre" / "platform").is_symlink()
+    assert (out / "ofsre" / "platform" / "queue").is_symlink()
     assert not (out / "ofsre" / "gone").exists() and not (out / "ofsre" / "stale.py").is_symlink()
     before = sorted(p.relative_to(out) for p in out.rglob("*"))
     tree.sync(tree.wanted_links(tree.package_dirs(), out=out), out=out)   # a second run changes nothing
@@ -98,7 +101,8 @@ def test_base_install_imports_instrumentation_without_extras(tmp_path):
     subprocess.run([py, "-m", "pip", "install", "-q", str(ROOT)], check=True, timeout=600)
     out = _run(
         "import sys, ofsre.instrumentation as i; from ofsre.instrumentation.catalog import load_catalog;"
-        "print(len(load_catalog())); print(' '.join(m for m in ('locust','gevent','grafanalib','kubernetes','fastapi')"
+        "print(len(load_catalog())); "
+        "print(' '.join(m for m in ('locust','gevent','grafanalib','kubernetes','fastapi')"
         " if __import__('importlib.util').util.find_spec(m)))",
         cwd=tmp_path, python=py,
     )
