@@ -11,8 +11,8 @@ Usage::
         client.get("http://consents:8000/healthz")
 
 Every keyword argument goes to ``httpx.AsyncClient``/``httpx.Client`` unchanged (TLS,
-limits, transport, event hooks: all yours); ``tracer_provider=`` picks a provider other
-than the global one.
+limits, transport, event hooks: all yours); ``tracer_provider=`` and ``registry=`` pick a
+provider and a Prometheus registry other than the global ones.
 
 Each ``send`` (one logical request, redirects included) is one CLIENT span with the stable
 HTTP semantic conventions (``http.request.method``, ``server.address``, ``server.port``,
@@ -26,7 +26,7 @@ endpoint then also produces a PCM ``CLIENT`` report (:mod:`ofsre.instrumentation
 a service whose PCM capture is on, ``OFSRE_PCM_CAPTURE``), with a 408 on a timeout.
 
 A failure inside the tracing code is counted in ``ofsre_telemetry_errors_total{component="httpclient"}``
-and the request goes out untraced. Calls made while instrumentation is suppressed (an
+(in the client's ``registry=``) and the request goes out untraced. Calls made while instrumentation is suppressed (an
 exporter's own requests) are not traced.
 """
 
@@ -38,6 +38,7 @@ import httpx
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from . import semconv
 from ._config import SERVICE
@@ -62,7 +63,8 @@ def _url_full(url: httpx.URL) -> str:
     return f"{url.scheme}://{url.netloc.decode('ascii')}{path}"
 
 
-def _start_span(tracer: trace.Tracer, request: httpx.Request) -> trace.Span | None:
+def _start_span(tracer: trace.Tracer, request: httpx.Request,
+                registry: CollectorRegistry | None) -> trace.Span | None:
     """Start the CLIENT span and inject its context into ``request``; ``None`` when not tracing."""
     if _suppressed():
         return None
@@ -82,7 +84,7 @@ def _start_span(tracer: trace.Tracer, request: httpx.Request) -> trace.Span | No
         propagate.inject(request.headers, context=trace.set_span_in_context(span))
         return span
     except Exception:  # noqa: BLE001 - telemetry never hurts the request
-        count_telemetry_error(COMPONENT)
+        count_telemetry_error(COMPONENT, registry)
         return None
 
 
@@ -94,7 +96,8 @@ def _pcm_capture(pcm: bool | PcmCapture) -> PcmCapture | None:
     return capture_for(service, None) if service else None
 
 
-def _end_span(span: trace.Span, response: httpx.Response | None, error: BaseException | None) -> None:
+def _end_span(span: trace.Span, response: httpx.Response | None, error: BaseException | None,
+              registry: CollectorRegistry | None) -> None:
     try:
         if span.is_recording():
             if response is not None:
@@ -108,16 +111,17 @@ def _end_span(span: trace.Span, response: httpx.Response | None, error: BaseExce
                 span.set_status(Status(StatusCode.ERROR, str(error)))
         span.end()
     except Exception:  # noqa: BLE001
-        count_telemetry_error(COMPONENT)
+        count_telemetry_error(COMPONENT, registry)
 
 
 class InstrumentedAsyncClient(httpx.AsyncClient):
     """``httpx.AsyncClient`` whose ``send`` is traced; built by :func:`instrumented_client`."""
 
     def __init__(self, *args: Any, tracer_provider: trace.TracerProvider | None = None,
-                 pcm: bool | PcmCapture = False, **kwargs: Any):
+                 registry: CollectorRegistry | None = REGISTRY, pcm: bool | PcmCapture = False, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._ofsre_tracer = trace.get_tracer(_TRACER_NAME, tracer_provider=tracer_provider)
+        self._ofsre_registry = registry  # where a failure of the tracing code is counted
         self._ofsre_pcm = _pcm_capture(pcm)
 
     async def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
@@ -126,15 +130,15 @@ class InstrumentedAsyncClient(httpx.AsyncClient):
         return await self._traced_send(request, **kwargs)
 
     async def _traced_send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
-        span = _start_span(self._ofsre_tracer, request)
+        span = _start_span(self._ofsre_tracer, request, self._ofsre_registry)
         if span is None:
             return await super().send(request, **kwargs)
         try:
             response = await super().send(request, **kwargs)
         except BaseException as exc:
-            _end_span(span, None, exc)
+            _end_span(span, None, exc, self._ofsre_registry)
             raise
-        _end_span(span, response, None)
+        _end_span(span, response, None, self._ofsre_registry)
         return response
 
 
@@ -142,9 +146,10 @@ class InstrumentedClient(httpx.Client):
     """``httpx.Client`` whose ``send`` is traced; built by :func:`instrumented_sync_client`."""
 
     def __init__(self, *args: Any, tracer_provider: trace.TracerProvider | None = None,
-                 pcm: bool | PcmCapture = False, **kwargs: Any):
+                 registry: CollectorRegistry | None = REGISTRY, pcm: bool | PcmCapture = False, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._ofsre_tracer = trace.get_tracer(_TRACER_NAME, tracer_provider=tracer_provider)
+        self._ofsre_registry = registry  # where a failure of the tracing code is counted
         self._ofsre_pcm = _pcm_capture(pcm)
 
     def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
@@ -153,15 +158,15 @@ class InstrumentedClient(httpx.Client):
         return self._traced_send(request, **kwargs)
 
     def _traced_send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
-        span = _start_span(self._ofsre_tracer, request)
+        span = _start_span(self._ofsre_tracer, request, self._ofsre_registry)
         if span is None:
             return super().send(request, **kwargs)
         try:
             response = super().send(request, **kwargs)
         except BaseException as exc:
-            _end_span(span, None, exc)
+            _end_span(span, None, exc, self._ofsre_registry)
             raise
-        _end_span(span, response, None)
+        _end_span(span, response, None, self._ofsre_registry)
         return response
 
 

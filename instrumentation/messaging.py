@@ -28,8 +28,9 @@ the OpenTelemetry messaging conventions (``messaging.system`` = backend,
 ``messaging.destination.name`` = queue, ``messaging.operation.type`` = ``send``/``process``).
 
 Telemetry never breaks the queue: any error inside this module is swallowed and counted
-in ``ofsre_telemetry_errors_total{component="messaging"}``; the consumer's own exception
-is always re-raised unchanged.
+in ``ofsre_telemetry_errors_total{component="messaging"}``, in the ``registry=`` of the
+:class:`QueueTelemetry` or of the ``inject_headers``/``extract_context`` call (the global
+one by default); the consumer's own exception is always re-raised unchanged.
 """
 
 from __future__ import annotations
@@ -59,11 +60,12 @@ _COMPONENT = "messaging"
 Headers = Mapping[str, Any] | Iterable[tuple[str, Any]]
 
 
-def inject_headers(headers: dict[str, str] | None = None) -> dict[str, str]:
+def inject_headers(headers: dict[str, str] | None = None, *,
+                   registry: CollectorRegistry | None = REGISTRY) -> dict[str, str]:
     """Add ``traceparent``/``tracestate``, ``x-fapi-interaction-id`` and ``ofsre-published-at`` to ``headers``.
 
     Mutates and returns ``headers`` (a new dict when None). An interaction id the caller
-    already put in ``headers`` is kept.
+    already put in ``headers`` is kept. A failure is counted in ``registry``.
     """
     carrier = headers if headers is not None else {}
     try:
@@ -73,7 +75,7 @@ def inject_headers(headers: dict[str, str] | None = None) -> dict[str, str]:
             carrier.setdefault(INTERACTION_ID_HEADER, current)
         carrier[PUBLISHED_AT_HEADER] = f"{time.time():.6f}"
     except Exception:  # noqa: BLE001 - publishing must go on without trace headers
-        count_telemetry_error(_COMPONENT)
+        count_telemetry_error(_COMPONENT, registry)
     return carrier
 
 
@@ -91,12 +93,14 @@ def _as_str_dict(headers: Headers | None) -> dict[str, str]:
     return out
 
 
-def extract_context(headers: Headers | None) -> otel_context.Context:
-    """The OpenTelemetry context the publisher injected into ``headers`` (empty when none)."""
+def extract_context(headers: Headers | None, *,
+                    registry: CollectorRegistry | None = REGISTRY) -> otel_context.Context:
+    """The OpenTelemetry context the publisher injected into ``headers`` (empty when none; a failure
+    is counted in ``registry``)."""
     try:
         return propagate.extract(_as_str_dict(headers))
     except Exception:  # noqa: BLE001
-        count_telemetry_error(_COMPONENT)
+        count_telemetry_error(_COMPONENT, registry)
         return otel_context.Context()
 
 

@@ -154,7 +154,7 @@ def _requeue(args: argparse.Namespace) -> int:
 
 
 def _send(args: argparse.Namespace) -> int:
-    from prometheus_client import REGISTRY, start_http_server
+    from prometheus_client import start_http_server
 
     from .metrics import StoreCollector
     from .sender import Sender, SenderOptions
@@ -164,7 +164,7 @@ def _send(args: argparse.Namespace) -> int:
     store = _store(args)
     sender = Sender(store, options)
     if args.metrics_port is not None:
-        REGISTRY.register(StoreCollector(store))
+        StoreCollector(store)  # in the global registry, which start_http_server serves
         start_http_server(args.metrics_port, "127.0.0.1" if args.metrics_port == 0 else "0.0.0.0")
     signal.signal(signal.SIGTERM, lambda *_: sender.stop())
     try:

@@ -24,7 +24,7 @@ from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
+from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
 
 from ofsre.instrumentation import semconv
 from ofsre.instrumentation.metrics import count_telemetry_error
@@ -54,10 +54,18 @@ def deadline_figures(store: ReportStore, now: float | None = None) -> dict[str, 
 
 
 class StoreCollector(Collector):
-    """Register with ``registry.register(StoreCollector(store))``."""
+    """The deadline metrics of ``store``, registered in ``registry`` (``StoreCollector(store)``: the global one).
 
-    def __init__(self, store: ReportStore, clock: Callable[[], float] = time.time) -> None:
-        self.store, self.clock = store, clock
+    A scrape that cannot read the store yields none of them and counts
+    ``ofsre_telemetry_errors_total{component="pcm"}`` in the same ``registry``.
+    ``registry=None`` registers nothing (and the errors are counted in no registry).
+    """
+
+    def __init__(self, store: ReportStore, clock: Callable[[], float] = time.time, *,
+                 registry: CollectorRegistry | None = REGISTRY) -> None:
+        self.store, self.clock, self.registry = store, clock, registry
+        if registry is not None:
+            registry.register(self)
 
     def describe(self) -> list[Metric]:  # no scrape at registration: describing touches no disk
         return []
@@ -66,7 +74,7 @@ class StoreCollector(Collector):
         try:
             f = deadline_figures(self.store, self.clock())
         except Exception:  # noqa: BLE001 - a locked or damaged store must not break the whole scrape
-            count_telemetry_error("pcm")
+            count_telemetry_error("pcm", self.registry)
             return
         yield from self._families(f)
 

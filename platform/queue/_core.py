@@ -298,7 +298,7 @@ class Queue(ABC):
         payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
         telemetry = self.telemetry(topic)
         with telemetry.publish_span():
-            headers = inject_headers()
+            headers = inject_headers(registry=self._registry)
             message_id = await self._send(topic, payload, key, headers)
         telemetry.published()
         if topic in self._wake:

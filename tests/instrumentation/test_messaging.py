@@ -168,3 +168,21 @@ def test_a_failing_tracer_does_not_reach_producer_or_consumer(registry):
         assert not span.is_recording()
     assert _sample(registry, "ofsre_queue_messages_consumed_total") == 1
     assert registry.get_sample_value("ofsre_telemetry_errors_total", {"component": "messaging"}) == 2
+
+
+def test_inject_and_extract_count_their_errors_in_the_callers_registry(registry, monkeypatch):
+    from opentelemetry import propagate
+    from prometheus_client import REGISTRY
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("propagator down")
+
+    monkeypatch.setattr(propagate, "inject", broken)
+    monkeypatch.setattr(propagate, "extract", broken)
+    global_before = REGISTRY.get_sample_value("ofsre_telemetry_errors_total", {"component": "messaging"}) or 0
+    assert inject_headers(registry=registry) == {}  # publishing goes on, without the headers
+    context = extract_context({"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"}, registry=registry)
+    assert not trace.get_current_span(context).get_span_context().is_valid
+    assert registry.get_sample_value("ofsre_telemetry_errors_total", {"component": "messaging"}) == 2
+    assert (REGISTRY.get_sample_value("ofsre_telemetry_errors_total", {"component": "messaging"}) or 0
+            ) == global_before

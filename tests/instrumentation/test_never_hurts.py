@@ -8,7 +8,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import REGISTRY, Histogram
 
-from ofsre.instrumentation import _asgi, context, instrumented_client, semconv
+from ofsre.instrumentation import _asgi, context, instrumented_client, instrumented_sync_client, semconv
 from ofsre.instrumentation.metrics import metric
 
 from .conftest import Boom
@@ -126,3 +126,19 @@ async def test_an_http_client_whose_tracer_raises_still_sends():
         response = await client.get("http://downstream.local/ping")
     assert response.text == "pong"
     assert telemetry_errors(REGISTRY, "httpclient") == before + 1
+
+
+async def test_an_http_client_counts_its_errors_in_its_own_registry(registry, monkeypatch):
+    from opentelemetry.sdk.trace import Span
+
+    global_before = telemetry_errors(REGISTRY, "httpclient")
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, text="pong"))
+    async with instrumented_client(transport=transport, tracer_provider=BrokenProvider(),
+                                   registry=registry) as client:
+        assert (await client.get("http://downstream.local/ping")).text == "pong"  # the span failed to start
+    monkeypatch.setattr(Span, "end", explode)
+    with instrumented_sync_client(transport=transport, tracer_provider=TracerProvider(),
+                                  registry=registry) as sync_client:
+        assert sync_client.get("http://downstream.local/ping").text == "pong"  # the span failed to end
+    assert telemetry_errors(registry, "httpclient") == 2
+    assert telemetry_errors(REGISTRY, "httpclient") == global_before

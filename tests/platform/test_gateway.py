@@ -152,6 +152,24 @@ async def test_round_robin_and_failover(tmp_path, serve, replicas, registry):
         assert_of_error(await http.get(ACCOUNTS), 502, "BAD_GATEWAY")
 
 
+
+async def test_the_upstream_clients_telemetry_errors_are_counted_in_the_apps_registry(tmp_path, serve, replicas,
+                                                                                       registry, monkeypatch):
+    from ofsre.instrumentation import httpclient
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("client span attributes down")
+
+    monkeypatch.setattr(httpclient, "_url_full", broken)  # only the outgoing call's span reads it
+    app = create_app(gateway_settings(tmp_path), transport=replicas.transport, registry=registry)
+    errors = {"component": "httpclient"}
+    global_before = REGISTRY.get_sample_value(semconv.TELEMETRY_ERRORS.series, errors) or 0
+    async with serve(app) as http:
+        assert (await http.get(ACCOUNTS)).json()["replica"] == "accounts-1"  # forwarded, untraced
+    assert registry.get_sample_value(semconv.TELEMETRY_ERRORS.series, errors) == 1
+    assert (REGISTRY.get_sample_value(semconv.TELEMETRY_ERRORS.series, errors) or 0) == global_before
+
+
 async def test_a_replica_closing_its_connection_unanswered_is_skipped_only_when_repeating_is_safe(
         tmp_path, serve, replicas, registry):
     """A replica that is leaving may close a pooled connection as the gateway sends on it. A GET,

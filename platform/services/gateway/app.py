@@ -45,7 +45,7 @@ from urllib.parse import quote
 import httpx
 from fastapi import FastAPI
 from opentelemetry.trace import TracerProvider
-from prometheus_client import CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -105,7 +105,7 @@ class GatewayProxy:
 
     def __init__(self, settings: Settings, catalog: Catalog, upstreams: Upstreams,
                  authenticator: Authenticator | None, *, transport: httpx.AsyncBaseTransport | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, registry: CollectorRegistry | None = REGISTRY) -> None:
         self.catalog = catalog
         self.upstreams = upstreams
         self.authenticator = authenticator  # None: OFSRE_MTLS=off
@@ -118,10 +118,11 @@ class GatewayProxy:
         self.tpm = tpm_counter(clock=clock)  # in Redis with OFSRE_REDIS_URL: one count for every replica
         self.tps = WindowCounter(1, clock)
         self.transport = transport  # tests: an httpx transport standing in for the network
+        self.registry = registry  # the app's: the client's telemetry errors are counted there
         self.client: httpx.AsyncClient | None = None
 
     def open(self) -> None:
-        self.client = instrumented_client(transport=self.transport or _ShardedTransport(),
+        self.client = instrumented_client(transport=self.transport or _ShardedTransport(), registry=self.registry,
                                           cookies=_refusing_cookie_jar(), timeout=httpx.Timeout(self.timeout_s))
 
     async def close(self) -> None:
@@ -314,7 +315,8 @@ def create_app(settings: Settings | None = None, *, catalog: Catalog | None = No
         authenticator = Authenticator(verifier, header=settings.client_cert_header,
                                       trusted_proxies=settings.trusted_proxies)
     upstreams = Upstreams(settings.upstreams, settings.upstreams_file)
-    proxy = GatewayProxy(settings, catalog, upstreams, authenticator, transport=transport, clock=clock)
+    proxy = GatewayProxy(settings, catalog, upstreams, authenticator, transport=transport, clock=clock,
+                         registry=registry if registry is not None else REGISTRY)
     watcher: list[asyncio.Task] = []
 
     async def start(app: FastAPI) -> None:

@@ -41,7 +41,7 @@ import uuid
 
 from fastapi import FastAPI
 from opentelemetry.trace import TracerProvider
-from prometheus_client import CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from ofsre.instrumentation.catalog import load_catalog
 from ofsre.instrumentation.httpclient import instrumented_client
@@ -74,12 +74,12 @@ class Notifier:
 
     MAX_IN_FLIGHT = 64
 
-    def __init__(self, sessions, webhooks: dict[str, str]) -> None:
+    def __init__(self, sessions, webhooks: dict[str, str], registry: CollectorRegistry | None = REGISTRY) -> None:
         self.sessions, self.webhooks = sessions, webhooks
         self.tasks: set[asyncio.Task] = set()
         # The worker's PCM capture (OFSRE_PCM_CAPTURE lists "worker"), else a plain traced client.
         capture = capture_for("worker", None)
-        self.client = instrumented_client(pcm=capture or False,
+        self.client = instrumented_client(pcm=capture or False, registry=registry,
                                           timeout=float(load_catalog().ecosystem["client_timeout_s"]))
 
     def notify(self, payment_id: str) -> None:
@@ -232,7 +232,8 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
     settings = settings or Settings.from_env()
 
     async def start(app: FastAPI) -> None:
-        app.state.notifier = Notifier(app.state.sessions, _webhooks_from_env())
+        app.state.notifier = Notifier(app.state.sessions, _webhooks_from_env(),
+                                      registry if registry is not None else REGISTRY)
         app.state.settler = Settler(app, settings)
         app.state.settler.start()
 

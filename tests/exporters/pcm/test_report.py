@@ -189,7 +189,7 @@ def test_the_deadline_metrics_come_from_the_store(store, registry):
 
     now = time.time()
     store.add([report_row(ts=now - 100), report_row(ts=now - 50, kind="opendata")])
-    registry.register(StoreCollector(store, clock=lambda: now))
+    StoreCollector(store, clock=lambda: now, registry=registry)
     assert registry.get_sample_value("ofsre_pcm_backlog_reports", {"kind": "private"}) == 1
     assert registry.get_sample_value("ofsre_pcm_backlog_reports", {"kind": "opendata"}) == 1
     assert registry.get_sample_value("ofsre_pcm_oldest_unsent_age_seconds") == pytest.approx(100, abs=0.01)
@@ -207,7 +207,10 @@ def test_an_unreadable_store_gives_no_pcm_samples_and_a_counted_error(tmp_path):
     store = ReportStore(tmp_path / "r.db")
     store.close()                                   # every query now fails
     registry = CollectorRegistry()
-    registry.register(StoreCollector(store))
-    before = REGISTRY.get_sample_value("ofsre_telemetry_errors_total", {"component": "pcm"}) or 0
+    StoreCollector(store, registry=registry)
+    global_before = REGISTRY.get_sample_value("ofsre_telemetry_errors_total", {"component": "pcm"}) or 0
     assert registry.get_sample_value("ofsre_pcm_held_reports") is None
-    assert REGISTRY.get_sample_value("ofsre_telemetry_errors_total", {"component": "pcm"}) == before + 1
+    # Counted in the registry the collector serves, not the global one; reading it is a second
+    # scrape, so a second error.
+    assert registry.get_sample_value("ofsre_telemetry_errors_total", {"component": "pcm"}) == 2
+    assert (REGISTRY.get_sample_value("ofsre_telemetry_errors_total", {"component": "pcm"}) or 0) == global_before

@@ -149,6 +149,27 @@ async def test_trace_context_interaction_id_and_metrics_cross_the_queue(harness,
         assert not registry.get_sample_value(semconv.TELEMETRY_ERRORS.series, {"component": component})
 
 
+
+async def test_a_failing_propagator_is_counted_in_the_queues_registry(harness, topic, registry, monkeypatch):
+    from opentelemetry import propagate
+    from prometheus_client import REGISTRY
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("propagator down")
+
+    queue = await harness.open()
+    monkeypatch.setattr(propagate, "inject", broken)
+    global_before = REGISTRY.get_sample_value(semconv.TELEMETRY_ERRORS.series, {"component": "messaging"}) or 0
+    await queue.publish(topic, {"payment_id": "p-6"})  # published all the same, without trace headers
+    async with queue.subscribe(topic) as messages:
+        msg = await take(messages)
+        assert msg.body == {"payment_id": "p-6"}
+        await msg.ack()
+    assert registry.get_sample_value(semconv.TELEMETRY_ERRORS.series, {"component": "messaging"}) == 1
+    assert (REGISTRY.get_sample_value(semconv.TELEMETRY_ERRORS.series, {"component": "messaging"}) or 0
+            ) == global_before
+
+
 async def test_close_ends_the_subscription_loop(harness, topic):
     queue = await harness.open()
     received = []
