@@ -9,7 +9,9 @@ service name does, because every series would be unattributable).
 ``OFSRE_SERVICE`` (``OTEL_SERVICE_NAME``), ``OFSRE_ENV``, ``OFSRE_VERSION``, ``OFSRE_COMMIT``,
 ``OFSRE_REQUIRE_INTERACTION_ID``; declared here and read through these declarations by their modules:
 ``OFSRE_CATALOG`` (``catalog.py``), ``OFSRE_LOG_LEVEL`` (``logs.py``), and ``OFSRE_DATA_DIR``, the lowest
-layer of those that read it (the PCM store, the queue, the services and the runtime).
+layer of those that read it (the PCM store, the queue, the services and the runtime);
+``OFSRE_GATEWAY_SECRET`` and ``OFSRE_ORG_ID`` for the same reason: the platform and the load tests
+read them, and the load tests import ``ofsre.instrumentation``, never ``ofsre.platform``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from .config import BOOLEAN, PATH, TEXT, Var, read
 
 __all__ = ["Settings", "resolve_settings", "env_flag", "env_str", "UNKNOWN",
            "SERVICE", "ENV", "VERSION", "COMMIT", "REQUIRE_INTERACTION_ID", "CATALOG", "LOG_LEVEL",
-           "DATA_DIR"]
+           "DATA_DIR", "GATEWAY_SECRET", "ORG_ID"]
 
 _LOGGER = "ofsre.instrumentation"
 UNKNOWN = "unknown"  # version/commit label when neither argument nor environment gives one
@@ -51,6 +53,12 @@ LOG_LEVEL = Var("OFSRE_LOG_LEVEL", TEXT, "INFO", argument="level", logger=_LOGGE
 DATA_DIR = Var("OFSRE_DATA_DIR", PATH, Path("var"), reader="all services, queue, runtime, PCM store",
                doc="runtime state (the SQLite file; the runtime's `runtime.json`; the PCM store's "
                    "`pcm/reports.db`)")
+# Read by the platform (settings.py, jws.py) and the load tests (journeys.py, signing.py).
+GATEWAY_SECRET = Var("OFSRE_GATEWAY_SECRET", TEXT, None, reader="all services, loadtests",
+                     doc="shared by the gateway (sends it as `x-ofsre-gateway-secret`) and the modules "
+                         "(refuse API calls without it: 401); the local runtime makes one per start")
+ORG_ID = Var("OFSRE_ORG_ID", TEXT, "ofsre-bank", reader="payments, loadtests",
+             doc="the platform's organisationId: `iss` of its signed answers, and its JWKS file's name")
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,11 +45,12 @@ from gevent.lock import Semaphore
 from gevent.pool import Pool
 from locust import FastHttpUser, User, between, task
 
+from ofsre.instrumentation._config import GATEWAY_SECRET, ORG_ID
 from ofsre.instrumentation.catalog import load_catalog
 from ofsre.instrumentation.openfinance import format_datetime
 
 from . import personas
-from .signing import DEFAULT_PLATFORM_ORG, MEDIA_TYPE, PersonaSigner
+from .signing import MEDIA_TYPE, PersonaSigner
 from .thresholds import CAPACITY_SUFFIX, MONTHLY_SUFFIX, TPM_SUFFIX, TpmLedger
 
 __all__ = ["Persona", "EcosystemUser", "OpenDataUser", "ArrivalRateUser", "ROUTES"]
@@ -139,7 +140,7 @@ class SimulationTargets:
         self.data_dir = str(_option(environment, "runtime_data_dir", "") or "")
         self.fixed = {"consents": str(_option(environment, "sim_consents_url", "") or host).rstrip("/"),
                       "payments": str(_option(environment, "sim_payments_url", "") or host).rstrip("/")}
-        self.secret = os.environ.get("OFSRE_GATEWAY_SECRET", "")
+        self.secret = GATEWAY_SECRET.from_env() or ""
         self._mtime = -1.0
         self._table: dict[str, list[str]] = {}
         if self.data_dir and not self.secret:
@@ -198,8 +199,7 @@ class Persona:
         data_dir = str(_option(env, "runtime_data_dir", "") or "")
         self.jwks_dir = str(_option(env, "jwks_dir",
                                     "") or (os.path.join(data_dir, "jwks") if data_dir else "jwks"))
-        self.platform_org = str(_option(env, "platform_org", "") or os.environ.get("OFSRE_ORG_ID")
-                                or DEFAULT_PLATFORM_ORG)
+        self.platform_org = str(_option(env, "platform_org", "") or ORG_ID.from_env())
         self._signer: PersonaSigner | None = None
         self.per_connection = int(_option(env, "requests_per_connection", 20) or 0)
         self.sent = 0

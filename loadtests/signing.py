@@ -7,7 +7,8 @@ the platform's organisationId, ``aud`` = the persona's). Keys are registered the
 platform reads them: one JWKS file per organisation, ``<jwks_dir>/<organisationId>.json`` —
 the stand-in for the Directory; with a local runtime that is ``<data dir>/jwks``.
 
-PyJWT over ``cryptography`` does the cryptography; nothing here imports the platform.
+PyJWT over ``cryptography`` does the cryptography; nothing here imports the platform (the
+platform's organisationId, ``OFSRE_ORG_ID``, is declared in :mod:`ofsre.instrumentation._config`).
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAPSSAlgorithm
 
+from ofsre.instrumentation._config import ORG_ID
+
 __all__ = ["MEDIA_TYPE", "PersonaSigner", "DEFAULT_PLATFORM_ORG"]
 
 MEDIA_TYPE = "application/jwt"
 ALGORITHM = "PS256"
 # the reference platform's organisationId unless OFSRE_ORG_ID says otherwise
-DEFAULT_PLATFORM_ORG = "ofsre-bank"
+DEFAULT_PLATFORM_ORG: str = ORG_ID.default
 _PS256 = RSAPSSAlgorithm(RSAPSSAlgorithm.SHA256)
 _API_CLAIMS = ("iss", "aud", "iat", "jti", "exp", "nbf")
 

@@ -15,8 +15,10 @@ README = ROOT / "README.md"
 # The five readers: each reads its OFSRE_* variables through ofsre.instrumentation.config.
 READERS = ("instrumentation/_config.py", "exporters/_options.py", "platform/services/settings.py",
            "platform/queue/_config.py", "platform/runtime/config.py")
-# Every module of the package: what it names is declared, and it reads no OFSRE_* variable by hand.
-SOURCES = sorted(str(path.relative_to(ROOT)) for folder in ("instrumentation", "exporters", "platform", "cli")
+# Every module of the package and of the load tests: what it names is declared, and it reads no OFSRE_*
+# variable by hand.
+SOURCES = sorted(str(path.relative_to(ROOT))
+                 for folder in ("instrumentation", "exporters", "platform", "cli", "loadtests")
                  for path in (ROOT / folder).rglob("*.py"))
 # os.environ.get("OFSRE_X"), os.environ["OFSRE_X"], os.getenv("OFSRE_X"), env_str("OFSRE_X"), env.get("OFSRE_X")…
 BY_HAND = re.compile(r"""(?:environ|getenv|env_str|env_flag|env)\s*(?:\.get)?\s*[(\[]\s*f?["']OFSRE_""")

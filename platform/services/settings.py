@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ofsre.instrumentation._config import GATEWAY_SECRET, ORG_ID
 from ofsre.instrumentation.config import (
     BOOLEAN,
     PATH,
@@ -111,9 +112,6 @@ TLS_KEY_FILE = _var("OFSRE_TLS_KEY_FILE", PATH, None, "gateway", "the private ke
 SIMULATION_ROUTES = _var("OFSRE_SIMULATION_ROUTES", BOOLEAN, False, "consents, payments",
                          "serve `/_sim/**` (the simulated authorisation, only for the consent's own "
                          "organisation; the gateway never routes it)")
-GATEWAY_SECRET = _var("OFSRE_GATEWAY_SECRET", TEXT, None, _ALL,
-                      "shared by the gateway (sends it as `x-ofsre-gateway-secret`) and the modules "
-                      "(refuse API calls without it: 401); the local runtime makes one per start")
 MAX_HEADER_BYTES = _var("OFSRE_MAX_HEADER_BYTES", size(1024), 16 * 1024, _ALL,
                         "request line + headers; past it 431")
 MAX_URL_BYTES = _var("OFSRE_MAX_URL_BYTES", size(256), 8 * 1024, _ALL, "request target; past it 414")
@@ -146,8 +144,9 @@ _VARS: dict[str, Var[Any]] = {
 }
 
 # Read by one service's own module through these declarations, not by Settings: gateway/limits.py (REDIS_*,
-# GATEWAY_REPLICAS), run.py (SHARED_FD), worker/app.py (PAYMENT_WEBHOOKS), jws.py (ORG_ID, JWKS_DIR,
-# JWS_KEY_FILE), payments/app.py (PUBLIC_URL).
+# GATEWAY_REPLICAS), run.py (SHARED_FD), worker/app.py (PAYMENT_WEBHOOKS), jws.py (ORG_ID, declared with
+# GATEWAY_SECRET in ofsre.instrumentation._config since the load tests read both; JWKS_DIR, JWS_KEY_FILE),
+# payments/app.py (PUBLIC_URL).
 REDIS_URL = _var("OFSRE_REDIS_URL", TEXT, None, "gateway",
                  "count TPM limits in this Redis, shared by every gateway replica (`redis://host:6379/0`)")
 REDIS_TIMEOUT_MS = _var("OFSRE_REDIS_TIMEOUT_MS", number(0, label="milliseconds"), 250.0, "gateway",
@@ -166,8 +165,6 @@ PAYMENT_WEBHOOKS = _var("OFSRE_PAYMENT_WEBHOOKS", parsed(parse_webhooks, "JSON")
                         'JSON `{"<organisationId>": "https://…"}`: the initiators\' webhook URIs; each '
                         "settled or rejected payment is notified there (the platform's call *as a client*, "
                         "reported to the PCM as CLIENT)")
-ORG_ID = _var("OFSRE_ORG_ID", TEXT, "ofsre-bank", "payments",
-              "the platform's organisationId: `iss` of its signed answers, and its JWKS file's name")
 JWKS_DIR = _var("OFSRE_JWKS_DIR", PATH, None, "payments", shown="`$OFSRE_DATA_DIR/jwks`",
                 doc="the Directory's stand-in: one JWKS (public keys) per organisation, "
                     "`<organisationId>.json`; an initiator's requests verify only against its own file "
