@@ -189,7 +189,8 @@ def _call_weak(ref: Callable[[], Callable[[], None] | None]) -> None:
 class Shipper:
     """Buffer + worker thread + retry + optional spool for one backend. Used by :class:`ShippingHandler`."""
 
-    def __init__(self, backend: Backend, options: ShipperOptions, registry: CollectorRegistry | None = REGISTRY,
+    def __init__(self, backend: Backend, options: ShipperOptions,
+                 registry: CollectorRegistry | None = REGISTRY,
                  *, service: str, env: str, version: str) -> None:
         self.backend, self.options = backend, options
         self._identity = {"service": service, "env": env, "version": version}
@@ -525,7 +526,8 @@ def _close_at_exit(ref: Callable[[], Shipper | None]) -> None:
 # --- the handler ----------------------------------------------------------------------------------
 
 def resolve_identity(service: str | None, env: str | None, version: str | None) -> tuple[str, str, str]:
-    """``(service, env, version)`` from arguments, then OFSRE_SERVICE/OTEL_SERVICE_NAME, OFSRE_ENV, OFSRE_VERSION.
+    """``(service, env, version)`` from arguments, then OFSRE_SERVICE/OTEL_SERVICE_NAME, OFSRE_ENV,
+    OFSRE_VERSION.
 
     The same precedence and defaults as the stdout JSON logs and the tracer (``env`` may be
     empty). With no service name anywhere, the name is ``unknown_service:<process name>``
@@ -593,7 +595,8 @@ class ShippingHandler(logging.Handler):
         return self._shipper.flush(timeout)
 
     def close(self, timeout: float | None = None) -> None:
-        """Flush for up to ``timeout`` s, then stop. With a spool, what is left is sent by the next process."""
+        """Flush for up to ``timeout`` s, then stop. With a spool, what is left is sent by the next
+        process."""
         try:
             self._shipper.close(timeout)
         finally:

@@ -246,7 +246,8 @@ class Spool:
 
     @staticmethod
     def _frame_at(data: bytes, offset: int) -> tuple[Entry, int] | None:
-        """The frame starting at ``offset`` of ``data`` and the offset after it; None if not a whole valid frame."""
+        """The frame starting at ``offset`` of ``data`` and the offset after it; None if not a whole valid
+        frame."""
         if offset + _HEADER.size > len(data):
             return None
         length, crc = _HEADER.unpack_from(data, offset)

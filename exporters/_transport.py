@@ -110,7 +110,8 @@ def is_retryable(status: int) -> bool:
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP-date; None if absent/invalid."""
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP-date; None if
+    absent/invalid."""
     if not value:
         return None
     value = value.strip()

@@ -169,7 +169,8 @@ class DatadogHandler(ShippingHandler):
 
     def __init__(self, api_key: str | None = None, *, site: str | None = None, url: str | None = None,
                  service: str | None = None, env: str | None = None, version: str | None = None,
-                 source: str | None = None, tags: Iterable[str] | str | None = None, hostname: str | None = None,
+                 source: str | None = None, tags: Iterable[str] | str | None = None,
+                 hostname: str | None = None,
                  registry: CollectorRegistry | None = REGISTRY, level: int | str = 0, **options: Any) -> None:
         api_key = api_key or env_str("DD_API_KEY")
         if not api_key:

@@ -136,7 +136,8 @@ class ElasticBackend(HttpBackend):
         self._origin = f"{socket.gethostname()}:{secrets.token_hex(8)}:".encode()
         self._sequence = itertools.count()
 
-    def _safe_record(self, fields: dict[str, Any], record: logging.LogRecord, prefix: str) -> logging.LogRecord:
+    def _safe_record(self, fields: dict[str, Any], record: logging.LogRecord,
+                     prefix: str) -> logging.LogRecord:
         """A copy of ``record`` carrying only redacted text, for the ECS formatter."""
         safe = logging.LogRecord.__new__(logging.LogRecord)
         attrs = {name: getattr(record, name, None) for name in _RECORD_ATTRS}
@@ -229,7 +230,8 @@ class ElasticHandler(ShippingHandler):
                  registry: CollectorRegistry | None = REGISTRY, level: int | str = 0, **options: Any) -> None:
         url = url or ELASTIC["url"].from_env()
         if not url:
-            raise ValueError("ElasticHandler needs an Elasticsearch URL: the url argument or OFSRE_ELASTIC_URL")
+            raise ValueError("ElasticHandler needs an Elasticsearch URL: the url argument or "
+                             "OFSRE_ELASTIC_URL")
         service, env, version = resolve_identity(service, env, version)
         dataset = dataset or ELASTIC["dataset"].from_env() or _derived_part(service, "generic")
         namespace = namespace or ELASTIC["namespace"].from_env() or _derived_part(env, "default")

@@ -71,13 +71,15 @@ _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 
 def loki_label_name(name: str) -> str:
-    """``name`` cleaned with python-logging-loki's rules, then checked against Loki's; ValueError if invalid."""
+    """``name`` cleaned with python-logging-loki's rules, then checked against Loki's; ValueError if
+    invalid."""
     cleaned = str(name)
     for old, new in _loki_const.label_replace_with:
         cleaned = cleaned.replace(old, new)
     cleaned = "".join(c for c in cleaned if c in _loki_const.label_allowed_chars)
     if not _LABEL_NAME.fullmatch(cleaned) or cleaned.startswith("__") or len(cleaned) > MAX_LABEL_NAME:
-        raise ValueError(f"invalid Loki label name {name!r} (must match [a-zA-Z_][a-zA-Z0-9_]*, no '__' prefix)")
+        raise ValueError(f"invalid Loki label name {name!r} (must match [a-zA-Z_][a-zA-Z0-9_]*, "
+                         "no '__' prefix)")
     return cleaned
 
 
@@ -134,7 +136,8 @@ class LokiBackend(HttpBackend):
             raise ValueError(f"at most {MAX_LABELS} Loki labels, got {len(labels) + extra}")
         for name, value in labels.items():
             if not value or len(value) > MAX_LABEL_VALUE:
-                raise ValueError(f"Loki label {name}={value!r}: the value must have 1..{MAX_LABEL_VALUE} characters")
+                raise ValueError(f"Loki label {name}={value!r}: the value must have "
+                                 f"1..{MAX_LABEL_VALUE} characters")
 
     def _stream_key(self, level: str) -> bytes:
         key = self._keys.get(level)
@@ -198,7 +201,8 @@ class LokiHandler(ShippingHandler):
 
     def __init__(self, url: str | None = None, *, service: str | None = None, env: str | None = None,
                  version: str | None = None, tenant: str | None = None, username: str | None = None,
-                 password: str | None = None, token: str | None = None, labels: Mapping[str, str] | None = None,
+                 password: str | None = None, token: str | None = None,
+                 labels: Mapping[str, str] | None = None,
                  label_fields: Iterable[str] | str | None = None, structured_metadata: bool | None = None,
                  registry: CollectorRegistry | None = REGISTRY, level: int | str = 0, **options: Any) -> None:
         url = url or LOKI["url"].from_env()

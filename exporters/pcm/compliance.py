@@ -130,7 +130,8 @@ def _latency_values(rows: list[Row]) -> list[int]:
 
 def compute_day(rows: Iterable[Row], catalog: Catalog | None = None, *, day: str = "", role: str = "SERVER",
                 month_rows: dict[str, list[Row]] | None = None) -> DayReport:
-    """The figures of one day's reports; ``month_rows`` (day → rows, earlier days of the month) for the month rule."""
+    """The figures of one day's reports; ``month_rows`` (day → rows, earlier days of the month) for the month
+    rule."""
     catalog = catalog or load_catalog()
     by_key: dict[tuple[str, str], list[Row]] = defaultdict(list)
     for row in rows:
@@ -250,7 +251,8 @@ def render_table(report: DayReport) -> str:
               "avail", "avail ok")
     lines = [header]
     for e in report.endpoints:
-        month = "-" if e.month_ok is None else f"{e.month_days_ok}/{e.month_days_with_traffic} {_mark(e.month_ok)}"
+        month = "-" if e.month_ok is None else (f"{e.month_days_ok}/{e.month_days_with_traffic} "
+                                                f"{_mark(e.month_ok)}")
         lines.append((e.endpoint, e.method, e.major_version, e.tier or "?",
                       "-" if e.limit_ms is None else str(e.limit_ms),
                       str(e.latency_samples), "-" if e.p95_ms is None else str(e.p95_ms), _mark(e.latency_ok),
@@ -265,6 +267,6 @@ def render_table(report: DayReport) -> str:
             text.append("  ".join("-" * w for w in widths))
     if not report.endpoints:
         text.append("(no reports for this day)")
-    text.append(f"verdict: {'compliant' if report.compliant else 'NOT compliant'}  (limits in ms; month = days "
-                f"within the limit / days with traffic, month to date)")
+    text.append(f"verdict: {'compliant' if report.compliant else 'NOT compliant'}  (limits in "
+                f"ms; month = days within the limit / days with traffic, month to date)")
     return "\n".join(text) + "\n"

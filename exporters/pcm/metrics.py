@@ -54,7 +54,8 @@ def deadline_figures(store: ReportStore, now: float | None = None) -> dict[str, 
 
 
 class StoreCollector(Collector):
-    """The deadline metrics of ``store``, registered in ``registry`` (``StoreCollector(store)``: the global one).
+    """The deadline metrics of ``store``, registered in ``registry`` (``StoreCollector(store)``: the global
+    one).
 
     A scrape that cannot read the store yields none of them and counts
     ``ofsre_telemetry_errors_total{component="pcm"}`` in the same ``registry``.

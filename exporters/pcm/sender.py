@@ -103,7 +103,8 @@ class TokenError(Exception):
 class SenderOptions:
     """Settings of a sender; :meth:`from_env` reads ``OFSRE_PCM_*``."""
 
-    url: str                                  # PCM base URL, e.g. https://pcm.example/ (report paths appended)
+    # PCM base URL, e.g. https://pcm.example/ (report paths appended)
+    url: str
     token_url: str                            # OAuth2 token endpoint
     client_id: str
     client_secret: str = ""
@@ -139,7 +140,8 @@ class SenderOptions:
 class TokenSource:
     """An OAuth2 client-credentials token, cached until shortly before it expires."""
 
-    def __init__(self, client: httpx.Client, options: SenderOptions, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, client: httpx.Client, options: SenderOptions,
+                 clock: Callable[[], float] = time.monotonic):
         self._client, self._options, self._clock = client, options, clock
         self._token: str | None = None
         self._refresh_at = 0.0
@@ -198,10 +200,11 @@ class _Stopped(Exception):
 
 
 class Sender:
-    """Delivers a :class:`~.store.ReportStore`'s reports to the PCM. One thread: :meth:`run` or :meth:`drain`."""
+    """Delivers a :class:`~.store.ReportStore`'s reports to the PCM. One thread: :meth:`run` or
+    :meth:`drain`."""
 
-    def __init__(self, store: ReportStore, options: SenderOptions, *, registry: CollectorRegistry | None = REGISTRY,
-                 rng: random.Random | None = None) -> None:
+    def __init__(self, store: ReportStore, options: SenderOptions, *,
+                 registry: CollectorRegistry | None = REGISTRY, rng: random.Random | None = None) -> None:
         self.store, self.options = store, options
         self.max_reports = options.max_reports or int(load_catalog().ecosystem["pcm_max_reports"])
         self._client = httpx.Client(timeout=options.request_timeout, verify=options.verify, cert=options.cert,
@@ -347,7 +350,8 @@ class Sender:
                 self._hold(kind, part, outcome)
                 return None
             # 408, 429, 5xx: the same batch again, later
-            self._count(kind, "throttled" if status == 429 else "server_error", f"HTTP {status}: {outcome.text[:200]}")
+            self._count(kind, "throttled" if status == 429 else "server_error",
+                        f"HTTP {status}: {outcome.text[:200]}")
             self._pause(attempt, retry_after_seconds(outcome.headers.get("retry-after")))
             attempt += 1
 
@@ -365,7 +369,8 @@ class Sender:
         try:
             results = response.json()
             if not isinstance(results, list) or len(results) != len(part):
-                raise ValueError(f"{len(results) if isinstance(results, list) else 'no'} results for {len(part)} reports")
+                raise ValueError(f"{len(results) if isinstance(results, list) else 'no'} results for "
+                                 f"{len(part)} reports")
             rows = [(str(r.get("status") or "UNKNOWN"), r.get("message"), r.get("reportId"), report_id)
                     for r, (report_id, _) in zip(results, part, strict=True)]
             outcome = "partial" if response.status_code == 207 else "ok"
@@ -389,7 +394,8 @@ class Sender:
         self.metrics.batches[(kind, "rejected")].inc()
         self.metrics.held(kind, response.status_code, len(part))
         self.stats["held"] += len(part)
-        _log.error("ofsre pcm: the PCM refused %d %s reports (%s); they are held in %s until `ofsre pcm requeue`",
+        _log.error("ofsre pcm: the PCM refused %d %s reports (%s); they are held in %s until "
+                   "`ofsre pcm requeue`",
                    len(part), kind, reason, self.store.path)
 
     def _pause(self, attempt: int, retry_after: float | None) -> None:

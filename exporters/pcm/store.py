@@ -291,22 +291,24 @@ class ReportStore:
         store reads, sends, then records the answer.
         """
         with self._lock:
-            rows = self._db.execute(f"SELECT id, {', '.join(_SENT)} FROM reports WHERE state = 'pending' AND kind = ?"
-                                    f" ORDER BY id LIMIT ?", (kind, limit)).fetchall()
+            rows = self._db.execute(f"SELECT id, {', '.join(_SENT)} FROM reports WHERE state = "
+                                    f"'pending' AND kind = ? ORDER BY id LIMIT ?", (kind, limit)).fetchall()
         return [(r[0], report_json(*r[1:])) for r in rows]
 
-    def deliver(self, results: Iterable[tuple[str, str | None, str | None, int]], now: float | None = None) -> None:
+    def deliver(self, results: Iterable[tuple[str, str | None, str | None, int]],
+                now: float | None = None) -> None:
         """Store the PCM's answers: ``(result, message, result_id, id)`` per report; state ``delivered``."""
         now = time.time() if now is None else now
         with self._tx() as db:
-            db.executemany("UPDATE reports SET state = 'delivered', attempts = attempts + 1, result = ?, message = ?,"
-                           f" result_id = ?, delivered_at = {now!r}, error = NULL WHERE id = ?", results)
+            db.executemany("UPDATE reports SET state = 'delivered', attempts = attempts + 1, result = "
+                           f"?, message = ?, result_id = ?, delivered_at = {now!r}, error = NULL WHERE id = ?", results)
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('last_delivery', ?)", (now,))
 
     def hold(self, ids: Iterable[int], error: str) -> None:
         """Keep reports the PCM refused for good (400/401/403/406/415) out of the queue, with why."""
         with self._tx() as db:
-            db.executemany("UPDATE reports SET state = 'held', attempts = attempts + 1, error = ? WHERE id = ?",
+            db.executemany("UPDATE reports SET state = 'held', attempts = attempts + 1, error "
+                           "= ? WHERE id = ?",
                            [(error, i) for i in ids])
 
     def requeue_held(self) -> int:
@@ -367,16 +369,18 @@ class ReportStore:
         for r in fetched:
             yield Row(*r)
 
-    def results(self, *, day: str | None = None, result: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    def results(self, *, day: str | None = None, result: str | None = None,
+                limit: int = 100) -> list[dict[str, Any]]:
         """Stored reports with their PCM answer (newest first), for ``ofsre pcm results``."""
-        sql = ("SELECT id, kind, role, endpoint, status_code, ts, state, result, message, error, interaction_id"
-               " FROM reports WHERE 1=1")
+        sql = ("SELECT id, kind, role, endpoint, status_code, ts, state, result, message, "
+               "error, interaction_id FROM reports WHERE 1=1")
         params: list[Any] = []
         if day:
             sql += " AND day = ?"
             params.append(day)
         if result:
-            sql += " AND (result = ? OR (? = 'HELD' AND state = 'held') OR (? = 'PENDING' AND state = 'pending'))"
+            sql += (" AND (result = ? OR (? = 'HELD' AND state = 'held') OR (? = 'PENDING' AND "
+                    "state = 'pending'))")
             params += [result, result, result]
         sql += " ORDER BY ts DESC LIMIT ?"
         params.append(limit)
