@@ -88,8 +88,8 @@ def route_templates(routes: Iterable[Any], prefix: str = "") -> Iterator[str]:
     """Every path template of Starlette/FastAPI-style routes, descending into ``Mount``s.
 
     Duck-typed (``path_format`` or ``path``, ``routes`` for mounts, ``original_router`` for
-    FastAPI's included routers) so no web framework is imported. A mount of a plain ASGI app (static files) has no routes: its paths stay
-    ``__unknown__``.
+    FastAPI's included routers) so no web framework is imported. A mount of a plain ASGI app (static files)
+    has no routes: its paths stay ``__unknown__``.
     """
     for route in routes:
         included = getattr(route, "original_router", None)
@@ -190,8 +190,8 @@ class _Exchange:
 
 class OfsreMiddleware:
     """Pure ASGI middleware; see the module docstring. Arguments are those of :func:`instrument_app`
-    (``logs`` included: used directly, it sets up the same JSON logs), plus ``routes``: an object whose ``.routes`` lists the app's routes (default: the wrapped app,
-    or ``scope["app"]``)."""
+    (``logs`` included: used directly, it sets up the same JSON logs), plus ``routes``: an object whose
+    ``.routes`` lists the app's routes (default: the wrapped app, or ``scope["app"]``)."""
 
     def __init__(self, app: ASGIApp | None, service: str | None = None, *, version: str | None = None,
                  commit: str | None = None, env: str | None = None, registry: CollectorRegistry | None = None,

@@ -28,6 +28,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'METHOD':7} {'TIER':10} {'P95':>6} {'TPM':>6}  ROUTE")
     for e in rows:
         print(f"{e.method:7} {e.tier.name:10} {e.p95_ms:>6} {e.tpm or '-':>6}  {e.route}")
-    print(f"{len(rows)} endpoints; latency objective {catalog.slo.latency_objective:.0%} under the tier's p95,"
-          f" availability objective {catalog.slo.availability_objective:.1%}")
+    print(f"{len(rows)} endpoints; latency objective {catalog.slo.latency_objective:.0%} under "
+          f"the tier's p95, availability objective {catalog.slo.availability_objective:.1%}")
     return 0

@@ -231,12 +231,14 @@ def parse_catalog(raw: dict[str, Any], source: str = "<catalog>") -> Catalog:
             elif isinstance(tpm_spec, int) and tpm_spec > 0:
                 tpm = tpm_spec
             else:
-                raise CatalogError(f"{rwhere}: tpm must be 'tier', 'none' or a positive integer, not {tpm_spec!r}")
+                raise CatalogError(f"{rwhere}: tpm must be 'tier', 'none' or a positive integer, "
+                                   f"not {tpm_spec!r}")
             route = base + path
             if (method, route) in seen:
                 raise CatalogError(f"{rwhere}: duplicate endpoint")
             seen.add((method, route))
-            endpoints.append(Endpoint(method, route, api, version, tier, tpm, bool(fam.get("slo_excluded", False))))
+            endpoints.append(Endpoint(method, route, api, version, tier, tpm,
+                                      bool(fam.get("slo_excluded", False))))
     s = _require(raw, "slo", source)
     try:
         slo = SLO(float(s["latency_objective"]), float(s["availability_objective"]),

@@ -26,8 +26,8 @@ endpoint then also produces a PCM ``CLIENT`` report (:mod:`ofsre.instrumentation
 a service whose PCM capture is on, ``OFSRE_PCM_CAPTURE``), with a 408 on a timeout.
 
 A failure inside the tracing code is counted in ``ofsre_telemetry_errors_total{component="httpclient"}``
-(in the client's ``registry=``) and the request goes out untraced. Calls made while instrumentation is suppressed (an
-exporter's own requests) are not traced.
+(in the client's ``registry=``) and the request goes out untraced. Calls made while instrumentation is
+suppressed (an exporter's own requests) are not traced.
 """
 
 from __future__ import annotations
@@ -118,7 +118,8 @@ class InstrumentedAsyncClient(httpx.AsyncClient):
     """``httpx.AsyncClient`` whose ``send`` is traced; built by :func:`instrumented_client`."""
 
     def __init__(self, *args: Any, tracer_provider: trace.TracerProvider | None = None,
-                 registry: CollectorRegistry | None = REGISTRY, pcm: bool | PcmCapture = False, **kwargs: Any):
+                 registry: CollectorRegistry | None = REGISTRY, pcm: bool | PcmCapture = False,
+                 **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._ofsre_tracer = trace.get_tracer(_TRACER_NAME, tracer_provider=tracer_provider)
         self._ofsre_registry = registry  # where a failure of the tracing code is counted
@@ -146,7 +147,8 @@ class InstrumentedClient(httpx.Client):
     """``httpx.Client`` whose ``send`` is traced; built by :func:`instrumented_sync_client`."""
 
     def __init__(self, *args: Any, tracer_provider: trace.TracerProvider | None = None,
-                 registry: CollectorRegistry | None = REGISTRY, pcm: bool | PcmCapture = False, **kwargs: Any):
+                 registry: CollectorRegistry | None = REGISTRY, pcm: bool | PcmCapture = False,
+                 **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._ofsre_tracer = trace.get_tracer(_TRACER_NAME, tracer_provider=tracer_provider)
         self._ofsre_registry = registry  # where a failure of the tracing code is counted

@@ -189,7 +189,8 @@ class JsonFormatter(logging.Formatter):
             }
             return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
         except Exception:  # noqa: BLE001 - even the record's msg may be unprintable
-            return json.dumps({"level": "ERROR", "service": self.service, "message": "unformattable log record"})
+            return json.dumps({"level": "ERROR", "service": self.service,
+                               "message": "unformattable log record"})
 
 
 class ContextFilter(logging.Filter):

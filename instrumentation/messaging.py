@@ -62,7 +62,8 @@ Headers = Mapping[str, Any] | Iterable[tuple[str, Any]]
 
 def inject_headers(headers: dict[str, str] | None = None, *,
                    registry: CollectorRegistry | None = REGISTRY) -> dict[str, str]:
-    """Add ``traceparent``/``tracestate``, ``x-fapi-interaction-id`` and ``ofsre-published-at`` to ``headers``.
+    """Add ``traceparent``/``tracestate``, ``x-fapi-interaction-id`` and ``ofsre-published-at`` to
+    ``headers``.
 
     Mutates and returns ``headers`` (a new dict when None). An interaction id the caller
     already put in ``headers`` is kept. A failure is counted in ``registry``.
@@ -105,7 +106,8 @@ def extract_context(headers: Headers | None, *,
 
 
 class _Delivery:
-    """Outcome of the message being consumed, so ``failed()`` inside ``consume()`` is not also counted consumed."""
+    """Outcome of the message being consumed, so ``failed()`` inside ``consume()`` is not also counted
+    consumed."""
 
     __slots__ = ("owner", "failed", "span")
 

@@ -96,8 +96,8 @@ from .metrics import count_telemetry_error, counter
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["PcmCapture", "identify_client", "capturing", "capture_for", "ENV_CAPTURE", "ENV_ORG_ID", "ENV_SOFTWARE_STATEMENT",
-           "EXTENSION", "SERVER", "CLIENT"]
+__all__ = ["PcmCapture", "identify_client", "capturing", "capture_for", "ENV_CAPTURE", "ENV_ORG_ID",
+           "ENV_SOFTWARE_STATEMENT", "EXTENSION", "SERVER", "CLIENT"]
 
 _log = logging.getLogger("ofsre.instrumentation.pcm")
 
@@ -346,15 +346,16 @@ class PcmCapture:
         else:  # refused, reset, cancelled: no HTTP exchange happened, nothing to pair
             self._skipped["no_response"].inc()
 
-    def _client_done(self, found: tuple[Endpoint, str, dict[str, Any]], status: int, ts: float, seconds: float,
-                     iid: str) -> None:
+    def _client_done(self, found: tuple[Endpoint, str, dict[str, Any]], status: int, ts: float,
+                     seconds: float, iid: str) -> None:
         entry, prefix, details = found
         server_org = details.get("serverOrgId")
         if not server_org:
             self._skipped["no_server_org"].inc()
             return
         self._put((CLIENT, entry, status, ts, seconds, iid, self.org_id, str(server_org),
-                   details.get("correlationId"), details.get("additionalInfo"), prefix, self.software_statement_id))
+                   details.get("correlationId"), details.get("additionalInfo"), prefix,
+                   self.software_statement_id))
 
     def _put(self, item: tuple[Any, ...]) -> None:
         if self._closed or len(self._queue) >= self.queue_reports:
@@ -506,13 +507,14 @@ def _row(item: tuple[Any, ...], days: _Days) -> tuple[Any, ...]:
     kind = "opendata" if entry.api.startswith("opendata") else "private"
     if not info:
         info_json = None
-    elif len(info) == 1 and type(next(iter(info.values()))) is str:  # the gateway's {"consentId": …}: no encoder
+    # the gateway's {"consentId": …}: no encoder
+    elif len(info) == 1 and type(next(iter(info.values()))) is str:
         (key, value), = info.items()
         info_json = "{" + _string(str(key)) + ":" + _string(value) + "}"
     else:
         info_json = _encode_info(info)
-    return (kind, role, days.of(ts), ts, entry.route, entry.method, int(status), int(round(seconds * 1000)), iid,
-            client_org, server_org, str(correlation) if correlation else None, info_json, prefix, ssid)
+    return (kind, role, days.of(ts), ts, entry.route, entry.method, int(status), int(round(seconds * 1000)),
+            iid, client_org, server_org, str(correlation) if correlation else None, info_json, prefix, ssid)
 
 
 _shared: dict[str, PcmCapture] = {}

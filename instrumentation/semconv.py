@@ -62,7 +62,8 @@ class MetricSpec:
 
     @property
     def series(self) -> str:
-        """The sample name as scraped: counters gain ``_total``, histograms are ``_bucket``/``_sum``/``_count``."""
+        """The sample name as scraped: counters gain ``_total``, histograms are
+        ``_bucket``/``_sum``/``_count``."""
         return self.name + "_total" if self.kind == "counter" else self.name
 
     def histogram_buckets(self, catalog: Catalog | None = None) -> tuple[float, ...] | None:
@@ -181,7 +182,8 @@ PCM_REPORTS_DROPPED = MetricSpec("ofsre_pcm_reports_dropped", "counter",
                                  "PCM reports lost before the store (overflow or store failure): alerted.",
                                  ("service", "reason"))
 PCM_REPORTS_SKIPPED = MetricSpec("ofsre_pcm_reports_skipped", "counter",
-                                 "Catalog calls deliberately not reported (no verified client org, no answer).",
+                                 "Catalog calls deliberately not reported (no verified client "
+                                 "org, no answer).",
                                  ("service", "reason"))
 # Sender side, in the `ofsre pcm send` process (kind: private | opendata):
 PCM_BATCH_OUTCOMES = ("ok", "partial", "split", "throttled", "server_error", "network_error", "unauthorized",
@@ -192,7 +194,8 @@ PCM_REPORT_RESULTS = MetricSpec("ofsre_pcm_report_results", "counter",
 PCM_BATCHES = MetricSpec("ofsre_pcm_batches", "counter", "Report requests to the PCM, by outcome.",
                          ("kind", "outcome"))
 PCM_REPORTS_HELD = MetricSpec("ofsre_pcm_reports_held", "counter",
-                              "Reports of batches the PCM refused for good (400/401/403/406/415), kept: alerted.",
+                              "Reports of batches the PCM refused for good "
+                              "(400/401/403/406/415), kept: alerted.",
                               ("kind", "status"))
 # Deadline (reports of a Brasília day are due by 08:00 the next day), computed from the store on scrape:
 PCM_BACKLOG = MetricSpec("ofsre_pcm_backlog_reports", "gauge", "Reports in the store not yet delivered.",
@@ -203,9 +206,9 @@ PCM_OLDEST_UNSENT_AGE = MetricSpec("ofsre_pcm_oldest_unsent_age_seconds", "gauge
                                    "Age of the oldest report not yet delivered (0 when none).",
                                    unit="seconds", multiprocess_mode="max")
 PCM_DEADLINE_SECONDS_LEFT = MetricSpec("ofsre_pcm_deadline_seconds_left", "gauge",
-                                       "Seconds until the delivery deadline of the oldest undelivered report's day "
-                                       "(today's when none); negative: missed.", unit="seconds",
-                                       multiprocess_mode="min")
+                                       "Seconds until the delivery deadline of the oldest "
+                                       "undelivered report's day (today's when none); negative: missed.",
+                                       unit="seconds", multiprocess_mode="min")
 PCM_DAY_REPORTS = MetricSpec("ofsre_pcm_day_reports", "gauge",
                              "Today's (Brasília) reports by PCM result; PENDING and HELD not yet accepted.",
                              ("status",), multiprocess_mode="max")

@@ -119,7 +119,8 @@ def setup_tracing(service: str, *, version: str | None = None, exporter: SpanExp
         if isinstance(current, TracerProvider):
             _installed = current  # someone else configured the SDK: respect their choice
             return current
-        provider = build_tracer_provider(service, version=version, exporter=exporter, sampler_ratio=sampler_ratio)
+        provider = build_tracer_provider(service, version=version, exporter=exporter,
+                                         sampler_ratio=sampler_ratio)
         trace.set_tracer_provider(provider)
         _installed = provider
         return provider
@@ -262,5 +263,6 @@ class Presampler:
                 self.ids.prime(trace_id)
             return None
         flags = trace.TraceFlags(_RANDOM) if random_id and _RANDOM else _NOT_SAMPLED
-        return trace.NonRecordingSpan(trace.SpanContext(trace_id, self.ids.generate_span_id(), is_remote=False,
+        return trace.NonRecordingSpan(trace.SpanContext(trace_id, self.ids.generate_span_id(),
+                                                        is_remote=False,
                                                         trace_flags=flags, trace_state=trace_state))

@@ -266,7 +266,8 @@ class Persona:
                 resp.failure(f"{status} (expected {'/'.join(map(str, expect))}) {body}")
                 return None
             if resp.headers.get(INTERACTION_ID) != iid:
-                resp.failure(f"{INTERACTION_ID} not echoed (sent {iid}, got {resp.headers.get(INTERACTION_ID)})")
+                resp.failure(f"{INTERACTION_ID} not echoed (sent {iid}, got "
+                             f"{resp.headers.get(INTERACTION_ID)})")
                 return None
             try:
                 if signed:

@@ -20,7 +20,8 @@ READERS = ("instrumentation/_config.py", "exporters/_options.py", "platform/serv
 SOURCES = sorted(str(path.relative_to(ROOT))
                  for folder in ("instrumentation", "exporters", "platform", "cli", "loadtests")
                  for path in (ROOT / folder).rglob("*.py"))
-# os.environ.get("OFSRE_X"), os.environ["OFSRE_X"], os.getenv("OFSRE_X"), env_str("OFSRE_X"), env.get("OFSRE_X")…
+# os.environ.get("OFSRE_X"), os.environ["OFSRE_X"], os.getenv("OFSRE_X"), env_str("OFSRE_X"),
+# env.get("OFSRE_X")…
 BY_HAND = re.compile(r"""(?:environ|getenv|env_str|env_flag|env)\s*(?:\.get)?\s*[(\[]\s*f?["']OFSRE_""")
 
 

@@ -170,6 +170,7 @@ def test_bad_level_falls_back_to_info(root_logger):
 
 
 def test_importing_logs_does_not_import_sqlalchemy():
-    code = "import sys, ofsre.instrumentation.logs, ofsre.instrumentation.redact; print('sqlalchemy' in sys.modules)"
+    code = ("import sys, ofsre.instrumentation.logs, ofsre.instrumentation.redact; print('sqlalchemy' "
+            "in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"

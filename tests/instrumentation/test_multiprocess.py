@@ -40,7 +40,8 @@ APP = textwrap.dedent("""
     instrument_app(app, "mp-test", version="1.0.0")
 """)
 
-GUNICORN_CONFIG = "from ofsre.instrumentation.exposition import gunicorn_child_exit as child_exit  # noqa: F401\n"
+GUNICORN_CONFIG = ("from ofsre.instrumentation.exposition import gunicorn_child_exit as child_exit "
+                   " # noqa: F401\n")
 
 
 @pytest.fixture
