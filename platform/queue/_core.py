@@ -2,8 +2,8 @@
 
 A backend subclasses :class:`Queue` and implements a handful of primitives (``_send``,
 ``_fetch``, ``_ack``, ``_retry``, ``_dead_letter``, ``_release`` plus ``_ping``, ``depth``,
-``dead_letters`` and ``_close``; the public ``ping`` adds the closed check). Everything a caller sees (trace propagation, metrics,
-the attempt limit, backoff when the queue is empty, graceful stop on ``close()``) lives
+``dead_letters`` and ``_close``; the public ``ping`` adds the closed check). Everything a caller sees (trace
+propagation, metrics, the attempt limit, backoff when the queue is empty, graceful stop on ``close()``) lives
 here once, so the four backends behave the same.
 """
 
@@ -221,7 +221,8 @@ class Subscription:
             else:
                 fetched = await queue._fetch(self.topic, self.group, queue.config.batch_size, 0)
         except Exception:  # noqa: BLE001 - a broker blip must not end the consumer; readiness reports it
-            _log.warning("fetching from %s failed; retrying in %.2fs", self.topic, self._backoff, exc_info=True)
+            _log.warning("fetching from %s failed; retrying in %.2fs", self.topic, self._backoff,
+                         exc_info=True)
             fetched = None
         if fetched:
             self._backoff = queue.config.poll_min_seconds
@@ -404,7 +405,8 @@ class Queue(ABC):
         task = asyncio.ensure_future(awaitable)
         closing = asyncio.ensure_future(self._closed_event.wait())
         try:
-            done, _ = await asyncio.wait({task, closing}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({task, closing}, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
         finally:
             for pending in (task, closing):
                 pending.cancel()

@@ -107,7 +107,8 @@ def make_engine(url: str) -> AsyncEngine:
     if parsed.get_backend_name() != "sqlite":
         return create_async_engine(parsed, pool_size=5, max_overflow=5, pool_recycle=1800)
     if sqlite3.sqlite_version_info < (3, 35):
-        raise RuntimeError(f"the db queue needs SQLite >= 3.35 (UPDATE … RETURNING); found {sqlite3.sqlite_version}")
+        raise RuntimeError("the db queue needs SQLite >= 3.35 (UPDATE … RETURNING); found "
+                           f"{sqlite3.sqlite_version}")
     if not parsed.database or parsed.database == ":memory:":
         engine = create_async_engine(parsed, poolclass=StaticPool)  # one connection: one in-memory database
     else:

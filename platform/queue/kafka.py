@@ -54,7 +54,8 @@ def client_module() -> SimpleNamespace:
     import aiokafka
     from aiokafka.errors import CommitFailedError
 
-    return SimpleNamespace(AIOKafkaProducer=aiokafka.AIOKafkaProducer, AIOKafkaConsumer=aiokafka.AIOKafkaConsumer,
+    return SimpleNamespace(AIOKafkaProducer=aiokafka.AIOKafkaProducer,
+                           AIOKafkaConsumer=aiokafka.AIOKafkaConsumer,
                            TopicPartition=aiokafka.TopicPartition, CommitFailedError=CommitFailedError)
 
 
@@ -140,7 +141,8 @@ class KafkaQueue(Queue):
             return found
 
     # -- the primitives --------------------------------------------------------------------
-    async def _produce(self, name: str, payload: str | bytes, key: str | None, headers: dict[str, str]) -> None:
+    async def _produce(self, name: str, payload: str | bytes, key: str | None,
+                       headers: dict[str, str]) -> None:
         value = payload.encode() if isinstance(payload, str) else payload
         await self._producer.send_and_wait(name, value=value, key=key.encode() if key else None,
                                            headers=_pairs(headers))
@@ -153,7 +155,8 @@ class KafkaQueue(Queue):
     async def _fetch(self, topic: str, group: str, max_messages: int, wait_seconds: float) -> list[Message]:
         consumer = await self._consumer(topic, group)
         async with consumer.lock:
-            batches = await consumer.client.getmany(timeout_ms=int(wait_seconds * 1000), max_records=max_messages)
+            batches = await consumer.client.getmany(timeout_ms=int(wait_seconds * 1000),
+                                                    max_records=max_messages)
         out = []
         for partition, records in batches.items():
             for record in records:
@@ -183,7 +186,8 @@ class KafkaQueue(Queue):
         # No per-record delay exists in Kafka: the copy is readable at once (see the README).
         key = message.receipt[3]
         headers = {**message.headers, ATTEMPT_HEADER: str(message.attempt)}
-        await self._produce(self._name(message.topic), message.payload, key.decode() if key else None, headers)
+        await self._produce(self._name(message.topic), message.payload, key.decode() if key else None,
+                            headers)
         await self._commit(message)
 
     async def _dead_letter(self, message: Message, reason: str) -> None:

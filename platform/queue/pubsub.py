@@ -56,8 +56,10 @@ def client_module() -> SimpleNamespace:
     from google.api_core import exceptions
     from google.cloud import pubsub_v1
 
-    return SimpleNamespace(PublisherClient=pubsub_v1.PublisherClient, SubscriberClient=pubsub_v1.SubscriberClient,
-                           AlreadyExists=exceptions.AlreadyExists, DeadlineExceeded=exceptions.DeadlineExceeded)
+    return SimpleNamespace(PublisherClient=pubsub_v1.PublisherClient,
+                           SubscriberClient=pubsub_v1.SubscriberClient,
+                           AlreadyExists=exceptions.AlreadyExists,
+                           DeadlineExceeded=exceptions.DeadlineExceeded)
 
 
 class PubSubQueue(Queue):
@@ -89,7 +91,8 @@ class PubSubQueue(Queue):
 
     # -- naming and declaration ----------------------------------------------------------------
     def _topic_path(self, topic: str, suffix: str = "") -> str:
-        return self._publisher.topic_path(self.config.pubsub_project, f"{self.config.name_prefix}{topic}{suffix}")
+        return self._publisher.topic_path(self.config.pubsub_project,
+                                          f"{self.config.name_prefix}{topic}{suffix}")
 
     def _subscription_path(self, topic: str, suffix: str) -> str:
         return self._subscriber.subscription_path(self.config.pubsub_project,
@@ -108,7 +111,8 @@ class PubSubQueue(Queue):
         async with self._lock:
             if (topic, None) not in self._ready:
                 for suffix in ("", "-dlq"):
-                    await self._create(self._publisher.create_topic, {"name": self._topic_path(topic, suffix)})
+                    await self._create(self._publisher.create_topic,
+                                       {"name": self._topic_path(topic, suffix)})
                 await self._create(self._subscriber.create_subscription, {
                     "name": self._subscription_path(topic, "dlq"), "topic": self._topic_path(topic, "-dlq")})
                 self._ready.add((topic, None))

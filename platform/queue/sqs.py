@@ -113,7 +113,8 @@ class SqsQueue(Queue):
             if topic not in self._urls:
                 dlq_url = await self._queue_url(f"{self._name(topic)}-dlq", {})
                 dlq_arn = await self._arn(dlq_url)
-                redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(self.config.max_attempts + 1)}
+                redrive = {"deadLetterTargetArn": dlq_arn,
+                           "maxReceiveCount": str(self.config.max_attempts + 1)}
                 url = await self._queue_url(self._name(topic), {"VisibilityTimeout": str(self._lease),
                                                                 "RedrivePolicy": json.dumps(redrive)})
                 if self._sns is not None:
@@ -221,7 +222,8 @@ class SqsQueue(Queue):
         """Visible + in-flight messages, as KEDA's ``aws-sqs-queue`` scaler counts them."""
         url, _ = await self._ensure(check_topic(topic))
         reply = await self._sqs.get_queue_attributes(
-            QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])
+            QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages",
+                                          "ApproximateNumberOfMessagesNotVisible"])
         return sum(int(v) for v in reply["Attributes"].values())
 
     async def dead_letters(self, topic: str, limit: int = 100) -> list[DeadLetter]:

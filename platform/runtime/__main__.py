@@ -1,4 +1,5 @@
-"""``python -m ofsre.platform.runtime <config.json>``: the detached runtime started by ``ofsre platform up --detach``."""
+"""``python -m ofsre.platform.runtime <config.json>``: the detached runtime started by ``ofsre platform up
+--detach``."""
 
 import sys
 from pathlib import Path

@@ -188,7 +188,8 @@ class Autoscaler:
         return None
 
     def _event(self, name: str, type_: str, reason: str, message: str) -> None:
-        self.events.append({"time": time.time(), "hpa": name, "type": type_, "reason": reason, "message": message})
+        self.events.append({"time": time.time(), "hpa": name, "type": type_, "reason": reason,
+                            "message": message})
         (log.info if type_ == "Normal" else log.warning)("hpa/%s %s: %s", name, reason, message)
 
     # ----------------------------------------------------------------- reporting
@@ -223,8 +224,8 @@ class Autoscaler:
                     if r.state == TERMINATING:
                         continue
                     for resource, value in requests.items():
-                        requests_gauge.labels(namespace=ns, pod=r.name, uid=f"{r.name}-{r.pid}", container=name,
-                                              node=self._node, resource=resource,
+                        requests_gauge.labels(namespace=ns, pod=r.name, uid=f"{r.name}-{r.pid}",
+                                              container=name, node=self._node, resource=resource,
                                               unit=_KSM_UNITS.get(resource, resource)).set(value)
 
     def status(self) -> dict[str, Any]:

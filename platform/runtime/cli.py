@@ -45,12 +45,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     _common(up)
     up.add_argument("--config", type=Path, help="TOML file with runtime/autoscaler/per-service settings")
     up.add_argument("--host", default=None, help="address every process binds (default 127.0.0.1)")
-    up.add_argument("--gateway-port", type=int, default=None, help="gateway port (default 8080; 0 = free port)")
-    up.add_argument("--runtime-port", type=int, default=None, help="runtime /metrics and /status port (0 = free)")
-    up.add_argument("--database-url", default=None, help="SQLAlchemy async URL (default: SQLite in the data dir)")
+    up.add_argument("--gateway-port", type=int, default=None,
+                    help="gateway port (default 8080; 0 = free port)")
+    up.add_argument("--runtime-port", type=int, default=None,
+                    help="runtime /metrics and /status port (0 = free)")
+    up.add_argument("--database-url", default=None,
+                    help="SQLAlchemy async URL (default: SQLite in the data dir)")
     up.add_argument("--queue-backend", default=None, help="db (default) | sqs | kafka | pubsub")
-    up.add_argument("--mtls", choices=("on", "off"), default=None, help="client-certificate check (default on)")
-    up.add_argument("--services", default=None, help="comma-separated subset of consents,accounts,payments,worker")
+    up.add_argument("--mtls", choices=("on", "off"), default=None,
+                    help="client-certificate check (default on)")
+    up.add_argument("--services", default=None,
+                    help="comma-separated subset of consents,accounts,payments,worker")
     up.add_argument("--replicas", type=int, help="replicas per service at start (default 1)")
     up.add_argument("--min-replicas", type=int, help="HPA minReplicas for every service (default 1)")
     up.add_argument("--max-replicas", type=int, help="HPA maxReplicas for every service (default 4)")
@@ -61,7 +66,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     up.add_argument("--no-autoscale", action="store_true", help="keep the replica counts fixed")
     up.add_argument("--sync-period", type=float, help="HPA sync period in seconds (default 15)")
     up.add_argument("--tolerance", type=float, help="HPA tolerance (default 0.1)")
-    up.add_argument("--scale-down-window", type=float, help="scale-down stabilisation window, s (default 300)")
+    up.add_argument("--scale-down-window", type=float,
+                    help="scale-down stabilisation window, s (default 300)")
     up.add_argument("--prometheus", action="store_true", help="also start Prometheus with the scrape config")
     up.add_argument("--prometheus-binary", default=None, help="prometheus executable (default: on PATH)")
     up.add_argument("--detach", action="store_true", help="run in the background; use status/down later")
@@ -87,7 +93,8 @@ def _help(parser: argparse.ArgumentParser) -> int:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", type=Path, default=None, help="state, logs, SQLite (default $OFSRE_DATA_DIR or ./var)")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="state, logs, SQLite (default $OFSRE_DATA_DIR or ./var)")
 
 
 def build_config(args: argparse.Namespace) -> RuntimeConfig:
@@ -100,7 +107,8 @@ def build_config(args: argparse.Namespace) -> RuntimeConfig:
     direct = {"host": "host", "gateway_port": "gateway_port", "runtime_port": "runtime_port",
               "database_url": "database_url", "queue_backend": "queue_backend",
               "prometheus_binary": "prometheus_binary"}
-    cfg = replace(cfg, **{f: getattr(args, a) for a, f in direct.items() if getattr(args, a, None) is not None})
+    cfg = replace(cfg,
+                  **{f: getattr(args, a) for a, f in direct.items() if getattr(args, a, None) is not None})
     if getattr(args, "mtls", None):
         cfg = replace(cfg, mtls=args.mtls == "on")
     if getattr(args, "prometheus", False):
@@ -122,7 +130,8 @@ def build_config(args: argparse.Namespace) -> RuntimeConfig:
     if controller:
         cfg = replace(cfg, controller=replace(cfg.controller, **controller))
     if getattr(args, "scale_down_window", None) is not None:
-        cfg = replace(cfg, scale_down=replace(cfg.scale_down, stabilization_window_seconds=args.scale_down_window))
+        cfg = replace(cfg,
+                      scale_down=replace(cfg.scale_down, stabilization_window_seconds=args.scale_down_window))
     return cfg
 
 
@@ -242,10 +251,10 @@ def render_endpoints(status: dict[str, Any]) -> str:
 def render_status(status: dict[str, Any]) -> str:
     """The ``status`` report: HPAs, then every replica with its CPU and memory."""
     rt, ep = status["runtime"], status["endpoints"]
-    out = [f"runtime pid {rt['pid']} ({rt['phase']}, up {rt['uptime_seconds']:.0f} s); gateway {ep['gateway']}; "
-           f"HPA sync every {status['sync_period']:g} s", ""]
-    out.append(f"{'HPA':<10} {'READY':>5} {'CUR':>4} {'DES':>4} {'MIN':>4} {'MAX':>4}  {'CPU':>10}  {'MEMORY':>10}  "
-               "CONDITIONS")
+    out = [f"runtime pid {rt['pid']} ({rt['phase']}, up {rt['uptime_seconds']:.0f} s); gateway "
+           f"{ep['gateway']}; HPA sync every {status['sync_period']:g} s", ""]
+    out.append(f"{'HPA':<10} {'READY':>5} {'CUR':>4} {'DES':>4} {'MIN':>4} {'MAX':>4}  {'CPU':>10}  "
+               f"{'MEMORY':>10}  CONDITIONS")
     for name, h in status["hpa"].items():
         dep = status["deployments"][name]
         util = {m["resource"]: f"{m['utilization']}%/{m['target']}%" for m in h["metrics"]}
@@ -260,7 +269,8 @@ def render_status(status: dict[str, Any]) -> str:
             cores = "-" if r.get("cpu_cores") is None else f"{r['cpu_cores']:.3f}"
             mem = "-" if r.get("memory_bytes") is None else f"{r['memory_bytes'] / 2**20:.1f}"
             out.append(f"{r['name']:<14} {r['state']:<11} {r['pid']:>7}  {r['url']:<24} {cores:>9} "
-                       f"{_pct(r.get('cpu_percent_of_request')):>5} {mem:>8} {_pct(r.get('memory_percent_of_request')):>5}")
+                       f"{_pct(r.get('cpu_percent_of_request')):>5} {mem:>8} "
+                       f"{_pct(r.get('memory_percent_of_request')):>5}")
     events = status.get("events") or []
     if events:
         out += ["", "recent HPA events:"]

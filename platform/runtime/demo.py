@@ -22,8 +22,8 @@ What it does, with progress on stdout:
 6. stops everything.
 
 Exit status 0 only if every step of the journey answered as the specification says, every
-payment settled and the scaling verdict passed. ``--keep`` keeps the data directory (logs, SQLite file); on failure it is
-always kept and its path printed.
+payment settled and the scaling verdict passed. ``--keep`` keeps the data directory (logs, SQLite file); on
+failure it is always kept and its path printed.
 """
 
 from __future__ import annotations
@@ -68,11 +68,14 @@ INITIATOR = "ofsre-demo-initiator"  # the demo's organisationId as a payment ini
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, help="where to run (default: a fresh temporary directory)")
-    parser.add_argument("--keep", action="store_true", help="keep the data directory (logs, SQLite) afterwards")
-    parser.add_argument("--reads", type=int, default=8, help="rounds of account reads in the burst (default 8)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the data directory (logs, SQLite) afterwards")
+    parser.add_argument("--reads", type=int, default=8,
+                        help="rounds of account reads in the burst (default 8)")
     parser.add_argument("--payments", type=int, default=3, help="Pix payments to make and settle (default 3)")
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for a payment to settle")
-    parser.add_argument("--no-scaling", action="store_true", help="skip the ecosystem traffic and scaling verdict")
+    parser.add_argument("--no-scaling", action="store_true",
+                        help="skip the ecosystem traffic and scaling verdict")
     parser.add_argument("--report", type=Path, default=Path("scaling-report"),
                         help="where the scaling report goes (default ./scaling-report)")
     parser.set_defaults(func=run_demo)
@@ -175,8 +178,8 @@ class Journey:
     def data_consent(self) -> str | None:
         expires = format_datetime(datetime.now(UTC) + timedelta(days=90))
         body = {"data": {"loggedUser": {"document": {"identification": CPF, "rel": "CPF"}},
-                         "permissions": ["ACCOUNTS_READ", "ACCOUNTS_BALANCES_READ", "ACCOUNTS_TRANSACTIONS_READ",
-                                         "RESOURCES_READ"],
+                         "permissions": ["ACCOUNTS_READ", "ACCOUNTS_BALANCES_READ",
+                                         "ACCOUNTS_TRANSACTIONS_READ", "RESOURCES_READ"],
                          "expirationDateTime": expires}}
         consent_id = self.call("POST", CONSENTS, 201, json=body).get("data", {}).get("consentId")
         if not consent_id:
@@ -204,22 +207,26 @@ class Journey:
             # the first successful calls of the month count; past the limit the answer is 423
             endpoint = catalog.lookup("GET", ACCOUNTS + template)
             if endpoint is None:
-                self.failures.append(f"GET {ACCOUNTS + template} is not in the catalog: no monthly limit to expect")
+                self.failures.append(f"GET {ACCOUNTS + template} is not in the catalog: no monthly "
+                                     "limit to expect")
                 continue
             limit = endpoint.tier.monthly_limit
             done = 1 if path == ACCOUNTS else 0  # the list call above counted already
             expected_ok = max(0, min(rounds, limit - done))
             if statuses.count(200) != expected_ok or statuses.count(423) != rounds - expected_ok:
-                self.failures.append(f"GET {path}: {statuses.count(200)} × 200 and {statuses.count(423)} × 423, "
-                                     f"expected {expected_ok} and {rounds - expected_ok} (monthly limit {limit})")
+                self.failures.append(f"GET {path}: {statuses.count(200)} × 200 and "
+                                     f"{statuses.count(423)} × 423, expected {expected_ok} and "
+                                     f"{rounds - expected_ok} (monthly limit {limit})")
         return len(paths) * rounds + 1
 
     def pix_payment(self, amount: str) -> str | None:
-        creditor_account = {"ispb": "12345678", "issuer": "0001", "number": "1234567890", "accountType": "CACC"}
+        creditor_account = {"ispb": "12345678", "issuer": "0001", "number": "1234567890",
+                            "accountType": "CACC"}
         now = datetime.now(UTC)
         consent_body = {"data": {
             "loggedUser": {"document": {"identification": CPF, "rel": "CPF"}},
-            "creditor": {"personType": "PESSOA_NATURAL", "cpfCnpj": "52431875069", "name": "Maria Recebedora"},
+            "creditor": {"personType": "PESSOA_NATURAL", "cpfCnpj": "52431875069",
+                         "name": "Maria Recebedora"},
             "payment": {"type": "PIX", "date": now.date().isoformat(), "currency": "BRL", "amount": amount,
                         "details": {"localInstrument": "MANU", "creditorAccount": creditor_account}}}}
         consent_id = self.signed(PAYMENT_CONSENTS, 201, consent_body).get("data", {}).get("consentId")
@@ -251,7 +258,8 @@ class Journey:
             time.sleep(0.1)
         for pid in payment_ids:
             if statuses.get(pid) != "ACSC":
-                self.failures.append(f"payment {pid} is {statuses.get(pid, 'not settled')} after {timeout:g} s")
+                self.failures.append(f"payment {pid} is {statuses.get(pid, 'not settled')} "
+                                     f"after {timeout:g} s")
         return statuses
 
 
@@ -307,7 +315,8 @@ def summarise(samples: list[Sample], service_of_url: dict[str, str], runtime_sta
     hpas = runtime_status.get("hpa", {})
     for name, dep in runtime_status.get("deployments", {}).items():
         h = hpas.get(name)
-        scale = f"HPA {h['current_replicas']}→{h['desired_replicas']} of {h['min_replicas']}-{h['max_replicas']}" \
+        scale = (f"HPA {h['current_replicas']}→{h['desired_replicas']} of "
+                 f"{h['min_replicas']}-{h['max_replicas']}") \
             if h else "not autoscaled"
         lines.append(f"  {name:<9} {dep['available']} ready of {dep['spec_replicas']}  ({scale})")
     return "\n".join(lines)
@@ -334,7 +343,8 @@ def scaling_command(data_dir: Path, report: Path) -> list[str]:
     """The verifier on the running demo platform: a spike of ecosystem traffic (about 3 minutes)."""
     return [sys.executable, "-m", "ofsre", "loadtest", "verify-scaling", "--target", "local",
             "--data-dir", str(data_dir), "--report", str(report), "--expect-scale", "gateway",
-            "--sync-period", str(DEMO_SYNC_S), "--scale-down-window", str(DEMO_SCALE_DOWN_S), "--cooldown", "75",
+            "--sync-period", str(DEMO_SYNC_S), "--scale-down-window", str(DEMO_SCALE_DOWN_S), "--cooldown",
+            "75",
             "--", "--base-users", "4", "--spike-factor", "5", "--spike-after", "20", "--spike-seconds", "70",
             "--recovery-seconds", "60", "--shape-spawn-rate", "5", "--think-time", "0.25,0.75"]
 
@@ -373,7 +383,8 @@ def run_demo(args: argparse.Namespace) -> int:
         progress.info(f"done in {progress.elapsed():.1f} s" + (f"; logs kept in {data_dir / 'logs'}" if keep else ""))
     print("journey OK" if ok else "journey FAILED", flush=True)
     if scaling and ok:
-        print("scaling verdict PASS" if scaled else "scaling verdict FAIL (the table above says why)", flush=True)
+        print("scaling verdict PASS" if scaled else "scaling verdict FAIL (the table above says why)",
+              flush=True)
     return 0 if ok and scaled else 1
 
 

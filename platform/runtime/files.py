@@ -53,7 +53,8 @@ def listening_socket(host: str, port: int, backlog: int = 2048) -> socket.socket
     and accept from (``subprocess.Popen(pass_fds=...)``, then ``socket.socket(fileno=...)``)."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no conflict
+        # as uvicorn binds: TIME_WAIT is no conflict
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         sock.listen(backlog)
     except OSError:

@@ -102,7 +102,8 @@ class ScalingRules:
 
 # pkg/apis/autoscaling/v2/defaults.go: scale up by max(4 pods, 100 %) per 15 s with no
 # stabilisation; scale down by 100 % per 15 s after a 300 s stabilisation window.
-DEFAULT_SCALE_UP = ScalingRules(0, (ScalingPolicy(PODS_POLICY, 4, 15), ScalingPolicy(PERCENT_POLICY, 100, 15)))
+DEFAULT_SCALE_UP = ScalingRules(0,
+                                (ScalingPolicy(PODS_POLICY, 4, 15), ScalingPolicy(PERCENT_POLICY, 100, 15)))
 DEFAULT_SCALE_DOWN = ScalingRules(300, (ScalingPolicy(PERCENT_POLICY, 100, 15),))
 
 
@@ -362,7 +363,8 @@ def _change_in_period(period: float, events: Sequence[tuple[float, int]], now: f
     return sum(change for ts, change in events if ts > cutoff)
 
 
-def _period_starts(current: int, state: HPAState, rules: ScalingRules, now: float) -> list[tuple[ScalingPolicy, int]]:
+def _period_starts(current: int, state: HPAState, rules: ScalingRules,
+                   now: float) -> list[tuple[ScalingPolicy, int]]:
     """Each policy with the size the deployment had when its period began."""
     return [(p, current - _change_in_period(p.period_seconds, state.scale_up_events, now)
              + _change_in_period(p.period_seconds, state.scale_down_events, now)) for p in rules.policies]
@@ -409,7 +411,8 @@ def _stabilize(spec: HPASpec, recommendations: tuple[tuple[float, int], ...], cu
     return stabilized, reason, message, kept + ((now, desired),)
 
 
-def _limit_rate(spec: HPASpec, state: HPAState, current: int, desired: int, now: float) -> tuple[int, str, str]:
+def _limit_rate(spec: HPASpec, state: HPAState, current: int, desired: int,
+                now: float) -> tuple[int, str, str]:
     """``convertDesiredReplicasWithBehaviorRate``: apply scaling policies and min/max."""
     if desired > current:
         limit = max(_scale_up_limit(current, state, spec.scale_up, now), current)

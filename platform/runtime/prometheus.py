@@ -23,7 +23,8 @@ import yaml
 from .files import atomic_write_json
 from .supervisor import READY, Deployment
 
-__all__ = ["write_scrape_config", "write_targets", "targets_for", "prometheus_command", "SERVICES_JOB", "KSM_JOB"]
+__all__ = ["write_scrape_config", "write_targets", "targets_for", "prometheus_command", "SERVICES_JOB",
+           "KSM_JOB"]
 
 SERVICES_JOB = "ofsre-services"
 KSM_JOB = "kube-state-metrics"

@@ -88,7 +88,8 @@ class LocalRuntime:
         self.config = config
         self.paths = RuntimePaths(config.data_dir)
         self.registry = registry or CollectorRegistry()
-        self.autoscaler = Autoscaler(registry=self.registry, config=config.controller, namespace=config.namespace)
+        self.autoscaler = Autoscaler(registry=self.registry, config=config.controller,
+                                     namespace=config.namespace)
         self.deployments: dict[str, Deployment] = {}
         self.gateway: Deployment | None = None
         self.gateway_port = 0  # the port every gateway replica serves (chosen at start when 0)
@@ -121,8 +122,8 @@ class LocalRuntime:
         for what, port in (("gateway", cfg.gateway_port), ("runtime", cfg.runtime_port),
                            ("prometheus", cfg.prometheus_port if cfg.prometheus else 0)):
             if port and not port_free(cfg.host, port):
-                raise RuntimeStartError(f"{what} port {cfg.host}:{port} is in use (another `ofsre platform up`?); "
-                                        f"choose another port or 0 for a free one")
+                raise RuntimeStartError(f"{what} port {cfg.host}:{port} is in use (another `ofsre "
+                                        f"platform up`?); choose another port or 0 for a free one")
         self.phase = "starting"
         self._write_state()
         # One secret per start, shared by the gateway and the modules only (guard.py).
@@ -141,9 +142,11 @@ class LocalRuntime:
         self._gateway_listener = listening_socket(cfg.host, cfg.gateway_port)
         self.gateway_port = self._gateway_listener.getsockname()[1]
         gateway_max = cfg.gateway.max_replicas if cfg.gateway.autoscale else cfg.gateway.replicas
-        self.gateway = self._deployment(cfg.gateway, cfg.command, pass_fds=(self._gateway_listener.fileno(),), env={
+        self.gateway = self._deployment(cfg.gateway, cfg.command, pass_fds=(self._gateway_listener.fileno(),),
+                                        env={
             "OFSRE_UPSTREAMS_FILE": str(self.paths.upstreams.resolve()),
-            "OFSRE_SHARED_FD": str(self._gateway_listener.fileno()), "OFSRE_GATEWAY_REPLICAS": str(gateway_max)})
+            "OFSRE_SHARED_FD": str(self._gateway_listener.fileno()),
+            "OFSRE_GATEWAY_REPLICAS": str(gateway_max)})
         self._bring_up([self.gateway])
         for svc in cfg.services:
             dep = self.deployments[svc.name]
@@ -152,7 +155,8 @@ class LocalRuntime:
             else:
                 self.autoscaler.watch(dep, svc.requests)
         if cfg.gateway.autoscale:  # the chart gives the gateway an HPA too
-            self.autoscaler.add(cfg.gateway.hpa_spec(cfg.scale_up, cfg.scale_down), self.gateway, cfg.gateway.requests)
+            self.autoscaler.add(cfg.gateway.hpa_spec(cfg.scale_up, cfg.scale_down), self.gateway,
+                                cfg.gateway.requests)
         else:
             self.autoscaler.watch(self.gateway, cfg.gateway.requests)
         self.autoscaler.start()
@@ -286,7 +290,8 @@ class LocalRuntime:
         cfg = self.config
         cmd = prometheus_command(cfg.prometheus_binary, scrape_config, self.paths.prometheus / "data")
         svc = ServiceConfig("prometheus", autoscale=False, routed=False)
-        self.prometheus = self._deployment(svc, cmd, port=cfg.prometheus_port or None, readiness_path="/-/ready")
+        self.prometheus = self._deployment(svc, cmd, port=cfg.prometheus_port or None,
+                                           readiness_path="/-/ready")
         self._bring_up([self.prometheus])
 
     def _reconcile_loop(self) -> None:
@@ -297,7 +302,8 @@ class LocalRuntime:
 
     def _refuse_if_running(self) -> None:
         state = read_json(self.paths.state)
-        if state and state.get("pid") != os.getpid() and process_alive(state.get("pid"), state.get("create_time")):
+        if state and state.get("pid") != os.getpid() and process_alive(state.get("pid"),
+                                                                       state.get("create_time")):
             raise RuntimeStartError(f"a runtime (pid {state['pid']}) already uses {self.paths.data_dir}; "
                                     "run `ofsre platform down` first or pick another --data-dir")
 

@@ -54,7 +54,8 @@ def total(samples: Iterable[Sample], name: str, **labels: str) -> float:
     return sum(s.value for s in samples if _matches(s, name, labels))
 
 
-def group_by(samples: Iterable[Sample], name: str, keys: tuple[str, ...], **labels: str) -> dict[tuple, float]:
+def group_by(samples: Iterable[Sample], name: str, keys: tuple[str, ...],
+             **labels: str) -> dict[tuple, float]:
     """``sum by (keys)`` over the samples called ``name`` carrying ``labels``."""
     out: dict[tuple, float] = {}
     for s in samples:

@@ -88,8 +88,8 @@ class Replica:
         return self.process.pid
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "service": self.service, "pid": self.pid, "url": self.url, "state": self.state,
-                "log": str(self.log_path), "created": self.created_wall}
+        return {"name": self.name, "service": self.service, "pid": self.pid, "url": self.url,
+                "state": self.state, "log": str(self.log_path), "created": self.created_wall}
 
 
 class Deployment:
@@ -103,9 +103,11 @@ class Deployment:
 
     def __init__(self, name: str, command: Sequence[str], *, log_dir: Path, replicas: int = 1,
                  host: str = "127.0.0.1", port: int | None = None, env: Mapping[str, str] | None = None,
-                 readiness_path: str = "/readyz", startup_timeout: float = 60.0, termination_grace: float = 10.0,
+                 readiness_path: str = "/readyz", startup_timeout: float = 60.0,
+                 termination_grace: float = 10.0,
                  deregistration_delay: float = 0.0, on_change: Callable[[Deployment], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic, cwd: str | None = None, pass_fds: Sequence[int] = ()):
+                 clock: Callable[[], float] = time.monotonic, cwd: str | None = None,
+                 pass_fds: Sequence[int] = ()):
         if port is not None and replicas > 1:
             raise ValueError("a fixed port allows a single replica")
         self.name = name

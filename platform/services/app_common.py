@@ -55,7 +55,8 @@ from .models import Base
 from .settings import Settings
 
 __all__ = ["service_app", "Session", "CLIENT_ORG_HEADER", "ClientOrg", "Hook", "Check", "flush_telemetry",
-           "Meta", "Links", "of_body", "envelope", "check_owner", "consent_id_from", "owned", "decide_awaiting"]
+           "Meta", "Links", "of_body", "envelope", "check_owner", "consent_id_from", "owned",
+           "decide_awaiting"]
 
 _log = logging.getLogger("ofsre.platform")
 
@@ -216,7 +217,8 @@ def service_app(service: str, settings: Settings | None, *, title: str, descript
 
                 # The database backend shares this process's engine (one pool, one set of metrics).
                 shared = {"engine": state.engine} if database and settings.queue_backend == "db" else {}
-                state.queue = await open_queue(settings, registry=registry, tracer_provider=tracer_provider, **shared)
+                state.queue = await open_queue(settings, registry=registry, tracer_provider=tracer_provider,
+                                               **shared)
             if on_startup is not None:
                 await on_startup(app)
             yield
@@ -227,7 +229,8 @@ def service_app(service: str, settings: Settings | None, *, title: str, descript
     app.state.settings = settings
     app.state.service = service
     install_error_handlers(app)
-    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s,
+    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes,
+                       body_timeout_s=settings.body_timeout_s,
                        gateway_secret=None if service == "gateway" else settings.gateway_secret)
     _add_probes(app, checks)
     for router in routers:

@@ -27,8 +27,8 @@ from pydantic import BaseModel, Field
 from ofsre.instrumentation.openfinance import format_datetime
 
 __all__ = ["AWAITING", "AUTHORISED", "REJECTED", "CONSUMED", "RCVD", "ACCP", "ACSC", "RJCT", "PIX_FINAL",
-           "PAYMENTS_TOPIC", "PaymentMessage", "PersonDocument", "BusinessDocument", "LoggedUser", "BusinessEntity",
-           "iso"]
+           "PAYMENTS_TOPIC", "PaymentMessage", "PersonDocument", "BusinessDocument", "LoggedUser",
+           "BusinessEntity", "iso"]
 
 AWAITING = "AWAITING_AUTHORISATION"
 AUTHORISED = "AUTHORISED"

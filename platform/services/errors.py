@@ -101,7 +101,8 @@ def error_response(status: int, detail: str, *, code: str | None = None, title: 
                    headers: dict[str, str] | None = None) -> Response:
     """A ready ``Response`` (also a plain ASGI app) with the Open Finance error body."""
     err = OFError(status, detail, code=code, title=title)
-    return Response(error_body(err.code, err.title, err.detail), status_code=status, headers=headers, media_type=ERROR_MEDIA_TYPE)
+    return Response(error_body(err.code, err.title, err.detail), status_code=status, headers=headers,
+                    media_type=ERROR_MEDIA_TYPE)
 
 
 def _validation_status(exc: RequestValidationError) -> tuple[int, str]:
@@ -114,7 +115,8 @@ def _validation_status(exc: RequestValidationError) -> tuple[int, str]:
         # unreadable JSON, a body that is not even an object, or a bad parameter: malformed request
         if e.get("type") == "json_invalid" or loc == ["body"] or (loc and loc[0] in ("header", "query", "path", "cookie")):
             status = 400
-        parts.append(f"{'.'.join(loc)}: {e.get('msg', 'invalid')}")  # never the input value: it may be personal data
+        # never the input value: it may be personal data
+        parts.append(f"{'.'.join(loc)}: {e.get('msg', 'invalid')}")
     return status, "; ".join(parts) or "invalid request"
 
 

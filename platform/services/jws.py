@@ -51,9 +51,10 @@ from ofsre.instrumentation._config import DATA_DIR
 
 from .settings import JWKS_DIR, JWS_KEY_FILE, ORG_ID
 
-__all__ = ["ALGORITHM", "MEDIA_TYPE", "IAT_LEEWAY_S", "JTI_WINDOW_S", "JwsError", "BadSignature", "InvalidClaims",
-           "SigningKey", "KeyDirectory", "Verifier", "MemoryReplayGuard", "JwsConfig", "JWT_CLAIMS", "body_of",
-           "Participant", "DEFAULT_PLATFORM_ORG"]
+__all__ = ["ALGORITHM", "MEDIA_TYPE", "IAT_LEEWAY_S", "JTI_WINDOW_S", "JwsError", "BadSignature",
+           "InvalidClaims",
+           "SigningKey", "KeyDirectory", "Verifier", "MemoryReplayGuard", "JwsConfig", "JWT_CLAIMS",
+           "body_of", "Participant", "DEFAULT_PLATFORM_ORG"]
 
 ALGORITHM = "PS256"
 MEDIA_TYPE = "application/jwt"
@@ -110,18 +111,21 @@ class SigningKey:
         return cls(str(jwk.get("kid") or uuid.uuid4()), key)
 
     def private_jwk(self) -> dict:
-        return {**_PS256.to_jwk(self.private_key, as_dict=True), "kid": self.kid, "alg": ALGORITHM, "use": "sig"}
+        return {**_PS256.to_jwk(self.private_key, as_dict=True), "kid": self.kid, "alg": ALGORITHM,
+                "use": "sig"}
 
     def public_jwk(self) -> dict:
-        return {**_PS256.to_jwk(self.private_key.public_key(), as_dict=True), "kid": self.kid, "alg": ALGORITHM,
-                "use": "sig"}
+        return {**_PS256.to_jwk(self.private_key.public_key(), as_dict=True), "kid": self.kid,
+                "alg": ALGORITHM, "use": "sig"}
 
     def sign(self, body: Mapping[str, Any], *, iss: str, aud: str, iat: int | None = None,
              jti: str | None = None) -> str:
-        """``body`` plus the claims ``iss``, ``aud``, ``iat`` (now) and ``jti`` (a new UUID v4), as a PS256 JWS."""
+        """``body`` plus the claims ``iss``, ``aud``, ``iat`` (now) and ``jti`` (a new UUID v4), as a PS256
+        JWS."""
         claims = {**body, "iss": iss, "aud": aud, "iat": int(time.time()) if iat is None else iat,
                   "jti": jti or str(uuid.uuid4())}
-        return jwt.encode(claims, self.private_key, algorithm=ALGORITHM, headers={"kid": self.kid, "typ": "JWT"})
+        return jwt.encode(claims, self.private_key, algorithm=ALGORITHM,
+                          headers={"kid": self.kid, "typ": "JWT"})
 
     def sign_detached(self, content: bytes, *, iss: str, aud: str) -> str:
         """A detached JWS over ``content`` (RFC 7515 appendix F: ``header..signature``) whose protected
@@ -317,7 +321,8 @@ class Verifier:
         self._check_claims(claims, audience=audience, owner=owner)
         return claims
 
-    def _check_claims(self, claims: dict[str, Any], *, audience: str | Collection[str] | None, owner: str) -> None:
+    def _check_claims(self, claims: dict[str, Any], *, audience: str | Collection[str] | None,
+                      owner: str) -> None:
         missing = [c for c in JWT_CLAIMS if c not in claims]
         if missing:
             raise InvalidClaims(f"missing claims: {', '.join(missing)}")
@@ -425,7 +430,8 @@ class Participant:
         self.verifier = Verifier(directory, replay=MemoryReplayGuard(max_entries=10_000))
 
     @classmethod
-    def register(cls, org_id: str, jwks_dir: Path, *, platform_org: str = DEFAULT_PLATFORM_ORG) -> Participant:
+    def register(cls, org_id: str, jwks_dir: Path, *,
+                 platform_org: str = DEFAULT_PLATFORM_ORG) -> Participant:
         """A new signing key for ``org_id``, its public half published in ``jwks_dir`` (the Directory)."""
         directory = KeyDirectory(Path(jwks_dir))
         key = SigningKey.generate(kid=f"{org_id}-{uuid.uuid4().hex[:8]}")

@@ -99,7 +99,8 @@ class PixPayment(Base):
     amount: Mapped[str] = mapped_column(String(20))  # the spec's decimal string, kept verbatim
     currency: Mapped[str] = mapped_column(String(3))
     creditor_account: Mapped[dict] = mapped_column(JSON)
-    details: Mapped[dict] = mapped_column(JSON)  # optional fields echoed back (proxy, remittanceInformation, …)
+    # optional fields echoed back (proxy, remittanceInformation, …)
+    details: Mapped[dict] = mapped_column(JSON)
     cnpj_initiator: Mapped[str] = mapped_column(String(14))
     rejection_reason: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -103,7 +103,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if self._in_head and not self.transport.is_closing():
             self._head_bytes += len(data)
             if self._head_bytes > self.max_header_bytes:
-                self._answer(431, f"the request line and headers are larger than {self.max_header_bytes} bytes")
+                self._answer(431,
+                             f"the request line and headers are larger than {self.max_header_bytes} bytes")
 
     def send_400_response(self, msg: str) -> None:
         if self._refused is not None:

@@ -132,7 +132,8 @@ def serve(service: str, host: str = "127.0.0.1", port: int = 8000, *, port_file:
         # The gateway decides itself which peers may speak for a client (OFSRE_TRUSTED_PROXIES):
         # uvicorn must not rewrite the peer address from X-Forwarded-For.
         proxy_headers=False, server_header=False,
-        # uvicorn annotates this int but hands it to asyncio.wait_for(timeout=), which takes seconds as a float.
+        # uvicorn annotates this int but hands it to asyncio.wait_for(timeout=), which takes seconds as a
+        # float.
         timeout_graceful_shutdown=settings.shutdown_timeout_s,  # type: ignore[arg-type]
         **_protocol_options(service, settings))
     sock = config.bind_socket()
@@ -150,7 +151,8 @@ def serve(service: str, host: str = "127.0.0.1", port: int = 8000, *, port_file:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ofsre.platform.run", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ofsre.platform.run",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=(*SERVICES, "migrate"), help="a service to serve, or migrate")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000, help="0: any free port")

@@ -71,7 +71,8 @@ def requires(permission: Permission) -> Callable[..., Awaitable[Consent]]:
             x_consent_id: Annotated[str | None, Header(alias="x-consent-id", max_length=256)] = None) -> Consent:
         consent_id = consent_id_from(authorization, x_consent_id)
         if consent_id is None:
-            raise OFError(401, "no consent: send 'Authorization: Bearer consent:<consentId>' or 'x-consent-id'")
+            raise OFError(401,
+                          "no consent: send 'Authorization: Bearer consent:<consentId>' or 'x-consent-id'")
         consent = await session.get(Consent, consent_id)
         if consent is None:
             raise OFError(403, "unknown consent")
@@ -127,8 +128,8 @@ async def _count(request: Request, session: Session, consent: Consent, template:
                  resource_id: str | None = None, page: int = 1) -> None:
     """Count this successful call against the consent's monthly operational limit (423 past it)."""
     paging = page > 1 and request.query_params.get("pagination-key") == _pagination_key(request)
-    await limits.consume(session, load_catalog(), method="GET", route=BASE + template, consent_id=consent.consent_id,
-                         resource_id=resource_id, paging=paging)
+    await limits.consume(session, load_catalog(), method="GET", route=BASE + template,
+                         consent_id=consent.consent_id, resource_id=resource_id, paging=paging)
 
 
 # --- response bodies (documentation and schemathesis' response checks) ---------------------------
@@ -198,7 +199,8 @@ TransactionsResponse = of_body(list[Transaction], "TransactionsResponse")
 # --- endpoints ----------------------------------------------------------------------------------
 
 router = APIRouter(prefix=BASE, tags=["accounts"], responses={
-    **ERROR_RESPONSES, 423: {"model": ERROR_RESPONSES[400]["model"], "description": "Monthly operational limit used up"}})
+    **ERROR_RESPONSES, 423: {"model": ERROR_RESPONSES[400]["model"],
+                             "description": "Monthly operational limit used up"}})
 
 
 def _get(path: str, model: type[BaseModel]):
@@ -239,14 +241,16 @@ async def list_accounts(request: Request, session: Session, consent: CanReadAcco
 
 
 @_get("/accounts/{accountId}", AccountResponse)
-async def get_account(accountId: AccountId, request: Request, session: Session, consent: CanReadAccounts) -> dict:
+async def get_account(accountId: AccountId, request: Request, session: Session,
+                      consent: CanReadAccounts) -> dict:
     body = envelope(_account(consent, accountId).identification(), request)
     await _count(request, session, consent, "/accounts/{accountId}", accountId)
     return body
 
 
 @_get("/accounts/{accountId}/balances", BalancesResponse)
-async def get_balances(accountId: AccountId, request: Request, session: Session, consent: CanReadBalances) -> dict:
+async def get_balances(accountId: AccountId, request: Request, session: Session,
+                       consent: CanReadBalances) -> dict:
     body = envelope(data.balances(_account(consent, accountId)), request)
     await _count(request, session, consent, "/accounts/{accountId}/balances", accountId)
     return body
@@ -264,7 +268,8 @@ CreditDebit = Annotated[Literal["CREDITO", "DEBITO"] | None, Query(alias="credit
 
 
 @_get("/accounts/{accountId}/transactions", TransactionsResponse)
-async def get_transactions(accountId: AccountId, request: Request, session: Session, consent: CanReadTransactions,
+async def get_transactions(accountId: AccountId, request: Request, session: Session,
+                           consent: CanReadTransactions,
                            page: Page = 1, page_size: PageSize = 25, fromBookingDate: date | None = None,
                            toBookingDate: date | None = None, credit_debit: CreditDebit = None,
                            pagination_key: PaginationKey = None) -> dict:
@@ -279,10 +284,12 @@ async def get_transactions(accountId: AccountId, request: Request, session: Sess
 async def get_transactions_current(accountId: AccountId, request: Request, session: Session,
                                    consent: CanReadTransactions, page: Page = 1, page_size: PageSize = 25,
                                    fromBookingDate: date | None = None, toBookingDate: date | None = None,
-                                   credit_debit: CreditDebit = None, pagination_key: PaginationKey = None) -> dict:
+                                   credit_debit: CreditDebit = None,
+                                   pagination_key: PaginationKey = None) -> dict:
     first, last = _date_range(fromBookingDate, toBookingDate, CURRENT_DAYS)
     if first < datetime.now(UTC).date() - timedelta(days=CURRENT_DAYS - 1):
-        raise OFError(422, f"transactions-current covers the last {CURRENT_DAYS} days only", code="PARAMETRO_INVALIDO")
+        raise OFError(422, f"transactions-current covers the last {CURRENT_DAYS} days only",
+                      code="PARAMETRO_INVALIDO")
     items = data.transactions(_account(consent, accountId), first, last, credit_debit)
     body = paginate(request, items, page, page_size)
     await _count(request, session, consent, "/accounts/{accountId}/transactions-current", accountId, page)
@@ -291,7 +298,8 @@ async def get_transactions_current(accountId: AccountId, request: Request, sessi
 
 def create_app(settings: Settings | None = None, *, registry: CollectorRegistry | None = None,
                tracer_provider: TracerProvider | None = None) -> FastAPI:
-    """The accounts app; ``registry`` and ``tracer_provider`` default to the global ones (:func:`service_app`)."""
+    """The accounts app; ``registry`` and ``tracer_provider`` default to the global ones
+    (:func:`service_app`)."""
     return service_app("accounts", settings, title="ofsre accounts", version=FAMILY.version, routers=[router],
                        registry=registry, tracer_provider=tracer_provider,
                        description="Open Finance Brasil accounts v2 (reference platform, seeded data)")

@@ -22,7 +22,8 @@ from datetime import UTC, date, datetime, timedelta
 
 from ofsre.instrumentation.openfinance import format_datetime
 
-__all__ = ["ACCOUNT_TYPES", "Account", "customer_accounts", "find_account", "balances", "overdraft_limits", "transactions"]
+__all__ = ["ACCOUNT_TYPES", "Account", "customer_accounts", "find_account", "balances", "overdraft_limits",
+           "transactions"]
 
 _BANK = {"brandName": "Banco ofsre", "companyCnpj": "12345678000195", "compeCode": "999"}
 ACCOUNT_TYPES = ("CONTA_DEPOSITO_A_VISTA", "CONTA_POUPANCA", "CONTA_PAGAMENTO_PRE_PAGA")
@@ -31,7 +32,8 @@ _SUBTYPES = ("INDIVIDUAL", "CONJUNTA_SIMPLES", "CONJUNTA_SOLIDARIA")
 # TRANSFERENCIA_MESMA_INSTITUICAO there, not the colloquial "TEF").
 _TX_TYPES = ("PIX", "TED", "TRANSFERENCIA_MESMA_INSTITUICAO", "BOLETO", "CARTAO", "CONVENIO_ARRECADACAO",
              "FOLHA_PAGAMENTO")
-_TX_NAMES = {"PIX": "Pix", "TED": "TED", "TRANSFERENCIA_MESMA_INSTITUICAO": "Transferencia", "BOLETO": "Pagamento de boleto",
+_TX_NAMES = {"PIX": "Pix", "TED": "TED", "TRANSFERENCIA_MESMA_INSTITUICAO": "Transferencia",
+             "BOLETO": "Pagamento de boleto",
              "CARTAO": "Compra no cartao", "CONVENIO_ARRECADACAO": "Conta de consumo",
              "FOLHA_PAGAMENTO": "Salario"}
 
@@ -86,7 +88,8 @@ def find_account(document: str, account_id: str) -> Account | None:
 
 def balances(account: Account, now: datetime | None = None) -> dict:
     rng = _rng("balances", account.account_id)
-    return {"availableAmount": _money(rng.uniform(0, 50_000)), "blockedAmount": _money(rng.choice((0, 0, 150.5))),
+    return {"availableAmount": _money(rng.uniform(0, 50_000)),
+            "blockedAmount": _money(rng.choice((0, 0, 150.5))),
             "automaticallyInvestedAmount": _money(rng.uniform(0, 10_000)),
             "updateDateTime": format_datetime(now)}
 
@@ -117,7 +120,8 @@ def _day_transactions(account: Account, day: date) -> tuple[dict, ...]:
             "transactionDateTime": format_datetime(at, milliseconds=True),
             "partieCnpjCpf": party, "partiePersonType": "PESSOA_NATURAL",
             "partieCompeCode": "001", "partieBranchCode": f"{rng.randint(1, 9999):04d}",
-            "partieNumber": f"{rng.randint(10_000_000, 99_999_999)}", "partieCheckDigit": str(rng.randint(0, 9)),
+            "partieNumber": f"{rng.randint(10_000_000, 99_999_999)}",
+            "partieCheckDigit": str(rng.randint(0, 9)),
         })
     return tuple(sorted(items, key=lambda t: t["transactionDateTime"], reverse=True))
 

@@ -65,11 +65,14 @@ async def consume(session: AsyncSession, catalog: Catalog, *, method: str, route
     month = (now or utcnow()).strftime("%Y-%m")
     statement = _COUNT[session.get_bind().dialect.name]
     counted = await session.execute(statement, {"consent_id": consent_id, "endpoint": f"{method} {route}",
-                                                "resource_id": resource_id or "-", "month": month, "limit": limit})
+                                                "resource_id": resource_id or "-", "month": month,
+                                                "limit": limit})
     if counted.rowcount != 1:  # type: ignore[attr-defined]  # a CursorResult
         await session.rollback()
-        raise OFError(_status(catalog), f"the monthly operational limit of {limit} calls to {route} for this consent "
-                      f"and resource is used up for {month}", code=LOCKED_CODE, title="Limite mensal excedido")
+        raise OFError(_status(catalog),
+                      f"the monthly operational limit of {limit} calls to {route} for this consent "
+                      f"and resource is used up for {month}", code=LOCKED_CODE,
+                      title="Limite mensal excedido")
     await session.commit()
 
 

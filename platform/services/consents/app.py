@@ -93,7 +93,8 @@ ConsentResponse = of_body(ConsentData, "ConsentResponse")
 
 def consent_data(consent: Consent, now: datetime) -> dict:
     status, reason = effective_status(consent, now)
-    data: dict[str, Any] = {"consentId": consent.consent_id, "creationDateTime": iso(consent.created_at), "status": status,
+    data: dict[str, Any] = {"consentId": consent.consent_id, "creationDateTime": iso(consent.created_at),
+                            "status": status,
             "statusUpdateDateTime": iso(consent.status_updated_at), "permissions": list(consent.permissions),
             "expirationDateTime": iso(consent.expiration_at)}
     if status == REJECTED:
@@ -142,10 +143,12 @@ async def create_consent(body: CreateConsent, request: Request, response: Respon
                          org: ClientOrg) -> dict:
     response.headers.update(X_V)
     data = body.data
-    permissions = list(dict.fromkeys(p.value for p in data.permissions))  # the spec forbids repeats; keep first
+    # the spec forbids repeats; keep first
+    permissions = list(dict.fromkeys(p.value for p in data.permissions))
     missing = missing_group_permission(permissions)
     if missing:
-        raise OFError(422, f"the permissions need {missing} to form a group", code="COMBINACAO_PERMISSOES_INCORRETA")
+        raise OFError(422, f"the permissions need {missing} to form a group",
+                      code="COMBINACAO_PERMISSOES_INCORRETA")
     now = utcnow()
     expires = data.expirationDateTime.astimezone(UTC) if data.expirationDateTime else None
     if expires is not None and not now < expires <= now + MAX_VALIDITY:
@@ -200,7 +203,8 @@ async def sim_reject(consentId: ConsentId, request: Request, session: Session, o
     return await _sim_decide(session, request, consentId, REJECTED, org)
 
 
-async def _sim_decide(session: Session, request: Request, consent_id: str, target: str, org: str | None) -> dict:
+async def _sim_decide(session: Session, request: Request, consent_id: str, target: str,
+                      org: str | None) -> dict:
     consent = await _load(session, consent_id, org)  # the consent's own organisation only
     status, _ = effective_status(consent, utcnow())
     reason = "CUSTOMER_MANUALLY_REJECTED" if target == REJECTED else None
@@ -211,7 +215,8 @@ async def _sim_decide(session: Session, request: Request, consent_id: str, targe
 
 def create_app(settings: Settings | None = None, *, registry: CollectorRegistry | None = None,
                tracer_provider: TracerProvider | None = None) -> FastAPI:
-    """The consents app; ``registry`` and ``tracer_provider`` default to the global ones (:func:`service_app`)."""
+    """The consents app; ``registry`` and ``tracer_provider`` default to the global ones
+    (:func:`service_app`)."""
     from .extensions import router as extensions_router  # both import this module
     from .resources import FAMILY as RESOURCES
     from .resources import router as resources_router

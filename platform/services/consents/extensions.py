@@ -105,8 +105,10 @@ async def extend_consent(consentId: ConsentId, body: ExtendConsent, request: Req
         raise OFError(422, "the consent changed meanwhile; read it again", code="ERRO_NAO_MAPEADO",
                       title="Erro não mapeado")
     session.add(ConsentExtension(consent_id=consentId, requested_at=now, expiration_at=new,
-                                 previous_expiration_at=previous, document=data.loggedUser.document.identification,
-                                 document_rel=data.loggedUser.document.rel, customer_ip=x_fapi_customer_ip_address,
+                                 previous_expiration_at=previous,
+                                 document=data.loggedUser.document.identification,
+                                 document_rel=data.loggedUser.document.rel,
+                                 customer_ip=x_fapi_customer_ip_address,
                                  customer_user_agent=x_customer_user_agent))
     await session.commit()
     extended = await session.get(Consent, consentId, populate_existing=True)
@@ -132,6 +134,7 @@ async def list_extensions(consentId: ConsentId, request: Request, response: Resp
 def _extension(row: ConsentExtension) -> dict:
     out = {"expirationDateTime": iso(row.expiration_at),
            "loggedUser": {"document": {"identification": row.document, "rel": row.document_rel}},
-           "requestDateTime": iso(row.requested_at), "previousExpirationDateTime": iso(row.previous_expiration_at),
+           "requestDateTime": iso(row.requested_at),
+           "previousExpirationDateTime": iso(row.previous_expiration_at),
            "xFapiCustomerIpAddress": row.customer_ip, "xCustomerUserAgent": row.customer_user_agent}
     return {k: v for k, v in out.items() if v is not None}

@@ -68,15 +68,17 @@ __all__ = ["create_app", "GatewayProxy", "SERVICE_OF_API", "canonical_path"]
 _log = logging.getLogger("ofsre.platform.gateway")
 
 # Which module serves each API family of the catalog; a family not listed is not served here.
-SERVICE_OF_API = {"consents": "consents", "resources": "consents", "accounts": "accounts", "payments": "payments"}
+SERVICE_OF_API = {"consents": "consents", "resources": "consents", "accounts": "accounts",
+                  "payments": "payments"}
 # Hop-by-hop headers (RFC 9110 §7.6.1) and what the gateway sets itself.
 _DROP_REQUEST = frozenset({b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
                            b"trailer", b"transfer-encoding", b"upgrade", b"content-length",
-                           CLIENT_ORG_HEADER.encode(), GATEWAY_SECRET_HEADER.encode(), INTERACTION_ID_HEADER.encode(),
-                           b"x-forwarded-for", b"x-forwarded-proto"})
-_DROP_RESPONSE = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-                            "transfer-encoding", "upgrade", "content-length", "content-encoding", "date", "server",
-                            INTERACTION_ID_HEADER})
+                           CLIENT_ORG_HEADER.encode(), GATEWAY_SECRET_HEADER.encode(),
+                           INTERACTION_ID_HEADER.encode(), b"x-forwarded-for", b"x-forwarded-proto"})
+_DROP_RESPONSE = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+                            "trailer",
+                            "transfer-encoding", "upgrade", "content-length", "content-encoding", "date",
+                            "server", INTERACTION_ID_HEADER})
 # In the raw request target: an encoded slash, backslash or NUL, a backslash, an empty segment.
 _AMBIGUOUS_RAW = re.compile(rb"%(?:2[fF]|5[cC]|00)|\\|//")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -105,7 +107,8 @@ class GatewayProxy:
 
     def __init__(self, settings: Settings, catalog: Catalog, upstreams: Upstreams,
                  authenticator: Authenticator | None, *, transport: httpx.AsyncBaseTransport | None = None,
-                 clock: Callable[[], float] = time.time, registry: CollectorRegistry | None = REGISTRY) -> None:
+                 clock: Callable[[], float] = time.time,
+                 registry: CollectorRegistry | None = REGISTRY) -> None:
         self.catalog = catalog
         self.upstreams = upstreams
         self.authenticator = authenticator  # None: OFSRE_MTLS=off
@@ -122,8 +125,10 @@ class GatewayProxy:
         self.client: httpx.AsyncClient | None = None
 
     def open(self) -> None:
-        self.client = instrumented_client(transport=self.transport or _ShardedTransport(), registry=self.registry,
-                                          cookies=_refusing_cookie_jar(), timeout=httpx.Timeout(self.timeout_s))
+        self.client = instrumented_client(transport=self.transport or _ShardedTransport(),
+                                          registry=self.registry,
+                                          cookies=_refusing_cookie_jar(),
+                                          timeout=httpx.Timeout(self.timeout_s))
 
     async def close(self) -> None:
         if self.client is not None:
@@ -136,7 +141,8 @@ class GatewayProxy:
         if entry is None:
             allowed = self.catalog.allowed_methods(path)
             if allowed:
-                return error_response(405, f"{method} is not allowed here", headers={"allow": ", ".join(allowed)})
+                return error_response(405, f"{method} is not allowed here",
+                                      headers={"allow": ", ".join(allowed)})
             return error_response(404, "no Open Finance API at this path")
         if entry.api not in self.services:
             return error_response(404, f"the {entry.api} API is not served by this platform")
@@ -159,7 +165,8 @@ class GatewayProxy:
                 return await error_response(rejected.status, rejected.detail)(scope, receive, send)
         if capturing_pcm():  # PCM SERVER report (OFSRE_PCM_CAPTURE=gateway): the verified caller, its consent
             headers = dict(scope["headers"])
-            identify_client(org_id, consentId=consent_id_from(headers.get(b"authorization", b"").decode("latin-1"),
+            identify_client(org_id,
+                            consentId=consent_id_from(headers.get(b"authorization", b"").decode("latin-1"),
                                                               headers.get(b"x-consent-id", b"").decode("latin-1")))
         refusal = await self._over_limit(scope, entry, org_id)
         if refusal is not None:
@@ -178,10 +185,12 @@ class GatewayProxy:
         if entry.tpm is not None:
             origin = org_id or (scope.get("client") or ("unknown",))[0]
             if not await self.tpm.hit_async((origin, entry.method, entry.route), entry.tpm):
-                return error_response(self.tpm_status, f"more than {entry.tpm} calls to {entry.route} in this minute",
+                return error_response(self.tpm_status,
+                                      f"more than {entry.tpm} calls to {entry.route} in this minute",
                                       headers={"retry-after": str(self.tpm.seconds_left())})
         if not self.tps.hit(None, self.tps_limit):
-            return error_response(self.capacity_status, f"the platform is above its capacity of {self.tps_limit} TPS",
+            return error_response(self.capacity_status,
+                                  f"the platform is above its capacity of {self.tps_limit} TPS",
                                   headers={"retry-after": "1"})
         return None
 
@@ -230,7 +239,8 @@ class GatewayProxy:
                     try:
                         return await client.send(request)
                     except httpx.ConnectError as exc:  # nothing was sent: the next replica may take it
-                        _log.warning("%s replica %s refused the connection (%s)", service, base, type(exc).__name__)
+                        _log.warning("%s replica %s refused the connection (%s)", service, base,
+                                     type(exc).__name__)
                     except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
                         if not repeatable:
                             raise
@@ -264,8 +274,8 @@ class _ShardedTransport(httpx.AsyncBaseTransport):
     """
 
     def __init__(self, shards: int = 8, connections_per_shard: int = 64) -> None:
-        limits = httpx.Limits(max_connections=connections_per_shard, max_keepalive_connections=connections_per_shard // 2,
-                              keepalive_expiry=4.0)
+        limits = httpx.Limits(max_connections=connections_per_shard,
+                              max_keepalive_connections=connections_per_shard // 2, keepalive_expiry=4.0)
         self._pools = [httpx.AsyncHTTPTransport(limits=limits) for _ in range(shards)]
         self._next = 0
 
@@ -309,8 +319,8 @@ def create_app(settings: Settings | None = None, *, catalog: Catalog | None = No
     authenticator = None
     if settings.mtls:
         if settings.client_ca_file is None and settings.tls_cert_file is None:
-            raise ValueError("OFSRE_MTLS is on but OFSRE_CLIENT_CA_FILE is not set: no client certificate could be "
-                             "verified (set it, or OFSRE_MTLS=off for a local demo)")
+            raise ValueError("OFSRE_MTLS is on but OFSRE_CLIENT_CA_FILE is not set: no client "
+                             "certificate could be verified (set it, or OFSRE_MTLS=off for a local demo)")
         verifier = CertificateVerifier.from_file(settings.client_ca_file) if settings.client_ca_file else None
         authenticator = Authenticator(verifier, header=settings.client_cert_header,
                                       trusted_proxies=settings.trusted_proxies)

@@ -144,7 +144,8 @@ def _redact(url: str) -> str:
     return scheme + sep + rest
 
 
-def tpm_counter(environ: Mapping[str, str] | None = None, clock: Callable[[], float] = time.time) -> WindowCounter:
+def tpm_counter(environ: Mapping[str, str] | None = None,
+                clock: Callable[[], float] = time.time) -> WindowCounter:
     """The TPM counter the environment asks for (see the module docstring)."""
     url = REDIS_URL.from_env(environ)
     if url:
@@ -156,6 +157,7 @@ def tpm_counter(environ: Mapping[str, str] | None = None, clock: Callable[[], fl
     replicas: int = GATEWAY_REPLICAS.from_env(environ)
     if replicas > 1:
         _log.warning("%d gateway replicas and no shared counter store (%s): each replica counts TPM limits "
-                     "alone, so together they admit up to %d x the catalog's limit; set %s for fleet-wide limits",
+                     "alone, so together they admit up to %d x the catalog's limit; set %s for "
+                     "fleet-wide limits",
                      replicas, REDIS_URL_ENV, replicas, REDIS_URL_ENV)
     return WindowCounter(60, clock)

@@ -84,10 +84,12 @@ def identity_of(cert: x509.Certificate) -> ClientIdentity:
         raise CertificateRejected(403, "a CA certificate is not a client certificate")
     extended = _extension(cert, x509.ExtendedKeyUsage)
     if extended is not None and x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH not in extended:
-        raise CertificateRejected(403, "the certificate is not for client authentication (extended key usage)")
+        raise CertificateRejected(403,
+                                  "the certificate is not for client authentication (extended key usage)")
     org_id = _org_id(cert)
     if org_id is None:
-        raise CertificateRejected(403, "the client certificate names no organisation (no OU or organizationIdentifier)")
+        raise CertificateRejected(403, "the client certificate names no organisation (no OU or "
+                                       "organizationIdentifier)")
     return ClientIdentity(org_id, cert.subject.rfc4514_string())
 
 

@@ -206,7 +206,8 @@ def _parse(model: type[_Model], body: dict) -> _Model:
         missing = any(e.get("type") == "missing" for e in errors)
         where = "; ".join(".".join(str(x) for x in e.get("loc", ())) + f": {e.get('msg', 'invalid')}"
                           for e in errors[:10])  # never the input value: it may be personal data
-        raise OFError(422, where or "invalid body", code="PARAMETRO_NAO_INFORMADO" if missing else "PARAMETRO_INVALIDO",
+        raise OFError(422, where or "invalid body",
+                      code="PARAMETRO_NAO_INFORMADO" if missing else "PARAMETRO_INVALIDO",
                       title="Parâmetro não informado" if missing else "Parâmetro inválido") from None
 
 
@@ -221,15 +222,18 @@ def _consent_status(consent: PaymentConsent, now: datetime) -> tuple[str, dict |
 def consent_data(consent: PaymentConsent, now: datetime) -> dict:
     status, reason = _consent_status(consent, now)
     out = {"consentId": consent.consent_id, "creationDateTime": iso(consent.created_at),
-           "expirationDateTime": iso(consent.expiration_at), "statusUpdateDateTime": iso(consent.status_updated_at),
+           "expirationDateTime": iso(consent.expiration_at),
+           "statusUpdateDateTime": iso(consent.status_updated_at),
            "status": status, "loggedUser": consent.logged_user, "creditor": consent.creditor,
            "payment": consent.payment, "debtorAccount": consent.debtor_account, "rejectionReason": reason}
     return {k: v for k, v in out.items() if v is not None}
 
 
 def payment_data(payment: PixPayment) -> dict:
-    out = {"paymentId": payment.payment_id, "endToEndId": payment.end_to_end_id, "consentId": payment.consent_id,
-           "creationDateTime": iso(payment.created_at), "statusUpdateDateTime": iso(payment.status_updated_at),
+    out = {"paymentId": payment.payment_id, "endToEndId": payment.end_to_end_id,
+           "consentId": payment.consent_id,
+           "creationDateTime": iso(payment.created_at),
+           "statusUpdateDateTime": iso(payment.status_updated_at),
            "status": payment.status, "localInstrument": payment.local_instrument,
            "cnpjInitiator": payment.cnpj_initiator,
            "payment": {"amount": payment.amount, "currency": payment.currency},
@@ -260,7 +264,8 @@ def _signed(request: Request, body: dict | str, status: int, audience: str | Non
 # The module's own OpenAPI document says what the official one says about bodies.
 _JWT = {"content": {JWT_MEDIA_TYPE: {"schema": {"type": "string", "description": "PS256 JWS"}}}}
 _JWT_BODY = {"requestBody": {"required": True, **_JWT}}
-_REFUSALS: dict[int | str, dict[str, Any]] = {415: {"model": ERROR_RESPONSES[400]["model"], "description": "Not a JWS"},
+_REFUSALS: dict[int | str, dict[str, Any]] = {415: {"model": ERROR_RESPONSES[400]["model"],
+                                                    "description": "Not a JWS"},
              422: {**_JWT, "description": "Refused (signed)"}}
 
 
@@ -270,7 +275,8 @@ router = APIRouter(responses=ERROR_RESPONSES)
 
 
 @router.post(BASE + "/consents", status_code=201, tags=["payments"], response_class=Response,
-             responses={201: {**_JWT, "description": "Created (signed)"}, **_REFUSALS}, openapi_extra=_JWT_BODY)
+             responses={201: {**_JWT, "description": "Created (signed)"}, **_REFUSALS},
+             openapi_extra=_JWT_BODY)
 async def create_payment_consent(request: Request, session: Session, org: ClientOrg,
                                  idempotency_key: IdempotencyKey) -> Response:
     signed, client = await request.app.state.jws.read(request, session, org)
@@ -282,8 +288,8 @@ async def create_payment_consent(request: Request, session: Session, org: Client
     async def create(session: Session) -> Outcome:
         data, now = body.data, utcnow()
         consent = PaymentConsent(
-            consent_id=f"urn:ofsrepay:{uuid.uuid4()}", status=AWAITING, client_org_id=org, signer_org_id=client,
-            logged_user=data.loggedUser.model_dump(exclude_none=True),
+            consent_id=f"urn:ofsrepay:{uuid.uuid4()}", status=AWAITING, client_org_id=org,
+            signer_org_id=client, logged_user=data.loggedUser.model_dump(exclude_none=True),
             creditor=data.creditor.model_dump(), payment=data.payment.model_dump(exclude_none=True),
             debtor_account=data.debtorAccount.model_dump(exclude_none=True) if data.debtorAccount else None,
             created_at=now, status_updated_at=now, expiration_at=now + CONSENT_AUTHORISATION_WINDOW)
@@ -303,15 +309,19 @@ def _canonical(body: dict) -> bytes:
 
 @router.get(BASE + "/consents/{consentId}", tags=["payments"], response_class=Response,
             responses={200: {**_JWT, "description": "The consent (signed)"}})
-async def get_payment_consent(consentId: ConsentId, request: Request, session: Session, org: ClientOrg) -> Response:
+async def get_payment_consent(consentId: ConsentId, request: Request, session: Session,
+                              org: ClientOrg) -> Response:
     consent = await owned(session, PaymentConsent, consentId, org, "payment consent")
-    return _signed(request, envelope(consent_data(consent, utcnow()), request, links={"self": _link(request)}),
+    return _signed(request,
+                   envelope(consent_data(consent, utcnow()), request, links={"self": _link(request)}),
                    200, org or consent.signer_org_id)
 
 
 @router.post(BASE + "/pix/payments", status_code=201, tags=["payments"], response_class=Response,
-             responses={201: {**_JWT, "description": "Created (signed)"}, **_REFUSALS}, openapi_extra=_JWT_BODY)
-async def create_pix_payment(request: Request, session: Session, org: ClientOrg, idempotency_key: IdempotencyKey,
+             responses={201: {**_JWT, "description": "Created (signed)"}, **_REFUSALS},
+             openapi_extra=_JWT_BODY)
+async def create_pix_payment(request: Request, session: Session, org: ClientOrg,
+                             idempotency_key: IdempotencyKey,
                              authorization: Annotated[str | None, Header(max_length=2048)] = None,
                              x_consent_id: Annotated[str | None, Header(alias="x-consent-id", max_length=256)] = None,
                              ) -> Response:
@@ -323,9 +333,11 @@ async def create_pix_payment(request: Request, session: Session, org: ClientOrg,
     item = body.data[0]
     consent_id = consent_id_from(authorization, x_consent_id) or item.consentId
     if not consent_id:
-        raise OFError(401, "no consent: send 'Authorization: Bearer consent:<consentId>' or data[0].consentId")
+        raise OFError(401,
+                      "no consent: send 'Authorization: Bearer consent:<consentId>' or data[0].consentId")
     if item.consentId and item.consentId != consent_id:
-        raise OFError(422, "data[0].consentId differs from the token's consent", code="PAGAMENTO_DIVERGENTE_CONSENTIMENTO",
+        raise OFError(422, "data[0].consentId differs from the token's consent",
+                      code="PAGAMENTO_DIVERGENTE_CONSENTIMENTO",
                       title="Divergência entre pagamento e consentimento")
     queue = request.app.state.queue
 
@@ -333,7 +345,8 @@ async def create_pix_payment(request: Request, session: Session, org: ClientOrg,
         payment = await _consume_consent_into_payment(session, consent_id, item, org)
         links = {"self": _link(request, payment.payment_id)}
         message = PaymentMessage(paymentId=payment.payment_id, consentId=consent_id,
-                                 endToEndId=payment.end_to_end_id, amount=payment.amount, currency=payment.currency)
+                                 endToEndId=payment.end_to_end_id, amount=payment.amount,
+                                 currency=payment.currency)
         return Outcome(201, envelope([payment_data(payment)], request, links=links),
                        after_commit=lambda: _publish(request.app, queue, message))
 
@@ -372,7 +385,8 @@ async def _consume_consent_into_payment(session: Session, consent_id: str, item:
     if not await transition(session, PaymentConsent, consent_id, AUTHORISED, CONSUMED, at=now, commit=False):
         raise OFError(422, "the payment consent was consumed meanwhile", code="CONSENTIMENTO_INVALIDO",
                       title="Consentimento inválido")
-    details = item.model_dump(include={"remittanceInformation", "qrCode", "proxy", "transactionIdentification",
+    details = item.model_dump(include={"remittanceInformation", "qrCode", "proxy",
+                                       "transactionIdentification",
                                        "ibgeTownCode", "authorisationFlow"}, exclude_none=True)
     details["debtorAccount"] = _debtor_account(consent)
     payment = PixPayment(
@@ -397,7 +411,8 @@ async def _publish(app: FastAPI, queue, message: PaymentMessage) -> None:
 
 @router.get(BASE + "/pix/payments/{paymentId}", tags=["payments"], response_class=Response,
             responses={200: {**_JWT, "description": "The payment (signed)"}})
-async def get_pix_payment(paymentId: PaymentId, request: Request, session: Session, org: ClientOrg) -> Response:
+async def get_pix_payment(paymentId: PaymentId, request: Request, session: Session,
+                          org: ClientOrg) -> Response:
     payment = await session.get(PixPayment, paymentId)
     if payment is None:
         raise OFError(404, f"payment {paymentId} not found")
@@ -410,19 +425,22 @@ async def get_pix_payment(paymentId: PaymentId, request: Request, session: Sessi
 sim_router = APIRouter(responses=ERROR_RESPONSES)  # only with OFSRE_SIMULATION_ROUTES=on
 
 
-@sim_router.post(SIM_BASE + "/consents/{consentId}/authorise", response_model=PaymentConsentResponse, response_model_exclude_none=True, tags=["simulation"])
+@sim_router.post(SIM_BASE + "/consents/{consentId}/authorise", response_model=PaymentConsentResponse,
+                 response_model_exclude_none=True, tags=["simulation"])
 async def sim_authorise(consentId: ConsentId, request: Request, session: Session, org: ClientOrg) -> dict:
     """Simulate the payer approving the payment consent (not an Open Finance endpoint)."""
     return await _sim_decide(session, request, consentId, AUTHORISED, org)
 
 
-@sim_router.post(SIM_BASE + "/consents/{consentId}/reject", response_model=PaymentConsentResponse, response_model_exclude_none=True, tags=["simulation"])
+@sim_router.post(SIM_BASE + "/consents/{consentId}/reject", response_model=PaymentConsentResponse,
+                 response_model_exclude_none=True, tags=["simulation"])
 async def sim_reject(consentId: ConsentId, request: Request, session: Session, org: ClientOrg) -> dict:
     """Simulate the payer refusing the payment consent (not an Open Finance endpoint)."""
     return await _sim_decide(session, request, consentId, REJECTED, org)
 
 
-async def _sim_decide(session: Session, request: Request, consent_id: str, target: str, org: str | None) -> dict:
+async def _sim_decide(session: Session, request: Request, consent_id: str, target: str,
+                      org: str | None) -> dict:
     # the consent's own organisation only
     consent = await owned(session, PaymentConsent, consent_id, org, "payment consent")
     now = utcnow()
@@ -435,7 +453,8 @@ async def _sim_decide(session: Session, request: Request, consent_id: str, targe
 
 def create_app(settings: Settings | None = None, *, registry: CollectorRegistry | None = None,
                tracer_provider: TracerProvider | None = None) -> FastAPI:
-    """The payments app; ``registry`` and ``tracer_provider`` default to the global ones (:func:`service_app`)."""
+    """The payments app; ``registry`` and ``tracer_provider`` default to the global ones
+    (:func:`service_app`)."""
     settings = settings or Settings.from_env()
     routers = [router, sim_router] if settings.simulation_routes else [router]
     app = service_app("payments", settings, title="ofsre payments", version=FAMILY.version, routers=routers,

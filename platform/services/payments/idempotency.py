@@ -51,7 +51,8 @@ class Stored:
 
 def _replay(record: IdempotencyRecord, request_hash: str) -> Stored:
     if record.request_hash != request_hash:
-        raise OFError(422, "this x-idempotency-key was used with another request body", code="ERRO_IDEMPOTENCIA")
+        raise OFError(422, "this x-idempotency-key was used with another request body",
+                      code="ERRO_IDEMPOTENCIA")
     return Stored(record.status_code, record.response, replayed=True)
 
 

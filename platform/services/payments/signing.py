@@ -77,7 +77,8 @@ class PaymentsJws:
         """The verified API body of a signed request and its issuer; raises OFError on any failure."""
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != MEDIA_TYPE:
-            raise OFError(415, f"the body must be a signed JWS ({MEDIA_TYPE}), not {content_type or 'nothing'}")
+            raise OFError(415,
+                          f"the body must be a signed JWS ({MEDIA_TYPE}), not {content_type or 'nothing'}")
         raw = await request.body()
         try:
             claims = self.verifier.verify(raw, audience=self.audiences(request), issuer=org)
@@ -115,6 +116,7 @@ class PaymentsJws:
                 response.headers[name] = value
             return response
         response = error_response(exc.status, exc.detail, code=exc.code, title=exc.title, headers=exc.headers)
-        response.headers[SIGNATURE_HEADER] = self.key.sign_detached(bytes(response.body), iss=self.config.org_id,
+        response.headers[SIGNATURE_HEADER] = self.key.sign_detached(bytes(response.body),
+                                                                    iss=self.config.org_id,
                                                                     aud=audience or "unknown")
         return response

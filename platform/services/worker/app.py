@@ -6,8 +6,8 @@ For every message ``{"paymentId": …}`` the worker moves the payment
 
 waiting ``OFSRE_SETTLEMENT_LATENCY_MS`` between ACCP and the outcome and rejecting a
 fraction ``OFSRE_SETTLEMENT_FAILURE_RATE`` of payments. Each status change is a conditional
-``UPDATE … WHERE status = <expected>`` (:func:`ofsre.platform.db.transition`), so a redelivered message (at-least-once delivery)
-resumes where the last attempt stopped and a settled payment is never settled twice.
+``UPDATE … WHERE status = <expected>`` (:func:`ofsre.platform.db.transition`), so a redelivered message
+(at-least-once delivery) resumes where the last attempt stopped and a settled payment is never settled twice.
 
 Poison messages are dead-lettered at once: a body without a ``paymentId`` string
 ("malformed") or naming a payment that does not exist ("unknown payment"; payments commit
@@ -74,7 +74,8 @@ class Notifier:
 
     MAX_IN_FLIGHT = 64
 
-    def __init__(self, sessions, webhooks: dict[str, str], registry: CollectorRegistry | None = REGISTRY) -> None:
+    def __init__(self, sessions, webhooks: dict[str, str],
+                 registry: CollectorRegistry | None = REGISTRY) -> None:
         self.sessions, self.webhooks = sessions, webhooks
         self.tasks: set[asyncio.Task] = set()
         # The worker's PCM capture (OFSRE_PCM_CAPTURE lists "worker"), else a plain traced client.
@@ -144,7 +145,8 @@ class Settler:
         try:
             await asyncio.wait_for(self.idle.wait(), self.settings.shutdown_timeout_s)
         except TimeoutError:
-            _log.warning("stopping with %d settlements still running; their messages will be redelivered", self.busy)
+            _log.warning("stopping with %d settlements still running; their messages will be redelivered",
+                         self.busy)
         for task in self.tasks:
             task.cancel()  # idle loops are waiting for a message: nothing is lost
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -228,7 +230,8 @@ class Settler:
 
 def create_app(settings: Settings | None = None, *, registry: CollectorRegistry | None = None,
                tracer_provider: TracerProvider | None = None) -> FastAPI:
-    """The worker app; ``registry`` and ``tracer_provider`` default to the global ones (:func:`service_app`)."""
+    """The worker app; ``registry`` and ``tracer_provider`` default to the global ones
+    (:func:`service_app`)."""
     settings = settings or Settings.from_env()
 
     async def start(app: FastAPI) -> None:
