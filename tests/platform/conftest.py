@@ -92,7 +92,8 @@ def serve():
 # --- PKI ---------------------------------------------------------------------------------------
 
 def _name(cn: str, ou: str | None = None) -> x509.Name:
-    attrs = [x509.NameAttribute(NameOID.COUNTRY_NAME, "BR"), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ofsre"),
+    attrs = [x509.NameAttribute(NameOID.COUNTRY_NAME, "BR"),
+             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ofsre"),
              x509.NameAttribute(NameOID.COMMON_NAME, cn)]
     if ou:
         attrs.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, ou))
@@ -171,11 +172,13 @@ def rogue_pki() -> PKI:
 
 # --- catalog overrides -------------------------------------------------------------------------
 
-def write_catalog(directory: Path, *, baixa_tpm: int | None = None, client_timeout_s: float | None = None) -> Path:
+def write_catalog(directory: Path, *, baixa_tpm: int | None = None,
+                  client_timeout_s: float | None = None) -> Path:
     """A copy of the bundled catalog in ``directory`` with some limits changed; checked to have taken."""
     text = DEFAULT_PATH.read_text()
     if baixa_tpm is not None:
-        text = text.replace("[tiers.baixa]\np95_ms = 4000\ntpm = 1000", f"[tiers.baixa]\np95_ms = 4000\ntpm = {baixa_tpm}")
+        text = text.replace("[tiers.baixa]\np95_ms = 4000\ntpm = 1000",
+                            f"[tiers.baixa]\np95_ms = 4000\ntpm = {baixa_tpm}")
     if client_timeout_s is not None:
         text = text.replace("client_timeout_s = 15", f"client_timeout_s = {client_timeout_s}")
     path = directory / f"catalog-{uuid.uuid4().hex[:6]}.toml"
@@ -203,7 +206,8 @@ def catalog_file(tmp_path):
 # --- journeys used by several test modules ---------------------------------------------------------
 
 CPF = "12345678901"
-ACCOUNT_PERMISSIONS = ["ACCOUNTS_READ", "ACCOUNTS_BALANCES_READ", "ACCOUNTS_TRANSACTIONS_READ", "RESOURCES_READ"]
+ACCOUNT_PERMISSIONS = ["ACCOUNTS_READ", "ACCOUNTS_BALANCES_READ", "ACCOUNTS_TRANSACTIONS_READ",
+                       "RESOURCES_READ"]
 
 
 def consent_request(permissions=None, document: str = CPF) -> dict:

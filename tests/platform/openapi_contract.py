@@ -52,7 +52,8 @@ class _Request:
         self.body = request.content or None
         self.content_type = request.headers.get("content-type", "").lower()
         self.parameters = RequestParameters(query=ImmutableMultiDict(parse_qsl(url.query, keep_blank_values=True)),
-                                            header=Headers(list(request.headers.items())), cookie=ImmutableMultiDict())
+                                            header=Headers(list(request.headers.items())),
+                                            cookie=ImmutableMultiDict())
 
     @property
     def full_url_pattern(self) -> str:

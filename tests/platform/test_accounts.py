@@ -68,7 +68,8 @@ async def test_each_endpoint_needs_its_permission(apis, journeys):
     consents, accounts = apis
     only_list = await new_consent(consents, journeys, ["ACCOUNTS_READ", "RESOURCES_READ"])
     account_id = (await accounts.get(f"{BASE}/accounts", headers=bearer(only_list))).json()["data"][0]["accountId"]
-    for suffix, permission in (("balances", "ACCOUNTS_BALANCES_READ"), ("transactions", "ACCOUNTS_TRANSACTIONS_READ"),
+    for suffix, permission in (("balances", "ACCOUNTS_BALANCES_READ"), ("transactions",
+                                                                        "ACCOUNTS_TRANSACTIONS_READ"),
                                ("overdraft-limits", "ACCOUNTS_OVERDRAFT_LIMITS_READ")):
         err = assert_of_error(await accounts.get(f"{BASE}/accounts/{account_id}/{suffix}", headers=bearer(only_list)), 403)
         assert permission in err["detail"]
@@ -162,7 +163,8 @@ async def test_monthly_operational_limit_is_423_past_the_catalogs_tier_limit(api
         assert (await accounts.get(f"{BASE}/accounts/{stranger}", headers=bearer(cid))).status_code == 404
     statuses = [(await accounts.get(f"{BASE}/accounts", headers=bearer(cid))).status_code for _ in range(limit + 1)]
     assert statuses == [200] * limit + [423]
-    err = assert_of_error(await accounts.get(f"{BASE}/accounts", headers=bearer(cid)), 423, "LIMITE_MENSAL_EXCEDIDO")
+    err = assert_of_error(await accounts.get(f"{BASE}/accounts", headers=bearer(cid)), 423,
+                          "LIMITE_MENSAL_EXCEDIDO")
     assert str(limit) in err["detail"]
     assert (await accounts.get(f"{BASE}/accounts/{own}", headers=bearer(cid))).status_code == 200
     other = await new_consent(consents, journeys)
@@ -170,7 +172,8 @@ async def test_monthly_operational_limit_is_423_past_the_catalogs_tier_limit(api
 
 
 @pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
-async def test_concurrent_calls_never_take_more_than_the_months_limit(backend, database_url, tmp_path, registry):
+async def test_concurrent_calls_never_take_more_than_the_months_limit(backend, database_url, tmp_path,
+                                                                      registry):
     """Three times the limit at once, each in its own session and connection: exactly the limit is
     counted, the rest are 423, on both databases the platform runs on."""
     import asyncio
@@ -226,5 +229,6 @@ async def test_paging_on_with_the_pagination_key_does_not_count(apis, journeys):
         assert page.status_code == 200, page.text
         nxt = page.json()["links"]["next"]
     # a made-up key does not make page 2 free
-    assert_of_error(await accounts.get(url, params={**query, "page": 2, "pagination-key": "x"}, headers=bearer(cid)),
+    assert_of_error(await accounts.get(url, params={**query, "page": 2, "pagination-key": "x"},
+                                       headers=bearer(cid)),
                     423)

@@ -170,7 +170,8 @@ async def test_resources_lists_the_consents_accounts(settings, registry, serve, 
         assert body["meta"]["totalRecords"] == len(body["data"])
         assert_of_error(await http.get(RESOURCES), 401)
         awaiting = (await http.post(BASE, json=journeys.consent())).json()["data"]["consentId"]
-        assert_of_error(await http.get(RESOURCES, headers={"authorization": f"Bearer consent:{awaiting}"}), 403)
+        assert_of_error(await http.get(RESOURCES, headers={"authorization": f"Bearer consent:{awaiting}"}),
+                        403)
         no_resources = await _authorised(http, journeys, permissions=["RESOURCES_READ"])
         empty = await http.get(RESOURCES, headers={"authorization": f"Bearer consent:{no_resources}"})
         assert empty.status_code == 200 and empty.json()["data"] == []
@@ -189,8 +190,8 @@ async def test_extending_a_consent_moves_its_expiry_and_is_listed(settings, regi
         assert extended.headers["x-v"] == "3.3.1" and extended.json()["data"]["expirationDateTime"] == first
         assert (await http.get(f"{BASE}/{cid}")).json()["data"]["expirationDateTime"] == first
         # no expirationDateTime: no expiry from now on
-        forever = await http.post(f"{BASE}/{cid}/extends", json={"data": {"loggedUser": body["data"]["loggedUser"]}},
-                                  headers=CUSTOMER)
+        forever = await http.post(f"{BASE}/{cid}/extends",
+                                  json={"data": {"loggedUser": body["data"]["loggedUser"]}}, headers=CUSTOMER)
         assert forever.status_code == 201 and "expirationDateTime" not in forever.json()["data"]
         history = (await http.get(f"{BASE}/{cid}/extensions")).json()
         assert [e.get("expirationDateTime") for e in history["data"]] == [None, first]
@@ -211,11 +212,13 @@ async def test_extension_refusals_use_the_documents_codes(settings, registry, se
                                 headers=CUSTOMER)).status_code == 201
         earlier = (datetime.now(UTC) + timedelta(days=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
         for date in (earlier, too_far):
-            assert_of_error(await http.post(url, json={"data": {"loggedUser": user, "expirationDateTime": date}},
+            assert_of_error(await http.post(url,
+                                            json={"data": {"loggedUser": user, "expirationDateTime": date}},
                                             headers=CUSTOMER), 422, "DATA_EXPIRACAO_INVALIDA")
         stranger = {"document": {"identification": "10987654321", "rel": "CPF"}}
         assert_of_error(await http.post(url, json={"data": {"loggedUser": stranger}}, headers=CUSTOMER), 403)
-        assert_of_error(await http.post(url, json={"data": {"loggedUser": user}}), 400)  # customer headers required
+        # customer headers required
+        assert_of_error(await http.post(url, json={"data": {"loggedUser": user}}), 400)
         awaiting = (await http.post(BASE, json=journeys.consent())).json()["data"]["consentId"]
         assert_of_error(await http.post(f"{BASE}/{awaiting}/extends", json={"data": {"loggedUser": user}},
                                         headers=CUSTOMER), 422, "ESTADO_CONSENTIMENTO_INVALIDO")

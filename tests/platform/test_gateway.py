@@ -53,12 +53,14 @@ class Replicas:
         if self.leaving.get(host, 0) > 0:
             self.leaving[host] -= 1
             self.unanswered.append(request)
-            raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=request)
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.",
+                                            request=request)
         if host in self.slow:
             await asyncio.sleep(30)
         self.seen.append(request)
         return httpx.Response(200, json={"replica": host, "path": request.url.raw_path.decode()},
-                              headers=[("x-upstream", host), (IID, "upstream-must-not-leak"), ("connection", "keep-alive"),
+                              headers=[("x-upstream", host), (IID, "upstream-must-not-leak"),
+                                       ("connection", "keep-alive"),
                                        ("set-cookie", f"session={host}; Path=/"), ("set-cookie", "b=2")])
 
     @property
@@ -105,8 +107,10 @@ async def test_routes_each_family_the_catalog_lists_to_its_module(tmp_path, serv
     assert answered(registry) == 4 and answered(REGISTRY) == counted_globally
 
 
-@pytest.mark.parametrize("path", ["/_sim/consents/urn:x:1/authorise", "/_sim/payments/consents/urn:x:1/authorise",
-                                  "/open-banking/consents/v3/metrics", "/open-banking/accounts/v2/openapi.json"])
+@pytest.mark.parametrize("path", ["/_sim/consents/urn:x:1/authorise",
+                                  "/_sim/payments/consents/urn:x:1/authorise",
+                                  "/open-banking/consents/v3/metrics",
+                                  "/open-banking/accounts/v2/openapi.json"])
 async def test_never_routes_what_the_catalog_does_not_list(tmp_path, serve, replicas, path, registry):
     """Not even with OFSRE_SIMULATION_ROUTES on: that setting is the modules', never the gateway's."""
     app = create_app(gateway_settings(tmp_path, simulation_routes=True), transport=replicas.transport,
@@ -218,17 +222,20 @@ async def test_forwarded_and_dropped_headers(tmp_path, serve, replicas, registry
     async with serve(app) as http:
         response = await http.get(ACCOUNTS, headers={IID: iid, "x-ofsre-client-org-id": "forged",
                                                      "x-ofsre-gateway-secret": "guessed",
-                                                     "x-forwarded-for": "203.0.113.9", "authorization": "Bearer t"})
+                                                     "x-forwarded-for": "203.0.113.9",
+                                                     "authorization": "Bearer t"})
         sent = replicas.seen[-1].headers
         assert sent[IID] == iid and response.headers[IID] == iid
         assert response.headers.get_list(IID) == [iid]          # the upstream's copy does not leak
         assert "x-ofsre-client-org-id" not in sent               # only the gateway vouches for an org
-        assert "x-ofsre-gateway-secret" not in sent              # no secret configured: none sent, none passed on
+        # no secret configured: none sent, none passed on
+        assert "x-ofsre-gateway-secret" not in sent
         assert sent["x-forwarded-for"] == "203.0.113.9, 127.0.0.1"
         assert sent["authorization"] == "Bearer t" and sent["host"] == "testserver"
         assert sent["traceparent"].startswith("00-")
         assert response.headers["x-upstream"] == "accounts-1" and "connection" not in response.headers
-        generated = await http.get(ACCOUNTS)                      # no id: the gateway makes one and sends it on
+        # no id: the gateway makes one and sends it on
+        generated = await http.get(ACCOUNTS)
         assert replicas.seen[-1].headers[IID] == generated.headers[IID]
         # Set-Cookie reaches the caller, but the client shared by every caller keeps none of it
         first = await http.get(CONSENT)
@@ -243,7 +250,8 @@ async def test_forwarded_and_dropped_headers(tmp_path, serve, replicas, registry
 
 @pytest.fixture
 def mtls_app(tmp_path, pki, replicas, registry):
-    settings = gateway_settings(tmp_path, mtls=True, client_ca_file=pki.write(tmp_path), trusted_proxies=TRUSTED)
+    settings = gateway_settings(tmp_path, mtls=True, client_ca_file=pki.write(tmp_path),
+                                trusted_proxies=TRUSTED)
     return create_app(settings, transport=replicas.transport, registry=registry)
 
 
@@ -303,7 +311,8 @@ async def test_tpm_from_the_catalog_refuses_exactly_past_the_limit(tmp_path, ser
     catalog = load_catalog(catalog_file(baixa_tpm=3))
     limit = catalog.match("GET", ACCOUNTS).tpm
     clock = Clock(60 * 28_333_333 + 5)  # 5 s into a clock minute
-    settings = gateway_settings(tmp_path, mtls=True, client_ca_file=pki.write(tmp_path), trusted_proxies=TRUSTED)
+    settings = gateway_settings(tmp_path, mtls=True, client_ca_file=pki.write(tmp_path),
+                                trusted_proxies=TRUSTED)
     app = create_app(settings, catalog=catalog, transport=replicas.transport, clock=clock, registry=registry)
     org_a = {"x-ssl-client-cert": pki.issue("org-a").header}
     org_b = {"x-ssl-client-cert": pki.issue("org-b").header}
@@ -362,8 +371,8 @@ async def test_a_consent_journey_through_the_gateway(tmp_path, settings, serve, 
         return await transports[request.url.host].handle_async_request(request)
 
     upstreams = {name: (f"http://{name}",) for name in modules}
-    gw_settings = gateway_settings(tmp_path, upstreams=upstreams, mtls=True, client_ca_file=pki.write(tmp_path),
-                                   trusted_proxies=TRUSTED)
+    gw_settings = gateway_settings(tmp_path, upstreams=upstreams, mtls=True,
+                                   client_ca_file=pki.write(tmp_path), trusted_proxies=TRUSTED)
     gateway = create_app(gw_settings, transport=httpx.MockTransport(route), registry=registry)
     cert = {"x-ssl-client-cert": pki.issue("org-journey").header}
     async with AsyncExitStack() as stack:
@@ -377,12 +386,14 @@ async def test_a_consent_journey_through_the_gateway(tmp_path, settings, serve, 
         assert_of_error(await http.post(f"/_sim/consents/{cid}/authorise", headers=cert), 404)  # never routed
         # The customer's decision at the bank: on the module, for the consent's own organisation only
         async with httpx.AsyncClient(transport=transports["consents"], base_url="http://consents") as module:
-            other = await module.post(f"/_sim/consents/{cid}/authorise", headers={"x-ofsre-client-org-id": "org-x"})
+            other = await module.post(f"/_sim/consents/{cid}/authorise",
+                                      headers={"x-ofsre-client-org-id": "org-x"})
             assert_of_error(other, 403)
             owner = await module.post(f"/_sim/consents/{cid}/authorise",
                                       headers={"x-ofsre-client-org-id": "org-journey"})
             assert owner.status_code == 200, owner.text
         listed = await http.get(ACCOUNTS, headers={**cert, "authorization": f"Bearer consent:{cid}"})
         assert listed.status_code == 200 and listed.json()["data"]
-        stranger = {"x-ssl-client-cert": pki.issue("org-other").header, "authorization": f"Bearer consent:{cid}"}
+        stranger = {"x-ssl-client-cert": pki.issue("org-other").header,
+                    "authorization": f"Bearer consent:{cid}"}
         assert_of_error(await http.get(ACCOUNTS, headers=stranger), 403)

@@ -80,7 +80,8 @@ def test_a_tampered_body_is_bad_signature(keys, verifier):
 
 def test_a_key_the_issuer_never_registered_is_bad_signature(keys, verifier):
     """org-b signs with its own (registered) key but claims to be org-a: not one of org-a's keys."""
-    forged = jwt.encode({"data": {}, "iss": "org-a", "aud": AUD, "iat": int(time.time()), "jti": str(uuid.uuid4())},
+    forged = jwt.encode({"data": {}, "iss": "org-a", "aud": AUD, "iat": int(time.time()),
+                         "jti": str(uuid.uuid4())},
                         keys["org-b"].private_key, algorithm="PS256", headers={"kid": "a-1"})
     with pytest.raises(BadSignature, match="does not match"):
         verifier.verify(forged, audience=AUD, issuer="org-a")
@@ -133,7 +134,8 @@ def test_anything_but_a_compact_jws_is_bad_signature(verifier, raw):
 
 
 def test_wrong_audience_or_issuer_claim_is_invalid_client(keys, verifier):
-    other_endpoint = keys["org-a"].sign({"data": {}}, iss="org-a", aud=AUD.replace("consents", "pix/payments"))
+    other_endpoint = keys["org-a"].sign({"data": {}}, iss="org-a",
+                                        aud=AUD.replace("consents", "pix/payments"))
     with pytest.raises(InvalidClaims, match="aud"):
         verifier.verify(other_endpoint, audience=AUD, issuer="org-a")
     # signed by org-a's key, but the iss claim names org-b
@@ -197,6 +199,7 @@ def test_a_detached_signature_covers_the_exact_bytes(keys, directory):
     header = Verifier(directory).verify_detached(signature, body, audience="org-b", issuer="org-a")
     assert header["alg"] == "PS256" and header["iss"] == "org-a" and uuid.UUID(header["jti"]).version == 4
     with pytest.raises(BadSignature):
-        Verifier(directory).verify_detached(signature, body.replace(b"BAD", b"OK_"), audience="org-b", issuer="org-a")
+        Verifier(directory).verify_detached(signature, body.replace(b"BAD", b"OK_"), audience="org-b",
+                                            issuer="org-a")
     with pytest.raises(InvalidClaims):
         Verifier(directory).verify_detached(signature, body, audience="org-c", issuer="org-a")

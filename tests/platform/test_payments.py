@@ -134,7 +134,8 @@ async def test_a_repeated_idempotency_key_returns_the_first_answer_signed_anew(s
     assert first.status_code == again.status_code == 201
     assert me.read(again.text)["data"] == me.read(first.text)["data"]
     assert first.text != again.text  # the same answer, in a message of its own (iat, jti)
-    other = await post(http, me, f"{BASE}/pix/payments", pix_body("100.01", consent_id=cid), key="same-" + cid)
+    other = await post(http, me, f"{BASE}/pix/payments", pix_body("100.01", consent_id=cid),
+                       key="same-" + cid)
     assert_signed_error(me, other, 422, "ERRO_IDEMPOTENCIA")
     new_key = await post(http, me, f"{BASE}/pix/payments", body, key="other-" + cid)
     assert_signed_error(me, new_key, 422, "CONSENTIMENTO_INVALIDO")
@@ -167,12 +168,14 @@ async def test_payment_must_match_the_consent(settings, http, me):
 async def test_a_body_that_breaks_the_schema_is_a_signed_422(http, me):
     no_details = consent_body()
     del no_details["data"]["payment"]["details"]
-    assert_signed_error(me, await post(http, me, f"{BASE}/consents", no_details), 422, "PARAMETRO_NAO_INFORMADO")
+    assert_signed_error(me, await post(http, me, f"{BASE}/consents", no_details), 422,
+                        "PARAMETRO_NAO_INFORMADO")
     bad_amount = consent_body("10")
     assert_signed_error(me, await post(http, me, f"{BASE}/consents", bad_amount), 422, "PARAMETRO_INVALIDO")
     scheduled = consent_body()
     scheduled["data"]["payment"]["schedule"] = {"single": {"date": "2030-01-01"}}
-    assert_signed_error(me, await post(http, me, f"{BASE}/consents", scheduled), 422, "DETALHE_PAGAMENTO_INVALIDO")
+    assert_signed_error(me, await post(http, me, f"{BASE}/consents", scheduled), 422,
+                        "DETALHE_PAGAMENTO_INVALIDO")
 
 
 # --- signature refusals: 400 BAD_SIGNATURE, 403 INVALID_CLIENT, 415 (payments 4.0.0 "Validações") ----

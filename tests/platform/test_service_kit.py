@@ -116,7 +116,8 @@ async def test_transition_moves_only_from_the_expected_status(settings):
     try:
         async with sessions() as first, sessions() as second:
             assert await db.transition(first, Consent, consent_id, AWAITING, AUTHORISED)
-            assert not await db.transition(second, Consent, consent_id, AWAITING, REJECTED, rejected_by="USER")
+            assert not await db.transition(second, Consent, consent_id, AWAITING, REJECTED,
+                                           rejected_by="USER")
             assert not await db.transition(second, Consent, "urn:ofsre:nobody", AWAITING, REJECTED)
         async with sessions() as session:
             consent = await session.get(Consent, consent_id)
@@ -131,7 +132,8 @@ async def test_transition_sets_the_values_and_without_commit_leaves_it_to_the_ca
     at = utcnow().replace(microsecond=0)
     try:
         async with sessions() as session:
-            assert await db.transition(session, Consent, consent_id, AUTHORISED, REJECTED, at=at, commit=False,
+            assert await db.transition(session, Consent, consent_id, AUTHORISED, REJECTED, at=at,
+                                       commit=False,
                                        rejected_by="USER", rejection_reason="CUSTOMER_MANUALLY_REVOKED")
             await session.rollback()  # the caller's other write failed: nothing happened
         async with sessions() as session:
@@ -169,14 +171,16 @@ async def test_decide_awaiting_moves_an_awaiting_consent_once(settings):
     sessions = db.session_factory(engine)
     try:
         async with sessions() as session:
-            decided = await app_common.decide_awaiting(session, Consent, consent_id, AWAITING, REJECTED, "consent",
-                                                       rejected_by="USER")
+            decided = await app_common.decide_awaiting(session, Consent, consent_id, AWAITING, REJECTED,
+                                                       "consent", rejected_by="USER")
             assert (decided.status, decided.rejected_by) == (REJECTED, "USER")
         async with sessions() as session:  # a second answer read the consent before the first one moved it
             with pytest.raises(OFError) as late:
-                await app_common.decide_awaiting(session, Consent, consent_id, AWAITING, AUTHORISED, "consent")
+                await app_common.decide_awaiting(session, Consent, consent_id, AWAITING, AUTHORISED,
+                                                 "consent")
             with pytest.raises(OFError) as settled:
-                await app_common.decide_awaiting(session, Consent, consent_id, REJECTED, AUTHORISED, "consent")
+                await app_common.decide_awaiting(session, Consent, consent_id, REJECTED, AUTHORISED,
+                                                 "consent")
         assert late.value.status == 409
         assert (settled.value.status, settled.value.code) == (422, "STATUS_INVALIDO")
         async with sessions() as session:

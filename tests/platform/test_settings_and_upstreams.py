@@ -26,17 +26,20 @@ def test_defaults_point_at_a_local_sqlite_file():
 
 def test_every_variable_is_read():
     settings = Settings.from_env({
-        "OFSRE_DATABASE_URL": "postgresql+asyncpg://u@h/d", "OFSRE_DATA_DIR": "/tmp/x", "OFSRE_QUEUE_BACKEND": "sqs",
-        "OFSRE_UPSTREAMS": '{"accounts": ["http://a:1/", "http://b:2"]}', "OFSRE_UPSTREAMS_FILE": "/tmp/u.json",
+        "OFSRE_DATABASE_URL": "postgresql+asyncpg://u@h/d", "OFSRE_DATA_DIR": "/tmp/x",
+        "OFSRE_QUEUE_BACKEND": "sqs",
+        "OFSRE_UPSTREAMS": '{"accounts": ["http://a:1/", "http://b:2"]}',
+        "OFSRE_UPSTREAMS_FILE": "/tmp/u.json",
         "OFSRE_GATEWAY_TPS_LIMIT": "450", "OFSRE_TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1",
         "OFSRE_CLIENT_CERT_HEADER": "X-Client-Cert", "OFSRE_CLIENT_CA_FILE": "/ca.pem", "OFSRE_MTLS": "off",
         "OFSRE_TLS_CERT_FILE": "/c.pem", "OFSRE_TLS_KEY_FILE": "/k.pem", "OFSRE_SETTLEMENT_LATENCY_MS": "5",
-        "OFSRE_SETTLEMENT_FAILURE_RATE": "0.25", "OFSRE_WORKER_CONCURRENCY": "3", "OFSRE_SIMULATION_ROUTES": "no",
-        "OFSRE_SHUTDOWN_TIMEOUT_S": "7.5", "OFSRE_DB_POOL_SIZE": "2"})
+        "OFSRE_SETTLEMENT_FAILURE_RATE": "0.25", "OFSRE_WORKER_CONCURRENCY": "3",
+        "OFSRE_SIMULATION_ROUTES": "no", "OFSRE_SHUTDOWN_TIMEOUT_S": "7.5", "OFSRE_DB_POOL_SIZE": "2"})
     assert settings.database_url == "postgresql+asyncpg://u@h/d" and settings.data_dir == Path("/tmp/x")
     assert settings.upstreams == {"accounts": ("http://a:1", "http://b:2")}
     assert settings.upstreams_file == Path("/tmp/u.json") and settings.gateway_tps_limit == 450
-    assert settings.trusted_proxies == (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("127.0.0.1/32"))
+    assert settings.trusted_proxies == (ipaddress.ip_network("10.0.0.0/8"),
+                                        ipaddress.ip_network("127.0.0.1/32"))
     assert settings.client_cert_header == "x-client-cert" and settings.mtls is False
     assert (settings.settlement_latency_ms, settings.settlement_failure_rate, settings.worker_concurrency) == (5, 0.25, 3)
     assert settings.simulation_routes is False and settings.shutdown_timeout_s == 7.5 and settings.db_pool_size == 2

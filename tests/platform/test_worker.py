@@ -62,7 +62,8 @@ async def test_worker_settles_payments_to_acsc(settings, registry, serve, initia
                 return data if data["status"] in ("ACSC", "RJCT") else None
             assert (await until(settled))["status"] == "ACSC"
         ready = await worker.get("/readyz")
-        assert ready.status_code == 200 and ready.json()["checks"] == {"database": True, "queue": True, "consumer": True}
+        assert ready.status_code == 200 and ready.json()["checks"] == {"database": True, "queue": True,
+                                                                       "consumer": True}
 
 
 async def test_failure_rate_one_rejects_every_payment(settings, registry, serve, initiator):

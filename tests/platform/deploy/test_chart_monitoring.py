@@ -88,5 +88,6 @@ def test_the_charts_copies_are_what_the_generators_write_now(tmp_path):
     for name, text in rules_build.render_all(cfg).items():
         assert (FILES / "rules" / name).read_text() == text, f"{name}: stale; regenerate as config.toml says"
     out = subprocess.run(["promtool", "check", "rules", str(FILES / "rules" / "recording-rules.yaml"),
-                          str(FILES / "rules" / "alerting-rules.yaml")], capture_output=True, text=True, timeout=120)
+                          str(FILES / "rules" / "alerting-rules.yaml")], capture_output=True, text=True,
+                         timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -194,7 +194,8 @@ def test_the_entrypoint_runs_and_knows_every_module():
     """The ENTRYPOINT, run for real (from this venv rather than the image)."""
     command = list(final_stage().last("ENTRYPOINT").value)
     assert command[0] == "python"
-    proc = subprocess.run([sys.executable, *command[1:], "--help"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, *command[1:], "--help"], capture_output=True, text=True,
+                          timeout=60)
     assert proc.returncode == 0, proc.stderr
     from ofsre.platform.settings import SERVICES
 
@@ -280,7 +281,8 @@ def test_dockerignore_admits_exactly_what_the_copies_need():
 @pytest.fixture(scope="module")
 def workloads(chart):
     """(name, pod spec) of every Deployment and the migrate Job, defaults and every option."""
-    rendered = [*chart.default, *chart.render({"logShipper": {"type": "loki"}, "otel": {"endpoint": "http://o:4318"}})]
+    rendered = [*chart.default, *chart.render({"logShipper": {"type": "loki"},
+                                               "otel": {"endpoint": "http://o:4318"}})]
     return [(m.name, chart.pod_spec(m.doc)) for m in rendered if m.kind in ("Deployment", "Job")]
 
 
@@ -425,8 +427,8 @@ def test_a_service_runs_as_the_image_user_on_a_read_only_root_filesystem():
     # Every path the interpreter and the code are read from (the checkout, the virtualenv,
     # the base interpreter), resolved and not.
     expose = sorted({str(p) for base in (REPO, Path(sys.prefix), Path(sys.base_prefix)) for p in (base, base.resolve())})
-    cfg = {"repo": str(REPO), "prefix": str(Path(sys.prefix).resolve()), "expose": expose, "uid": uid, "gid": gid,
-           "data": data, "env": env, "service": "consents", "settle_s": 1.5}
+    cfg = {"repo": str(REPO), "prefix": str(Path(sys.prefix).resolve()), "expose": expose, "uid": uid,
+           "gid": gid, "data": data, "env": env, "service": "consents", "settle_s": 1.5}
     proc = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable, "-c",
                            _LOCKDOWN_DRIVER, json.dumps(cfg)], capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr

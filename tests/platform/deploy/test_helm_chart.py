@@ -37,7 +37,8 @@ EVERYTHING: dict[str, Any] = {
     },
     "logShipper": {
         "type": "loki",
-        "settings": {"loki": {"OFSRE_LOKI_URL": "http://loki:3100"}, "datadog": {"OFSRE_DATADOG_URL": "http://dd"}},
+        "settings": {"loki": {"OFSRE_LOKI_URL": "http://loki:3100"},
+                     "datadog": {"OFSRE_DATADOG_URL": "http://dd"}},
         "secretEnv": {"OFSRE_LOKI_PASSWORD": {"secret": "loki", "key": "password"}},
     },
     "otel": {"endpoint": "http://otel-collector.monitoring:4318"},
@@ -90,7 +91,8 @@ def test_every_rendered_manifest_validates_against_its_schema(chart, scenario):
 
 def test_schema_check_rejects_what_kubernetes_would(chart):
     deployment = next(m for m in chart.default if m.kind == "Deployment")
-    broken = type(deployment)(deployment.template, {**deployment.doc, "spec": {**deployment.doc["spec"], "replica": 2}})
+    broken = type(deployment)(deployment.template,
+                              {**deployment.doc, "spec": {**deployment.doc["spec"], "replica": 2}})
     assert any("replica" in e for e in chart.schema_errors(broken))
     unknown = type(deployment)("x.yaml", {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "s"}})
     assert chart.schema_errors(unknown) == ["x.yaml: Pod/s: kind has no schema in KINDS"]
@@ -223,7 +225,8 @@ def test_hpas_scale_on_cpu_and_memory_utilisation(chart):
         targets = {m["resource"]["name"]: m["resource"]["target"] for m in hpa["spec"]["metrics"]}
         assert targets == {
             CPU: {"type": "Utilization", "averageUtilization": autoscaling["targetCPUUtilizationPercentage"]},
-            MEMORY: {"type": "Utilization", "averageUtilization": autoscaling["targetMemoryUtilizationPercentage"]},
+            MEMORY: {"type": "Utilization",
+                     "averageUtilization": autoscaling["targetMemoryUtilizationPercentage"]},
         }
         assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
 
@@ -272,7 +275,8 @@ def test_gateway_upstreams_point_at_each_upstream_module_service(chart):
 
 
 def test_database_url_comes_only_from_the_secret(chart):
-    secret = {"name": chart.values["database"]["existingSecret"], "key": chart.values["database"]["secretKey"]}
+    secret = {"name": chart.values["database"]["existingSecret"],
+              "key": chart.values["database"]["secretKey"]}
     for m in chart.default:
         if m.kind in ("Deployment", "Job"):
             for container in chart.pod_spec(m.doc)["containers"]:

@@ -74,7 +74,8 @@ def admits(policies: list[dict[str, Any]], src: Pod, dst: Pod, port: int) -> boo
 
 
 class Pod:
-    def __init__(self, namespace: str, labels: dict[str, str], namespace_labels: dict[str, str] | None = None):
+    def __init__(self, namespace: str, labels: dict[str, str],
+                 namespace_labels: dict[str, str] | None = None):
         self.namespace, self.labels = namespace, labels
         self.namespace_labels = {"kubernetes.io/metadata.name": namespace, **(namespace_labels or {})}
 
@@ -91,7 +92,8 @@ def _module_pods(chart, rendered) -> dict[str, Pod]:
             for module, d in rendered.of_kind("Deployment").items()}
 
 
-PROMETHEUS = Pod("monitoring", {"app.kubernetes.io/name": "prometheus", "prometheus": "kube-prometheus-stack"})
+PROMETHEUS = Pod("monitoring",
+                 {"app.kubernetes.io/name": "prometheus", "prometheus": "kube-prometheus-stack"})
 INGRESS = Pod("ingress-nginx", {"app.kubernetes.io/name": "ingress-nginx"})
 
 
@@ -118,7 +120,8 @@ def test_only_the_gateway_reaches_the_api_modules(chart):
     # release of this chart (same labels but the instance), or one in another namespace.
     strangers = {
         "debug pod": Pod(chart.NAMESPACE, {"run": "debug"}),
-        "other release's gateway": Pod(chart.NAMESPACE, {**pods["gateway"].labels, "app.kubernetes.io/instance": "other"}),
+        "other release's gateway": Pod(chart.NAMESPACE, {**pods["gateway"].labels,
+                                                         "app.kubernetes.io/instance": "other"}),
         "gateway labels, other namespace": Pod("elsewhere", pods["gateway"].labels),
         "ingress controller": INGRESS,
         **{f"module {m}": pods[m] for m in SERVICES if m != "gateway"},
@@ -166,7 +169,8 @@ def test_policy_values_name_the_ingress_and_the_scraper(chart):
             "podSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["waf"]}]}}]
     rendered = chart.render({"networkPolicy": {
         "gateway": {"from": waf},
-        "prometheus": {"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "vmagent"}}}]}}})
+        "prometheus": {"from": [{"namespaceSelector": {},
+                                 "podSelector": {"matchLabels": {"app": "vmagent"}}}]}}})
     assert [m for m in rendered if m.kind == "NetworkPolicy" and chart.schema_errors(m)] == []
     policies = list(_policies(rendered).values())
     pods = _module_pods(chart, rendered)

@@ -136,8 +136,8 @@ def start_process(name: str, env: dict[str, str], workdir: Path, *, scheme: str 
     port_file = workdir / f"{name}.port"
     port_file.unlink(missing_ok=True)
     log = workdir / f"{name}.log"
-    proc = subprocess.Popen([sys.executable, "-m", "ofsre.platform.run", name, "--host", "127.0.0.1", "--port", "0",
-                             "--port-file", str(port_file)], env=env, cwd=workdir,
+    proc = subprocess.Popen([sys.executable, "-m", "ofsre.platform.run", name, "--host", "127.0.0.1",
+                             "--port", "0", "--port-file", str(port_file)], env=env, cwd=workdir,
                             stdout=log.open("wb"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + START_TIMEOUT_S
     while not port_file.exists():
@@ -212,13 +212,15 @@ def base_env(database_url: str, workdir: Path, receiver: OtlpReceiver) -> dict[s
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OFSRE_", "OTEL_"))}
     env.update({
         "OFSRE_DATABASE_URL": database_url, "OFSRE_DATA_DIR": str(workdir), "OFSRE_QUEUE_BACKEND": "db",
-        "OFSRE_QUEUE_POLL_MAX_SECONDS": "0.2", "OFSRE_SETTLEMENT_LATENCY_MS": "50", "OFSRE_WORKER_CONCURRENCY": "2",
+        "OFSRE_QUEUE_POLL_MAX_SECONDS": "0.2", "OFSRE_SETTLEMENT_LATENCY_MS": "50",
+        "OFSRE_WORKER_CONCURRENCY": "2",
         "OFSRE_DB_POOL_SIZE": "3", "OFSRE_SHUTDOWN_TIMEOUT_S": "10", "OFSRE_LOG_LEVEL": "INFO",
         # short, so the hostile tests' slow requests are answered quickly (408)
         "OFSRE_BODY_TIMEOUT_S": "1", "OFSRE_HEADER_TIMEOUT_S": "2",
         # payments' links.self must match payments 4.0.0's pattern (an https host name), not 127.0.0.1
         "OFSRE_PUBLIC_URL": "https://api.ofsre.test",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "100", "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_TRACES_SAMPLER": "parentbased_always_on",
     })
     return env
 
@@ -247,12 +249,14 @@ def platform(e2e_database_url, tmp_path_factory, pki, catalog_writer):
     try:
         services = {}
         for name in SERVICES:
-            services[name] = start_process(name, {**env, "OFSRE_SERVICE": name, "OFSRE_SIMULATION_ROUTES": "on"},
+            services[name] = start_process(name,
+                                           {**env, "OFSRE_SERVICE": name, "OFSRE_SIMULATION_ROUTES": "on"},
                                            workdir)
             processes.append(services[name])
         upstreams = {name: [services[name].url] for name in ("consents", "accounts", "payments")}
         (workdir / "upstreams.json").write_text(json.dumps(upstreams))
-        gateway_env = {**env, "OFSRE_SERVICE": "gateway", "OFSRE_UPSTREAMS_FILE": str(workdir / "upstreams.json"),
+        gateway_env = {**env, "OFSRE_SERVICE": "gateway",
+                       "OFSRE_UPSTREAMS_FILE": str(workdir / "upstreams.json"),
                        "OFSRE_MTLS": "on", "OFSRE_CLIENT_CA_FILE": str(client_ca),
                        "OFSRE_TRUSTED_PROXIES": "127.0.0.1/32", "OFSRE_GATEWAY_TPS_LIMIT": "10000"}
         gateway = start_process("gateway", gateway_env, workdir)

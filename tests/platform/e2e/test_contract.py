@@ -45,7 +45,8 @@ def recorder(platform) -> ContractRecorder:
 
 
 def _new_interaction_id(request: httpx.Request) -> None:
-    request.headers.setdefault("x-fapi-interaction-id", str(uuid.uuid4()))  # one per request, as the spec says
+    # one per request, as the spec says
+    request.headers.setdefault("x-fapi-interaction-id", str(uuid.uuid4()))
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +89,8 @@ def error_code(response: httpx.Response) -> str:
 def consent_body(permissions=None, *, expires: str | None = None) -> dict:
     return {"data": {"loggedUser": {"document": {"identification": CPF, "rel": "CPF"}},
                      "permissions": permissions or ["ACCOUNTS_READ", "ACCOUNTS_BALANCES_READ",
-                                                    "ACCOUNTS_TRANSACTIONS_READ", "ACCOUNTS_OVERDRAFT_LIMITS_READ",
-                                                    "RESOURCES_READ"],
+                                                    "ACCOUNTS_TRANSACTIONS_READ",
+                                                    "ACCOUNTS_OVERDRAFT_LIMITS_READ", "RESOURCES_READ"],
                      "expirationDateTime": expires or (datetime.now(UTC) + timedelta(days=90)).strftime("%Y-%m-%dT%H:%M:%SZ")}}
 
 
@@ -118,7 +119,8 @@ def test_data_sharing_journey_conforms(platform, institution, recorder):
         call("GET", f"{ACCOUNTS}/{account}{suffix}", headers=token, status=200)
     today = datetime.now(UTC).date()
     month = call("GET", f"{ACCOUNTS}/{account}/transactions", headers=token, status=200,
-                 params={"fromBookingDate": (today - timedelta(days=30)).isoformat(), "toBookingDate": today.isoformat()})
+                 params={"fromBookingDate": (today - timedelta(days=30)).isoformat(),
+                         "toBookingDate": today.isoformat()})
     assert month.json()["data"], "a month of seeded transactions is never empty"
 
     later = (datetime.now(UTC) + timedelta(days=200)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -140,12 +142,13 @@ def test_data_sharing_journey_conforms(platform, institution, recorder):
 def test_data_sharing_refusals_conform(platform, institution, recorder):
     org = "org-contract-refusals"
     call = Exchanges(institution(org), recorder)
-    malformed = call("POST", CONSENTS, json={"data": {"permissions": ["RESOURCES_READ"]}}, headers=CLIENT_TOKEN,
-                     request_valid=False, status=400)
+    malformed = call("POST", CONSENTS, json={"data": {"permissions": ["RESOURCES_READ"]}},
+                     headers=CLIENT_TOKEN, request_valid=False, status=400)
     assert error_code(malformed) == "PARAMETRO_INVALIDO"
     no_group = call("POST", CONSENTS, json=consent_body(["ACCOUNTS_READ"]), headers=CLIENT_TOKEN, status=422)
     assert error_code(no_group) == "COMBINACAO_PERMISSOES_INCORRETA"
-    past = call("POST", CONSENTS, json=consent_body(expires="2001-01-01T00:00:00Z"), headers=CLIENT_TOKEN, status=422)
+    past = call("POST", CONSENTS, json=consent_body(expires="2001-01-01T00:00:00Z"), headers=CLIENT_TOKEN,
+                status=422)
     assert error_code(past) == "DATA_EXPIRACAO_INVALIDA"
     call("GET", f"{CONSENTS}/urn:ofsre:no-such-consent", headers=CLIENT_TOKEN, status=404)
 
@@ -154,7 +157,8 @@ def test_data_sharing_refusals_conform(platform, institution, recorder):
     call("GET", ACCOUNTS, request_valid=False, status=401)  # no Authorization at all
     call("POST", f"{CONSENTS}/{awaiting}/extends", status=422,
          json={"data": {"loggedUser": {"document": {"identification": CPF, "rel": "CPF"}}}},
-         headers={**CLIENT_TOKEN, "x-fapi-customer-ip-address": "203.0.113.7", "x-customer-user-agent": "t/1"})
+         headers={**CLIENT_TOKEN, "x-fapi-customer-ip-address": "203.0.113.7",
+                  "x-customer-user-agent": "t/1"})
 
     cid = authorised_data_consent(call, platform, org)
     token = {"authorization": f"Bearer consent:{cid}"}
@@ -181,7 +185,8 @@ def test_the_monthly_operational_limit_is_a_conforming_423(platform, institution
     limit = load_catalog().lookup("GET", route).tier.monthly_limit
     with psycopg.connect(platform.env["OFSRE_DATABASE_URL"].replace("+asyncpg", ""), autocommit=True) as db:
         db.execute("INSERT INTO operational_usage (consent_id, endpoint, resource_id, month, calls) "
-                   "VALUES (%s, %s, %s, %s, %s)", (cid, f"GET {route}", account, f"{datetime.now(UTC):%Y-%m}", limit - 1))
+                   "VALUES (%s, %s, %s, %s, %s)",
+                   (cid, f"GET {route}", account, f"{datetime.now(UTC):%Y-%m}", limit - 1))
     statuses = [call("GET", f"{ACCOUNTS}/{account}/balances", headers=token).status_code for _ in range(2)]
     assert statuses == [200, 423]
     assert error_code(call("GET", f"{ACCOUNTS}/{account}/balances", headers=token, status=423)) == "LIMITE_MENSAL_EXCEDIDO"
@@ -197,7 +202,8 @@ def initiator(platform) -> Participant:
 
 
 def _post_signed(call, gateway, me, path, body, **kw) -> httpx.Response:
-    request = signed(me, gateway + path, body, **{k: kw.pop(k) for k in ("key", "token", "consent") if k in kw})
+    request = signed(me, gateway + path, body,
+                     **{k: kw.pop(k) for k in ("key", "token", "consent") if k in kw})
     return call("POST", path, content=request["content"], headers=request["headers"], **kw)
 
 
@@ -211,13 +217,13 @@ def test_payment_journey_conforms(platform, institution, recorder, initiator):
     consent = call("GET", f"{PAYMENTS}/consents/{cid}", headers=CLIENT_TOKEN, status=200)
     assert me.read(consent.text)["data"]["status"] == "AUTHORISED"
 
-    paid = _post_signed(call, gw, me, f"{PAYMENTS}/pix/payments", pix_body("12.34", consent_id=cid), consent=cid,
-                        status=201)
+    paid = _post_signed(call, gw, me, f"{PAYMENTS}/pix/payments", pix_body("12.34", consent_id=cid),
+                        consent=cid, status=201)
     payment = me.read(paid.text)["data"][0]
     deadline = time.monotonic() + 30
     while True:
-        read = call("GET", f"{PAYMENTS}/pix/payments/{payment['paymentId']}", headers={"authorization": f"Bearer consent:{cid}"},
-                    status=200)
+        read = call("GET", f"{PAYMENTS}/pix/payments/{payment['paymentId']}",
+                    headers={"authorization": f"Bearer consent:{cid}"}, status=200)
         status = me.read(read.text)["data"]["status"]
         if status in ("ACSC", "RJCT") or time.monotonic() > deadline:
             break
@@ -226,8 +232,8 @@ def test_payment_journey_conforms(platform, institution, recorder, initiator):
     consumed = call("GET", f"{PAYMENTS}/consents/{cid}", headers=CLIENT_TOKEN, status=200)
     assert me.read(consumed.text)["data"]["status"] == "CONSUMED"
 
-    again = _post_signed(call, gw, me, f"{PAYMENTS}/pix/payments", pix_body("12.34", consent_id=cid), consent=cid,
-                         status=422)
+    again = _post_signed(call, gw, me, f"{PAYMENTS}/pix/payments", pix_body("12.34", consent_id=cid),
+                         consent=cid, status=422)
     assert me.read(again.text)["errors"][0]["code"] == "CONSENTIMENTO_INVALIDO"
     unknown = call("GET", f"{PAYMENTS}/pix/payments/no-such-payment", headers=CLIENT_TOKEN, status=404)
     assert me.read_error(unknown.content, unknown.headers["x-jws-signature"])["errors"][0]["code"] == "NOT_FOUND"
@@ -236,8 +242,8 @@ def test_payment_journey_conforms(platform, institution, recorder, initiator):
 def test_payment_refusals_conform(platform, institution, recorder, initiator):
     me, gw = initiator, platform.gateway.url
     call = Exchanges(institution(me.org_id), recorder)
-    as_json = call("POST", f"{PAYMENTS}/consents", json=payment_consent_body(), request_valid=False, status=415,
-                   headers={**CLIENT_TOKEN, "x-idempotency-key": str(uuid.uuid4())})
+    as_json = call("POST", f"{PAYMENTS}/consents", json=payment_consent_body(), request_valid=False,
+                   status=415, headers={**CLIENT_TOKEN, "x-idempotency-key": str(uuid.uuid4())})
     me.read_error(as_json.content, as_json.headers["x-jws-signature"])
     no_details = payment_consent_body()
     del no_details["data"]["payment"]["details"]
@@ -259,7 +265,8 @@ def _refused(me: Participant, response: httpx.Response, status: int, code: str) 
     assert body["errors"][0]["code"] == code, body
 
 
-def test_jws_refusals_have_the_documented_status_and_a_signed_answer(platform, institution, recorder, initiator):
+def test_jws_refusals_have_the_documented_status_and_a_signed_answer(platform, institution, recorder,
+                                                                     initiator):
     me, gw = initiator, platform.gateway.url
     call = Exchanges(institution(me.org_id), recorder)
     path = f"{PAYMENTS}/consents"
@@ -272,10 +279,12 @@ def test_jws_refusals_have_the_documented_status_and_a_signed_answer(platform, i
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     claims["data"]["payment"]["amount"] = "99999.00"
     tampered = ".".join([header, _b64(json.dumps(claims).encode()), signature])
-    _refused(me, _post_signed(call, gw, me, path, {}, token=tampered, request_valid=False), 400, "BAD_SIGNATURE")
+    _refused(me, _post_signed(call, gw, me, path, {}, token=tampered, request_valid=False), 400,
+             "BAD_SIGNATURE")
 
     wrong_key = SigningKey.generate(kid=me.key.kid).sign(payment_consent_body(), iss=me.org_id, aud=url)
-    _refused(me, _post_signed(call, gw, me, path, {}, token=wrong_key, request_valid=False), 400, "BAD_SIGNATURE")
+    _refused(me, _post_signed(call, gw, me, path, {}, token=wrong_key, request_valid=False), 400,
+             "BAD_SIGNATURE")
 
     # a message correctly signed by another registered institution, sent under this one's certificate
     other = Participant.register("org-contract-other", platform.workdir / "jwks")
@@ -283,7 +292,8 @@ def test_jws_refusals_have_the_documented_status_and_a_signed_answer(platform, i
     _refused(me, _post_signed(call, gw, me, path, {}, token=foreign), 400, "BAD_SIGNATURE")
 
     expired = me.key.sign(payment_consent_body(), iss=me.org_id, aud=url, iat=int(time.time()) - 600)
-    _refused(me, _post_signed(call, gw, me, path, {}, token=expired, request_valid=False), 403, "INVALID_CLIENT")
+    _refused(me, _post_signed(call, gw, me, path, {}, token=expired, request_valid=False), 403,
+             "INVALID_CLIENT")
 
     once = me.sign(payment_consent_body(), url)
     assert _post_signed(call, gw, me, path, {}, token=once, status=201).status_code == 201
@@ -291,7 +301,8 @@ def test_jws_refusals_have_the_documented_status_and_a_signed_answer(platform, i
 
     unsigned = jwt.encode({**payment_consent_body(), "iss": me.org_id, "aud": url, "iat": int(time.time()),
                            "jti": str(uuid.uuid4())}, None, algorithm="none", headers={"kid": me.key.kid})
-    _refused(me, _post_signed(call, gw, me, path, {}, token=unsigned, request_valid=False), 400, "BAD_SIGNATURE")
+    _refused(me, _post_signed(call, gw, me, path, {}, token=unsigned, request_valid=False), 400,
+             "BAD_SIGNATURE")
 
 
 @pytest.mark.parametrize("method, path", [

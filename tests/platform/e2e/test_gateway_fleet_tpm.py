@@ -58,7 +58,8 @@ def fleet(tmp_path, catalog_writer):
             log = open(tmp_path / f"gw-{len(procs)}.log", "wb")  # noqa: SIM115 - closed at teardown
             e = {k: v for k, v in os.environ.items() if not k.startswith("OFSRE_")}
             e.update(OFSRE_MTLS="off", OFSRE_CATALOG=str(catalog), OFSRE_DATA_DIR=str(tmp_path),
-                     OFSRE_UPSTREAMS=json.dumps({"accounts": [upstream.url]}), OFSRE_GATEWAY_REPLICAS=str(n), **env)
+                     OFSRE_UPSTREAMS=json.dumps({"accounts": [upstream.url]}), OFSRE_GATEWAY_REPLICAS=str(n),
+                     **env)
             p = subprocess.Popen([sys.executable, "-m", "ofsre.platform.run", "gateway", "--port", "0",
                                   "--port-file", str(port_file)], stdout=log, stderr=subprocess.STDOUT, env=e)
             procs.append((p, log))
@@ -90,7 +91,8 @@ def _burst(urls: list[str], calls: int) -> list[int]:
 
 
 def test_three_gateways_sharing_redis_admit_exactly_the_catalog_limit(fleet, tmp_path):
-    urls = fleet(3, OFSRE_REDIS_URL="redis://127.0.0.1:6379/0", OFSRE_REDIS_KEY_PREFIX=f"ofsre:test:{uuid.uuid4()}")
+    urls = fleet(3, OFSRE_REDIS_URL="redis://127.0.0.1:6379/0",
+                 OFSRE_REDIS_KEY_PREFIX=f"ofsre:test:{uuid.uuid4()}")
     _within_one_minute()
     statuses = _burst(urls, 3 * LIMIT)
     assert statuses.count(200) == LIMIT and statuses.count(429) == 2 * LIMIT, statuses

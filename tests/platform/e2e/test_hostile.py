@@ -132,7 +132,8 @@ def test_a_dot_segment_does_not_dodge_the_tpm_limit(platform, pki):
 
 # --- 2. simulation routes -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("path", ["/_sim/consents/{consent}/authorise", "/_sim/payments/consents/{pay}/authorise"])
+@pytest.mark.parametrize("path", ["/_sim/consents/{consent}/authorise",
+                                  "/_sim/payments/consents/{pay}/authorise"])
 def test_the_gateway_never_routes_simulation(platform, victim, org_a, path):
     target = path.format(consent=victim["consent"], pay=victim["payment_consent"])
     raw(platform.gateway.port, request_head("POST", target, org_a)).of_error(404)
@@ -169,7 +170,8 @@ def test_a_certificate_without_an_organisation_gets_nothing(platform, victim, na
            "content-length": str(len(body))}
     raw(port, request_head("POST", f"{PAYMENTS}/pix/payments", pay), body).of_error(403)
     assert consent_status(platform, victim) == "AUTHORISED"
-    with httpx.Client(base_url=platform.gateway.url, headers=victim["cert"]) as http:  # the payment was not made
+    # the payment was not made
+    with httpx.Client(base_url=platform.gateway.url, headers=victim["cert"]) as http:
         consent = victim["initiator"].read(http.get(f"{PAYMENTS}/consents/{victim['payment_consent']}").text)["data"]
     assert consent["status"] == "AUTHORISED"
 
@@ -265,7 +267,8 @@ def test_an_unparseable_request_gets_the_open_finance_400(platform, request_byte
 def test_a_health_path_405_carries_the_interaction_id(platform, service):
     port = platform.gateway.port if service == "gateway" else platform.services[service].port
     iid = "6f1c1f4e-3b7a-4d57-9c2e-0a1b2c3d4e5f"
-    answer = raw(port, request_head("POST", "/healthz", {"x-fapi-interaction-id": iid, "content-length": "0"}))
+    answer = raw(port,
+                 request_head("POST", "/healthz", {"x-fapi-interaction-id": iid, "content-length": "0"}))
     answer.of_error(405)
     assert answer.headers["x-fapi-interaction-id"] == iid
 

@@ -71,7 +71,8 @@ def signed_payment(platform, waf, me: Participant, headers: dict) -> httpx.Respo
     pay_consent = me.read(created.text)["data"]["consentId"]
     assert platform.bank.decide("payments", pay_consent, org_id=me.org_id).status_code == 200
     request = signed(me, platform.gateway.url + f"{PAYMENTS}/pix/payments", pix_body(), consent=pay_consent)
-    return waf.post(f"{PAYMENTS}/pix/payments", content=request["content"], headers={**request["headers"], **headers})
+    return waf.post(f"{PAYMENTS}/pix/payments", content=request["content"],
+                    headers={**request["headers"], **headers})
 
 
 def test_full_journey_is_one_trace_from_gateway_to_worker(platform, waf, initiator):
@@ -157,8 +158,10 @@ def test_gateway_with_its_own_tls_listener(platform, pki, tmp_path):
     server = pki.issue("gateway", cn="127.0.0.1", san="127.0.0.1")
     (tmp_path / "server.pem").write_bytes(server.pem)
     (tmp_path / "server.key").write_bytes(server.key_pem)
-    env = {**platform.env, "OFSRE_SERVICE": "gateway", "OFSRE_MTLS": "on", "OFSRE_CLIENT_CA_FILE": str(platform.client_ca),
-           "OFSRE_TLS_CERT_FILE": str(tmp_path / "server.pem"), "OFSRE_TLS_KEY_FILE": str(tmp_path / "server.key"),
+    env = {**platform.env, "OFSRE_SERVICE": "gateway", "OFSRE_MTLS": "on",
+           "OFSRE_CLIENT_CA_FILE": str(platform.client_ca),
+           "OFSRE_TLS_CERT_FILE": str(tmp_path / "server.pem"),
+           "OFSRE_TLS_KEY_FILE": str(tmp_path / "server.key"),
            "OFSRE_UPSTREAMS": f'{{"consents": ["{platform.services["consents"].url}"]}}'}
     gateway = start_process("gateway", env, tmp_path)
     try:
@@ -203,7 +206,8 @@ def test_sigterm_drains_in_flight_requests(platform, tmp_path):
     """A second consents replica gets SIGTERM while a request is in flight (its body half sent):
     the request still completes, then the process ends by itself after its lifespan shutdown
     (uvicorn re-raises the SIGTERM it handled: exit code 0 or -15)."""
-    replica = start_process("consents", {**platform.env, "OFSRE_SERVICE": "consents", "OFSRE_BODY_TIMEOUT_S": "60"},
+    replica = start_process("consents",
+                            {**platform.env, "OFSRE_SERVICE": "consents", "OFSRE_BODY_TIMEOUT_S": "60"},
                             tmp_path)
     wait_ready(replica)
     body = json.dumps(consent_request()).encode()
@@ -228,7 +232,8 @@ def test_worker_logs_reach_loki_correlated_with_the_payments_trace(platform, waf
     labelled by service, carrying the trace id and the x-fapi-interaction-id of the request
     that created the payment (they crossed the queue in the message headers)."""
     trace_id, interaction_id = secrets.token_hex(16), str(uuid.uuid4())
-    paid = signed_payment(platform, waf, initiator, {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01",
+    paid = signed_payment(platform, waf, initiator,
+                          {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01",
                                                      "x-fapi-interaction-id": interaction_id})
     assert paid.status_code == 201, paid.text
     payment_id = initiator.read(paid.text)["data"][0]["paymentId"]

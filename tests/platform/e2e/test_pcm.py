@@ -77,12 +77,15 @@ def pcm_platform(tmp_path_factory, pki, catalog_writer):
         env.update({"OFSRE_CATALOG": str(catalog_writer(workdir)), "OFSRE_GATEWAY_SECRET": secret,
                     "OFSRE_PCM_CAPTURE": "gateway,worker", "OFSRE_PCM_ORG_ID": ORG_US,
                     "OFSRE_PCM_SOFTWARE_STATEMENT_ID": "ss-platform", "OFSRE_PCM_STORE": str(store),
-                    "OFSRE_PCM_FLUSH_S": "0.05", "OFSRE_PAYMENT_WEBHOOKS": json.dumps({ORG_THEM: webhook.url + "/tpp"})})
+                    "OFSRE_PCM_FLUSH_S": "0.05",
+                    "OFSRE_PAYMENT_WEBHOOKS": json.dumps({ORG_THEM: webhook.url + "/tpp"})})
         client_ca = pki.write(workdir)
         try:
             services = {}
             for name in ("consents", "accounts", "payments", "worker"):
-                services[name] = start_process(name, {**env, "OFSRE_SERVICE": name, "OFSRE_SIMULATION_ROUTES": "on"},
+                services[name] = start_process(name,
+                                               {**env, "OFSRE_SERVICE": name,
+                                                "OFSRE_SIMULATION_ROUTES": "on"},
                                                workdir)
                 processes.append(services[name])
             (workdir / "upstreams.json").write_text(json.dumps(
@@ -108,8 +111,9 @@ def stored_reports(store_path) -> list[dict]:
         store.promote()   # what the gateway and the worker staged
         return [dict(zip(("role", "endpoint", "method", "status", "iid", "client", "server", "info", "prefix", "ss"),
                          row, strict=True))
-                for row in store._db.execute("SELECT role, endpoint, method, status_code, interaction_id, client_org,"
-                                             " server_org, info, uri_prefix, ss_id FROM reports ORDER BY ts")]
+                for row in store._db.execute("SELECT role, endpoint, method, status_code, "
+                                             "interaction_id, client_org, server_org, info, uri_prefix, "
+                                             "ss_id FROM reports ORDER BY ts")]
 
 
 def test_server_and_client_reports_match_the_requests_made(pcm_platform, pki):
@@ -136,7 +140,8 @@ def test_server_and_client_reports_match_the_requests_made(pcm_platform, pki):
         assert call("GET", f"{ACCOUNTS}/{account}/balances", ACCOUNTS + "/{accountId}/balances",
                     headers=token).status_code == 200
         assert call("GET", f"{CONSENTS}/{cid}", CONSENTS + "/{consentId}").status_code == 200
-        assert call("GET", f"{ACCOUNTS}/{account}", ACCOUNTS + "/{accountId}").status_code == 401   # no consent
+        # no consent
+        assert call("GET", f"{ACCOUNTS}/{account}", ACCOUNTS + "/{accountId}").status_code == 401
 
         # payments v4: signed JWS bodies both ways (the initiator's key registered in the platform's JWKS dir)
         me = Participant.register(ORG_THEM, platform.workdir / "jwks")
@@ -152,7 +157,8 @@ def test_server_and_client_reports_match_the_requests_made(pcm_platform, pki):
         payment_id = me.read(paid.text)["data"][0]["paymentId"]
 
         deadline = time.monotonic() + 30
-        while me.read(call("GET", f"{PAYMENTS}/pix/payments/{payment_id}", PAYMENTS + "/pix/payments/{paymentId}",
+        while me.read(call("GET", f"{PAYMENTS}/pix/payments/{payment_id}",
+                           PAYMENTS + "/pix/payments/{paymentId}",
                            headers={"authorization": f"Bearer consent:{pay_cid}"}).text)["data"]["status"] \
                 not in ("ACSC", "RJCT"):
             assert time.monotonic() < deadline
@@ -192,9 +198,11 @@ def test_server_and_client_reports_match_the_requests_made(pcm_platform, pki):
     # and the sender delivers every one of them to the (local) PCM, each classified
     pcm = MockPcm()
     try:
-        env = {**os.environ, "OFSRE_PCM_URL": pcm.url, "OFSRE_PCM_CLIENT_ID": "ofsre", "OFSRE_PCM_CLIENT_SECRET": "secret"}
+        env = {**os.environ, "OFSRE_PCM_URL": pcm.url, "OFSRE_PCM_CLIENT_ID": "ofsre",
+               "OFSRE_PCM_CLIENT_SECRET": "secret"}
         sent = subprocess.run([sys.executable, "-m", "ofsre", "pcm", "send", "--once", "--timeout", "60",
-                               "--store", str(store_path)], env=env, capture_output=True, text=True, timeout=90)
+                               "--store", str(store_path)], env=env, capture_output=True, text=True,
+                              timeout=90)
         assert sent.returncode == 0, sent.stderr
         assert set(pcm.received) == {(r["iid"], r["role"]) for r in reports}
         assert all(n == 1 for n in pcm.received.values())

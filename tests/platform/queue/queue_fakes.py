@@ -58,7 +58,8 @@ def _bind(real: Any, *args: Any, **kwargs: Any) -> None:
 
 def _bound(fake: type, backend: Any) -> type:
     """``fake`` with its in-memory backend bound, so it is constructed exactly like the real class."""
-    return type(fake.__name__, (fake,), {"__init__": lambda self, *a, **kw: fake.__init__(self, backend, *a, **kw)})
+    return type(fake.__name__, (fake,),
+                {"__init__": lambda self, *a, **kw: fake.__init__(self, backend, *a, **kw)})
 
 
 class FakeKafkaBroker:
@@ -285,8 +286,8 @@ class FakePubSub:
             for subscription in self.subscriptions.values():
                 if subscription["topic"] == topic:
                     subscription["messages"][message_id] = {
-                        "message": ptypes.PubsubMessage(data=data, attributes=attributes, message_id=message_id,
-                                                        publish_time=published),
+                        "message": ptypes.PubsubMessage(data=data, attributes=attributes,
+                                                        message_id=message_id, publish_time=published),
                         "attempts": 0, "leased_until": 0.0, "ack_id": None}
             self._lock.notify_all()
         return message_id
@@ -322,7 +323,8 @@ class FakePublisherClient:
         self.hub.check()
         return [ptypes.Topic(name=name) for name in sorted(self.hub.topics)]
 
-    def publish(self, topic: str, data: bytes, ordering_key: str = "", **attrs: str) -> concurrent.futures.Future:
+    def publish(self, topic: str, data: bytes, ordering_key: str = "",
+                **attrs: str) -> concurrent.futures.Future:
         _bind(pubsub_v1.PublisherClient.publish, topic, data, ordering_key, **attrs)
         assert isinstance(data, bytes) and all(isinstance(v, str) for v in attrs.values()), attrs
         future: concurrent.futures.Future = concurrent.futures.Future()

@@ -1,4 +1,5 @@
-"""Constants and helpers shared by the queue tests (imported by name: conftest puts this folder on sys.path)."""
+"""Constants and helpers shared by the queue tests (imported by name: conftest puts this folder on
+sys.path)."""
 
 from __future__ import annotations
 

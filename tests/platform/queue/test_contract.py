@@ -98,7 +98,8 @@ async def test_explicit_dead_letter_and_reject(harness, topic):
             else:
                 await msg.nack(requeue=False)
     dead = await queue.dead_letters(topic)
-    assert {(d.body["n"], d.reason, d.attempt) for d in dead} == {(1, "invalid account", 1), (2, "rejected", 1)}
+    assert {(d.body["n"], d.reason, d.attempt) for d in dead} == {(1, "invalid account", 1),
+                                                                  (2, "rejected", 1)}
     assert await harness.pending(queue, topic) == 0
 
 

@@ -42,7 +42,8 @@ def test_a_settings_object_wins_over_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("OFSRE_QUEUE_MAX_ATTEMPTS", "9")
     platform_settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/p.db", queue_backend="db")
     config = QueueConfig.resolve(platform_settings)
-    assert (config.backend, config.database_url, config.max_attempts) == ("db", platform_settings.database_url, 9)
+    assert (config.backend, config.database_url, config.max_attempts) == ("db",
+                                                                          platform_settings.database_url, 9)
     duck = SimpleNamespace(queue_backend="db", queue_max_attempts=2, database_url="sqlite+aiosqlite:///x.db")
     assert QueueConfig.resolve(duck).max_attempts == 2
 

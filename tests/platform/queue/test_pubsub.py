@@ -1,4 +1,5 @@
-"""The Pub/Sub adapter through the in-memory stand-in for google-cloud-pubsub (no emulator here; see queue_fakes)."""
+"""The Pub/Sub adapter through the in-memory stand-in for google-cloud-pubsub (no emulator here; see
+queue_fakes)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ async def make(hub):
         await queue.close(timeout=0)
 
 
-@pytest.mark.parametrize(("max_attempts", "lease", "deliveries", "deadline"), [(3, 1, 5, 10), (10, 60, 11, 60)])
+@pytest.mark.parametrize(("max_attempts", "lease", "deliveries", "deadline"),
+                         [(3, 1, 5, 10), (10, 60, 11, 60)])
 async def test_subscriptions_carry_a_dead_letter_policy_within_pubsubs_bounds(
         make, hub, topic, max_attempts, lease, deliveries, deadline):
     queue = await make(max_attempts=max_attempts, lease_seconds=lease)

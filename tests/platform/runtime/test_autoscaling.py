@@ -32,7 +32,8 @@ def kube_series(runtime: LocalRuntime) -> dict[tuple[str, tuple], float]:
 
 
 def hpa_value(series, spec, **labels) -> float:
-    key = (spec.name, tuple(sorted({"namespace": "ofsre", "horizontalpodautoscaler": "consents", **labels}.items())))
+    key = (spec.name,
+           tuple(sorted({"namespace": "ofsre", "horizontalpodautoscaler": "consents", **labels}.items())))
     return series[key]
 
 

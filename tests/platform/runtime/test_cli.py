@@ -23,7 +23,8 @@ from ofsre.platform.runtime.runtime import process_alive
 
 
 def ofsre(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ofsre", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "ofsre", *args], capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def write_config(path, standin_command, **runtime) -> None:
@@ -94,7 +95,8 @@ def test_foreground_up_stops_everything_on_ctrl_c(tmp_path, standin_command):
     data = tmp_path / "var"
     proc = subprocess.Popen([sys.executable, "-m", "ofsre", "platform", "up", "--config", str(config),
                              "--gateway-port", "0", "--services", "consents", "--replicas", "2",
-                             "--data-dir", str(data)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--data-dir", str(data)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     try:
         lines = []
         for line in proc.stdout:
@@ -122,7 +124,8 @@ def test_up_reports_a_service_that_cannot_start(tmp_path, standin_command):
     write_config(config, standin_command, startup_timeout=20.0)
     env = {**os.environ, "STANDIN_EXIT_CODE": "4"}
     out = subprocess.run([sys.executable, "-m", "ofsre", "platform", "up", "--config", str(config),
-                          "--gateway-port", "0", "--services", "consents", "--data-dir", str(tmp_path / "var")],
+                          "--gateway-port", "0", "--services", "consents", "--data-dir",
+                          str(tmp_path / "var")],
                          capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 1
     assert "consents failed to start" in out.stderr and "exited with code 4" in out.stderr
@@ -133,8 +136,8 @@ def test_a_gateway_port_in_use_is_reported_before_anything_starts(tmp_path, stan
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        cfg = RuntimeConfig(data_dir=tmp_path, gateway_port=busy.getsockname()[1], command=tuple(standin_command),
-                            migrate_command=None)
+        cfg = RuntimeConfig(data_dir=tmp_path, gateway_port=busy.getsockname()[1],
+                            command=tuple(standin_command), migrate_command=None)
         with pytest.raises(RuntimeStartError, match="gateway port .* is in use"):
             LocalRuntime(cfg).start()
     assert not (tmp_path / "runtime.json").exists()

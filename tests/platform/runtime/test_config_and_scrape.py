@@ -123,16 +123,19 @@ def test_demo_summary_compares_p95_with_the_catalog_limit():
     dur = semconv.HTTP_DURATION.name + "_bucket"
     samples = [
         s(semconv.HTTP_REQUESTS.series, 3, "gw", method="POST", route=pix, status="201"),
-        s(dur, 3, "gw", method="POST", route=pix, le="0.25"), s(dur, 3, "gw", method="POST", route=pix, le="+Inf"),
+        s(dur, 3, "gw", method="POST", route=pix, le="0.25"),
+        s(dur, 3, "gw", method="POST", route=pix, le="+Inf"),
         s(semconv.HTTP_REQUESTS.series, 4, "gw", method="GET", route=balances, status="200"),
-        s(dur, 0, "gw", method="GET", route=balances, le="1.5"), s(dur, 4, "gw", method="GET", route=balances, le="2.5"),
+        s(dur, 0, "gw", method="GET", route=balances, le="1.5"),
+        s(dur, 4, "gw", method="GET", route=balances, le="2.5"),
         s(dur, 4, "gw", method="GET", route=balances, le="+Inf"),
         s(semconv.HTTP_REQUESTS.series, 4, "acc", method="GET", route=balances, status="200"),
         s(semconv.QUEUE_CONSUMED.series, 3, "wk", queue="pix-payments", service="worker", backend="db"),
         s(semconv.QUEUE_PUBLISHED.series, 3, "pay", queue="pix-payments", service="payments", backend="db"),
     ]
     status = {"deployments": {"accounts": {"available": 1, "spec_replicas": 1}},
-              "hpa": {"accounts": {"current_replicas": 1, "desired_replicas": 1, "min_replicas": 1, "max_replicas": 4}}}
+              "hpa": {"accounts": {"current_replicas": 1, "desired_replicas": 1, "min_replicas": 1,
+                                   "max_replicas": 4}}}
     text = summarise(samples, {"gw": "gateway", "acc": "accounts", "wk": "worker", "pay": "payments"}, status)
     pix_line = next(line for line in text.splitlines() if pix in line and "p95" in line)
     assert "limit  1500 ms" in pix_line and pix_line.endswith("ok")

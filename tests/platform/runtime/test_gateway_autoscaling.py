@@ -23,7 +23,8 @@ def runtime(tmp_path, standin_command):
         services=(ServiceConfig("consents", autoscale=False),),
         gateway=ServiceConfig("gateway", routed=False, max_replicas=3, cpu_request=0.1, cpu_target=50,
                               memory_target=None),
-        controller=ControllerConfig(sync_period=1.0), scale_down=ScalingRules(3.0, DEFAULT_SCALE_DOWN.policies),
+        controller=ControllerConfig(sync_period=1.0),
+        scale_down=ScalingRules(3.0, DEFAULT_SCALE_DOWN.policies),
         termination_grace=5.0, startup_timeout=30.0)
     rt = LocalRuntime(cfg)
     rt.start()
@@ -34,7 +35,8 @@ def runtime(tmp_path, standin_command):
 def test_gateway_replicas_are_added_on_the_shared_port_and_removed(runtime, wait_for):
     gateway = runtime.deployments.get("gateway") or runtime.gateway
     url = runtime.endpoints()["gateway"]
-    assert url.endswith(f":{runtime.gateway_port}") and url not in gateway.ready_urls()  # not a replica's own port
+    # not a replica's own port
+    assert url.endswith(f":{runtime.gateway_port}") and url not in gateway.ready_urls()
     assert "gateway" in runtime.status()["hpa"]
     pids: set[int] = set()
     stop = threading.Event()
@@ -62,7 +64,8 @@ def test_gateway_replicas_are_added_on_the_shared_port_and_removed(runtime, wait
     events = [e for e in runtime.status()["events"] if e["hpa"] == "gateway"]
     assert any(e["reason"] == "SuccessfulRescale" and "above target" in e["message"] for e in events)
     wait_for(lambda: gateway.spec_replicas == 1 and len(gateway.replicas()) == 1)
-    assert httpx.get(f"{url}/pid", timeout=5).status_code == 200  # the remaining replica still serves the port
+    # the remaining replica still serves the port
+    assert httpx.get(f"{url}/pid", timeout=5).status_code == 200
 
 
 def test_the_gateway_has_an_hpa_by_default_and_no_autoscale_fixes_it_too():

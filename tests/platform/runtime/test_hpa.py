@@ -55,7 +55,8 @@ def replicas(current, target, pod_list, metrics, now=NOW, **cfg):
 # ---------------------------------------------------------------- desiredReplicas = ceil(current × metric / target)
 
 def test_usage_twice_the_target_doubles_the_replicas():
-    # docs: "if the current metric value is 200m, and the desired value is 100m, the number of replicas will be doubled"
+    # docs: "if the current metric value is 200m, and the desired value is 100m, the number of replicas will
+    # be doubled"
     ps = pods(3)
     assert replicas(3, ResourceTarget(CPU, 100), ps, cpu_usage(ps, 200)) == 6
 
@@ -197,7 +198,8 @@ def test_several_metrics_the_largest_proposal_wins():
     s = spec(metrics=(CPU50, ResourceTarget(MEMORY, 50)))
     decision, state = sync(s, HPAState(), 2, 75, 0.0, memory_percent=150)  # cpu → 3, memory → 6
     assert decision.desired_replicas == 6
-    assert decision.event == "New size: 6; reason: memory resource utilization (percentage of request) above target"
+    assert decision.event == ("New size: 6; reason: memory resource utilization (percentage of "
+                              "request) above target")
     assert cond(state, SCALING_ACTIVE) == ("True", "ValidMetricFound")
     assert [m.resource for m in state.current_metrics] == [CPU, MEMORY]
 
@@ -307,9 +309,13 @@ def test_min_and_max_clamp_with_too_many_and_too_few_replicas():
 def test_current_size_outside_min_max_is_corrected_first():
     s = spec(min_replicas=2, max_replicas=5)
     decision, _ = sync(s, HPAState(), 8, 50, 0.0)
-    assert (decision.desired_replicas, decision.reason) == (5, "Current number of replicas above Spec.MaxReplicas")
+    assert (decision.desired_replicas, decision.reason) == (5,
+                                                            "Current number of replicas above "
+                                                            "Spec.MaxReplicas")
     decision, _ = sync(s, HPAState(), 1, 50, 0.0)
-    assert (decision.desired_replicas, decision.reason) == (2, "Current number of replicas below Spec.MinReplicas")
+    assert (decision.desired_replicas, decision.reason) == (2,
+                                                            "Current number of replicas below "
+                                                            "Spec.MinReplicas")
 
 
 def test_disabled_scale_down_never_removes_pods():
@@ -329,7 +335,8 @@ def test_metrics_failure_sets_scaling_active_false_and_keeps_the_size():
 
 
 def test_one_failing_metric_blocks_a_scale_down_but_not_a_scale_up():
-    s = spec(metrics=(CPU50, ResourceTarget(MEMORY, 50)), scale_down=ScalingRules(0, DEFAULT_SCALE_DOWN.policies))
+    s = spec(metrics=(CPU50, ResourceTarget(MEMORY, 50)),
+             scale_down=ScalingRules(0, DEFAULT_SCALE_DOWN.policies))
     ps = pods(4)
     decision, _ = reconcile(s, HPAState(), 4, ps, {CPU: cpu_usage(ps, 5)}, 0.0)  # memory missing
     assert decision.rescale is False

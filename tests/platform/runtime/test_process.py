@@ -14,7 +14,8 @@ from ofsre.platform.runtime.process import Stopped, read_state, stop_detached
 from ofsre.platform.runtime.runtime import RuntimePaths, process_alive
 
 _SLEEP = "import time; time.sleep(60)"
-_DEAF = "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True); time.sleep(60)"
+_DEAF = ("import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, "
+         "flush=True); time.sleep(60)")
 
 
 @pytest.fixture
@@ -70,5 +71,6 @@ def test_a_stale_state_is_cleaned_up_without_signalling_a_reused_pid(tmp_path, s
     paths = RuntimePaths(tmp_path)
     other, other_id = spawn(_SLEEP)  # a live process whose pid the stale state names, created at another time
     _write_state(paths, {"pid": other.pid, "create_time": other_id["create_time"] - 100}, [])
-    assert stop_detached(paths, timeout_s=1) == Stopped(pid=other.pid, was_running=False, killed=False, leftovers=0)
+    assert stop_detached(paths, timeout_s=1) == Stopped(pid=other.pid, was_running=False, killed=False,
+                                                        leftovers=0)
     assert process_alive(other.pid) and not paths.state.exists()

@@ -53,7 +53,8 @@ def test_scale_down_deregisters_the_replica_before_sigterm(deployments, tmp_path
 
 
 def test_sigkill_after_the_grace_period(deployments, tmp_path, standin_command):
-    dep = make(deployments, tmp_path, standin_command, env={"STANDIN_IGNORE_SIGTERM": "1"}, termination_grace=0.5)
+    dep = make(deployments, tmp_path, standin_command, env={"STANDIN_IGNORE_SIGTERM": "1"},
+               termination_grace=0.5)
     dep.reconcile()
     assert dep.wait_ready(20)
     replica = dep.replicas()[0]
@@ -92,7 +93,8 @@ def test_a_service_that_cannot_start_reports_why(deployments, tmp_path, standin_
 
 def test_a_replica_never_ready_is_stopped_after_the_startup_timeout(deployments, tmp_path, standin_command,
                                                                    wait_for):
-    dep = make(deployments, tmp_path, standin_command, env={"STANDIN_READY_DELAY": "3600"}, startup_timeout=0.5)
+    dep = make(deployments, tmp_path, standin_command, env={"STANDIN_READY_DELAY": "3600"},
+               startup_timeout=0.5)
     dep.reconcile()
     first = dep.replicas()[0]
     wait_for(lambda: first.process.poll() is not None)
