@@ -5,7 +5,8 @@ Attach it like any handler::
     import logging
     from ofsre.exporters.datadog import DatadogHandler
 
-    logging.getLogger().addHandler(DatadogHandler(service="payments", site="datadoghq.eu"))  # key from DD_API_KEY
+    # the key from DD_API_KEY
+    logging.getLogger().addHandler(DatadogHandler(service="payments", site="datadoghq.eu"))
 
 or with ``logging.config.dictConfig``::
 
@@ -156,7 +157,8 @@ class DatadogHandler(ShippingHandler):
     ``source``         ``OFSRE_DATADOG_SOURCE``    ``ddsource`` (``python``)
     ``tags``           ``DD_TAGS``                 extra ``ddtags``: ``team:pix,region:br`` (list or str)
     ``hostname``       ``DD_HOSTNAME``             ``hostname`` (the machine's name)
-    ``service``        ``OFSRE_SERVICE``/``DD_SERVICE``/``OTEL_SERVICE_NAME``  service name (else ``unknown_service:<process>``)
+    ``service``        ``OFSRE_SERVICE``/``DD_SERVICE``/``OTEL_SERVICE_NAME``  service name
+                                                   (else ``unknown_service:<process>``)
     ``env``            ``OFSRE_ENV``/``DD_ENV``    ``env:`` tag
     ``version``        ``OFSRE_VERSION``/``DD_VERSION``  ``version:`` tag
     =================  ==========================  =====================================================

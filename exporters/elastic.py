@@ -214,9 +214,12 @@ class ElasticHandler(ShippingHandler):
     ``api_key``                ``OFSRE_ELASTIC_API_KEY``            ``Authorization: ApiKey …`` (encoded form)
     ``username``/``password``  ``OFSRE_ELASTIC_USERNAME``/``_PASSWORD``  basic auth
     ``dataset``                ``OFSRE_ELASTIC_DATASET``            data stream dataset (the service name)
-    ``namespace``              ``OFSRE_ELASTIC_NAMESPACE``          data stream namespace (env, or ``default``)
-    ``service``                ``OFSRE_SERVICE``/``OTEL_SERVICE_NAME``  ``service.name`` (else ``unknown_service:<process>``)
-    ``env``/``version``        ``OFSRE_ENV``/``OFSRE_VERSION``      ``service.environment``/``service.version``
+    ``namespace``              ``OFSRE_ELASTIC_NAMESPACE``          data stream namespace (env, or
+                                                                    ``default``)
+    ``service``                ``OFSRE_SERVICE``/``OTEL_SERVICE_NAME``  ``service.name`` (else
+                                                                    ``unknown_service:<process>``)
+    ``env``/``version``        ``OFSRE_ENV``/``OFSRE_VERSION``      ``service.environment``/
+                                                                    ``service.version``
     =========================  ===================================  ==========================================
 
     plus the shipping options of :mod:`ofsre.exporters._options` (``queue_records``,

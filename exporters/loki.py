@@ -20,7 +20,8 @@ What Loki receives (``POST /loki/api/v1/push``, ``Content-Encoding: gzip``)::
 
     {"streams": [{"stream": {"service": "payments", "env": "prod", "level": "info"},
                   "values": [["1735787045678000000",
-                              "{\\"logger\\":\\"payments.pix\\",\\"message\\":\\"pix sent\\",\\"version\\":\\"1.4.0\\",
+                              "{\\"logger\\":\\"payments.pix\\",\\"message\\":\\"pix sent\\",
+                                \\"version\\":\\"1.4.0\\",
                                 \\"trace_id\\":\\"4bf9…\\",\\"span_id\\":\\"00f0…\\",\\"interaction_id\\":\\"c9a3…\\",
                                 \\"payment_id\\":\\"p-1\\"}"]]}]}
 
@@ -167,7 +168,8 @@ class LokiBackend(HttpBackend):
         for entry in entries:
             streams.setdefault(entry.key, []).append(entry.body)
         return b'{"streams":[' + b",".join(
-            b'{"stream":' + key + b',"values":[' + b",".join(values) + b"]}" for key, values in streams.items()
+            b'{"stream":' + key + b',"values":[' + b",".join(values) + b"]}"
+            for key, values in streams.items()
         ) + b"]}"
 
 
@@ -186,7 +188,8 @@ class LokiHandler(ShippingHandler):
     ``labels``                  ``OFSRE_LOKI_LABELS``            static labels, ``cluster=sp1,region=br``
     ``label_fields``            ``OFSRE_LOKI_LABEL_FIELDS``      which of service,env,level are labels (all)
     ``structured_metadata``     ``OFSRE_LOKI_STRUCTURED_METADATA``  ids and logger as structured metadata
-    ``service``                 ``OFSRE_SERVICE``/``OTEL_SERVICE_NAME``  service name (else ``unknown_service:<process>``)
+    ``service``                 ``OFSRE_SERVICE``/``OTEL_SERVICE_NAME``  service name (else
+                                                                 ``unknown_service:<process>``)
     ``env``/``version``         ``OFSRE_ENV``/``OFSRE_VERSION``  deployment environment, service version
     ==========================  ===============================  ===========================================
 

@@ -70,7 +70,8 @@ COMPONENT = "asgi"  # the `component` label of ofsre_telemetry_errors_total for 
 EXCLUDED_PATHS = ("/metrics", "/healthz", "/readyz")
 _IID = INTERACTION_ID_HEADER.encode("ascii")
 # RFC 4122: 8-4-4-4-12 hex digits, version 1-5, variant 10xx. Either case (the header is echoed as sent).
-_UUID = re.compile(rb"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[1-5][0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}\Z")
+_UUID = re.compile(rb"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[1-5][0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}"
+                   rb"-[0-9a-fA-F]{12}\Z")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -305,7 +306,8 @@ class OfsreMiddleware:
                 matcher.add(template, template)
         except Exception:  # noqa: BLE001 - an unreadable route table: the catalog's templates still match
             count_telemetry_error(COMPONENT, self.registry)
-        self._propagation_fields = frozenset(f.encode("latin-1") for f in propagate.get_global_textmap().fields)
+        fields = propagate.get_global_textmap().fields
+        self._propagation_fields = frozenset(f.encode("latin-1") for f in fields)
         self._matcher = matcher
         self._prepared = True
 
@@ -513,7 +515,8 @@ class OfsreMiddleware:
         labels = dict(route.labels, status=str(status))
         values = {k: labels[k] for k in semconv.HTTP_LABELS}
         requests, duration = self._requests.labels(**values), self._duration.labels(**values)
-        request_size, response_size = self._request_size.labels(**values), self._response_size.labels(**values)
+        request_size = self._request_size.labels(**values)
+        response_size = self._response_size.labels(**values)
         children = (requests.inc, duration.observe, request_size.observe, response_size.observe,
                     counter_adder(requests), histogram_observer(duration), histogram_observer(request_size),
                     histogram_observer(response_size))

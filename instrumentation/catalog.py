@@ -169,7 +169,8 @@ class Catalog:
         try:
             return self.families[api]
         except KeyError:
-            raise KeyError(f"no API family {api!r} in the catalog (known: {', '.join(self.families)})") from None
+            known = ", ".join(self.families)
+            raise KeyError(f"no API family {api!r} in the catalog (known: {known})") from None
 
     def alta_tpm_for_active_consents(self, active_consents: int) -> int:
         """Alta-tier TPM for the number of active consents between a receiver/transmitter pair."""

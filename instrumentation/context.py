@@ -20,7 +20,8 @@ __all__ = ["INTERACTION_ID_HEADER", "interaction_id", "current_log_context", "us
 
 INTERACTION_ID_HEADER = "x-fapi-interaction-id"
 # RFC 4122: 8-4-4-4-12 hex digits, version 1-5, variant 10xx, either case (openfinance.md §4).
-_UUID = re.compile(rb"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[1-5][0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}\Z")
+_UUID = re.compile(rb"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[1-5][0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}"
+                   rb"-[0-9a-fA-F]{12}\Z")
 
 _interaction_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("ofsre_interaction_id",
                                                                              default=None)

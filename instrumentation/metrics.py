@@ -43,7 +43,8 @@ __all__ = ["metric", "counter", "gauge", "histogram", "count_telemetry_error", "
 _lock = threading.Lock()
 # Per registry, by metric name. Weak keys: a registry that is gone takes its metrics with it
 # (keying by id() would hand a new registry that reuses the id the old registry's metrics).
-_created: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, MetricWrapperBase]] = weakref.WeakKeyDictionary()
+_created: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, MetricWrapperBase]]
+_created = weakref.WeakKeyDictionary()
 
 
 def metric(spec: MetricSpec, registry: CollectorRegistry | None = REGISTRY,

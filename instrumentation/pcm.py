@@ -475,7 +475,8 @@ class PcmCapture:
 
 _encode_info = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
 # A JSON string literal (the C encoder when there is one; typeshed does not declare it).
-_string: Callable[[str], str] = getattr(json.encoder, "c_encode_basestring", None) or json.encoder.py_encode_basestring
+_string: Callable[[str], str] = (getattr(json.encoder, "c_encode_basestring", None)
+                                 or json.encoder.py_encode_basestring)
 
 
 class _Days:

@@ -146,7 +146,8 @@ _VALUE = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'|[^\s&,;\"'}\]\[][^\
 # Substrings of the names above: if none is in the lowered text, the regex cannot match.
 _SECRET_HINTS = ("secret", "passw", "pwd", "senha", "key", "token", "assertion", "verifier", "credential")
 
-_EMAIL = re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}")
+_EMAIL = re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}"
+                    r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}")
 
 _DIGIT_RUN = re.compile(r"\d{2}")
 

@@ -44,8 +44,8 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPT
 
 
 # prometheus_client's gauge modes under PROMETHEUS_MULTIPROC_DIR.
-MultiprocessMode = Literal["all", "liveall", "min", "livemin", "max", "livemax", "sum", "livesum", "mostrecent",
-                           "livemostrecent"]
+MultiprocessMode = Literal["all", "liveall", "min", "livemin", "max", "livemax", "sum", "livesum",
+                           "mostrecent", "livemostrecent"]
 
 
 @dataclass(frozen=True)
@@ -189,7 +189,8 @@ PCM_REPORTS_SKIPPED = MetricSpec("ofsre_pcm_reports_skipped", "counter",
 PCM_BATCH_OUTCOMES = ("ok", "partial", "split", "throttled", "server_error", "network_error", "unauthorized",
                       "rejected", "token_error", "unreadable")
 PCM_REPORT_RESULTS = MetricSpec("ofsre_pcm_report_results", "counter",
-                                "Per-report results stored from the PCM's answers (ACCEPTED, DISCARDED, ...).",
+                                "Per-report results stored from the PCM's answers "
+                                "(ACCEPTED, DISCARDED, ...).",
                                 ("kind", "status"))
 PCM_BATCHES = MetricSpec("ofsre_pcm_batches", "counter", "Report requests to the PCM, by outcome.",
                          ("kind", "outcome"))

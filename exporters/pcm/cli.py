@@ -140,7 +140,8 @@ def _results(args: argparse.Namespace) -> int:
     for r in rows:
         verdict = r["result"] or r["state"].upper()
         extra = r["message"] or r["error"] or ""
-        print(f"{_brt(r['ts'])}  {r['role']:<6} {r['statusCode']} {r['endpoint']}  {verdict}  {extra}".rstrip())
+        line = f"{_brt(r['ts'])}  {r['role']:<6} {r['statusCode']} {r['endpoint']}  {verdict}  {extra}"
+        print(line.rstrip())
     if not rows:
         print("(no reports)")
     return 0

@@ -219,7 +219,8 @@ def _day_of(row: Row) -> str:
 
 # --- rendering ------------------------------------------------------------------------------------
 
-_CSV_FIELDS = [n for n in EndpointFigures.__dataclass_fields__ if n != "unavailable_minutes"] + ["unavailable_minutes"]
+_CSV_FIELDS = ([n for n in EndpointFigures.__dataclass_fields__ if n != "unavailable_minutes"]
+               + ["unavailable_minutes"])
 
 
 def render_json(report: DayReport) -> str:

@@ -103,8 +103,7 @@ class TokenError(Exception):
 class SenderOptions:
     """Settings of a sender; :meth:`from_env` reads ``OFSRE_PCM_*``."""
 
-    # PCM base URL, e.g. https://pcm.example/ (report paths appended)
-    url: str
+    url: str                                  # PCM base URL (https://pcm.example/); report paths appended
     token_url: str                            # OAuth2 token endpoint
     client_id: str
     client_secret: str = ""
@@ -185,7 +184,8 @@ class _Metrics:
         results = counter(semconv.PCM_REPORT_RESULTS, registry)
         batches = counter(semconv.PCM_BATCHES, registry)
         held = counter(semconv.PCM_REPORTS_HELD, registry)
-        self.batches = {(k, o): batches.labels(kind=k, outcome=o) for k in KINDS for o in semconv.PCM_BATCH_OUTCOMES}
+        self.batches = {(k, o): batches.labels(kind=k, outcome=o)
+                        for k in KINDS for o in semconv.PCM_BATCH_OUTCOMES}
         self._results, self._held = results, held
 
     def result(self, kind: str, status: str, count: int) -> None:

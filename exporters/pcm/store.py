@@ -244,7 +244,8 @@ class ReportStore:
                 return 0
         columns = ", ".join(COLUMNS)
         with self._tx() as db:
-            moved = db.execute(f"INSERT INTO reports ({columns}) SELECT {columns} FROM incoming ORDER BY id").rowcount
+            moved = db.execute(f"INSERT INTO reports ({columns}) SELECT {columns} FROM incoming "
+                               "ORDER BY id").rowcount
             db.execute("DELETE FROM incoming")
         return moved
 
@@ -300,8 +301,9 @@ class ReportStore:
         """Store the PCM's answers: ``(result, message, result_id, id)`` per report; state ``delivered``."""
         now = time.time() if now is None else now
         with self._tx() as db:
-            db.executemany("UPDATE reports SET state = 'delivered', attempts = attempts + 1, result = "
-                           f"?, message = ?, result_id = ?, delivered_at = {now!r}, error = NULL WHERE id = ?", results)
+            db.executemany("UPDATE reports SET state = 'delivered', attempts = attempts + 1, "
+                           f"result = ?, message = ?, result_id = ?, delivered_at = {now!r}, error = NULL "
+                           "WHERE id = ?", results)
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('last_delivery', ?)", (now,))
 
     def hold(self, ids: Iterable[int], error: str) -> None:
@@ -314,7 +316,8 @@ class ReportStore:
     def requeue_held(self) -> int:
         """Held reports back to ``pending`` (after the cause was fixed); returns how many."""
         with self._tx() as db:
-            return db.execute("UPDATE reports SET state = 'pending', error = NULL WHERE state = 'held'").rowcount
+            return db.execute("UPDATE reports SET state = 'pending', error = NULL "
+                              "WHERE state = 'held'").rowcount
 
     # --- queries -----------------------------------------------------------------------------
 
