@@ -181,8 +181,9 @@ class DatabaseQueue(Queue):
         async with self.engine.begin() as conn:
             claimed = (await conn.execute(claim)).all()
         rows = sorted(claimed, key=lambda row: row.id)  # RETURNING order is unspecified
-        return [Message(self, topic, group, id=str(row.id), raw_body=row.body, headers=json.loads(row.headers),
-                        attempt=row.attempts, receipt=token) for row in rows]
+        return [Message(self, topic, group, id=str(row.id), raw_body=row.body,
+                        headers=json.loads(row.headers), attempt=row.attempts, receipt=token)
+                for row in rows]
 
     def _mine(self, message: Message):
         return (messages.c.id == int(message.id)) & (messages.c.lease_token == message.receipt)

@@ -162,7 +162,8 @@ class KafkaQueue(Queue):
             for record in records:
                 consumer.offsets.track(partition, record.offset)
                 headers = _headers(record.headers)
-                message_id = headers.get(MESSAGE_ID_HEADER) or f"{partition.topic}-{partition.partition}-{record.offset}"
+                message_id = (headers.get(MESSAGE_ID_HEADER)
+                              or f"{partition.topic}-{partition.partition}-{record.offset}")
                 out.append(Message(self, topic, group, id=message_id, raw_body=record.value or b"",
                                    headers=headers, attempt=int(headers.get(ATTEMPT_HEADER, "0")) + 1,
                                    receipt=(consumer, partition, record.offset, record.key)))

@@ -185,7 +185,8 @@ class PubSubQueue(Queue):
     async def _ping(self) -> bool:
         try:
             request = {"project": f"projects/{self.config.pubsub_project}", "page_size": 1}
-            await self._call(lambda **kw: next(iter(self._publisher.list_topics(**kw)), None), request=request)
+            await self._call(lambda **kw: next(iter(self._publisher.list_topics(**kw)), None),
+                             request=request)
             return True
         except Exception:  # noqa: BLE001 - readiness reports, it does not raise
             return False

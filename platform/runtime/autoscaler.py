@@ -86,9 +86,10 @@ class Autoscaler:
         self._thread: threading.Thread | None = None
         # Our own metric objects registered in our registry: the runtime's endpoint serves only these.
         self._g = {spec.name: gauge(spec, None) for spec in (
-            semconv.KUBE_HPA_CURRENT_REPLICAS, semconv.KUBE_HPA_DESIRED_REPLICAS, semconv.KUBE_HPA_MIN_REPLICAS,
-            semconv.KUBE_HPA_MAX_REPLICAS, semconv.KUBE_HPA_CONDITION, semconv.KUBE_DEPLOYMENT_REPLICAS_AVAILABLE,
-            semconv.KUBE_HPA_TARGET_METRIC, semconv.KUBE_POD_RESOURCE_REQUESTS)}
+            semconv.KUBE_HPA_CURRENT_REPLICAS, semconv.KUBE_HPA_DESIRED_REPLICAS,
+            semconv.KUBE_HPA_MIN_REPLICAS, semconv.KUBE_HPA_MAX_REPLICAS, semconv.KUBE_HPA_CONDITION,
+            semconv.KUBE_DEPLOYMENT_REPLICAS_AVAILABLE, semconv.KUBE_HPA_TARGET_METRIC,
+            semconv.KUBE_POD_RESOURCE_REQUESTS)}
         self._node = socket.gethostname()
         for g in self._g.values():
             registry.register(g)
@@ -210,16 +211,17 @@ class Autoscaler:
                     cond = b.state.condition(ctype)
                     status = cond.status.lower() if cond else "unknown"
                     for s in _CONDITION_STATUSES:
-                        self._g[semconv.KUBE_HPA_CONDITION.name].labels(condition=ctype, status=s, **labels).set(
-                            1 if s == status else 0)
+                        self._g[semconv.KUBE_HPA_CONDITION.name].labels(
+                            condition=ctype, status=s, **labels).set(1 if s == status else 0)
                 for t in b.spec.metrics:
                     self._g[semconv.KUBE_HPA_TARGET_METRIC.name].labels(
-                        metric_name=t.resource, metric_target_type="utilization", **labels).set(t.average_utilization)
+                        metric_name=t.resource, metric_target_type="utilization",
+                        **labels).set(t.average_utilization)
             requests_gauge = self._g[semconv.KUBE_POD_RESOURCE_REQUESTS.name]
             requests_gauge.clear()  # replicas come and go: only the live ones keep a series
             for name, (dep, requests) in self._watched.items():
-                self._g[semconv.KUBE_DEPLOYMENT_REPLICAS_AVAILABLE.name].labels(namespace=ns, deployment=name).set(
-                    dep.available())
+                self._g[semconv.KUBE_DEPLOYMENT_REPLICAS_AVAILABLE.name].labels(
+                    namespace=ns, deployment=name).set(dep.available())
                 for r in dep.replicas():
                     if r.state == TERMINATING:
                         continue
@@ -246,7 +248,8 @@ class Autoscaler:
                 value = usage.get(res)
                 row[f"{res}_{unit}"] = value
                 row[f"{res}_percent_of_request"] = (
-                    round(100 * value / requests[res], 1) if value is not None and requests.get(res) else None)
+                    round(100 * value / requests[res], 1)
+                    if value is not None and requests.get(res) else None)
             replicas.append(row)
         return {"spec_replicas": dep.spec_replicas, "available": dep.available(), "requests": dict(requests),
                 "replicas": replicas}
@@ -264,5 +267,6 @@ class Autoscaler:
             "targets": targets,
             "conditions": [{"type": c.type, "status": c.status, "reason": c.reason, "message": c.message}
                            for c in st.conditions],
-            "seconds_since_last_scale": None if st.last_scale_time is None else round(now - st.last_scale_time, 1),
+            "seconds_since_last_scale": (None if st.last_scale_time is None
+                                         else round(now - st.last_scale_time, 1)),
         }

@@ -119,14 +119,16 @@ def build_config(args: argparse.Namespace) -> RuntimeConfig:
         if unknown:
             raise SystemExit(f"unknown services: {', '.join(sorted(unknown))}")
         cfg = replace(cfg, services=tuple(s for s in cfg.services if s.name in wanted))
-    per_service = {f: getattr(args, a) for a, f in _SERVICE_FLAGS.items() if getattr(args, a, None) is not None}
+    per_service = {f: getattr(args, a) for a, f in _SERVICE_FLAGS.items()
+                   if getattr(args, a, None) is not None}
     if getattr(args, "no_autoscale", False):
         per_service["autoscale"] = False
     if per_service:
         cfg = cfg.with_services(**per_service)
     if getattr(args, "no_autoscale", False):  # the gateway is autoscaled too (as in the chart)
         cfg = replace(cfg, gateway=replace(cfg.gateway, autoscale=False))
-    controller = {k: getattr(args, k) for k in ("sync_period", "tolerance") if getattr(args, k, None) is not None}
+    controller = {k: getattr(args, k) for k in ("sync_period", "tolerance")
+                  if getattr(args, k, None) is not None}
     if controller:
         cfg = replace(cfg, controller=replace(cfg.controller, **controller))
     if getattr(args, "scale_down_window", None) is not None:
@@ -195,8 +197,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_down(args: argparse.Namespace) -> int:
     paths = RuntimePaths(build_config(args).data_dir)
-    stopped = process.stop_detached(paths, args.timeout,
-                                    on_stopping=lambda pid: print(f"stopping the runtime (pid {pid}) …", flush=True))
+    stopped = process.stop_detached(
+        paths, args.timeout, on_stopping=lambda pid: print(f"stopping the runtime (pid {pid}) …", flush=True))
     if stopped is None:
         print(f"nothing to stop (no {paths.state})")
         return 0

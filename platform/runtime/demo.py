@@ -249,7 +249,8 @@ class Journey:
                 if pid not in statuses:
                     resp = self.client.get(f"{self.gateway}{PIX_PAYMENTS}/{pid}")
                     try:
-                        status = self.initiator.read(resp.text)["data"]["status"] if resp.status_code == 200 else None
+                        status = (self.initiator.read(resp.text)["data"]["status"]
+                                  if resp.status_code == 200 else None)
                     except (JwsError, KeyError) as exc:
                         self.failures.append(f"GET {PIX_PAYMENTS}/{pid}: unreadable signed answer ({exc})")
                         return statuses
@@ -380,7 +381,8 @@ def run_demo(args: argparse.Namespace) -> int:
         keep = args.keep or not ok or not scaled
         if not keep and args.data_dir is None:
             shutil.rmtree(data_dir, ignore_errors=True)
-        progress.info(f"done in {progress.elapsed():.1f} s" + (f"; logs kept in {data_dir / 'logs'}" if keep else ""))
+        progress.info(f"done in {progress.elapsed():.1f} s"
+                      + (f"; logs kept in {data_dir / 'logs'}" if keep else ""))
     print("journey OK" if ok else "journey FAILED", flush=True)
     if scaling and ok:
         print("scaling verdict PASS" if scaled else "scaling verdict FAIL (the table above says why)",

@@ -331,7 +331,8 @@ class LocalRuntime:
             return
         replicas = {}
         for dep in self.all_deployments():
-            replicas[dep.name] = [{**r.as_dict(), "create_time": self._create_time(r.pid)} for r in dep.replicas()]
+            replicas[dep.name] = [{**r.as_dict(), "create_time": self._create_time(r.pid)}
+                                  for r in dep.replicas()]
         atomic_write_json(self.paths.state, {
             "pid": os.getpid(), "create_time": self._create_time(os.getpid()), "phase": self.phase,
             "started": self._started_wall, "data_dir": str(self.paths.data_dir.resolve()),

@@ -224,7 +224,8 @@ class Deployment:
         self._seq += 1
         name = f"{self.name}-{self._seq}"
         port = self.port if self.port is not None else free_port(self.host)
-        argv = [part.format(service=self.name, host=self.host, port=port, replica=name) for part in self.command]
+        argv = [part.format(service=self.name, host=self.host, port=port, replica=name)
+                for part in self.command]
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         log_file = open(log_path, "ab")  # noqa: SIM115 - owned by the Replica, closed when it is gone

@@ -113,7 +113,8 @@ def _validation_status(exc: RequestValidationError) -> tuple[int, str]:
     for e in errors[:10]:
         loc = [str(x) for x in e.get("loc", ())]
         # unreadable JSON, a body that is not even an object, or a bad parameter: malformed request
-        if e.get("type") == "json_invalid" or loc == ["body"] or (loc and loc[0] in ("header", "query", "path", "cookie")):
+        if (e.get("type") == "json_invalid" or loc == ["body"]
+                or (loc and loc[0] in ("header", "query", "path", "cookie"))):
             status = 400
         # never the input value: it may be personal data
         parts.append(f"{'.'.join(loc)}: {e.get('msg', 'invalid')}")

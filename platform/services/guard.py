@@ -52,7 +52,8 @@ _SECRET = GATEWAY_SECRET_HEADER.encode()
 _IID = INTERACTION_ID_HEADER.encode()
 # RFC 9110 §5.1 token and §5.5 field-value (obs-text allowed; no CTLs, no leading/trailing SP/HTAB).
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
-_FIELD_VALUE = re.compile(rb"(?:[\x21-\x7e\x80-\xff](?:[\x20\x09\x21-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?\Z")
+_FIELD_VALUE = re.compile(rb"(?:[\x21-\x7e\x80-\xff]"
+                          rb"(?:[\x20\x09\x21-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?\Z")
 _DIGITS = re.compile(rb"[0-9]{1,18}\Z")
 _CLOSE = {"connection": "close"}
 
@@ -85,7 +86,8 @@ class RequestGuard:
                 raise _Refusal(413, f"request body larger than {self.max_body_bytes} bytes", _CLOSE)
             body = await self._read_body(receive)
         except _Refusal as refusal:
-            return await error_response(refusal.status, refusal.detail, headers=refusal.headers)(scope, receive, send)
+            refused = error_response(refusal.status, refusal.detail, headers=refusal.headers)
+            return await refused(scope, receive, send)
         if body is None:  # the client went away while sending
             return
         delivered = False
@@ -115,7 +117,8 @@ class RequestGuard:
                     if not message.get("more_body", False):
                         return b"".join(chunks)
         except TimeoutError:
-            raise _Refusal(408, f"the request body did not arrive within {self.body_timeout_s:g} s", _CLOSE) from None
+            raise _Refusal(408, f"the request body did not arrive within {self.body_timeout_s:g} s",
+                           _CLOSE) from None
 
 
 def _check_headers(headers) -> int | None:

@@ -383,9 +383,11 @@ class JwsConfig:
     """Where the platform finds keys (environment variable in brackets).
 
     org_id    [OFSRE_ORG_ID] the platform's organisationId: ``iss`` of its messages (default ``ofsre-bank``)
-    jwks_dir  [OFSRE_JWKS_DIR] one JWKS per organisation, ``<organisationId>.json`` (default ``$OFSRE_DATA_DIR/jwks``)
-    key_file  [OFSRE_JWS_KEY_FILE] the platform's private signing JWK (default ``$OFSRE_DATA_DIR/jws/platform-key.json``,
-              generated on first start; its public half is published in ``jwks_dir`` as ``<org_id>.json``)
+    jwks_dir  [OFSRE_JWKS_DIR] one JWKS per organisation, ``<organisationId>.json`` (default
+              ``$OFSRE_DATA_DIR/jwks``)
+    key_file  [OFSRE_JWS_KEY_FILE] the platform's private signing JWK (default
+              ``$OFSRE_DATA_DIR/jws/platform-key.json``, generated on first start; its public half is
+              published in ``jwks_dir`` as ``<org_id>.json``)
     """
 
     org_id: str

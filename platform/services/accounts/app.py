@@ -68,7 +68,8 @@ def requires(permission: Permission) -> Callable[..., Awaitable[Consent]]:
     async def authorised_consent(
             session: Session, org: ClientOrg,
             authorization: Annotated[str | None, Header(max_length=2048)] = None,
-            x_consent_id: Annotated[str | None, Header(alias="x-consent-id", max_length=256)] = None) -> Consent:
+            x_consent_id: Annotated[str | None,
+                                    Header(alias="x-consent-id", max_length=256)] = None) -> Consent:
         consent_id = consent_id_from(authorization, x_consent_id)
         if consent_id is None:
             raise OFError(401,
@@ -120,7 +121,8 @@ def paginate(request: Request, items: list, page: int, page_size: int) -> dict:
 
 def _pagination_key(request: Request) -> str:
     """An opaque key naming the listing being paged (path and filters), the same on every page."""
-    filters = sorted((k, v) for k, v in request.query_params.multi_items() if k not in ("page", "pagination-key"))
+    filters = sorted((k, v) for k, v in request.query_params.multi_items()
+                     if k not in ("page", "pagination-key"))
     return hashlib.sha256(repr((request.url.path, filters)).encode()).hexdigest()[:32]
 
 
@@ -234,7 +236,8 @@ async def list_accounts(request: Request, session: Session, consent: CanReadAcco
                         page_size: PageSize = 25,
                         accountType: Annotated[Literal[data.ACCOUNT_TYPES] | None, Query()] = None,  # type: ignore[valid-type]
                         pagination_key: PaginationKey = None) -> dict:
-    items = [a.summary() for a in data.customer_accounts(consent.document) if not accountType or a.type == accountType]
+    items = [a.summary() for a in data.customer_accounts(consent.document)
+             if not accountType or a.type == accountType]
     body = paginate(request, items, page, page_size)
     await _count(request, session, consent, "/accounts", page=page)
     return body

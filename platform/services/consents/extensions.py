@@ -84,13 +84,15 @@ async def extend_consent(consentId: ConsentId, body: ExtendConsent, request: Req
                       title="Estado inválido do consentimento")
     data = body.data
     if data.loggedUser.document.identification != consent.document or (
-            consent.business_document and (data.businessEntity is None
-                                           or data.businessEntity.document.identification != consent.business_document)):
+            consent.business_document and (
+                data.businessEntity is None
+                or data.businessEntity.document.identification != consent.business_document)):
         raise OFError(403, "loggedUser/businessEntity are not the consent's customer")
     previous = consent.expiration_at
     new = data.expirationDateTime.astimezone(UTC) if data.expirationDateTime else None
     current = previous.replace(tzinfo=UTC) if previous is not None and previous.tzinfo is None else previous
-    if new is not None and (new > now + MAX_VALIDITY or new <= now or (current is not None and new <= current)):
+    if new is not None and (new > now + MAX_VALIDITY or new <= now
+                            or (current is not None and new <= current)):
         raise OFError(422, "expirationDateTime must be later than the current expiry and within 12 months",
                       code="DATA_EXPIRACAO_INVALIDA", title="Data de expiração inválida")
     if new is None and current is None:
@@ -98,7 +100,8 @@ async def extend_consent(consentId: ConsentId, body: ExtendConsent, request: Req
                       title="Data de expiração inválida")
     changed = await session.execute(
         update(Consent).where(Consent.consent_id == consentId, Consent.status == AUTHORISED,
-                              Consent.expiration_at.is_(None) if previous is None else Consent.expiration_at == previous)
+                              Consent.expiration_at.is_(None) if previous is None
+                              else Consent.expiration_at == previous)
         .values(expiration_at=new))
     if cast("CursorResult[Any]", changed).rowcount != 1:  # an UPDATE's result is a cursor's
         await session.rollback()
@@ -125,8 +128,9 @@ async def list_extensions(consentId: ConsentId, request: Request, response: Resp
                           org: ClientOrg, page: Annotated[int, Query(ge=1, le=2_147_483_647)] = 1,
                           page_size: Annotated[int, Query(alias="page-size", ge=25, le=1000)] = 25) -> dict:
     await _load(session, consentId, org)
-    rows = (await session.scalars(select(ConsentExtension).where(ConsentExtension.consent_id == consentId)
-                                  .order_by(ConsentExtension.requested_at.desc(), ConsentExtension.id.desc()))).all()
+    rows = (await session.scalars(
+        select(ConsentExtension).where(ConsentExtension.consent_id == consentId)
+        .order_by(ConsentExtension.requested_at.desc(), ConsentExtension.id.desc()))).all()
     response.headers.update(X_V)
     return paginate(request, [_extension(row) for row in rows], page, page_size)
 

@@ -39,7 +39,8 @@ class Permission(StrEnum):
     LOANS_PAYMENTS_READ = "LOANS_PAYMENTS_READ"
     LOANS_WARRANTIES_READ = "LOANS_WARRANTIES_READ"
     UNARRANGED_ACCOUNTS_OVERDRAFT_READ = "UNARRANGED_ACCOUNTS_OVERDRAFT_READ"
-    UNARRANGED_ACCOUNTS_OVERDRAFT_SCHEDULED_INSTALMENTS_READ = "UNARRANGED_ACCOUNTS_OVERDRAFT_SCHEDULED_INSTALMENTS_READ"
+    UNARRANGED_ACCOUNTS_OVERDRAFT_SCHEDULED_INSTALMENTS_READ = (
+        "UNARRANGED_ACCOUNTS_OVERDRAFT_SCHEDULED_INSTALMENTS_READ")
     UNARRANGED_ACCOUNTS_OVERDRAFT_PAYMENTS_READ = "UNARRANGED_ACCOUNTS_OVERDRAFT_PAYMENTS_READ"
     UNARRANGED_ACCOUNTS_OVERDRAFT_WARRANTIES_READ = "UNARRANGED_ACCOUNTS_OVERDRAFT_WARRANTIES_READ"
     BANK_FIXED_INCOMES_READ = "BANK_FIXED_INCOMES_READ"
@@ -56,6 +57,7 @@ PERMISSIONS: tuple[str, ...] = tuple(p.value for p in Permission)
 
 def missing_group_permission(permissions: list[str]) -> str | None:
     """The permission the set lacks to form a valid group, or None when it is valid."""
-    if any(p != Permission.RESOURCES_READ for p in permissions) and Permission.RESOURCES_READ not in permissions:
+    if (any(p != Permission.RESOURCES_READ for p in permissions)
+            and Permission.RESOURCES_READ not in permissions):
         return Permission.RESOURCES_READ.value
     return None

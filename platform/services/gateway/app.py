@@ -12,7 +12,8 @@ Per request, in this order (each refusal answers with the Open Finance error bod
     mTLS      client certificate (see mtls.py): missing → 401; untrusted, a CA, no organisation → 403
     TPM       per organisation and endpoint, fixed clock minute, limit from the catalog → tpm_status (429);
               fleet-wide in Redis with OFSRE_REDIS_URL, else per replica (limits.py)
-    TPS       global capacity, OFSRE_GATEWAY_TPS_LIMIT (default: catalog min_capacity_tps) → capacity_status (529)
+    TPS       global capacity, OFSRE_GATEWAY_TPS_LIMIT (default: catalog min_capacity_tps) →
+              capacity_status (529)
     proxy     exactly the path that was matched, to the next replica in round-robin order, over one
               pooled instrumented httpx client; a refused connection moves on to the next replica,
               and so does a pooled connection the replica closed unanswered (a replica leaving)
@@ -165,9 +166,9 @@ class GatewayProxy:
                 return await error_response(rejected.status, rejected.detail)(scope, receive, send)
         if capturing_pcm():  # PCM SERVER report (OFSRE_PCM_CAPTURE=gateway): the verified caller, its consent
             headers = dict(scope["headers"])
-            identify_client(org_id,
-                            consentId=consent_id_from(headers.get(b"authorization", b"").decode("latin-1"),
-                                                              headers.get(b"x-consent-id", b"").decode("latin-1")))
+            consent_id = consent_id_from(headers.get(b"authorization", b"").decode("latin-1"),
+                                         headers.get(b"x-consent-id", b"").decode("latin-1"))
+            identify_client(org_id, consentId=consent_id)
         refusal = await self._over_limit(scope, entry, org_id)
         if refusal is not None:
             return await refusal(scope, receive, send)
@@ -176,8 +177,8 @@ class GatewayProxy:
         if not isinstance(response, httpx.Response):  # the gateway's own error
             return await response(scope, receive, send)
         await send({"type": "http.response.start", "status": response.status_code,
-                    "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.multi_items()
-                                if k not in _DROP_RESPONSE]
+                    "headers": [(k.encode("latin-1"), v.encode("latin-1"))
+                                for k, v in response.headers.multi_items() if k not in _DROP_RESPONSE]
                     + [(b"content-length", str(len(response.content)).encode())]})
         await send({"type": "http.response.body", "body": response.content})
 
@@ -228,7 +229,8 @@ class GatewayProxy:
         if scope.get("query_string"):
             target += "?" + scope["query_string"].decode("latin-1")
         headers = self._headers(scope, org_id)
-        repeatable = scope["method"] in _SAFE_METHODS or any(k == b"x-idempotency-key" for k, _ in scope["headers"])
+        repeatable = (scope["method"] in _SAFE_METHODS
+                      or any(k == b"x-idempotency-key" for k, _ in scope["headers"]))
         if len(targets) == 1:  # one Service URL (Kubernetes): a second connection reaches another pod
             targets = targets * 2 if repeatable else targets
         try:

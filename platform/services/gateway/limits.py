@@ -121,8 +121,8 @@ class RedisWindowCounter(WindowCounter):
         except self._errors as exc:
             if not self._degraded:
                 self._degraded = True
-                _log.warning("TPM counter: Redis at %s failed (%s); counting in this process until it answers",
-                             _redact(self.url), exc)
+                _log.warning("TPM counter: Redis at %s failed (%s); counting in this process until it "
+                             "answers", _redact(self.url), exc)
             return self.hit(key, limit)
         if self._degraded:
             self._degraded = False

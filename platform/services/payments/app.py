@@ -98,7 +98,8 @@ IdempotencyKey = Annotated[str, Header(alias="x-idempotency-key", min_length=1, 
 Amount = Annotated[str, Field(pattern=r"^((\d{1,16}\.\d{2}))$", min_length=4, max_length=19)]
 _DATE = r"^(\d{4})-(1[0-2]|0?[1-9])-(3[01]|[12][0-9]|0?[1-9])$"
 _NAME = r"^([A-Za-zÀ-ÖØ-öø-ÿ,.@:&*+_<>()!?/\\$%\d' -]+)$"
-_END_TO_END = r"^([E])([0-9]{8})([0-9]{4})(0[1-9]|1[0-2])(0[1-9]|[1-2][0-9]|3[0-1])(2[0-3]|[01][0-9])([0-5][0-9])([a-zA-Z0-9]{11})$"
+_END_TO_END = (r"^([E])([0-9]{8})([0-9]{4})(0[1-9]|1[0-2])(0[1-9]|[1-2][0-9]|3[0-1])(2[0-3]|[01][0-9])"
+               r"([0-5][0-9])([a-zA-Z0-9]{11})$")
 _CONSENT_URN = r"^urn:[a-zA-Z0-9][a-zA-Z0-9\-]{0,31}:[a-zA-Z0-9()+,\-.:=@;$_!*'%\/?#]+$"
 LocalInstrument = Literal["MANU", "DICT", "QRDN", "QRES", "INIC"]
 
@@ -323,7 +324,8 @@ async def get_payment_consent(consentId: ConsentId, request: Request, session: S
 async def create_pix_payment(request: Request, session: Session, org: ClientOrg,
                              idempotency_key: IdempotencyKey,
                              authorization: Annotated[str | None, Header(max_length=2048)] = None,
-                             x_consent_id: Annotated[str | None, Header(alias="x-consent-id", max_length=256)] = None,
+                             x_consent_id: Annotated[str | None,
+                                                     Header(alias="x-consent-id", max_length=256)] = None,
                              ) -> Response:
     signed, client = await request.app.state.jws.read(request, session, org)
     body: CreatePixPayment = _parse(CreatePixPayment, signed)

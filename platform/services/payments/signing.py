@@ -94,11 +94,13 @@ class PaymentsJws:
         session.add(SeenJti(issuer=issuer, jti=jti, seen_at=now))
         try:
             if random.randrange(_PRUNE_EVERY) == 0:
-                await session.execute(delete(SeenJti).where(SeenJti.seen_at < now - timedelta(seconds=JTI_WINDOW_S)))
+                cutoff = now - timedelta(seconds=JTI_WINDOW_S)
+                await session.execute(delete(SeenJti).where(SeenJti.seen_at < cutoff))
             await session.commit()
         except IntegrityError:
             await session.rollback()
-            raise OFError(403, "this jti was already used", code="INVALID_CLIENT", title="Cliente inválido") from None
+            raise OFError(403, "this jti was already used", code="INVALID_CLIENT",
+                          title="Cliente inválido") from None
 
     def response(self, body: dict | str, status: int, audience: str | None) -> Response:
         """``body`` (a dict, or JSON text as stored for idempotency) signed as ``application/jwt``."""

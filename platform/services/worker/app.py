@@ -94,7 +94,8 @@ class Notifier:
         try:
             async with self.sessions() as session:
                 payment = await session.get(PixPayment, payment_id)
-                consent = await session.get(PaymentConsent, payment.consent_id) if payment is not None else None
+                consent = (await session.get(PaymentConsent, payment.consent_id)
+                           if payment is not None else None)
             org = consent.client_org_id if consent is not None else None
             base = self.webhooks.get(org or "")
             if base is None:
@@ -220,7 +221,8 @@ class Settler:
         await asyncio.sleep(self.settings.settlement_latency_ms / 1000)
         rejected = self.rng.random() < self.settings.settlement_failure_rate
         final = RJCT if rejected else ACSC
-        reason = {"code": "PAGAMENTO_RECUSADO_SPI", "detail": "simulated settlement failure"} if rejected else None
+        reason = ({"code": "PAGAMENTO_RECUSADO_SPI", "detail": "simulated settlement failure"}
+                  if rejected else None)
         async with sessions() as session:
             if not await transition(session, PixPayment, payment_id, ACCP, final, rejection_reason=reason):
                 current = await session.get(PixPayment, payment_id)
