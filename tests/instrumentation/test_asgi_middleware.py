@@ -29,7 +29,8 @@ def requests_count(registry, **labels):
 
 def series(registry, spec):
     """Every (labels) of a metric's samples named exactly ``spec.series``."""
-    name = spec.series if spec.kind == "counter" else spec.name + "_count" if spec.kind == "histogram" else spec.name
+    name = (spec.series if spec.kind == "counter"
+            else spec.name + "_count" if spec.kind == "histogram" else spec.name)
     return [s.labels for m in registry.collect() for s in m.samples if s.name == name]
 
 

@@ -39,7 +39,8 @@ def test_line_has_every_field_with_trace_and_interaction_ids(root_logger):
     out = io.StringIO()
     configure_logging("payments", env="test", version="1.2.3", stream=out)
     tracer = TracerProvider().get_tracer("test")
-    with tracer.start_as_current_span("request") as span, use_interaction_id("c9a3e1f0-0000-4000-8000-000000000001"):
+    with (tracer.start_as_current_span("request") as span,
+          use_interaction_id("c9a3e1f0-0000-4000-8000-000000000001")):
         logging.getLogger("payments.pix").info("pix %s sent", "p-1",
                                                extra={"payment_id": "p-1", "attempt": 2})
     [line] = _lines(out)

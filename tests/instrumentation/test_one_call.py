@@ -60,7 +60,8 @@ async def plain(scope, receive, send):
     if scope["type"] != "http":
         return
     {HANDLER_BODY.strip()}
-    await send({{"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}})
+    await send({{"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain")]}})
     await send({{"type": "http.response.body", "body": b"ok"}})
 
 app = instrument_app(plain, service="newuser")
@@ -178,7 +179,8 @@ def test_logs_false_or_an_ofsre_configuration_is_left_alone(configured_first, tm
         else:
             instrument_app(FastAPI(), service="svc", logs=False)
         root = logging.getLogger()
-        print(len(root.handlers), logging.getLevelName(root.level), root.handlers and root.handlers[0].stream is mine)
+        print(len(root.handlers), logging.getLevelName(root.level),
+              root.handlers and root.handlers[0].stream is mine)
     ''')
     out = subprocess.run([sys.executable, "-c", script], env=_env(), capture_output=True, text=True,
                          timeout=60)

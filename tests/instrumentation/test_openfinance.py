@@ -12,7 +12,8 @@ def test_format_datetime_is_utc_seconds_z_whatever_the_input_zone():
     brasilia = timezone(timedelta(hours=-3))
     assert format_datetime(datetime(2025, 1, 2, 0, 4, 5, 999_999, tzinfo=brasilia)) == "2025-01-02T03:04:05Z"
     assert format_datetime(datetime(2025, 1, 2, 3, 4, 5)) == "2025-01-02T03:04:05Z"  # naive: stored UTC
-    assert format_datetime(datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC), milliseconds=True) == "2025-01-02T03:04:05.000Z"
+    with_ms = format_datetime(datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC), milliseconds=True)
+    assert with_ms == "2025-01-02T03:04:05.000Z"
 
 
 def test_format_datetime_defaults_to_now():

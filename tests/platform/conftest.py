@@ -146,8 +146,8 @@ class PKI:
         if san:
             import ipaddress
 
-            builder = builder.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(san))]),
-                                            critical=False)
+            san_ext = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(san))])
+            builder = builder.add_extension(san_ext, critical=False)
         cert = builder.sign(self.key, hashes.SHA256())
         key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption())
@@ -185,7 +185,8 @@ def write_catalog(directory: Path, *, baixa_tpm: int | None = None,
     path.write_text(text)
     catalog = load_catalog(path)
     if baixa_tpm is not None:
-        assert catalog.lookup("GET", "/open-banking/accounts/v2/accounts").tpm == baixa_tpm, "catalog changed shape"
+        listed = catalog.lookup("GET", "/open-banking/accounts/v2/accounts")
+        assert listed.tpm == baixa_tpm, "catalog changed shape"
     if client_timeout_s is not None:
         assert catalog.ecosystem["client_timeout_s"] == client_timeout_s, "catalog changed shape"
     return path

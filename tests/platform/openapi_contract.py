@@ -51,8 +51,8 @@ class _Request:
         self.method = request.method.lower()
         self.body = request.content or None
         self.content_type = request.headers.get("content-type", "").lower()
-        self.parameters = RequestParameters(query=ImmutableMultiDict(parse_qsl(url.query, keep_blank_values=True)),
-                                            header=Headers(list(request.headers.items())),
+        query = ImmutableMultiDict(parse_qsl(url.query, keep_blank_values=True))
+        self.parameters = RequestParameters(query=query, header=Headers(list(request.headers.items())),
                                             cookie=ImmutableMultiDict())
 
     @property

@@ -48,9 +48,11 @@ async def test_reads_with_an_authorised_consent(apis, journeys):
     account_id = items[0]["accountId"]
     one = (await accounts.get(f"{BASE}/accounts/{account_id}", headers={"x-consent-id": cid})).json()["data"]
     assert one["currency"] == "BRL" and one["number"] == items[0]["number"]
-    balances = (await accounts.get(f"{BASE}/accounts/{account_id}/balances", headers=bearer(cid))).json()["data"]
+    answer = await accounts.get(f"{BASE}/accounts/{account_id}/balances", headers=bearer(cid))
+    balances = answer.json()["data"]
     assert balances["availableAmount"]["currency"] == "BRL"
-    assert balances["availableAmount"]["amount"] == data.balances(data.customer_accounts(journeys.cpf)[0])["availableAmount"]["amount"]
+    seeded = data.balances(data.customer_accounts(journeys.cpf)[0])
+    assert balances["availableAmount"]["amount"] == seeded["availableAmount"]["amount"]
 
 
 async def test_missing_consent_is_401_and_bad_consents_are_403(apis, journeys):
@@ -67,15 +69,18 @@ async def test_missing_consent_is_401_and_bad_consents_are_403(apis, journeys):
 async def test_each_endpoint_needs_its_permission(apis, journeys):
     consents, accounts = apis
     only_list = await new_consent(consents, journeys, ["ACCOUNTS_READ", "RESOURCES_READ"])
-    account_id = (await accounts.get(f"{BASE}/accounts", headers=bearer(only_list))).json()["data"][0]["accountId"]
-    for suffix, permission in (("balances", "ACCOUNTS_BALANCES_READ"), ("transactions",
-                                                                        "ACCOUNTS_TRANSACTIONS_READ"),
+    listed = await accounts.get(f"{BASE}/accounts", headers=bearer(only_list))
+    account_id = listed.json()["data"][0]["accountId"]
+    for suffix, permission in (("balances", "ACCOUNTS_BALANCES_READ"),
+                               ("transactions", "ACCOUNTS_TRANSACTIONS_READ"),
                                ("overdraft-limits", "ACCOUNTS_OVERDRAFT_LIMITS_READ")):
-        err = assert_of_error(await accounts.get(f"{BASE}/accounts/{account_id}/{suffix}", headers=bearer(only_list)), 403)
+        refused = await accounts.get(f"{BASE}/accounts/{account_id}/{suffix}", headers=bearer(only_list))
+        err = assert_of_error(refused, 403)
         assert permission in err["detail"]
     no_list = await new_consent(consents, journeys, ["ACCOUNTS_BALANCES_READ", "RESOURCES_READ"])
     assert_of_error(await accounts.get(f"{BASE}/accounts", headers=bearer(no_list)), 403)
-    assert (await accounts.get(f"{BASE}/accounts/{account_id}/balances", headers=bearer(no_list))).status_code == 200
+    balances = await accounts.get(f"{BASE}/accounts/{account_id}/balances", headers=bearer(no_list))
+    assert balances.status_code == 200
 
 
 async def test_another_customers_account_is_not_found(apis, journeys):
@@ -158,10 +163,12 @@ async def test_monthly_operational_limit_is_423_past_the_catalogs_tier_limit(api
     limit = load_catalog().lookup("GET", f"{BASE}/accounts").tier.monthly_limit
     consents, accounts = apis
     cid = await new_consent(consents, journeys)
-    own, stranger = data.customer_accounts(journeys.cpf)[0].account_id, data.customer_accounts("10987654321")[0].account_id
+    own = data.customer_accounts(journeys.cpf)[0].account_id
+    stranger = data.customer_accounts("10987654321")[0].account_id
     for _ in range(limit + 2):  # 404s are not successful calls
         assert (await accounts.get(f"{BASE}/accounts/{stranger}", headers=bearer(cid))).status_code == 404
-    statuses = [(await accounts.get(f"{BASE}/accounts", headers=bearer(cid))).status_code for _ in range(limit + 1)]
+    statuses = [(await accounts.get(f"{BASE}/accounts", headers=bearer(cid))).status_code
+                for _ in range(limit + 1)]
     assert statuses == [200] * limit + [423]
     err = assert_of_error(await accounts.get(f"{BASE}/accounts", headers=bearer(cid)), 423,
                           "LIMITE_MENSAL_EXCEDIDO")

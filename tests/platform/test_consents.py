@@ -68,7 +68,8 @@ async def test_expired_consents_read_as_rejected(settings, registry, serve, jour
                                .values(expiration_at=datetime.now(UTC) - timedelta(seconds=1)))
         await engine.dispose()
         data = (await http.get(f"{BASE}/{cid}")).json()["data"]
-        assert data["status"] == "REJECTED" and data["rejection"]["reason"]["code"] == "CONSENT_MAX_DATE_REACHED"
+        assert data["status"] == "REJECTED"
+        assert data["rejection"]["reason"]["code"] == "CONSENT_MAX_DATE_REACHED"
 
 
 @pytest.mark.parametrize("body, status, code", [
@@ -165,7 +166,8 @@ async def test_resources_lists_the_consents_accounts(settings, registry, serve, 
         listed = await http.get(RESOURCES, headers={"authorization": f"Bearer consent:{cid}"})
         assert listed.status_code == 200 and listed.headers["x-v"] == "3.1.0"
         body = listed.json()
-        assert [r["resourceId"] for r in body["data"]] == [a.account_id for a in data.customer_accounts(journeys.cpf)]
+        own = [a.account_id for a in data.customer_accounts(journeys.cpf)]
+        assert [r["resourceId"] for r in body["data"]] == own
         assert {(r["type"], r["status"]) for r in body["data"]} == {("ACCOUNT", "AVAILABLE")}
         assert body["meta"]["totalRecords"] == len(body["data"])
         assert_of_error(await http.get(RESOURCES), 401)
@@ -212,9 +214,8 @@ async def test_extension_refusals_use_the_documents_codes(settings, registry, se
                                 headers=CUSTOMER)).status_code == 201
         earlier = (datetime.now(UTC) + timedelta(days=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
         for date in (earlier, too_far):
-            assert_of_error(await http.post(url,
-                                            json={"data": {"loggedUser": user, "expirationDateTime": date}},
-                                            headers=CUSTOMER), 422, "DATA_EXPIRACAO_INVALIDA")
+            body = {"data": {"loggedUser": user, "expirationDateTime": date}}
+            assert_of_error(await http.post(url, json=body, headers=CUSTOMER), 422, "DATA_EXPIRACAO_INVALIDA")
         stranger = {"document": {"identification": "10987654321", "rel": "CPF"}}
         assert_of_error(await http.post(url, json={"data": {"loggedUser": stranger}}, headers=CUSTOMER), 403)
         # customer headers required

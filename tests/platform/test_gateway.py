@@ -157,8 +157,8 @@ async def test_round_robin_and_failover(tmp_path, serve, replicas, registry):
 
 
 
-async def test_the_upstream_clients_telemetry_errors_are_counted_in_the_apps_registry(tmp_path, serve, replicas,
-                                                                                       registry, monkeypatch):
+async def test_the_upstream_clients_telemetry_errors_are_counted_in_the_apps_registry(
+        tmp_path, serve, replicas, registry, monkeypatch):
     from ofsre.instrumentation import httpclient
 
     def broken(*args, **kwargs):
@@ -325,7 +325,8 @@ async def test_tpm_from_the_catalog_refuses_exactly_past_the_limit(tmp_path, ser
         assert (await http.get(ACCOUNTS, headers=org_b)).status_code == 200          # per origin
         assert (await http.get(ACCOUNTS + "/acc-1", headers=org_a)).status_code == 200  # per endpoint
         assert catalog.match("GET", CONSENTS + "/urn:x:1").tpm is None
-        assert {(await http.get(CONSENTS + "/urn:x:1", headers=org_a)).status_code for _ in range(10)} == {200}
+        statuses = {(await http.get(CONSENTS + "/urn:x:1", headers=org_a)).status_code for _ in range(10)}
+        assert statuses == {200}
         clock.now += 55  # the next clock minute
         assert (await http.get(ACCOUNTS, headers=org_a)).status_code == 200
 

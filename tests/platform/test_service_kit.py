@@ -153,7 +153,8 @@ async def test_owned_is_the_callers_row_else_404_or_403(settings):
     consent_id, engine = await _consent(settings, AWAITING, client_org_id="org-a")
     try:
         async with db.session_factory(engine)() as session:
-            assert (await app_common.owned(session, Consent, consent_id, "org-a", "consent")).status == AWAITING
+            own = await app_common.owned(session, Consent, consent_id, "org-a", "consent")
+            assert own.status == AWAITING
             with pytest.raises(OFError) as other:
                 await app_common.owned(session, Consent, consent_id, "org-b", "consent")
             with pytest.raises(OFError) as missing:

@@ -41,8 +41,11 @@ def test_every_variable_is_read():
     assert settings.trusted_proxies == (ipaddress.ip_network("10.0.0.0/8"),
                                         ipaddress.ip_network("127.0.0.1/32"))
     assert settings.client_cert_header == "x-client-cert" and settings.mtls is False
-    assert (settings.settlement_latency_ms, settings.settlement_failure_rate, settings.worker_concurrency) == (5, 0.25, 3)
-    assert settings.simulation_routes is False and settings.shutdown_timeout_s == 7.5 and settings.db_pool_size == 2
+    settlement = (settings.settlement_latency_ms, settings.settlement_failure_rate,
+                  settings.worker_concurrency)
+    assert settlement == (5, 0.25, 3)
+    assert settings.simulation_routes is False and settings.shutdown_timeout_s == 7.5
+    assert settings.db_pool_size == 2
     assert settings.queue_backend == "sqs" and settings.tls_key_file == Path("/k.pem")
 
 

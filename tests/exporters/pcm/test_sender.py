@@ -246,7 +246,8 @@ def test_the_long_running_sender_serves_the_deadline_metrics_and_stops_on_sigter
             time.sleep(0.05)
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         assert 'ofsre_pcm_backlog_reports{kind="private"} 0.0' in metrics
-        assert 'ofsre_pcm_day_reports{status="ACCEPTED"}' in metrics and "ofsre_pcm_deadline_seconds_left" in metrics
+        assert 'ofsre_pcm_day_reports{status="ACCEPTED"}' in metrics
+        assert "ofsre_pcm_deadline_seconds_left" in metrics
     finally:
         sender.send_signal(signal.SIGTERM)
         assert sender.wait(15) == 0            # a clean stop: nothing in flight is lost (it stays pending)

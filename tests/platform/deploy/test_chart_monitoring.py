@@ -37,7 +37,8 @@ def test_monitoring_is_off_by_default():
 def test_dashboards_render_as_sidecar_configmaps():
     rendered = render_chart({"monitoring": {"dashboards": {"enabled": True, "labels": {"team": "sre"},
                                                            "annotations": {"grafana_folder": "ofsre"}}}})
-    maps = [m for m in rendered if m.kind == "ConfigMap" and m.doc["metadata"]["labels"].get("grafana_dashboard")]
+    maps = [m for m in rendered
+            if m.kind == "ConfigMap" and m.doc["metadata"]["labels"].get("grafana_dashboard")]
     assert sorted(m.name for m in maps) == sorted(f"ofsre-dashboard-{k}" for k in DASHBOARDS)
     for m in maps:
         assert schema_errors(m) == []
@@ -69,7 +70,8 @@ def test_rules_from_your_own_build_replace_the_bundled_ones(tmp_path):
     text = rules_build.render_all(load_config(own))["prometheusrule.yaml"]
     rendered = render_chart({"monitoring": {"rules": {"enabled": True, "prometheusRule": text}}})
     [rule] = [m for m in rendered if m.kind == "PrometheusRule"]
-    urls = {r["annotations"]["runbook_url"] for g in rule.doc["spec"]["groups"] for r in g["rules"] if "alert" in r}
+    urls = {r["annotations"]["runbook_url"]
+            for g in rule.doc["spec"]["groups"] for r in g["rules"] if "alert" in r}
     assert all(u.startswith("https://wiki.example/runbooks/") for u in urls)
     with pytest.raises(helm.HelmRenderError, match="monitoring.rules.prometheusRule: not a PrometheusRule"):
         render_chart({"monitoring": {"rules": {"enabled": True, "prometheusRule": "kind: ConfigMap\n"}}})

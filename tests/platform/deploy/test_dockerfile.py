@@ -291,7 +291,8 @@ def test_chart_runs_the_image_as_its_user(chart, workloads):
     assert workloads
     for name, spec in workloads:
         pod = spec["securityContext"]
-        assert (pod["runAsNonRoot"], pod["runAsUser"], pod["runAsGroup"], pod["fsGroup"]) == (True, uid, gid, gid)
+        identity = (pod["runAsNonRoot"], pod["runAsUser"], pod["runAsGroup"], pod["fsGroup"])
+        assert identity == (True, uid, gid, gid)
         assert pod["seccompProfile"] == {"type": "RuntimeDefault"}
         for container in spec["containers"]:
             sc = container["securityContext"]
@@ -311,7 +312,8 @@ def test_chart_mounts_an_emptydir_on_every_image_volume_and_nothing_else(chart, 
             mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
             assert set(mounts) == image_volumes(), name
             assert all("emptyDir" in volumes[v] for v in mounts.values())
-            assert chart.plain_env(container)["OFSRE_DATA_DIR"] == env["OFSRE_DATA_DIR"] == chart.values["dataDir"]
+            data_dir = chart.plain_env(container)["OFSRE_DATA_DIR"]
+            assert data_dir == env["OFSRE_DATA_DIR"] == chart.values["dataDir"]
             spool = chart.plain_env(container).get("OFSRE_LOG_SPOOL_DIR")
             if spool:
                 assert PurePosixPath(env["OFSRE_DATA_DIR"]) in PurePosixPath(spool).parents
@@ -368,7 +370,8 @@ as_user = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--n
 run = [*as_user, sys.executable, "-m", "ofsre.platform.run"]
 env = cfg["env"]
 out = {}
-probe = subprocess.run([*as_user, "sh", "-c", "touch /ro-probe; echo $?; id -u"], capture_output=True, text=True)
+probe = subprocess.run([*as_user, "sh", "-c", "touch /ro-probe; echo $?; id -u"],
+                       capture_output=True, text=True)
 out["root_write_rc"], out["uid"] = probe.stdout.split()
 m = subprocess.run([*run, "migrate"], env=env, capture_output=True, text=True, timeout=60)
 out["migrate"] = {"rc": m.returncode, "log": m.stdout + m.stderr}
@@ -426,7 +429,8 @@ def test_a_service_runs_as_the_image_user_on_a_read_only_root_filesystem():
     }
     # Every path the interpreter and the code are read from (the checkout, the virtualenv,
     # the base interpreter), resolved and not.
-    expose = sorted({str(p) for base in (REPO, Path(sys.prefix), Path(sys.base_prefix)) for p in (base, base.resolve())})
+    expose = sorted({str(p) for base in (REPO, Path(sys.prefix), Path(sys.base_prefix))
+                     for p in (base, base.resolve())})
     cfg = {"repo": str(REPO), "prefix": str(Path(sys.prefix).resolve()), "expose": expose, "uid": uid,
            "gid": gid, "data": data, "env": env, "service": "consents", "settle_s": 1.5}
     proc = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable, "-c",

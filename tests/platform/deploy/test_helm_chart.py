@@ -59,7 +59,8 @@ def _k8s_rules(rules: ScalingRules) -> dict[str, Any]:
     return {
         "stabilizationWindowSeconds": rules.stabilization_window_seconds,
         "selectPolicy": rules.select_policy,
-        "policies": [{"type": p.type, "value": p.value, "periodSeconds": p.period_seconds} for p in rules.policies],
+        "policies": [{"type": p.type, "value": p.value, "periodSeconds": p.period_seconds}
+                     for p in rules.policies],
     }
 
 
@@ -205,7 +206,8 @@ def test_shutdown_fits_in_the_termination_grace_period(chart):
         spec = chart.pod_spec(deployment)
         assert spec["terminationGracePeriodSeconds"] > budget
         [container] = spec["containers"]
-        assert container["lifecycle"]["preStop"] == {"sleep": {"seconds": chart.values["preStopSleepSeconds"]}}
+        sleep = chart.values["preStopSleepSeconds"]
+        assert container["lifecycle"]["preStop"] == {"sleep": {"seconds": sleep}}
 
 
 def test_chart_app_version_is_the_package_version(chart):
@@ -311,7 +313,8 @@ def test_log_shipper_otlp_and_secrets_reach_every_pod(chart, everything):
         env, plain = chart.container_env(container), chart.plain_env(container)
         assert plain["OFSRE_LOG_SHIPPER"] == "loki" and plain["OFSRE_LOKI_URL"] == "http://loki:3100"
         assert "OFSRE_DATADOG_URL" not in env  # only the chosen shipper's settings
-        assert env["OFSRE_LOKI_PASSWORD"]["valueFrom"] == {"secretKeyRef": {"name": "loki", "key": "password"}}
+        loki_password = env["OFSRE_LOKI_PASSWORD"]["valueFrom"]
+        assert loki_password == {"secretKeyRef": {"name": "loki", "key": "password"}}
         assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"] == {"secretKeyRef": {"name": "aws", "key": "secret"}}
         assert plain["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.monitoring:4318"
         assert (plain["OFSRE_VERSION"], plain["OFSRE_COMMIT"]) == ("1.2.3", "abc1234")
@@ -338,7 +341,8 @@ def test_log_spool_lives_in_the_writable_data_dir(chart, everything):
     [worker] = chart.pod_spec(everything.of_kind("Deployment")["worker"])["containers"]
     spool = chart.plain_env(worker)["OFSRE_LOG_SPOOL_DIR"]
     assert spool.startswith(chart.values["dataDir"] + "/")
-    assert spool.startswith(tuple(m["mountPath"] + "/" for m in worker["volumeMounts"] if m["name"] == "data"))
+    data_mounts = tuple(m["mountPath"] + "/" for m in worker["volumeMounts"] if m["name"] == "data")
+    assert spool.startswith(data_mounts)
 
 
 def test_resource_attributes_use_only_variables_defined_before_them(chart):
@@ -391,7 +395,8 @@ def test_values_schema_allows_exactly_the_queue_backends_and_log_shippers(chart)
     {"logShipper": {"type": "splunk"}},
     {"env": {"NOT-A-NAME": "x"}},
     {"otel": {"endpoint": "otel:4318"}},
-    {"modules": {"gateway": {"autoscaling": {"behavior": {"scaleUp": {"stabilizationWindowSeconds": 4000}}}}}},
+    {"modules": {"gateway": {"autoscaling": {"behavior": {
+        "scaleUp": {"stabilizationWindowSeconds": 4000}}}}}},
     {"database": {"existingSecret": ""}},
     {"serviceAcountName": "typo"},  # unknown keys too: a misspelt key would be ignored silently
 ])

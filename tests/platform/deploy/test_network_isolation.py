@@ -65,7 +65,8 @@ def admits(policies: list[dict[str, Any]], src: Pod, dst: Pod, port: int) -> boo
     for policy in selecting:
         for rule in policy["spec"].get("ingress") or []:
             ports = rule.get("ports")
-            if ports and not any(p.get("port") in (port, None) and p.get("protocol", "TCP") == "TCP" for p in ports):
+            if ports and not any(p.get("port") in (port, None) and p.get("protocol", "TCP") == "TCP"
+                                 for p in ports):
                 continue
             peers = rule.get("from")
             if not peers or any(_peer_admits(peer, src, dst.namespace) for peer in peers):
@@ -107,7 +108,8 @@ def test_every_module_has_one_ingress_policy_selecting_exactly_its_pods(chart):
     for module, policy in policies.items():
         assert policy["spec"]["policyTypes"] == ["Ingress"]
         assert policy["spec"]["podSelector"] == deployments[module]["spec"]["selector"]
-        assert [m for m, pod in pods.items() if selects(policy["spec"]["podSelector"], pod.labels)] == [module]
+        selected = [m for m, pod in pods.items() if selects(policy["spec"]["podSelector"], pod.labels)]
+        assert selected == [module]
 
 
 def test_only_the_gateway_reaches_the_api_modules(chart):
@@ -237,7 +239,8 @@ def test_gateway_and_every_module_read_the_same_secret_key(chart):
     assert len(value) >= 32 and value.isalnum()
     # The migrate Job serves nothing: it does not get the secret.
     [job] = [m.doc for m in chart.default if m.kind == "Job"]
-    assert all("OFSRE_GATEWAY_SECRET" not in chart.container_env(c) for c in chart.pod_spec(job)["containers"])
+    assert all("OFSRE_GATEWAY_SECRET" not in chart.container_env(c)
+               for c in chart.pod_spec(job)["containers"])
 
 
 def test_the_platform_reads_one_secret_in_the_gateway_and_every_module(chart):

@@ -120,7 +120,8 @@ def test_every_resource_and_data_reference_is_declared():
     resources, data = _typed("resource"), _typed("data")
     for s in _all_strings():
         for is_data, kind, name in _RESOURCE_REF.findall(s):
-            assert (kind, name) in (data if is_data else resources), f"{'data.' if is_data else ''}{kind}.{name}"
+            where = f"{'data.' if is_data else ''}{kind}.{name}"
+            assert (kind, name) in (data if is_data else resources), where
 
 
 def test_terraform_and_every_provider_are_pinned():
@@ -171,6 +172,7 @@ def test_queue_names_follow_the_sqs_adapter_convention():
     assert _resource("aws_sqs_queue", "queue")["name"] == prefixed + '"'
     assert _resource("aws_sqs_queue", "dlq")["name"] == prefixed + '-dlq"'
     assert _resource("aws_sns_topic", "topic")["name"] == prefixed + '"'
-    [template] = [block["sns_topic_arn_template"] for path in TF_FILES for block in _parsed(path).get("locals", [])
+    [template] = [block["sns_topic_arn_template"]
+                  for path in TF_FILES for block in _parsed(path).get("locals", [])
                   if "sns_topic_arn_template" in block]
     assert _unquote(template).endswith(":{topic}")

@@ -87,15 +87,17 @@ def error_code(response: httpx.Response) -> str:
 
 
 def consent_body(permissions=None, *, expires: str | None = None) -> dict:
+    in_90_days = (datetime.now(UTC) + timedelta(days=90)).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {"data": {"loggedUser": {"document": {"identification": CPF, "rel": "CPF"}},
                      "permissions": permissions or ["ACCOUNTS_READ", "ACCOUNTS_BALANCES_READ",
                                                     "ACCOUNTS_TRANSACTIONS_READ",
                                                     "ACCOUNTS_OVERDRAFT_LIMITS_READ", "RESOURCES_READ"],
-                     "expirationDateTime": expires or (datetime.now(UTC) + timedelta(days=90)).strftime("%Y-%m-%dT%H:%M:%SZ")}}
+                     "expirationDateTime": expires or in_90_days}}
 
 
 def authorised_data_consent(call: Exchanges, platform, org: str) -> str:
-    cid = call("POST", CONSENTS, json=consent_body(), headers=CLIENT_TOKEN, status=201).json()["data"]["consentId"]
+    created = call("POST", CONSENTS, json=consent_body(), headers=CLIENT_TOKEN, status=201)
+    cid = created.json()["data"]["consentId"]
     assert platform.bank.decide("consents", cid, org_id=org).status_code == 200
     return cid
 
@@ -152,7 +154,8 @@ def test_data_sharing_refusals_conform(platform, institution, recorder):
     assert error_code(past) == "DATA_EXPIRACAO_INVALIDA"
     call("GET", f"{CONSENTS}/urn:ofsre:no-such-consent", headers=CLIENT_TOKEN, status=404)
 
-    awaiting = call("POST", CONSENTS, json=consent_body(), headers=CLIENT_TOKEN, status=201).json()["data"]["consentId"]
+    created = call("POST", CONSENTS, json=consent_body(), headers=CLIENT_TOKEN, status=201)
+    awaiting = created.json()["data"]["consentId"]
     call("GET", RESOURCES, headers={"authorization": f"Bearer consent:{awaiting}"}, status=403)
     call("GET", ACCOUNTS, request_valid=False, status=401)  # no Authorization at all
     call("POST", f"{CONSENTS}/{awaiting}/extends", status=422,
@@ -189,7 +192,8 @@ def test_the_monthly_operational_limit_is_a_conforming_423(platform, institution
                    (cid, f"GET {route}", account, f"{datetime.now(UTC):%Y-%m}", limit - 1))
     statuses = [call("GET", f"{ACCOUNTS}/{account}/balances", headers=token).status_code for _ in range(2)]
     assert statuses == [200, 423]
-    assert error_code(call("GET", f"{ACCOUNTS}/{account}/balances", headers=token, status=423)) == "LIMITE_MENSAL_EXCEDIDO"
+    locked = call("GET", f"{ACCOUNTS}/{account}/balances", headers=token, status=423)
+    assert error_code(locked) == "LIMITE_MENSAL_EXCEDIDO"
     call("GET", f"{ACCOUNTS}/{account}/transactions-current", headers=token, status=200)  # its own count
 
 
@@ -236,7 +240,8 @@ def test_payment_journey_conforms(platform, institution, recorder, initiator):
                          consent=cid, status=422)
     assert me.read(again.text)["errors"][0]["code"] == "CONSENTIMENTO_INVALIDO"
     unknown = call("GET", f"{PAYMENTS}/pix/payments/no-such-payment", headers=CLIENT_TOKEN, status=404)
-    assert me.read_error(unknown.content, unknown.headers["x-jws-signature"])["errors"][0]["code"] == "NOT_FOUND"
+    error = me.read_error(unknown.content, unknown.headers["x-jws-signature"])
+    assert error["errors"][0]["code"] == "NOT_FOUND"
 
 
 def test_payment_refusals_conform(platform, institution, recorder, initiator):

@@ -87,7 +87,8 @@ def _within_one_minute() -> None:
 def _burst(urls: list[str], calls: int) -> list[int]:
     with httpx.Client(timeout=15) as client:
         return [client.get(urls[i % len(urls)] + ACCOUNTS,
-                           headers={"x-fapi-interaction-id": str(uuid.uuid4())}).status_code for i in range(calls)]
+                           headers={"x-fapi-interaction-id": str(uuid.uuid4())}).status_code
+                for i in range(calls)]
 
 
 def test_three_gateways_sharing_redis_admit_exactly_the_catalog_limit(fleet, tmp_path):

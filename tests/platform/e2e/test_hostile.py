@@ -141,7 +141,8 @@ def test_the_gateway_never_routes_simulation(platform, victim, org_a, path):
 
 def test_a_module_answers_simulation_only_for_the_consents_organisation(platform, pki):
     org = f"org-c-{secrets.token_hex(3)}"
-    with httpx.Client(base_url=platform.gateway.url, headers={"x-ssl-client-cert": pki.issue(org).header}) as http:
+    cert = {"x-ssl-client-cert": pki.issue(org).header}
+    with httpx.Client(base_url=platform.gateway.url, headers=cert) as http:
         cid = http.post(CONSENTS, json=consent_request()).json()["data"]["consentId"]
     module = platform.services["consents"].port
     authorise = f"/_sim/consents/{cid}/authorise"
@@ -172,7 +173,8 @@ def test_a_certificate_without_an_organisation_gets_nothing(platform, victim, na
     assert consent_status(platform, victim) == "AUTHORISED"
     # the payment was not made
     with httpx.Client(base_url=platform.gateway.url, headers=victim["cert"]) as http:
-        consent = victim["initiator"].read(http.get(f"{PAYMENTS}/consents/{victim['payment_consent']}").text)["data"]
+        answer = http.get(f"{PAYMENTS}/consents/{victim['payment_consent']}")
+        consent = victim["initiator"].read(answer.text)["data"]
     assert consent["status"] == "AUTHORISED"
 
 

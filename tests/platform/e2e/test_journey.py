@@ -53,7 +53,8 @@ def of_error(response: httpx.Response, status: int) -> dict:
 def waf(platform, pki):
     """An httpx client acting as the WAF in front of the gateway, with org ``org-e2e``'s certificate."""
     cert = pki.issue("org-e2e")
-    with httpx.Client(base_url=platform.gateway.url, headers={"x-ssl-client-cert": cert.header}, timeout=20) as client:
+    with httpx.Client(base_url=platform.gateway.url, headers={"x-ssl-client-cert": cert.header},
+                      timeout=20) as client:
         yield client
 
 
@@ -91,7 +92,8 @@ def test_full_journey_is_one_trace_from_gateway_to_worker(platform, waf, initiat
     account_id = accounts.json()["data"][0]["accountId"]
     assert waf.get(f"{ACCOUNTS}/{account_id}/balances", headers=token).status_code == 200
     transactions = waf.get(f"{ACCOUNTS}/{account_id}/transactions", headers=token).json()
-    assert transactions["meta"]["totalPages"] >= 1 and transactions["links"]["self"].startswith(platform.gateway.url)
+    assert transactions["meta"]["totalPages"] >= 1
+    assert transactions["links"]["self"].startswith(platform.gateway.url)
 
     paid = signed_payment(platform, waf, initiator, {**traced(), "x-fapi-interaction-id": str(uuid.uuid4())})
     assert paid.status_code == 201, paid.text
@@ -149,7 +151,8 @@ def test_tpm_from_the_catalog_is_429_exactly_past_the_limit(platform, pki):
         # the calls carry no consent: 401 from accounts, but each one counts against the origin's TPM
         assert statuses == [401] * E2E_BAIXA_TPM + [429]
         refused = client.get(ACCOUNTS)
-        assert of_error(refused, 429)["code"] == "TOO_MANY_REQUESTS" and int(refused.headers["retry-after"]) >= 1
+        assert of_error(refused, 429)["code"] == "TOO_MANY_REQUESTS"
+        assert int(refused.headers["retry-after"]) >= 1
 
 
 def test_gateway_with_its_own_tls_listener(platform, pki, tmp_path):

@@ -109,8 +109,8 @@ def pcm_platform(tmp_path_factory, pki, catalog_writer):
 def stored_reports(store_path) -> list[dict]:
     with ReportStore(store_path) as store:
         store.promote()   # what the gateway and the worker staged
-        return [dict(zip(("role", "endpoint", "method", "status", "iid", "client", "server", "info", "prefix", "ss"),
-                         row, strict=True))
+        fields = ("role", "endpoint", "method", "status", "iid", "client", "server", "info", "prefix", "ss")
+        return [dict(zip(fields, row, strict=True))
                 for row in store._db.execute("SELECT role, endpoint, method, status_code, "
                                              "interaction_id, client_org, server_org, info, uri_prefix, "
                                              "ss_id FROM reports ORDER BY ts")]
@@ -188,8 +188,8 @@ def test_server_and_client_reports_match_the_requests_made(pcm_platform, pki):
     [webhook_report] = client
     [(path, iid)] = webhook.calls
     assert path == "/tpp" + WEBHOOK.replace("{paymentId}", payment_id)
-    assert (webhook_report["iid"], webhook_report["endpoint"], webhook_report["method"], webhook_report["status"]) == (
-        iid, WEBHOOK, "POST", 202)
+    assert (webhook_report["iid"], webhook_report["endpoint"], webhook_report["method"],
+            webhook_report["status"]) == (iid, WEBHOOK, "POST", 202)
     assert (webhook_report["client"], webhook_report["server"]) == (ORG_US, ORG_THEM)
     assert (webhook_report["prefix"], webhook_report["ss"]) == (webhook.url + "/tpp", "ss-platform")
     info = json.loads(webhook_report["info"])

@@ -53,7 +53,8 @@ def payments_schema(platform):
 @pytest.fixture(scope="module")
 def data_consent(platform) -> str:
     with httpx.Client(base_url=platform.url("consents"), headers=platform.module_headers) as http:
-        cid = http.post("/open-banking/consents/v3/consents", json=consent_request()).json()["data"]["consentId"]
+        created = http.post("/open-banking/consents/v3/consents", json=consent_request())
+        cid = created.json()["data"]["consentId"]
     assert platform.bank.decide("consents", cid).status_code == 200
     return cid
 

@@ -89,7 +89,8 @@ def moto_endpoint():
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request otherwise
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_EC2_METADATA_DISABLED")}
+    saved = {k: os.environ.get(k)
+             for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_EC2_METADATA_DISABLED")}
     os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
                       AWS_EC2_METADATA_DISABLED="true")
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -120,15 +121,18 @@ async def harness(request, tmp_path, registry, tracing):
     if name.startswith("db-"):
         url = f"sqlite+aiosqlite:///{tmp_path}/queue.db" if name == "db-sqlite" else PG_URL
         await create_schema(url)
-        h = Harness(name, lambda **kw: open_queue(config(backend="db", database_url=url, **kw), **telemetry), _depth)
+        h = Harness(name, lambda **kw: open_queue(config(backend="db", database_url=url, **kw), **telemetry),
+                    _depth)
     elif name == "sqs":
         endpoint = request.getfixturevalue("moto_endpoint")
         prefix = f"q{uuid.uuid4().hex[:8]}-"
-        h = Harness(name, lambda **kw: open_queue(config(backend="sqs", endpoint_url=endpoint, region="us-east-1",
-                                                         name_prefix=prefix, **kw), **telemetry), _depth)
+        h = Harness(name, lambda **kw: open_queue(
+            config(backend="sqs", endpoint_url=endpoint, region="us-east-1", name_prefix=prefix, **kw),
+            **telemetry), _depth)
     elif name == "kafka":
         broker = FakeKafkaBroker(partitions=2)
-        h = Harness(name, lambda **kw: open_queue(config(backend="kafka", **kw), kafka=broker.module(), **telemetry),
+        h = Harness(name, lambda **kw: open_queue(config(backend="kafka", **kw), kafka=broker.module(),
+                                                  **telemetry),
                     _depth, counts_redelivery=False, fake=broker)
     else:
         hub = FakePubSub()

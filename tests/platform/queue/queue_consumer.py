@@ -17,7 +17,8 @@ from ofsre.platform.queue import QueueConfig, open_queue
 async def main(url: str, topic: str) -> None:
     queue = await open_queue(QueueConfig(database_url=url, batch_size=2, poll_min_seconds=0.005,
                                          poll_max_seconds=0.05), registry=None)
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(queue.close()))
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM,
+                                                  lambda: asyncio.ensure_future(queue.close()))
     print("ready", flush=True)
     async for msg in queue.subscribe(topic):
         await asyncio.sleep(0.002)  # some work, so the two processes interleave

@@ -118,7 +118,8 @@ class FakeKafkaBroker:
     def rebalance(self, group: str, topic: str) -> None:
         members = self.members.get((group, topic), [])
         for index, consumer in enumerate(members):
-            owned = {aiokafka.TopicPartition(topic, p) for p in range(self.partitions) if p % len(members) == index}
+            owned = {aiokafka.TopicPartition(topic, p)
+                     for p in range(self.partitions) if p % len(members) == index}
             # Eager rebalancing, as aiokafka's: every member restarts from the group's commits.
             consumer.positions = {tp: self.committed.get((group, tp), 0) for tp in owned}
 
@@ -385,8 +386,9 @@ class FakeSubscriberClient:
             entry["attempts"] += 1
             entry["ack_id"] = f"{message_id}:{uuid.uuid4().hex}"  # a fresh ack id per delivery
             entry["leased_until"] = now + subscription["deadline"]
+            attempt = entry["attempts"] if subscription["dlq"] else 0
             out.append(ptypes.ReceivedMessage(ack_id=entry["ack_id"], message=entry["message"],
-                                              delivery_attempt=entry["attempts"] if subscription["dlq"] else 0))
+                                              delivery_attempt=attempt))
         return out
 
     def pull(self, request: dict | None = None, **kwargs: Any) -> ptypes.PullResponse:

@@ -160,15 +160,15 @@ async def test_a_failing_propagator_is_counted_in_the_queues_registry(harness, t
 
     queue = await harness.open()
     monkeypatch.setattr(propagate, "inject", broken)
-    global_before = REGISTRY.get_sample_value(semconv.TELEMETRY_ERRORS.series, {"component": "messaging"}) or 0
+    errors = {"component": "messaging"}
+    global_before = REGISTRY.get_sample_value(semconv.TELEMETRY_ERRORS.series, errors) or 0
     await queue.publish(topic, {"payment_id": "p-6"})  # published all the same, without trace headers
     async with queue.subscribe(topic) as messages:
         msg = await take(messages)
         assert msg.body == {"payment_id": "p-6"}
         await msg.ack()
-    assert registry.get_sample_value(semconv.TELEMETRY_ERRORS.series, {"component": "messaging"}) == 1
-    assert (REGISTRY.get_sample_value(semconv.TELEMETRY_ERRORS.series, {"component": "messaging"}) or 0
-            ) == global_before
+    assert registry.get_sample_value(semconv.TELEMETRY_ERRORS.series, errors) == 1
+    assert (REGISTRY.get_sample_value(semconv.TELEMETRY_ERRORS.series, errors) or 0) == global_before
 
 
 async def test_close_ends_the_subscription_loop(harness, topic):

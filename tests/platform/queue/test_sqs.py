@@ -68,7 +68,8 @@ async def test_publishing_through_sns_fans_out_to_the_queue_with_the_trace(make,
     subscriptions = (await sns.list_subscriptions())["Subscriptions"]
     ours = [s for s in subscriptions if s["Endpoint"].endswith(f":{make.prefix}{topic}")]
     assert len(ours) == 1 and ours[0]["TopicArn"] in topics and ours[0]["Protocol"] == "sqs"
-    attributes = (await sns.get_subscription_attributes(SubscriptionArn=ours[0]["SubscriptionArn"]))["Attributes"]
+    subscription = await sns.get_subscription_attributes(SubscriptionArn=ours[0]["SubscriptionArn"])
+    attributes = subscription["Attributes"]
     assert attributes["RawMessageDelivery"] == "true"
 
 

@@ -115,7 +115,8 @@ def test_cpu_load_adds_a_replica_process_and_idleness_removes_it(runtime, wait_f
     assert hpa_value(series, semconv.KUBE_HPA_DESIRED_REPLICAS) == 1
 
     events = runtime.status()["events"]
-    ups = [e for e in events if "cpu resource utilization (percentage of request) above target" in e["message"]]
+    ups = [e for e in events
+           if "cpu resource utilization (percentage of request) above target" in e["message"]]
     downs = [e for e in events if e["message"].endswith("All metrics below target")]
     assert ups and downs and ups[0]["time"] < downs[0]["time"]
     # The scale-down waited for the stabilisation window: the last high recommendation was made at

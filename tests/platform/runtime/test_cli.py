@@ -66,7 +66,8 @@ def test_detached_up_status_down_with_prometheus(tmp_path, standin_command, wait
         assert prom
         query = 'kube_horizontalpodautoscaler_spec_max_replicas{horizontalpodautoscaler="consents"}'
         assert wait_for(lambda: prometheus_value(prom, query)) == 2
-        assert wait_for(lambda: prometheus_value(prom, 'count(up{job="consents",namespace="ofsre"} == 1)')) == 1
+        consents_up = 'count(up{job="consents",namespace="ofsre"} == 1)'
+        assert wait_for(lambda: prometheus_value(prom, consents_up)) == 1
 
         status = ofsre("platform", "status", *common)
         assert status.returncode == 0, status.stderr

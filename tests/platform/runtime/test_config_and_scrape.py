@@ -119,7 +119,8 @@ def test_sums_over_replicas_and_labels():
 def test_demo_summary_compares_p95_with_the_catalog_limit():
     from ofsre.platform.runtime.demo import summarise
 
-    pix, balances = "/open-banking/payments/v4/pix/payments", "/open-banking/accounts/v2/accounts/{accountId}/balances"
+    pix = "/open-banking/payments/v4/pix/payments"
+    balances = "/open-banking/accounts/v2/accounts/{accountId}/balances"
     dur = semconv.HTTP_DURATION.name + "_bucket"
     samples = [
         s(semconv.HTTP_REQUESTS.series, 3, "gw", method="POST", route=pix, status="201"),

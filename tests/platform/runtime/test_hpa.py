@@ -52,7 +52,7 @@ def replicas(current, target, pod_list, metrics, now=NOW, **cfg):
     return resource_replicas(current, target, pod_list, metrics, now=now, config=ControllerConfig(**cfg))[0]
 
 
-# ---------------------------------------------------------------- desiredReplicas = ceil(current × metric / target)
+# ---------------------------------------------------------------- desired = ceil(current × metric / target)
 
 def test_usage_twice_the_target_doubles_the_replicas():
     # docs: "if the current metric value is 200m, and the desired value is 100m, the number of replicas will
@@ -347,7 +347,8 @@ def test_one_failing_metric_blocks_a_scale_down_but_not_a_scale_up():
 def test_default_spec_matches_kubernetes_defaults():
     s = HPASpec("x", max_replicas=3)
     assert s.min_replicas == 1 and s.metrics == (ResourceTarget(CPU, 80),)
-    assert [(p.type, p.value, p.period_seconds) for p in s.scale_up.policies] == [("Pods", 4, 15), ("Percent", 100, 15)]
+    policies = [(p.type, p.value, p.period_seconds) for p in s.scale_up.policies]
+    assert policies == [("Pods", 4, 15), ("Percent", 100, 15)]
     assert s.scale_up.stabilization_window_seconds == 0 and s.scale_up.select_policy == "Max"
     assert s.scale_down.stabilization_window_seconds == 300
     assert [(p.type, p.value, p.period_seconds) for p in s.scale_down.policies] == [("Percent", 100, 15)]
