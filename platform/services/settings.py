@@ -159,8 +159,8 @@ GATEWAY_REPLICAS = _var("OFSRE_GATEWAY_REPLICAS", integer(1), 1, "gateway",
 # Text: run.py checks it is an inherited listening socket, and anything else stops the start.
 SHARED_FD = _var("OFSRE_SHARED_FD", TEXT, None, "gateway",
                  "a listening socket inherited as this file descriptor: the local runtime opens the gateway "
-                 "port once and every gateway replica accepts from it (`SO_REUSEPORT`); another value stops "
-                 "the start")
+                 "port once and every gateway replica accepts from it (one accept queue); another value "
+                 "stops the start")
 PAYMENT_WEBHOOKS = _var("OFSRE_PAYMENT_WEBHOOKS", parsed(parse_webhooks, "JSON"), {}, "worker",
                         'JSON `{"<organisationId>": "https://…"}`: the initiators\' webhook URIs; each '
                         "settled or rejected payment is notified there (the platform's call *as a client*, "
