@@ -1,8 +1,8 @@
 """The gateway is autoscaled like every module: replicas share the one gateway port.
 
 Real processes (the stand-in service as gateway and module, see standin_service.py): CPU load
-on the gateway port makes the HPA add gateway replicas, the kernel hands new connections to
-every replica listening on the port, and idleness removes them again after the window.
+on the gateway port makes the HPA add gateway replicas, every replica accepts new connections
+from the runtime's one listening socket, and idleness removes them again after the window.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def test_gateway_replicas_are_added_on_the_shared_port_and_removed(runtime, wait
 
     def load() -> None:
         while not stop.is_set():
-            try:  # a new connection per call, so the kernel picks a replica every time
+            try:  # a new connection per call, so any replica may accept it
                 r = httpx.get(f"{url}/burn?ms=30", timeout=10)
                 if r.status_code == 200:
                     pids.add(int(r.text))
