@@ -19,10 +19,9 @@ Every request is recorded (method, path, parsed JSON body, auth header) for the 
 from __future__ import annotations
 
 import base64
-import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+
+from ..http_stub import HttpStub, Reply, Request, json_reply
 
 
 class FakeGrafana:
@@ -34,14 +33,11 @@ class FakeGrafana:
         self.conflicts: set[str] = set()
         self.requests: list[tuple[str, str, object]] = []
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True, name="fake-grafana")
-        self.thread.start()
+        self.stub = HttpStub(self._respond, methods=("GET", "POST"), name="fake-grafana")
+        self.url = self.stub.url
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.stub.close()
 
     # ----------------------------------------------------------------- API
 
@@ -91,30 +87,7 @@ class FakeGrafana:
         return 200, {"id": len(self.dashboards), "uid": uid, "url": f"/d/{uid}/{uid}", "status": "success",
                      "version": version, "slug": uid}
 
-    def _handler(self):
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _serve(self, method: str) -> None:
-                parts = urlsplit(self.path)
-                raw = self.rfile.read(int(self.headers.get("content-length") or 0))
-                body = json.loads(raw) if raw else None
-                status, payload = fake._route(method, parts.path, parse_qs(parts.query), body,
-                                              self.headers.get("authorization"))
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):  # noqa: N802
-                self._serve("GET")
-
-            def do_POST(self):  # noqa: N802
-                self._serve("POST")
-
-            def log_message(self, *args):
-                pass
-
-        return Handler
+    def _respond(self, request: Request) -> Reply:
+        status, payload = self._route(request.method, request.route, request.query, request.json(),
+                                      request.headers.get("authorization"))
+        return json_reply(status, payload)

@@ -13,10 +13,7 @@ import json
 import os
 import subprocess
 import sys
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -69,45 +66,8 @@ def platform(tmp_path_factory):
                        capture_output=True)
 
 
-class StandIn:
-    """A tiny HTTP server answering every GET with ``respond(path, headers) -> (status, headers, body)``."""
-
-    def __init__(self, respond: Callable[[str, dict], tuple[int, dict, bytes]]):
-        self.respond = respond
-        stand_in = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self):  # noqa: N802 - http.server's naming
-                status, headers, body = stand_in.respond(self.path,
-                                                         {k.lower(): v for k, v in self.headers.items()})
-                self.send_response(status)
-                for k, v in {**headers, "content-length": str(len(body))}.items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def stand_in():
-    servers: list[StandIn] = []
-
-    def make(respond):
-        servers.append(StandIn(respond))
-        return servers[-1]
-
-    yield make
-    for s in servers:
-        s.close()
+def stand_in(http_stub):
+    """``stand_in(respond)``: a stand-in gateway answering every GET (HTTP/1.1, keep-alive) with
+    ``respond(request) -> (status, headers, body)`` (tests/http_stub.py), closed at teardown."""
+    return lambda respond: http_stub(respond, methods=("GET",), protocol="HTTP/1.1")

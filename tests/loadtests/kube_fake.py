@@ -11,11 +11,10 @@ bearer token of the kubeconfig and records every request (path and query).
 from __future__ import annotations
 
 import json
-import threading
 import time
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+
+from ..http_stub import HttpStub, Reply, Request, json_reply
 
 TOKEN = "ofsre-test-token"
 NS = "ofsre"
@@ -35,35 +34,19 @@ class FakeKubernetes:
     def __init__(self) -> None:
         self.t0: float | None = None  # the script starts with the first call (the watcher's first sample)
         self.requests: list[tuple[str, dict]] = []
-        fake = self
+        self.stub = HttpStub(self._respond, methods=("GET",), name="fake-kubernetes")
+        self.url = self.stub.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - http.server's naming
-                url = urlsplit(self.path)
-                fake.requests.append((url.path, parse_qs(url.query)))
-                if self.headers.get("authorization") != f"Bearer {TOKEN}":
-                    return self._send(401, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                                            "reason": "Unauthorized", "code": 401})
-                body = fake.answer(url.path, parse_qs(url.query))
-                if body is None:
-                    return self._send(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                                            "reason": "NotFound", "code": 404})
-                self._send(200, body)
-
-            def _send(self, status, body):
-                raw = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _respond(self, request: Request) -> Reply:
+        self.requests.append((request.route, request.query))
+        if request.headers.get("authorization") != f"Bearer {TOKEN}":
+            return json_reply(401, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                    "reason": "Unauthorized", "code": 401})
+        body = self.answer(request.route, request.query)
+        if body is None:
+            return json_reply(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                    "reason": "NotFound", "code": 404})
+        return json_reply(200, body)
 
     def state(self) -> tuple[int, int, int, int]:
         elapsed = time.time() - self.t0
@@ -142,5 +125,4 @@ class FakeKubernetes:
         return str(path)
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.stub.close()

@@ -24,7 +24,7 @@ LABELS = f'service="gateway",method="GET",route="{ROUTE}",status="200",api="acco
 T0 = time.time()
 
 
-def _metrics(path, headers):
+def _metrics(request):
     n = int(20 * (time.time() - T0))
     buckets = [(0.1, int(n * 0.5)), (0.25, int(n * 0.97)), (0.5, n), ("+Inf", n)]
     lines = [f"# TYPE {semconv.HTTP_REQUESTS.name} counter",

@@ -64,10 +64,10 @@ def test_the_gateway_refuses_a_persona_without_its_certificate(platform, tmp_pat
 
 
 def _open_data(status: int = 200, echo: bool = True):
-    def respond(path, headers):
+    def respond(request):
         h = {"content-type": "application/json"}
         if echo:
-            h["x-fapi-interaction-id"] = headers.get("x-fapi-interaction-id", "")
+            h["x-fapi-interaction-id"] = request.headers.get("x-fapi-interaction-id", "")
         return status, h, b'{"data": []}'
     return respond
 
@@ -101,10 +101,10 @@ def test_the_suite_runs_distributed_with_locust_processes(stand_in, tmp_path):
     lock, served = threading.Lock(), [0]
     healthy = _open_data()
 
-    def counting(path, headers):
+    def counting(request):
         with lock:
             served[0] += 1
-        return healthy(path, headers)
+        return healthy(request)
 
     summary = tmp_path / "summary.json"
     out = run_locust("ecosystem.py", stand_in(counting).url, "OpenData", "-u", "4", "-r", "4", "-t", "6s",
@@ -135,7 +135,7 @@ def test_the_open_model_keeps_starting_journeys_while_answers_are_slow(stand_in,
 
     lock, state = threading.Lock(), {"now": 0, "max": 0, "calls": 0}
 
-    def slow(path, headers):
+    def slow(request):
         with lock:
             state["now"] += 1
             state["calls"] += 1
@@ -143,7 +143,7 @@ def test_the_open_model_keeps_starting_journeys_while_answers_are_slow(stand_in,
         _time.sleep(0.5)
         with lock:
             state["now"] -= 1
-        return 200, {"x-fapi-interaction-id": headers.get("x-fapi-interaction-id", ""),
+        return 200, {"x-fapi-interaction-id": request.headers.get("x-fapi-interaction-id", ""),
                      "content-type": "application/json"}, b"{}"
 
     server = stand_in(slow)

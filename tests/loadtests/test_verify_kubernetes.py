@@ -26,9 +26,9 @@ def kube():
     fake.close()
 
 
-def _echo(path, headers):
+def _echo(request):
     return 200, {"content-type": "application/json",
-                 "x-fapi-interaction-id": headers.get("x-fapi-interaction-id", "")}, b'{"data": []}'
+                 "x-fapi-interaction-id": request.headers.get("x-fapi-interaction-id", "")}, b'{"data": []}'
 
 
 def test_the_verdict_reads_hpas_deployments_and_rescale_events_from_the_api(kube, stand_in, tmp_path):
