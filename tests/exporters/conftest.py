@@ -1,23 +1,19 @@
 """Fixtures of the exporter tests: fake backends, handlers closed after each test, a private logger.
 
-The fake servers and helpers live in ``exporter_fakes.py`` (importable from the tests).
+The fake servers and helpers live in ``exporter_fakes.py`` (tests import it as ``.exporter_fakes``).
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from exporter_fakes import FakeBackend, make_handler  # noqa: E402
+from .exporter_fakes import FakeBackend, make_handler
 
 # --- fixtures ---------------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """Fake Loki, Datadog and Elasticsearch servers (and small helpers) for the shipper tests.
 
-Each :class:`FakeBackend` is a real ``ThreadingHTTPServer`` on 127.0.0.1 (port 0) that
+Each :class:`FakeBackend` is a real server on 127.0.0.1 (port 0, tests/http_stub.py) that
 speaks one backend's documented wire protocol and *validates* every request (paths,
 headers, gzip, JSON/NDJSON shape, Loki label names and string timestamps, Datadog item and
 size limits, Elastic ``create`` actions, data stream name and ECS fields). A request that
@@ -23,12 +23,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from ofsre.instrumentation import semconv
+
+from ..http_stub import HttpStub, QuietHandler
 
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 DATA_STREAM = re.compile(r"logs-[a-z0-9_.]+-[a-z0-9_.]+")
@@ -72,7 +74,7 @@ class FakeBackend:
         self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
         self.port = 0
-        self._server: ThreadingHTTPServer | None = None
+        self._server: HttpStub | None = None
         self.start()
 
     @property
@@ -87,18 +89,15 @@ class FakeBackend:
             self._hangs.extend(r.hang for r in replies if r.hang is not None)
 
     def start(self) -> None:
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler_class())
-        server.daemon_threads = True
-        self.port = server.server_address[1]
-        self._server = server
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self._server = HttpStub(self._handler_class(), port=self.port, name=f"fake-{self.kind}",
+                                poll_interval=0.05)
+        self.port = self._server.port
 
     def stop(self) -> None:
         """Backend down: no listener, and open keep-alive connections are cut."""
         if self._server is None:
             return
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.close()
         self._server = None
         with self._lock:
             for conn in list(self._connections):
@@ -121,7 +120,7 @@ class FakeBackend:
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
             disable_nagle_algorithm = True   # no 40 ms delayed-ACK stall between headers and body
 
@@ -137,9 +136,6 @@ class FakeBackend:
 
             def do_POST(self) -> None:  # noqa: N802
                 fake._serve(self)
-
-            def log_message(self, *args: Any) -> None:
-                pass
 
         return Handler
 

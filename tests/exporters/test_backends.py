@@ -9,12 +9,13 @@ import logging
 import time
 
 import pytest
-from exporter_fakes import API_KEY, Reply, dropped, sample
 
 from ofsre.exporters.datadog import SITES, DatadogHandler, intake_url
 from ofsre.exporters.elastic import ElasticHandler, data_stream_name
 from ofsre.exporters.loki import LokiHandler, loki_label_name
 from ofsre.instrumentation import semconv
+
+from .exporter_fakes import API_KEY, Reply, dropped, sample
 
 # --- Loki -------------------------------------------------------------------------------------
 

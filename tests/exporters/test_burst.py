@@ -10,10 +10,11 @@ from __future__ import annotations
 import threading
 
 import pytest
-from exporter_fakes import dropped, sample, wait_until
 
 from ofsre.exporters.loki import LokiHandler
 from ofsre.instrumentation import semconv
+
+from .exporter_fakes import dropped, sample, wait_until
 
 PAD = "x" * 80   # with "burst-<n> " a message of ~100 bytes
 

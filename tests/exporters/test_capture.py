@@ -13,11 +13,12 @@ import threading
 from pathlib import Path
 
 import pytest
-from exporter_fakes import Reply, dropped, wait_until
 
 from ofsre.exporters._buffer import Entry, RecordBuffer
 from ofsre.exporters._capture import RECORD_OVERHEAD, capture
 from ofsre.instrumentation.context import use_interaction_id
+
+from .exporter_fakes import Reply, dropped, wait_until
 
 KINDS = ["loki", "datadog", "elastic"]
 CPF, EMAIL = "123.456.789-09", "ana@example.com"

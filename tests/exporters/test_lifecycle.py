@@ -14,11 +14,12 @@ import threading
 from collections import Counter
 
 import pytest
-from exporter_fakes import FAST, Reply, dropped, sample, wait_until
 
 from ofsre.exporters import install_from_env
 from ofsre.exporters.loki import LokiHandler
 from ofsre.instrumentation import semconv
+
+from .exporter_fakes import FAST, Reply, dropped, sample, wait_until
 
 
 def test_worker_is_a_named_daemon_thread(servers, handlers):

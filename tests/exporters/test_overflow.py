@@ -9,10 +9,11 @@ from __future__ import annotations
 import threading
 
 import pytest
-from exporter_fakes import Reply, dropped, sample, wait_until
 
 from ofsre.exporters._buffer import Entry, RecordBuffer
 from ofsre.instrumentation import semconv
+
+from .exporter_fakes import Reply, dropped, sample, wait_until
 
 
 def pinned_worker(servers, handlers, logger, **options):

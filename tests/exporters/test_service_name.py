@@ -8,7 +8,8 @@ import os
 import sys
 
 import pytest
-from exporter_fakes import API_KEY, PATHS, wait_until
+
+from .exporter_fakes import API_KEY, PATHS, wait_until
 
 KINDS = ("loki", "datadog", "elastic")
 

@@ -14,12 +14,13 @@ import threading
 import time
 
 import pytest
-from exporter_fakes import Reply, dropped, sample, wait_until
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import REGISTRY
 
 from ofsre.instrumentation import semconv
 from ofsre.instrumentation.context import use_interaction_id
+
+from .exporter_fakes import Reply, dropped, sample, wait_until
 
 KINDS = ["loki", "datadog", "elastic"]
 

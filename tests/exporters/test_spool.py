@@ -16,7 +16,6 @@ import threading
 import time
 
 import pytest
-from exporter_fakes import Reply, dropped, sample, wait_until
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -24,6 +23,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from ofsre.exporters._buffer import Entry
 from ofsre.exporters._spool import Spool
 from ofsre.instrumentation import semconv
+
+from .exporter_fakes import Reply, dropped, sample, wait_until
 
 
 def entries(*names: str) -> list[Entry]:
