@@ -41,11 +41,11 @@ import logging
 import os
 import queue
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
+
+from _common import CountingServer
 
 DURATION = float(os.environ.get("BENCH_DURATION", "2"))
 RECORDS = int(os.environ.get("BENCH_RECORDS", "200000"))
@@ -54,90 +54,21 @@ RECORDS = int(os.environ.get("BENCH_RECORDS", "200000"))
 DOC_PLAIN_RPS, DOC_QUEUE_US = 423.0, 38.0
 QUEUE_SAMPLE = 5000   # records timed on LokiQueueHandler's app thread; its drain is then time-boxed
 
-SINK = r"""
-import gzip, json, sys, threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-count = 0
-lock = threading.Lock()
+# The sink's answer to a POST (see _common.CountingServer): Loki's 204, Datadog's 202, Elasticsearch's 200.
+SINK_ANSWER = r"""
+import json
 
-def records(path, body):
+def answer(path, body):
     if path.startswith("/loki"):
-        return sum(len(s["values"]) for s in json.loads(body)["streams"])
+        return sum(len(s["values"]) for s in json.loads(body)["streams"]), 204, None, b""
     if path.startswith("/api/v2/logs"):
-        return len(json.loads(body))
-    return body.count(b"\n") // 2
-
-class Sink(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True   # headers and body are two writes: no 40 ms delayed-ACK stall
-    def do_POST(self):
-        global count
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        if self.headers.get("Content-Encoding") == "gzip":
-            body = gzip.decompress(body)
-        n = records(self.path, body)
-        with lock:
-            count += n
-        status, out = ((204, b"") if self.path.startswith("/loki") else (202, b"{}")
-                       if self.path.startswith("/api") else (200, b'{"errors":false}'))
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(out)))
-        self.end_headers()
-        self.wfile.write(out)
-    def do_GET(self):
-        global count
-        with lock:
-            out = str(count).encode()
-            if self.path == "/reset":
-                count = 0
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(out)))
-        self.end_headers()
-        self.wfile.write(out)
-    def log_message(self, *args):
-        pass
-
-server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
-server.daemon_threads = True
-print(server.server_address[1], flush=True)
-server.serve_forever()
+        return len(json.loads(body)), 202, None, b"{}"
+    return body.count(b"\n") // 2, 200, None, b'{"errors":false}'
 """
 
 
 def _progress(text: str) -> None:
     print(f"[bench_exporters] {text}", file=sys.stderr, flush=True)
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.process = subprocess.Popen([sys.executable, "-c", SINK], stdout=subprocess.PIPE, text=True)
-        line = self.process.stdout.readline().strip()
-        if not line.isdigit():
-            self.process.kill()
-            raise RuntimeError("the sink server did not start")
-        self.url = f"http://127.0.0.1:{line}"
-
-    def _get(self, path: str) -> int:
-        with urllib.request.urlopen(self.url + path, timeout=10) as response:
-            return int(response.read())
-
-    def count(self) -> int:
-        return self._get("/count")
-
-    def reset(self) -> None:
-        self._get("/reset")
-
-    def wait_for(self, expected: int, timeout: float = 60.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.count() >= expected:
-                return True
-            time.sleep(0.005)
-        return False
-
-    def close(self) -> None:
-        self.process.kill()
-        self.process.wait()
 
 
 def _logger(handler: logging.Handler) -> logging.Logger:
@@ -174,7 +105,7 @@ def bench_baseline() -> dict:
     return {"us": us, "cpu_us": cpu_us, "rps": float("nan"), "dropped": 0, "proc_us": float("nan")}
 
 
-def bench_plain_loki(sink: Sink) -> dict:
+def bench_plain_loki(sink: CountingServer) -> dict:
     import logging_loki
     handler = logging_loki.LokiHandler(url=sink.url + "/loki/api/v1/push", tags={"service": "payments"},
                                        version="1")
@@ -191,7 +122,7 @@ def bench_plain_loki(sink: Sink) -> dict:
             "dropped": 0, "proc_us": proc / delivered * 1e6}
 
 
-def bench_queue_loki(sink: Sink) -> dict:
+def bench_queue_loki(sink: CountingServer) -> dict:
     import logging_loki
     handler = logging_loki.LokiQueueHandler(queue.Queue(-1), url=sink.url + "/loki/api/v1/push",
                                             tags={"service": "payments"}, version="1")
@@ -214,7 +145,7 @@ def bench_queue_loki(sink: Sink) -> dict:
             "proc_us": max(0.0, proc - app_cpu_undelivered) / delivered * 1e6}
 
 
-def bench_ofsre(sink: Sink, make: Callable[[str], logging.Handler]) -> dict:
+def bench_ofsre(sink: CountingServer, make: Callable[[str], logging.Handler]) -> dict:
     from prometheus_client import CollectorRegistry
     handler = make(sink.url, registry=CollectorRegistry(), queue_records=RECORDS + 1,
                    queue_bytes=512 * 1024 * 1024)
@@ -355,7 +286,7 @@ def _table(results: dict[str, dict]) -> str:
 
 def run() -> str:
     """Run every variant once against one sink process; return the table."""
-    sink = Sink()
+    sink = CountingServer(SINK_ANSWER, "the sink server")
     results: dict[str, dict] = {FLOOR: bench_baseline()}
     try:
         _progress(PLAIN)

@@ -48,8 +48,9 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-import uuid
+from statistics import median
+
+from _common import INTERACTION_ID, CountingServer, asgi_scope, best_us, call_asgi, load_generator, wait_port
 
 VARIANTS = ("bare", "ofsre", "instrumentator", "otel", "both", "ofsre_10pct", "ofsre_0pct", "ofsre_no_traces",
             "ofsre_otlp", "otel_otlp")
@@ -58,7 +59,6 @@ OTLP_VARIANTS = ("ofsre_otlp", "otel_otlp")
 ROUTE = "/open-banking/accounts/v2/accounts/{accountId}/balances"
 PATH = ROUTE.replace("{accountId}", "acc-1")
 TARGET = 0.90
-INTERACTION_ID = str(uuid.uuid4())
 
 
 def _discarding_provider(ratio: float = 1.0):
@@ -165,15 +165,8 @@ class Server:
         self.proc = subprocess.Popen([sys.executable, __file__, "--serve", self.variant],
                                      stdout=subprocess.PIPE, text=True)
         port = int(self.proc.stdout.readline())
-        url = f"http://127.0.0.1:{port}{PATH}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    return url
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"{self.variant}: server did not start")
+        wait_port(port, f"{self.variant}: server did not start")
+        return f"http://127.0.0.1:{port}{PATH}"
 
     def __exit__(self, *exc) -> None:
         self.stop()
@@ -186,134 +179,32 @@ class Server:
         return [line for line in (out or "").splitlines() if line.strip()]
 
 
-def load_wrk(url: str, seconds: float, connections: int) -> float:
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
-                          "-H", f"x-fapi-interaction-id: {INTERACTION_ID}", url],
-                         capture_output=True, text=True, check=True).stdout
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if errors:
-        raise RuntimeError(f"wrk saw {errors.group(1)} error responses:\n{out}")
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-
-
-_PY_CLIENT = r"""
-import asyncio, sys, time
-host, port, path, iid = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-seconds, conns = float(sys.argv[5]), int(sys.argv[6])
-req = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nx-fapi-interaction-id: {iid}\r\n\r\n".encode()
-async def worker(stop, counts):
-    r, w = await asyncio.open_connection(host, port)
-    while time.monotonic() < stop:
-        w.write(req)
-        head = await r.readuntil(b"\r\n\r\n")
-        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-        await r.readexactly(length)
-        counts[0] += 1
-    w.close()
-async def main():
-    counts = [0]; start = time.monotonic()
-    await asyncio.gather(*(worker(start + seconds, counts) for _ in range(conns)))
-    print(counts[0] / (time.monotonic() - start))
-asyncio.run(main())
-"""
-
-
-def load_python(url: str, seconds: float, connections: int) -> float:
-    """Fallback load generator: asyncio keep-alive connections in a separate process."""
-    hostport = url.split("/")[2]
-    host, port = hostport.split(":")
-    out = subprocess.run([sys.executable, "-c", _PY_CLIENT, host, port, PATH, INTERACTION_ID,
-                          str(seconds), str(connections)], capture_output=True, text=True, check=True).stdout
-    return float(out.strip())
-
-
-OTLP_RECEIVER = r"""
-import gzip, sys, threading, zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+# The OTLP receiver's answer to a POST (see _common.CountingServer): decode the request, count its spans.
+OTLP_ANSWER = r"""
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (ExportTraceServiceRequest,
                                                                         ExportTraceServiceResponse)
-count = 0
-lock = threading.Lock()
 OK = ExportTraceServiceResponse().SerializeToString()
 
-class Receiver(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    def do_POST(self):
-        global count
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        encoding = self.headers.get("Content-Encoding")
-        if encoding == "gzip":
-            body = gzip.decompress(body)
-        elif encoding == "deflate":
-            body = zlib.decompress(body)
-        request = ExportTraceServiceRequest.FromString(body)
-        spans = sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
-        with lock:
-            count += spans
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", str(len(OK)))
-        self.end_headers()
-        self.wfile.write(OK)
-    def do_GET(self):
-        global count
-        with lock:
-            out = str(count).encode()
-            if self.path == "/reset":
-                count = 0
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(out)))
-        self.end_headers()
-        self.wfile.write(out)
-    def log_message(self, *args):
-        pass
-
-server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-server.daemon_threads = True
-print(server.server_address[1], flush=True)
-server.serve_forever()
+def answer(path, body):
+    request = ExportTraceServiceRequest.FromString(body)
+    spans = sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
+    return spans, 200, "application/x-protobuf", OK
 """
-
-
-class Receiver:
-    """An OTLP/HTTP trace receiver in its own process: decodes every export request, counts its spans."""
-
-    def __enter__(self) -> Receiver:
-        self.proc = subprocess.Popen([sys.executable, "-c", OTLP_RECEIVER], stdout=subprocess.PIPE, text=True)
-        self.base = f"http://127.0.0.1:{int(self.proc.stdout.readline())}"
-        return self
-
-    def _get(self, path: str) -> int:
-        import urllib.request
-
-        with urllib.request.urlopen(self.base + path, timeout=10) as response:
-            return int(response.read())
-
-    def reset(self) -> int:
-        return self._get("/reset")
-
-    def count(self) -> int:
-        return self._get("/count")
-
-    def __exit__(self, *exc) -> None:
-        self.proc.kill()
-        self.proc.wait()
 
 
 SPAN_CHECKS: list[str] = []   # "variant: N spans ended, N received" lines of the OTLP rows
 
 
 def measure(variant: str, seconds: float, warmup: float, connections: int,
-            receiver: Receiver | None = None) -> float:
-    load = load_wrk if shutil.which("wrk") else load_python
+            receiver: CountingServer | None = None) -> float:
+    load, _ = load_generator()
     if variant not in OTLP_VARIANTS:
         with Server(variant) as url:
             load(url, warmup, connections)
             return load(url, seconds, connections)
     receiver.reset()
     server = Server(variant)
-    os.environ["BENCH_OTLP_URL"] = receiver.base + "/v1/traces"
+    os.environ["BENCH_OTLP_URL"] = receiver.url + "/v1/traces"
     # Queue room for every span of the run: the row is about what exporting costs, and all must arrive.
     os.environ["OTEL_BSP_MAX_QUEUE_SIZE"] = "1000000"
     try:
@@ -334,32 +225,14 @@ def measure(variant: str, seconds: float, warmup: float, connections: int,
 # -- where the time goes: the same app called in-process (no server, no sockets, no noise from the
 # load generator), microseconds per request, best of a few rounds -------------------------------
 
-_SCOPE = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "path": PATH,
-          "raw_path": PATH.encode(), "query_string": b"", "root_path": "", "scheme": "http",
-          "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 50000),
-          "headers": [(b"host", b"127.0.0.1:8000"), (b"x-fapi-interaction-id", INTERACTION_ID.encode())]}
+_SCOPE = asgi_scope(PATH, INTERACTION_ID)
 
 
 def _per_request_us(app, requests: int, rounds: int = 3) -> float:
     import asyncio
 
-    async def receive():
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message):
-        pass
-
-    async def loop(n):
-        for _ in range(n):
-            await app(dict(_SCOPE), receive, send)
-
-    asyncio.run(loop(500))  # warm-up: route tables, label children, caches
-    best = float("inf")
-    for _ in range(rounds):
-        started = time.perf_counter()
-        asyncio.run(loop(requests))
-        best = min(best, (time.perf_counter() - started) / requests * 1e6)
-    return best
+    asyncio.run(call_asgi(app, _SCOPE, 500))  # warm-up: route tables, label children, caches
+    return best_us(lambda: asyncio.run(call_asgi(app, _SCOPE, requests)), requests, rounds)
 
 
 def _span_alone_us(count: int = 20000) -> float:
@@ -369,15 +242,14 @@ def _span_alone_us(count: int = 20000) -> float:
     tracer = _discarding_provider().get_tracer("bench")
     attributes = {"http.request.method": "GET", "http.route": ROUTE, "url.path": PATH, "url.scheme": "http",
                   "server.address": "127.0.0.1", "server.port": 8000, "fapi.interaction_id": INTERACTION_ID}
-    best = float("inf")
-    for _ in range(3):
-        started = time.perf_counter()
+
+    def spans():
         for _ in range(count):
             span = tracer.start_span("GET " + ROUTE, None, SpanKind.SERVER, attributes)
             span.set_attribute("http.response.status_code", 200)
             span.end()
-        best = min(best, (time.perf_counter() - started) / count * 1e6)
-    return best
+
+    return best_us(spans, count)
 
 
 def cost_breakdown(requests: int = 3000) -> tuple[list[str], dict[str, float]]:
@@ -451,18 +323,11 @@ def _callgrind_child(variants: list[str]) -> None:
     def ctl(*args: str) -> None:
         subprocess.run(["callgrind_control", *args, str(os.getpid())], check=True, capture_output=True)
 
-    async def receive():
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message):
-        pass
-
     for variant in variants:
         app = _cg_app(variant)
 
-        async def loop(n, app=app):
-            for _ in range(n):
-                await app(dict(_SCOPE), receive, send)
+        def loop(n, app=app):
+            return call_asgi(app, _SCOPE, n)
 
         runner = asyncio.Runner()
         runner.run(loop(100))   # warm-up: route tables, label children, caches
@@ -517,15 +382,8 @@ def telemetry_profile(variant: str = "sampled100", requests: int = 2000, top: in
 
     app = _cg_app(variant)
 
-    async def receive():
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message):
-        pass
-
-    async def loop(n):
-        for _ in range(n):
-            await app(dict(_SCOPE), receive, send)
+    def loop(n):
+        return call_asgi(app, _SCOPE, n)
 
     runner = asyncio.Runner()
     runner.run(loop(200))
@@ -546,12 +404,6 @@ def telemetry_profile(variant: str = "sampled100", requests: int = 2000, top: in
 GOAL_0PCT_US = 2.0   # 0 % sampled within this many microseconds per request of no tracing
 
 
-def _median(values: list[float]) -> float:
-    import statistics
-
-    return statistics.median(values)
-
-
 def run() -> str:
     seconds = float(os.environ.get("BENCH_DURATION", "5"))
     warmup = float(os.environ.get("BENCH_WARMUP", "2"))
@@ -564,7 +416,7 @@ def run() -> str:
     load_before = os.getloadavg()[0]
     results: dict[str, list[float]] = {v: [] for v in variants}
     ratios: dict[str, list[float]] = {v: [] for v in variants}
-    with Receiver() as receiver:
+    with CountingServer(OTLP_ANSWER, "the OTLP receiver") as receiver:
         for r in range(rounds):
             # Interleaved, and every other round in reverse order, so a slow phase of the shared
             # machine is spread over every variant instead of landing on one.
@@ -577,7 +429,7 @@ def run() -> str:
                 results[variant].append(rps)
             for variant in variants:
                 ratios[variant].append(this_round[variant] / this_round["bare"])
-    generator = "wrk -t1" if shutil.which("wrk") else "python asyncio client"
+    _, generator = load_generator()
     lines = [f"FastAPI + uvicorn (1 worker), GET {ROUTE}, {generator}, {connections} connections, "
              f"{seconds:g} s x {rounds} interleaved rounds; load average {load_before:.1f} at start on "
              f"{os.cpu_count()} cores (a shared, busy machine: read the spread)",
@@ -586,14 +438,14 @@ def run() -> str:
         got, rel = results[variant], ratios[variant]
         mark = ""
         if variant == "ofsre":
-            verdict = "met" if _median(rel) >= TARGET else "MISSED"
+            verdict = "met" if median(rel) >= TARGET else "MISSED"
             mark = f"  goal >= {TARGET:.2f}: {verdict}"
-        lines.append(f"{variant:<16}{_median(got):>13,.0f}{f'{min(got):,.0f}-{max(got):,.0f}':>17}"
-                     f"{f'{_median(rel):.2f} ({min(rel):.2f}-{max(rel):.2f})':>26}{mark}")
+        lines.append(f"{variant:<16}{median(got):>13,.0f}{f'{min(got):,.0f}-{max(got):,.0f}':>17}"
+                     f"{f'{median(rel):.2f} ({min(rel):.2f}-{max(rel):.2f})':>26}{mark}")
     lines += ["", "ofsre_otlp / otel_otlp export every span OTLP/HTTP (protobuf) to a receiver process "
                   "in the bench:"]
     lines += [f"  {check}" for check in SPAN_CHECKS] or ["  (not run)"]
-    if "ofsre" in ratios and _median(ratios["ofsre"]) < TARGET:
+    if "ofsre" in ratios and median(ratios["ofsre"]) < TARGET:
         lines += ["", *telemetry_profile()]
     breakdown, per_us = cost_breakdown()
     instructions, per_request = instruction_breakdown()

@@ -24,8 +24,9 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from _common import wait_port
 
 TARGET = 0.5
 PATH = "/open-banking/opendata-accounts/v1/personal-accounts"
@@ -86,17 +87,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_listening(port: int, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("the trivial endpoint did not start")
-
-
 def _one(locustfile: Path, user: str, host: str, duration: float, users: int,
          workdir: Path) -> tuple[float, float]:
     summary = workdir / f"{user}.json"
@@ -124,7 +114,7 @@ def run() -> str:
     port = _free_port()
     server = subprocess.Popen([sys.executable, str(HERE), "--serve", str(port)])
     try:
-        _wait_listening(port)
+        wait_port(port, "the trivial endpoint did not start", timeout=15)
         with tempfile.TemporaryDirectory() as tmp:
             workdir = Path(tmp)
             locustfile = workdir / "loadgen_locustfile.py"

@@ -5,7 +5,7 @@
    worker, in a subprocess, instrumented by ofsre with tracing off, twice: ``pcm_off`` and
    ``pcm_on`` (every request queues a SERVER report; the writer thread stores them in SQLite
    in a temporary directory). Load: ``wrk`` (1 thread) or, without it, the Python keep-alive
-   client of ``bench_instrumentation``. Rounds interleaved, best of each kept. Target:
+   client of ``_common``. Rounds interleaved, best of each kept. Target:
    ``pcm_on / pcm_off >= 0.97``. The same two apps called in-process (no sockets) give the
    cost in microseconds per request (rounds interleaved, best kept), which is less noisy.
 2. **Sender throughput.** ``BENCH_PCM_REPORTS`` reports (default 100,000) are staged in a store
@@ -22,7 +22,6 @@ BENCH_CONNECTIONS (16), BENCH_PCM_REPORTS (100000).
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -31,10 +30,7 @@ import time
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-# the sibling benchmark's load generators
-from bench_instrumentation import load_python, load_wrk  # noqa: E402
+from _common import asgi_scope, best_us, call_asgi, load_generator, wait_port
 
 ROUTE = "/open-banking/accounts/v2/accounts/{accountId}/balances"
 PATH = ROUTE.replace("{accountId}", "acc-1")
@@ -78,24 +74,13 @@ def serve(variant: str, directory: str) -> None:
     uvicorn.Server(config).run(sockets=[sock])
 
 
-def _wait_port(port: int, what: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{what} did not start")
-
-
 def measure(variant: str, seconds: float, warmup: float, connections: int, directory: str) -> float:
-    load = load_wrk if shutil.which("wrk") else load_python
+    load, _ = load_generator()
     proc = subprocess.Popen([sys.executable, __file__, "--serve", variant, directory], stdout=subprocess.PIPE,
                             text=True)
     try:
         port = int(proc.stdout.readline())
-        _wait_port(port, variant)
+        wait_port(port, f"{variant} did not start")
         url = f"http://127.0.0.1:{port}{PATH}"
         load(url, warmup, connections)
         return load(url, seconds, connections)
@@ -117,31 +102,18 @@ def in_process_us(directory: str, requests: int = 3000, rounds: int = 4) -> dict
 def _per_request_us(app, requests: int) -> float:
     import asyncio
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "path": PATH,
-             "raw_path": PATH.encode(), "query_string": b"", "root_path": "", "scheme": "http",
-             "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 50000),
-             "headers": [(b"host", b"127.0.0.1:8000"),
-                         (b"x-fapi-interaction-id", str(uuid.uuid4()).encode())]}
+    scope = asgi_scope(PATH, str(uuid.uuid4()))
+    asyncio.run(call_asgi(app, scope, 300))
 
-    async def receive():
-        return {"type": "http.request", "body": b"", "more_body": False}
+    def requests_flushed():
+        asyncio.run(call_asgi(app, scope, requests))
+        capture = getattr(getattr(app, "build_middleware_stack", None), "ofsre_middleware", None)
+        if capture is not None and capture._pcm is not None:
+            capture._pcm.flush(30)
 
-    async def send(message):
-        pass
-
-    async def loop(n):
-        for _ in range(n):
-            await app(dict(scope), receive, send)
-
-    asyncio.run(loop(300))
     # CPU time of the whole process (the writer thread included): on a shared machine it is far less
     # inflated by other engineers' load than wall time. The writer's last flush is waited for too.
-    started = time.process_time()
-    asyncio.run(loop(requests))
-    capture = getattr(getattr(app, "build_middleware_stack", None), "ofsre_middleware", None)
-    if capture is not None and capture._pcm is not None:
-        capture._pcm.flush(30)
-    return (time.process_time() - started) / requests * 1e6
+    return best_us(requests_flushed, requests, rounds=1, clock=time.process_time)
 
 
 def _rows(count: int) -> list[tuple]:
@@ -213,7 +185,7 @@ def run() -> str:
         us = in_process_us(directory)
         print(f"sending {count:,} reports to the local PCM", file=sys.stderr, flush=True)
         per_second, per_cpu_second, requests = sender_run(count, directory)
-    generator = "wrk -t1" if shutil.which("wrk") else "python asyncio client"
+    _, generator = load_generator()
     ratio = best["pcm_on"] / best["pcm_off"]
     lines = [f"capture: FastAPI + uvicorn (1 worker), ofsre without tracing, GET {ROUTE}, {generator}, "
              f"{connections} connections, {seconds:g} s x {rounds} rounds (best)",
