@@ -12,35 +12,31 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[all,dev]'
 	@touch $(STAMP)
 
+# $(call apt_install,COMMANDS,PACKAGE,WHAT,NAME[,OPTIONAL]): nothing when every one of COMMANDS is on PATH.
+# Otherwise, as root with apt-get: "installing WHAT (apt-get install PACKAGE)", then install Debian's PACKAGE;
+# not as root (or without apt-get): "NAME not found: install Debian's 'PACKAGE' package" and fail, or, given
+# OPTIONAL, "NAME not found: OPTIONAL" and go on.
+define apt_install
+@{ $(foreach c,$(1),command -v $(c) &&) :; } >/dev/null 2>&1 || { \
+  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+    echo "installing $(3) (apt-get install $(2))"; \
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; \
+  else echo "$(4) not found: $(or $(5),install Debian's '$(2)' package)" >&2; $(if $(5),,exit 1;) fi; }
+endef
+
 # promtool and prometheus come from Debian's prometheus package, alertmanager and amtool from
 # prometheus-alertmanager; CI installs them here when they are missing.
 promtool:
-	@command -v promtool >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing promtool (apt-get install prometheus)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
-	  else echo "promtool not found: install Debian's 'prometheus' package" >&2; exit 1; fi; }
-	@command -v amtool >/dev/null 2>&1 && command -v prometheus-alertmanager >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing alertmanager and amtool (apt-get install prometheus-alertmanager)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager >/dev/null; \
-	  else echo "alertmanager not found: install Debian's 'prometheus-alertmanager' package" >&2; exit 1; fi; }
+	$(call apt_install,promtool,prometheus,promtool,promtool)
+	$(call apt_install,amtool prometheus-alertmanager,prometheus-alertmanager,alertmanager and amtool,alertmanager)
 
 # chromium (Debian's package) opens the scaling report in a test (headless).
 chromium:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing chromium (apt-get install chromium)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "chromium not found: install Debian's 'chromium' package" >&2; exit 1; fi; }
+	$(call apt_install,chromium,chromium,chromium,chromium)
 
 # wrk drives the HTTP benchmarks; without it they fall back to a Python load generator.
 wrk:
-	@command -v wrk >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing wrk (apt-get install wrk)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
-	  else echo "wrk not found: benchmarks use the Python load generator" >&2; fi; }
+	$(call apt_install,wrk,wrk,wrk,wrk,benchmarks use the Python load generator)
 
 test: $(STAMP) promtool chromium
 	$(PY) -m pytest
