@@ -40,7 +40,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -54,6 +53,7 @@ from ofsre.dashboards import build_all
 from ofsre.platform.runtime import LocalRuntime, RuntimeConfig, demo
 
 from ..exporters.exporter_fakes import FakeBackend
+from ..http_stub import HttpStub, Reply, Request, json_reply
 
 pytestmark = pytest.mark.e2e
 
@@ -126,50 +126,24 @@ class Receiver:
 
     def __init__(self) -> None:
         self.alerts: list[dict] = []
-        receiver = self
+        self.stub = HttpStub(self._respond, methods=("POST",), name="alert-receiver")
+        self.url = self.stub.url + "/hook"
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-                receiver.alerts.extend(body.get("alerts", []))
-                self.send_response(200)
-                self.end_headers()
+    def _respond(self, request: Request) -> Reply:
+        self.alerts.extend(json.loads(request.body).get("alerts", []))
+        return 200, {}, b""
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def close(self) -> None:
+        self.stub.close()
 
     def firing(self, name: str) -> list[dict]:
         return [a for a in self.alerts if a["labels"].get("alertname") == name and a["status"] == "firing"]
 
 
-class Always500:
-    """The injected fault: an HTTP server answering 500 with an Open Finance error body to everything."""
-
-    def __init__(self) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def _fail(self):
-                length = int(self.headers.get("content-length") or 0)
-                self.rfile.read(length)
-                body = json.dumps({"errors": [{"code": "INTERNAL", "title": "injected fault",
-                                               "detail": "payments is down (test)"}]}).encode()
-                self.send_response(500)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _fail  # noqa: N815
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+def always_500(request: Request) -> Reply:
+    """The injected fault: every method of every path answered 500 with an Open Finance error body."""
+    return json_reply(500, {"errors": [{"code": "INTERNAL", "title": "injected fault",
+                                        "detail": "payments is down (test)"}]})
 
 
 class Traffic:
@@ -292,7 +266,7 @@ def stack(tmp_path_factory):
             except subprocess.TimeoutExpired:
                 p.kill()
         runtime.stop()
-        receiver.server.shutdown()
+        receiver.close()
         loki.close()
 
 
@@ -381,7 +355,7 @@ def test_queries_return_data_and_the_injected_fault_reaches_alertmanager(stack):
              lambda: "two rounds of traffic and a settled payment; " + traffic.why())
     wait_for(lambda: prom.query("service_route:ofsre_http_server_requests_counted:rate1m"), 30, "records")
     # The fault: payments' upstream is a server answering 500 (the services are untouched).
-    fault = Always500()
+    fault = HttpStub(always_500, name="always-500")
     upstreams = runtime.paths.upstreams
     table = json.loads(upstreams.read_text())
     table["payments"] = [fault.url]
@@ -395,7 +369,7 @@ def test_queries_return_data_and_the_injected_fault_reaches_alertmanager(stack):
                               if a["labels"].get("long_window") == "1h"
                               and a["labels"]["service"] == "gateway"],
                      60, "OfsreAvailabilityBudgetBurn at the webhook")[0]
-    fault.server.shutdown()
+    fault.close()
     labels = alert["labels"]
     route = labels["route"]
     assert route.startswith("/open-banking/payments/v4/")

@@ -26,7 +26,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -40,6 +39,7 @@ from ofsre.platform.guard import GATEWAY_SECRET_HEADER
 from ofsre.platform.runtime.simulation import SimulatedBank
 
 from ...exporters.exporter_fakes import FakeBackend
+from ...http_stub import HttpStub, Reply, Request
 from ..conftest import scratch_database
 
 SERVICES = ("consents", "accounts", "payments", "worker")
@@ -71,28 +71,16 @@ class OtlpReceiver:
     def __init__(self) -> None:
         self.spans: list[Span] = []
         self._lock = threading.Lock()
-        receiver = self
+        self.stub = HttpStub(self._respond, methods=("POST",), name="otlp-receiver")
+        self.url = self.stub.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's naming
-                raw = self.rfile.read(int(self.headers.get("content-length", 0)))
-                if self.headers.get("content-encoding") == "gzip":
-                    raw = gzip.decompress(raw)
-                receiver._collect(ExportTraceServiceRequest.FromString(raw))
-                body = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("content-type", "application/x-protobuf")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True, name="otlp-receiver")
-        self.thread.start()
+    def _respond(self, request: Request) -> Reply:
+        raw = request.body
+        if request.headers.get("content-encoding") == "gzip":
+            raw = gzip.decompress(raw)
+        self._collect(ExportTraceServiceRequest.FromString(raw))
+        body = ExportTraceServiceResponse().SerializeToString()
+        return 200, {"content-type": "application/x-protobuf"}, body
 
     def _collect(self, request: ExportTraceServiceRequest) -> None:
         found = []
@@ -110,8 +98,7 @@ class OtlpReceiver:
             return [s for s in self.spans if s.trace_id == trace_id]
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.stub.close()
 
 
 # --- processes --------------------------------------------------------------------------------------

@@ -12,42 +12,26 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+
+from ...http_stub import Reply, Request
 
 LIMIT = 6
 ACCOUNTS = "/open-banking/accounts/v2/accounts"
 
 
-class Upstream:
-    def __init__(self) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self):  # noqa: N802 - http.server's naming
-                body = b'{"data": []}'
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+def _accounts(request: Request) -> Reply:
+    """The stand-in accounts module: 200 with an empty list to every GET."""
+    return 200, {"content-type": "application/json"}, b'{"data": []}'
 
 
 @pytest.fixture
-def fleet(tmp_path, catalog_writer):
-    upstream = Upstream()
+def fleet(tmp_path, catalog_writer, http_stub):
+    upstream = http_stub(_accounts, methods=("GET",), protocol="HTTP/1.1")
     catalog = catalog_writer(tmp_path, baixa_tpm=LIMIT)
     procs: list[tuple[subprocess.Popen, object]] = []
 
@@ -75,7 +59,6 @@ def fleet(tmp_path, catalog_writer):
         p.terminate()
         p.wait(20)
         log.close()
-    upstream.server.shutdown()
 
 
 def _within_one_minute() -> None:

@@ -14,10 +14,8 @@ import os
 import secrets
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -26,6 +24,7 @@ from ofsre.exporters.pcm.mock import MockPcm
 from ofsre.exporters.pcm.store import ReportStore
 from ofsre.platform.jws import Participant
 
+from ...http_stub import HttpStub, Reply, Request
 from ..conftest import consent_request, scratch_database
 from ..participant import payment_consent_body, pix_body, signed
 from .conftest import OtlpReceiver, Platform, base_env, start_process, stop_processes, wait_ready
@@ -43,26 +42,15 @@ class WebhookReceiver:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []     # (path, x-fapi-interaction-id)
-        receiver = self
+        self.stub = HttpStub(self._respond, methods=("POST",), name="webhook-receiver")
+        self.url = self.stub.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                self.rfile.read(int(self.headers.get("content-length") or 0))
-                receiver.calls.append((self.path, self.headers.get("x-fapi-interaction-id", "")))
-                self.send_response(202)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _respond(self, request: Request) -> Reply:
+        self.calls.append((request.path, request.headers.get("x-fapi-interaction-id", "")))
+        return 202, {}, b""
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.stub.close()
 
 
 @pytest.fixture(scope="module")
