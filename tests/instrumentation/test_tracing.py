@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
 import socket
 import threading
 import time
@@ -21,6 +20,8 @@ from prometheus_client import CollectorRegistry
 
 from ofsre.instrumentation import instrument_app, instrumented_client, instrumented_sync_client, tracing
 
+from ..http_stub import HttpStub, Reply
+from ..http_stub import Request as StubRequest
 from .conftest import BALANCES, Boom
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -138,27 +139,16 @@ def test_sampler_ratio_argument_and_environment(monkeypatch):
 def test_otlp_exporter_sends_spans_to_the_configured_endpoint(monkeypatch):
     received = []
 
-    class Collector(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server's naming
-            body = self.rfile.read(int(self.headers["content-length"]))
-            received.append((self.path, self.headers["content-type"], body))
-            self.send_response(200)
-            self.send_header("content-length", "0")
-            self.end_headers()
+    def collect(request: StubRequest) -> Reply:
+        received.append((request.path, request.headers["content-type"], request.body))
+        return 200, {}, b""
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Collector)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+    with HttpStub(collect, methods=("POST",), name="otlp-collector") as server:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", server.url)
         provider = tracing.build_tracer_provider("accounts")
         provider.get_tracer("t").start_span("hello").end()
         assert provider.force_flush(10_000)
         provider.shutdown()
-    finally:
-        server.shutdown()
     assert [(path, ctype) for path, ctype, _ in received] == [("/v1/traces", "application/x-protobuf")]
     assert b"hello" in received[0][2] and b"accounts" in received[0][2]
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
