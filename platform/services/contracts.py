@@ -14,7 +14,9 @@ load the payments app to learn a topic name::
 * ``PAYMENTS_TOPIC`` and its message (:class:`PaymentMessage`), published by payments once a
   payment is committed and consumed by the worker;
 * the ``loggedUser`` / ``businessEntity`` bodies that consents and payment consents both take;
-* :func:`iso`, a stored time as the specifications write it.
+* :func:`iso`, a stored time as the specifications write it;
+* ``IDEMPOTENCY_HEADER``, the payments request header whose repeat gets the first answer (the
+  gateway may repeat such a request on another replica).
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from pydantic import BaseModel, Field
 
 from ofsre.instrumentation.openfinance import format_datetime
 
-__all__ = ["AWAITING", "AUTHORISED", "REJECTED", "CONSUMED", "RCVD", "ACCP", "ACSC", "RJCT", "PIX_FINAL",
-           "PAYMENTS_TOPIC", "PaymentMessage", "PersonDocument", "BusinessDocument", "LoggedUser",
-           "BusinessEntity", "iso"]
+__all__ = ["IDEMPOTENCY_HEADER", "AWAITING", "AUTHORISED", "REJECTED", "CONSUMED", "RCVD", "ACCP", "ACSC",
+           "RJCT", "PIX_FINAL", "PAYMENTS_TOPIC", "PaymentMessage", "PersonDocument", "BusinessDocument",
+           "LoggedUser", "BusinessEntity", "iso"]
+
+IDEMPOTENCY_HEADER = "x-idempotency-key"
 
 AWAITING = "AWAITING_AUTHORISATION"
 AUTHORISED = "AUTHORISED"

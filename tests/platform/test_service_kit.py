@@ -45,7 +45,7 @@ class _StuckQueue(Queue):
         return []
 
     async def _send(self, topic, payload, key, headers):
-        raise NotImplementedError
+        raise AssertionError("the close test never publishes")
 
     async def _fetch(self, topic, group, max_messages, wait_seconds):
         return []

@@ -41,7 +41,7 @@ from pydantic import BaseModel
 from ofsre.instrumentation.catalog import load_catalog
 from ofsre.instrumentation.openfinance import format_datetime
 
-from ..app_common import ClientOrg, Session, check_owner, consent_id_from, envelope, of_body, service_app
+from ..app_common import ClientOrg, Session, consent_id_from, envelope, of_body, owned, service_app
 from ..consents.lifecycle import effective_status
 from ..consents.permissions import Permission
 from ..contracts import AUTHORISED
@@ -74,10 +74,7 @@ def requires(permission: Permission) -> Callable[..., Awaitable[Consent]]:
         if consent_id is None:
             raise OFError(401,
                           "no consent: send 'Authorization: Bearer consent:<consentId>' or 'x-consent-id'")
-        consent = await session.get(Consent, consent_id)
-        if consent is None:
-            raise OFError(403, "unknown consent")
-        check_owner(consent.client_org_id, org, "consent")
+        consent = await owned(session, Consent, consent_id, org, "consent", status=403)
         status, _ = effective_status(consent, utcnow())
         if status != AUTHORISED:
             raise OFError(403, f"the consent is {status}")

@@ -57,6 +57,7 @@ from ofsre.instrumentation.pcm import capturing as capturing_pcm
 from ofsre.instrumentation.pcm import identify_client
 
 from ..app_common import CLIENT_ORG_HEADER, consent_id_from, service_app
+from ..contracts import IDEMPOTENCY_HEADER
 from ..errors import error_response
 from ..guard import GATEWAY_SECRET_HEADER
 from ..settings import Settings
@@ -230,7 +231,7 @@ class GatewayProxy:
             target += "?" + scope["query_string"].decode("latin-1")
         headers = self._headers(scope, org_id)
         repeatable = (scope["method"] in _SAFE_METHODS
-                      or any(k == b"x-idempotency-key" for k, _ in scope["headers"]))
+                      or any(k == _IDEMPOTENCY for k, _ in scope["headers"]))
         if len(targets) == 1:  # one Service URL (Kubernetes): a second connection reaches another pod
             targets = targets * 2 if repeatable else targets
         try:
@@ -261,7 +262,8 @@ class GatewayProxy:
         return error_response(502, f"no {service} replica accepted the connection")
 
 
-_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # RFC 9110 §9.2.1: repeating one changes nothing
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_IDEMPOTENCY = IDEMPOTENCY_HEADER.encode()  # RFC 9110 §9.2.1: repeating one changes nothing
 
 
 class _ShardedTransport(httpx.AsyncBaseTransport):

@@ -65,6 +65,7 @@ from ..contracts import (
     AUTHORISED,
     AWAITING,
     CONSUMED,
+    IDEMPOTENCY_HEADER,
     PAYMENTS_TOPIC,
     RCVD,
     REJECTED,
@@ -93,7 +94,7 @@ BANK_ISPB = "99999999"  # the platform's own (made-up) ISPB: its endToEndIds and
 CONSENT_AUTHORISATION_WINDOW = timedelta(minutes=5)  # the spec's payment consent expiry
 ConsentId = Annotated[str, Path(min_length=1, max_length=256)]
 PaymentId = Annotated[str, Path(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9-]{0,99}$")]
-IdempotencyKey = Annotated[str, Header(alias="x-idempotency-key", min_length=1, max_length=100,
+IdempotencyKey = Annotated[str, Header(alias=IDEMPOTENCY_HEADER, min_length=1, max_length=100,
                                        pattern=r"^\S(.*\S)?$")]
 Amount = Annotated[str, Field(pattern=r"^((\d{1,16}\.\d{2}))$", min_length=4, max_length=19)]
 _DATE = r"^(\d{4})-(1[0-2]|0?[1-9])-(3[01]|[12][0-9]|0?[1-9])$"

@@ -178,6 +178,21 @@ def test_a_certificate_without_an_organisation_gets_nothing(platform, victim, na
     assert consent["status"] == "AUTHORISED"
 
 
+@pytest.mark.parametrize("path", [ACCOUNTS, "/open-banking/resources/v3/resources"])
+def test_another_institutions_consent_reads_nothing(platform, victim, org_a, path):
+    """Organisation A presents organisation B's authorised consent (or an unknown one): 403, no data."""
+    port = platform.gateway.port
+    for consent in (victim["consent"], "urn:ofsre:no-such-consent"):
+        token = {"authorization": f"Bearer consent:{consent}"}
+        answer = raw(port, request_head("GET", path, {**org_a, **token}))
+        answer.of_error(403)
+        assert b"accountId" not in answer.body
+    # B still reads its own
+    own = {**victim["cert"], "authorization": f"Bearer consent:{victim['consent']}"}
+    with httpx.Client(base_url=platform.gateway.url, headers=own) as http:
+        assert http.get(path).status_code == 200
+
+
 # --- 4. client-caused 5xx -------------------------------------------------------------------------
 
 def test_a_url_of_65_kb_is_414(platform, org_a):
