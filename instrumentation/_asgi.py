@@ -46,7 +46,6 @@ from threading import get_ident
 from time import perf_counter
 from typing import Any
 
-from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -60,6 +59,7 @@ from .logs import adopt_server_loggers, ensure_logging
 from .metrics import count_telemetry_error, counter, counter_adder, gauge, histogram, histogram_observer
 from .openfinance import error_body
 from .pcm import PcmCapture, capture_for
+from .tracing import LazySpan, Presampler, span_attacher
 
 __all__ = ["OfsreMiddleware", "instrument_app", "is_valid_interaction_id", "error_body",
            "route_templates", "EXCLUDED_PATHS"]
@@ -73,6 +73,7 @@ _IID = INTERACTION_ID_HEADER.encode("ascii")
 _UUID = re.compile(rb"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[1-5][0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}"
                    rb"-[0-9a-fA-F]{12}\Z")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_attach_span, _detach_span = span_attacher()   # the server span made current, and the context restored
 
 
 def is_valid_interaction_id(value: str | bytes) -> bool:
@@ -398,13 +399,6 @@ class OfsreMiddleware:
                     carrier: dict[str, str] | None, host: bytes | None, method: str) -> None:
         """Step 3: the SERVER span, current while the app runs (named ``HTTP`` if the route step failed)."""
         parent = propagate.extract(carrier) if carrier is not None else None
-        if self._presampler is not None:
-            dropped = self._presampler.drop(parent, route.span_name if route is not None else "HTTP",
-                                            SpanKind.SERVER)
-            if dropped is not None:  # not sampled: no attributes, no SDK call
-                exchange.span = dropped
-                exchange.context_token = otel_context.attach(trace.set_span_in_context(dropped, parent))
-                return
         # All attributes at once: the SDK validates them in one pass (a later set_attributes
         # costs a second pass and a lock), and samplers get to see them.
         if route is not None:
@@ -413,10 +407,17 @@ class OfsreMiddleware:
                 known = {**known, "http.request.method_original": method}
         else:
             name, known = "HTTP", {"http.request.method": method}
-        attributes = _request_attributes(known, scope, path, host, exchange.interaction_id)
-        span = self._tracer.start_span(name, parent, SpanKind.SERVER, attributes)
+        span = None
+        if self._presampler is not None:
+            # Dropped: no attributes, no SDK call. Sampled: a LazySpan, or None (the SDK's span below).
+            span = self._presampler.start(
+                parent, name, SpanKind.SERVER,
+                lambda: _request_attributes(known, scope, path, host, exchange.interaction_id))
+        if span is None:
+            attributes = _request_attributes(known, scope, path, host, exchange.interaction_id)
+            span = self._tracer.start_span(name, parent, SpanKind.SERVER, attributes)
         exchange.span = span
-        exchange.context_token = otel_context.attach(trace.set_span_in_context(span, parent))
+        exchange.context_token = _attach_span(span, parent)
 
     def _new_route(self, template: str, method: str) -> _Route:
         endpoint = None if template == semconv.UNKNOWN_ROUTE else self.catalog.lookup(method, template)
@@ -487,7 +488,7 @@ class OfsreMiddleware:
                 count_telemetry_error(COMPONENT, self.registry)
         try:
             if exchange.context_token is not None:
-                otel_context.detach(exchange.context_token)
+                _detach_span(exchange.context_token)
             if exchange.interaction_token is not None:
                 reset_interaction_id(exchange.interaction_token)
         except Exception:  # noqa: BLE001
@@ -552,6 +553,9 @@ def _server_address(host: bytes | None, server: Any, scheme: str) -> tuple[str |
 
 
 def _end_span(span: Any, status: int, error: BaseException | None) -> None:
+    if type(span) is LazySpan and error is None and status < 500:
+        span.end_as_server(status)   # the common case, without turning it into the SDK's span
+        return
     if span.is_recording():
         span.set_attribute("http.response.status_code", status)
         if isinstance(error, Exception):
@@ -566,8 +570,6 @@ def _end_span(span: Any, status: int, error: BaseException | None) -> None:
 
 def _presampler(tracer: Any) -> Any:
     try:
-        from .tracing import Presampler
-
         return Presampler.of(tracer)
     except Exception:  # noqa: BLE001 - no shortcut, the tracer still works
         _log.warning("ofsre: sampling shortcut unavailable", exc_info=True)

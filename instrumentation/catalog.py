@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -90,26 +91,61 @@ class SLO:
 
 class RouteMatcher:
     """Maps raw paths to route templates with a segment trie: literal segments win over
-    ``{param}`` segments. O(number of segments) per lookup, no regular expressions."""
+    ``{param}`` segments. O(number of segments) per lookup.
+
+    The trie is also compiled into one regular expression with the same alternatives in the
+    same order (at each segment: end of path, then each literal, then the parameter), so
+    the regex engine's first match is the trie walk's first match, found in C. Paths with an
+    empty segment (``/``, ``/a//b``, a trailing ``//``) are walked.
+    """
 
     _PARAM = "{}"
+    _LEAF = "/"   # the key of a template's value: never a segment (segments hold no "/")
 
     def __init__(self) -> None:
         self._root: dict[str, Any] = {}
+        self._compiled: tuple[re.Pattern[str], dict[str, Any]] | None = None   # built on the first match
 
     def add(self, template: str, value: Any) -> None:
         node = self._root
         for seg in _segments(template):
             key = self._PARAM if seg.startswith("{") and seg.endswith("}") else seg
             node = node.setdefault(key, {})
-        node.setdefault("", value)  # first registration wins ("" is never a segment)
+        node.setdefault(self._LEAF, value)  # first registration wins
+        self._compiled = None
 
     def match(self, path: str) -> Any | None:
+        compiled = self._compiled or self._compile()
+        plain = path.split("?", 1)[0] if "?" in path else path
+        if plain.endswith("/") and len(plain) > 1:
+            plain = plain[:-1]
+        if plain.startswith("/") and not plain.endswith("/") and "//" not in plain:
+            found = compiled[0].match(plain)
+            return compiled[1][found.lastgroup] if found is not None and found.lastgroup else None
         return self._walk(self._root, _segments(path), 0)
+
+    def _compile(self) -> tuple[re.Pattern[str], dict[str, Any]]:
+        values: dict[str, Any] = {}
+
+        def pattern(node: dict[str, Any]) -> str:
+            alternatives = []
+            if self._LEAF in node:
+                name = f"_{len(values)}"
+                values[name] = node[self._LEAF]
+                alternatives.append(f"(?P<{name}>)\\Z")
+            # "" (an empty segment) is left out: such paths are walked
+            alternatives += [f"/{re.escape(key)}(?:{pattern(child)})" for key, child in node.items()
+                             if key not in ("", self._PARAM, self._LEAF)]
+            if self._PARAM in node:
+                alternatives.append(f"/[^/]+(?:{pattern(node[self._PARAM])})")
+            return "|".join(alternatives) or "(?!)"
+
+        self._compiled = (re.compile(f"(?:{pattern(self._root)})"), values)
+        return self._compiled
 
     def _walk(self, node: dict[str, Any], segs: list[str], i: int) -> Any | None:
         if i == len(segs):
-            return node.get("")
+            return node.get(self._LEAF)
         seg = segs[i]
         child = node.get(seg)
         if child is not None and seg != self._PARAM:

@@ -31,11 +31,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from time import time_ns
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import _Span as _SdkSpan  # the class Tracer.start_span makes
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import (
@@ -50,7 +52,8 @@ from opentelemetry.sdk.trace.sampling import (
 
 from ._config import ENV, VERSION, env_str
 
-__all__ = ["setup_tracing", "build_tracer_provider", "build_sampler", "exporter_from_env", "Presampler"]
+__all__ = ["setup_tracing", "build_tracer_provider", "build_sampler", "exporter_from_env", "Presampler",
+           "LazySpan", "span_attacher"]
 
 _log = logging.getLogger("ofsre.instrumentation")
 _lock = threading.Lock()
@@ -198,25 +201,56 @@ class _PrimedIds:
         return self.inner.generate_span_id()
 
     def is_trace_id_random(self) -> bool:
-        random: bool = getattr(self.inner, "is_trace_id_random", lambda: False)()
+        random: bool = getattr(self.inner, "is_trace_id_random", _not_random)()
         return random
 
 
+def _not_random() -> bool:
+    return False
+
+
+def _span_context_maker() -> Any:
+    """``make(trace_id, span_id, flags, trace_state)`` -> a local ``SpanContext``, as its
+    constructor builds it (a tuple of the five fields and ``is_valid``) without the keyword
+    handling of ``SpanContext.__new__``; the constructor itself if this API version lays the
+    tuple out otherwise."""
+    new_tuple, cls, default_state = tuple.__new__, trace.SpanContext, trace.DEFAULT_TRACE_STATE
+    max_trace, max_span = 2 ** 128 - 1, 2 ** 64 - 1
+
+    def make(trace_id: int, span_id: int, flags: trace.TraceFlags, state: Any) -> trace.SpanContext:
+        return new_tuple(cls, (trace_id, span_id, False, flags, default_state if state is None else state,
+                               0 < trace_id <= max_trace and 0 < span_id <= max_span))
+
+    def constructor(trace_id: int, span_id: int, flags: trace.TraceFlags, state: Any) -> trace.SpanContext:
+        return trace.SpanContext(trace_id, span_id, False, flags, state)
+
+    samples = [(1, 2, _NOT_SAMPLED, None), (2 ** 128, 5, trace.TraceFlags(1), trace.TraceState([("k", "v")]))]
+    same = all(make(*args) == constructor(*args) and make(*args).is_valid == constructor(*args).is_valid
+               for args in samples)
+    return make if same else constructor
+
+
 class Presampler:
-    """Asks the sampler first, so a span that will not be sampled costs almost nothing.
+    """Asks the sampler first, so a span that will not be sampled costs almost nothing, and a
+    sampled one is kept as plain values until it ends.
 
     The SDK's ``Tracer.start_span`` builds the span's attributes, calls the sampler, and for a
     dropped span returns a ``NonRecordingSpan``. For the SDK's own samplers (which never look
-    at attributes) the same decision can be taken before the middleware builds any attribute:
-    :meth:`drop` returns the very ``NonRecordingSpan`` the SDK would have returned (same trace
-    id rules, a new span id, unsampled flags, the sampler's trace state), or ``None`` when the
-    span is sampled — then the tracer is called as usual, and its id generator hands it the
-    trace id the decision was made on, so the SDK's own sampling call decides the same.
+    at attributes) the same decision can be taken before the middleware builds any attribute.
+    :meth:`start` returns
+
+    * for a dropped span, the very ``NonRecordingSpan`` the SDK would have returned (same trace
+      id rules, a new span id, unsampled flags, the sampler's trace state);
+    * for a sampled span, when every span processor of the tracer does nothing when a span
+      starts (the SDK's ``BatchSpanProcessor`` and ``SimpleSpanProcessor``, or any processor
+      that only implements ``on_end``), a :class:`LazySpan`: the SDK's ids, flags and trace
+      state, its attributes a plain dict, and at its end one ``ReadableSpan`` handed to the
+      processors' ``on_end``, as the SDK's span does;
+    * otherwise ``None``: then the tracer is called as usual, and its id generator hands it the
+      trace id the decision was made on, so the SDK's own sampling call decides the same.
 
     ``Presampler.of(tracer)`` is ``None`` (no shortcut) for anything else: a custom sampler, a
-    non-SDK tracer, SDK internal metrics on (they count dropped spans), or a sampler that keeps
-    every new trace (nothing to drop for a request without a parent: the shortcut would only
-    add a sampler call).
+    non-SDK tracer, or SDK internal metrics on (they count the spans the tracer starts).
     """
 
     def __init__(self, tracer: Any) -> None:
@@ -226,6 +260,11 @@ class Presampler:
         tracer.id_generator = self.ids
         self.every_root = _samples_every_root(tracer.sampler)
         self.decide = _decision_rule(tracer.sampler)
+        inner = self.ids.inner
+        self._trace_id, self._span_id = inner.generate_trace_id, inner.generate_span_id
+        self._random = getattr(inner, "is_trace_id_random", _not_random)
+        self._checked: Any = object()   # the processor tuple `_lazy` was decided for
+        self._lazy = False
 
     @classmethod
     def of(cls, tracer: Any) -> Presampler | None:
@@ -239,14 +278,25 @@ class Presampler:
             return None
         return cls(tracer)
 
-    def drop(self, parent: Any, name: str, kind: trace.SpanKind) -> trace.NonRecordingSpan | None:
+    def lazy(self) -> bool:
+        """Whether a sampled span may be a :class:`LazySpan` (decided again when processors change)."""
+        processors = getattr(self.tracer.span_processor, "_span_processors", None)
+        if processors is not self._checked:
+            self._checked = processors
+            self._lazy = self.decide is not None and _lazy_spans_allowed(self.tracer, processors)
+        return self._lazy
+
+    def start(self, parent: Any, name: str, kind: trace.SpanKind,
+              attributes: Any) -> trace.NonRecordingSpan | LazySpan | None:
+        """The span the SDK would start (see the class docstring); ``attributes()`` gives its
+        attributes, called only when the span is sampled."""
         parent_span: trace.SpanContext | None = trace.get_current_span(parent).get_span_context()
         random_id: int   # a bool from the id generator, the flag bit from a parent
         if parent_span is None or not parent_span.is_valid:
-            if self.every_root:
-                return None
-            trace_id = self.ids.inner.generate_trace_id()
-            random_id = self.ids.is_trace_id_random()
+            if self.every_root and not self.lazy():
+                return None   # the SDK samples it; nothing to decide early
+            trace_id = self._trace_id()
+            random_id = self._random()
             parent_span = None
         else:
             trace_id, random_id = parent_span.trace_id, parent_span.trace_flags & _RANDOM
@@ -258,11 +308,193 @@ class Presampler:
         else:
             result = self.tracer.sampler.should_sample(parent, trace_id, name, kind, None, ())
             recording, trace_state = result.decision.is_recording(), result.trace_state
+        random_id = random_id and _RANDOM
         if recording:
+            if self.lazy():
+                context = _make_context(trace_id, self._span_id(), _SAMPLED_RANDOM if random_id else _SAMPLED,
+                                        trace_state)
+                return LazySpan(self.tracer, name, context, parent_span, kind, attributes(), parent)
             if parent_span is None:
                 self.ids.prime(trace_id)
             return None
-        flags = trace.TraceFlags(_RANDOM) if random_id and _RANDOM else _NOT_SAMPLED
-        return trace.NonRecordingSpan(trace.SpanContext(trace_id, self.ids.generate_span_id(),
-                                                        is_remote=False,
-                                                        trace_flags=flags, trace_state=trace_state))
+        return trace.NonRecordingSpan(_make_context(trace_id, self._span_id(),
+                                                    _NOT_SAMPLED_RANDOM if random_id else _NOT_SAMPLED,
+                                                    trace_state))
+
+
+_SAMPLED = trace.TraceFlags(trace.TraceFlags.SAMPLED)
+_SAMPLED_RANDOM = trace.TraceFlags(trace.TraceFlags.SAMPLED | _RANDOM)
+_NOT_SAMPLED_RANDOM = trace.TraceFlags(_RANDOM)
+_make_context = _span_context_maker()
+
+
+def _quiet_hooks() -> tuple[set[Any], set[Any]]:
+    """The ``on_start`` and ``_on_ending`` implementations known to do nothing."""
+    from opentelemetry.sdk.trace import SpanProcessor
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    classes = (SpanProcessor, BatchSpanProcessor, SimpleSpanProcessor)
+    return ({c.on_start for c in classes}, {getattr(c, "_on_ending", None) for c in classes})
+
+
+def _lazy_spans_allowed(tracer: Any, processors: Any) -> bool:
+    """A :class:`LazySpan` behaves as the SDK's span for this tracer: its processors do nothing
+    when a span starts or is ending, and no attribute value length limit is set (the SDK would
+    truncate values; the lazy span's own attributes are kept as they are)."""
+    from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor
+
+    if type(tracer.span_processor) is not SynchronousMultiSpanProcessor or not isinstance(processors, tuple):
+        return False
+    limits = getattr(tracer, "_span_limits", None)
+    if limits is None or getattr(limits, "max_span_attribute_length", 0) is not None:
+        return False
+    if not (limits.max_span_attributes is None or limits.max_span_attributes >= _LAZY_ATTRIBUTE_ROOM):
+        return False
+    starts, endings = _quiet_hooks()
+    return all(type(p).on_start in starts and getattr(type(p), "_on_ending", None) in endings
+               for p in processors)
+
+
+# A lazy span holds the middleware's attributes (at most 10) and the status code; a span limit
+# below this makes the SDK's own span necessary (it drops attributes beyond the limit).
+_LAZY_ATTRIBUTE_ROOM = 16
+_UNSET_STATUS = trace.Status(trace.StatusCode.UNSET)
+
+
+class LazySpan(trace.Span, ReadableSpan):
+    """A sampled SDK span, kept as plain values while only its maker touches it.
+
+    Made by :meth:`Presampler.start` with the ids, flags and trace state the SDK would have
+    given it. Until it ends it is the current span (child spans nest under it, logs and
+    outgoing ``traceparent`` carry its ids). It is its own ``ReadableSpan`` (the same fields
+    the SDK's span hands to processors): :meth:`end` sets the end time and passes it to the
+    tracer's processors' ``on_end``, as the SDK's ``Span.end`` does, without the SDK span's
+    lock, bounded attribute copy, processor start call and second ``ReadableSpan`` — which
+    :meth:`Presampler.lazy` checked are not needed. :meth:`end_as_server` adds
+    ``http.response.status_code`` first.
+
+    Anything else a caller does with it — ``set_attribute``, events, links, status, a new
+    name, an exception — turns it into the SDK's own span, started at the same time with the
+    same ids and attributes, and from then on every call goes to that span.
+    """
+
+    def __init__(self, tracer: Any, name: str, context: trace.SpanContext, parent: trace.SpanContext | None,
+                 kind: trace.SpanKind, attributes: dict[str, Any], parent_context: Any) -> None:
+        # ReadableSpan's fields, set here rather than through its __init__ (one call less per span)
+        self._name = name
+        self._context = context
+        self._kind = kind
+        self._instrumentation_info = tracer.instrumentation_info
+        self._instrumentation_scope = tracer._instrumentation_scope  # noqa: SLF001 - the SDK span's scope
+        self._parent = parent
+        self._start_time = time_ns()
+        self._end_time = None
+        self._attributes = attributes
+        self._events = ()
+        self._links = ()
+        self._resource = tracer.resource
+        self._status = _UNSET_STATUS
+        # its own (typed copies of two of them: ReadableSpan declares them optional)
+        self._span_context = context
+        self._values = attributes
+        self._tracer = tracer
+        self._parent_context = parent_context
+        self._sdk: Any = None
+
+    def get_span_context(self) -> trace.SpanContext:
+        return self._span_context
+
+    def is_recording(self) -> bool:
+        if self._sdk is not None:
+            return bool(self._sdk.is_recording())
+        return self._end_time is None
+
+    def end(self, end_time: int | None = None) -> None:
+        if self._sdk is not None:
+            self._sdk.end(end_time)
+            return
+        if self._end_time is not None:
+            _log.warning("Calling end() on an ended span.")
+            return
+        self._end_time = end_time if end_time is not None else time_ns()
+        self._tracer.span_processor.on_end(self)
+
+    def end_as_server(self, status_code: int) -> None:
+        """Set ``http.response.status_code`` and end (a server span's normal end, no error)."""
+        if self._sdk is None and self._end_time is None:
+            self._values["http.response.status_code"] = status_code
+        else:
+            self.sdk_span().set_attribute("http.response.status_code", status_code)
+        self.end()
+
+    def sdk_span(self) -> Any:
+        """The SDK's span this one becomes (made on the first call beyond ending it)."""
+        if self._sdk is None:
+            if self._end_time is not None:
+                return trace.NonRecordingSpan(self._span_context)   # ended: later calls change nothing
+            tracer = self._tracer
+            span = _SdkSpan(name=self._name, context=self._span_context, parent=self._parent,
+                            sampler=tracer.sampler, resource=tracer.resource, attributes=self._values,
+                            span_processor=tracer.span_processor, kind=self._kind,
+                            instrumentation_info=tracer.instrumentation_info,
+                            limits=tracer._span_limits,  # noqa: SLF001 - the tracer's, as start_span passes
+                            instrumentation_scope=self._instrumentation_scope)
+            span.start(start_time=self._start_time, parent_context=self._parent_context)
+            self._sdk = span
+        return self._sdk
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.sdk_span().set_attribute(key, value)
+
+    def set_attributes(self, attributes: Any) -> None:
+        self.sdk_span().set_attributes(attributes)
+
+    def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
+        self.sdk_span().add_event(name, attributes, timestamp)
+
+    def add_link(self, context: trace.SpanContext, attributes: Any = None) -> None:
+        self.sdk_span().add_link(context, attributes)
+
+    def update_name(self, name: str) -> None:
+        self.sdk_span().update_name(name)
+
+    def set_status(self, status: Any, description: str | None = None) -> None:
+        self.sdk_span().set_status(status, description)
+
+    def record_exception(self, exception: BaseException, attributes: Any = None, timestamp: int | None = None,
+                         escaped: bool = False) -> None:
+        self.sdk_span().record_exception(exception, attributes, timestamp, escaped)
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}(name="{self._name}", context={self._span_context})'
+
+
+def span_attacher() -> tuple[Any, Any]:
+    """``(attach(span, parent) -> token, detach(token))``: make a span current, and restore.
+
+    The same as ``context.attach(trace.set_span_in_context(span, parent))`` and
+    ``context.detach(token)``, in two direct ``ContextVar`` calls when the runtime context is
+    OpenTelemetry's default one (``ContextVarsRuntimeContext``); the public calls otherwise
+    (``OTEL_PYTHON_CONTEXT`` chose another). Unlike ``context.detach``, a failing detach
+    raises: the middleware counts it as a telemetry error.
+    """
+    import contextvars
+
+    from opentelemetry import context as otel_context
+    from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+    from opentelemetry.trace.propagation import _SPAN_KEY
+
+    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+    current = getattr(runtime, "_current_context", None)
+    if type(runtime) is not ContextVarsRuntimeContext or not isinstance(current, contextvars.ContextVar):
+        def attach_public(span: trace.Span, parent: Any) -> Any:
+            return otel_context.attach(trace.set_span_in_context(span, parent))
+
+        return attach_public, otel_context.detach
+    context_class = otel_context.Context
+
+    def attach(span: trace.Span, parent: Any) -> Any:
+        base = parent if parent is not None else current.get()
+        return current.set(context_class({**base, _SPAN_KEY: span}))
+
+    return attach, current.reset

@@ -91,3 +91,33 @@ def test_bad_file_is_a_clear_error(tmp_path):
     p.write_text("[tiers\n")
     with pytest.raises(CatalogError, match=str(p.name)):
         load_catalog(p)
+
+
+def test_the_compiled_matcher_finds_what_the_trie_walk_finds():
+    """RouteMatcher.match answers most paths with its compiled expression; for any table and
+    path (empty segments, trailing slashes, queries, literals next to parameters, regex
+    metacharacters, the catalog's own templates) it must give the trie walk's answer."""
+    import random
+
+    from ofsre.instrumentation.catalog import RouteMatcher, _segments
+
+    rng = random.Random(10)
+    words = ["a", "b", "v2", "{id}", "{x}", "q.x", "a+", "(c)", ""]
+    for _ in range(300):
+        matcher = RouteMatcher()
+        templates = ["/" + "/".join(rng.choice(words) for _ in range(rng.randint(0, 4)))
+                     for _ in range(rng.randint(1, 12))]
+        for template in templates:
+            matcher.add(template, template)
+        for _ in range(40):
+            path = "/" + "/".join(rng.choice(words[:-2] + ["zz", "7", "", "{id}"])
+                                  for _ in range(rng.randint(0, 5)))
+            path += rng.choice(["", "/", "//", "?q=1"])
+            assert matcher.match(path) == matcher._walk(matcher._root, _segments(path), 0), (templates, path)
+    catalog = load_catalog()
+    matcher = RouteMatcher()
+    for endpoint in catalog:
+        matcher.add(endpoint.route, endpoint.route)
+    for endpoint in catalog:
+        path = endpoint.route.replace("{", "x").replace("}", "")
+        assert matcher.match(path) == endpoint.route == matcher._walk(matcher._root, _segments(path), 0)

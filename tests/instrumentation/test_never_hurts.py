@@ -30,12 +30,21 @@ def explode(*args, **kwargs):
 
 
 class BrokenProvider(TracerProvider):
-    """Its tracers fail to start any span."""
+    """Its tracers fail to start any span: the SDK's ``start_span`` raises, and so does the id
+    generator the middleware's own span path (tracing.Presampler) draws its ids from."""
 
     def get_tracer(self, *args, **kwargs):
         tracer = super().get_tracer(*args, **kwargs)
         tracer.start_span = explode
+        tracer.id_generator = BrokenIds()
         return tracer
+
+
+class BrokenIds:
+    generate_trace_id = generate_span_id = explode
+
+    def is_trace_id_random(self):
+        return True
 
 
 async def test_a_metric_child_that_raises(make_app, registry, call_asgi):

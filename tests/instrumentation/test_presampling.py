@@ -1,9 +1,10 @@
 """The sampling shortcut (``tracing.Presampler``) takes the SDK's own decision, only earlier.
 
 A dropped server span is the SDK's ``NonRecordingSpan`` (ids in logs and in outgoing
-``traceparent``, flags unsampled); a sampled one is the SDK's span, made by the tracer with
-the trace id the decision was taken on; a sampled remote parent still wins; user samplers
-get no shortcut (they may read attributes) and keep seeing every span.
+``traceparent``, flags unsampled); a sampled one is a ``LazySpan`` on the trace id the decision
+was taken on (test_lazy_span.py), or the SDK's span made by the tracer on that trace id when a
+processor needs it; a sampled remote parent still wins; user samplers get no shortcut (they
+may read attributes) and keep seeing every span.
 """
 
 from __future__ import annotations
