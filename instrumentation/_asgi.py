@@ -56,7 +56,15 @@ from .catalog import Catalog, RouteMatcher, load_catalog
 from .context import INTERACTION_ID_HEADER, new_interaction_id, reset_interaction_id, set_interaction_id
 from .exposition import ASGIApp, Scope, is_multiprocess, metrics_app
 from .logs import adopt_server_loggers, ensure_logging
-from .metrics import count_telemetry_error, counter, counter_adder, gauge, histogram, histogram_observer
+from .metrics import (
+    count_telemetry_error,
+    counter,
+    counter_adder,
+    gauge,
+    gauge_adder,
+    histogram,
+    histogram_observer,
+)
 from .openfinance import error_body
 from .pcm import PcmCapture, capture_for
 from .tracing import LazySpan, Presampler, span_attacher
@@ -73,6 +81,7 @@ _IID = INTERACTION_ID_HEADER.encode("ascii")
 _UUID = re.compile(rb"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[1-5][0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}"
                    rb"-[0-9a-fA-F]{12}\Z")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_SERVER_KEYS = 256   # span attribute sets kept per (route, Host, scheme); beyond, built per request
 _attach_span, _detach_span = span_attacher()   # the server span made current, and the context restored
 
 
@@ -110,13 +119,15 @@ def route_templates(routes: Iterable[Any], prefix: str = "") -> Iterator[str]:
 
 
 class _Route:
-    """What is cached per (route template, method): labels, in-flight child, span name."""
+    """What is cached per (route template, method): labels, in-flight child (and its lock-free
+    adder, see ``OfsreMiddleware._owner``), span name and attributes."""
 
-    __slots__ = ("labels", "in_flight", "span_name", "attributes")
+    __slots__ = ("labels", "in_flight", "in_flight_add", "span_name", "attributes")
 
     def __init__(self, labels: dict[str, str], in_flight: Any, span_name: str, attributes: dict[str, str]):
         self.labels = labels
         self.in_flight = in_flight
+        self.in_flight_add = gauge_adder(in_flight)
         self.span_name = span_name
         self.attributes = attributes
 
@@ -145,7 +156,7 @@ class _Exchange:
         self.span: Any = None
         self.context_token: Any = None
         self.interaction_token: Any = None
-        self.in_flight: Any = None
+        self.in_flight: _Route | None = None   # the route whose in-flight gauge this request incremented
         self.disconnected = False
         self.pcm: Any = None  # the PCM SERVER call being captured (ofsre.instrumentation.pcm), if any
 
@@ -234,6 +245,7 @@ class OfsreMiddleware:
         # from KNOWN_METHODS (plus _OTHER), statuses from the app's own responses.
         self._routes: dict[tuple[str, str], _Route] = {}
         self._series: dict[tuple[_Route, int], tuple[Any, ...]] = {}
+        self._server_keys: dict[tuple[Any, ...], dict[str, Any]] = {}   # see _span_attributes
         # Metric updates skip prometheus_client's locks while one thread (the event loop's) serves;
         # the first request from another thread switches this middleware to the locked methods.
         self._owner: int | None = None
@@ -279,6 +291,8 @@ class OfsreMiddleware:
         if self._first_request:
             self._first_request = False
             self._owner = get_ident()   # the first request's thread; None for good once another one serves
+        elif self._owner is not None and get_ident() != self._owner:
+            self._owner = None   # before this request updates anything
         exchange = _Exchange(receive, send, self.registry)
         try:
             self._start(exchange, scope, path)
@@ -340,8 +354,8 @@ class OfsreMiddleware:
                 count_telemetry_error(COMPONENT, self.registry)
         if route is not None:
             try:
-                route.in_flight.inc()
-                exchange.in_flight = route.in_flight
+                (route.in_flight_add if get_ident() == self._owner else route.in_flight.inc)(1)
+                exchange.in_flight = route
             except Exception:  # noqa: BLE001
                 count_telemetry_error(COMPONENT, self.registry)
 
@@ -407,17 +421,34 @@ class OfsreMiddleware:
                 known = {**known, "http.request.method_original": method}
         else:
             name, known = "HTTP", {"http.request.method": method}
+        cached = route if route is not None and known is route.attributes else None
+
+        def attributes() -> dict[str, Any]:
+            return self._span_attributes(cached, known, scope, path, host, exchange.interaction_id)
+
         span = None
         if self._presampler is not None:
             # Dropped: no attributes, no SDK call. Sampled: a LazySpan, or None (the SDK's span below).
-            span = self._presampler.start(
-                parent, name, SpanKind.SERVER,
-                lambda: _request_attributes(known, scope, path, host, exchange.interaction_id))
+            span = self._presampler.start(parent, name, SpanKind.SERVER, attributes)
         if span is None:
-            attributes = _request_attributes(known, scope, path, host, exchange.interaction_id)
-            span = self._tracer.start_span(name, parent, SpanKind.SERVER, attributes)
+            span = self._tracer.start_span(name, parent, SpanKind.SERVER, attributes())
         exchange.span = span
         exchange.context_token = _attach_span(span, parent)
+
+    def _span_attributes(self, route: _Route | None, known: dict[str, str], scope: Scope, path: str,
+                         host: bytes | None, interaction_id: str | None) -> dict[str, Any]:
+        """The server span's attributes known before the app runs. The route's and the server's
+        are kept per (route, Host header or socket, scheme), for at most _SERVER_KEYS keys (the
+        Host header is the client's to choose); ``url.path`` and the interaction id are added."""
+        base: dict[str, Any] | None = None
+        if route is not None:
+            key = (route, host or scope.get("server"), scope.get("scheme"))
+            base = self._server_keys.get(key)
+            if base is None and len(self._server_keys) < _SERVER_KEYS:
+                base = self._server_keys[key] = _server_attributes(known, scope, host)
+        if base is None:
+            base = _server_attributes(known, scope, host)
+        return {**base, "url.path": path, "fapi.interaction_id": interaction_id}
 
     def _new_route(self, template: str, method: str) -> _Route:
         endpoint = None if template == semconv.UNKNOWN_ROUTE else self.catalog.lookup(method, template)
@@ -478,7 +509,8 @@ class OfsreMiddleware:
                 count_telemetry_error(COMPONENT, self.registry)
         if exchange.in_flight is not None:
             try:
-                exchange.in_flight.dec()
+                counted = exchange.in_flight
+                (counted.in_flight_add if get_ident() == self._owner else counted.in_flight.inc)(-1)
             except Exception:  # noqa: BLE001
                 count_telemetry_error(COMPONENT, self.registry)
         if span is not None:
@@ -499,7 +531,6 @@ class OfsreMiddleware:
         if get_ident() == self._owner:  # the event loop's thread: lock-free updates (metrics.counter_adder)
             requests, duration, request_size, response_size = children[4:]
         else:  # another thread serves too: prometheus_client's locked methods, from now on
-            self._owner = None
             requests, duration, request_size, response_size = children[:4]
         exemplar = None
         if self._exemplars and span is not None:
@@ -525,13 +556,11 @@ class OfsreMiddleware:
         return children
 
 
-def _request_attributes(route_attributes: dict[str, str], scope: Scope, path: str, host: bytes | None,
-                        interaction_id: str | None) -> dict[str, Any]:
-    """The server span's attributes known before the app runs (the route's plus the request's)."""
+def _server_attributes(route_attributes: dict[str, str], scope: Scope, host: bytes | None) -> dict[str, Any]:
+    """The route's span attributes plus the server's: ``url.scheme``, ``server.address``/``port``."""
     scheme = scope.get("scheme", "http")
     address, port = _server_address(host, scope.get("server"), scheme)
-    attributes: dict[str, Any] = {**route_attributes, "url.path": path, "url.scheme": scheme,
-                                  "fapi.interaction_id": interaction_id}
+    attributes: dict[str, Any] = {**route_attributes, "url.scheme": scheme}
     if address:
         attributes["server.address"] = address
     if port:
@@ -555,6 +584,8 @@ def _server_address(host: bytes | None, server: Any, scheme: str) -> tuple[str |
 def _end_span(span: Any, status: int, error: BaseException | None) -> None:
     if type(span) is LazySpan and error is None and status < 500:
         span.end_as_server(status)   # the common case, without turning it into the SDK's span
+        return
+    if type(span) is trace.NonRecordingSpan:   # not sampled: its end() and setters do nothing
         return
     if span.is_recording():
         span.set_attribute("http.response.status_code", status)

@@ -143,6 +143,18 @@ def counter_adder(child: Counter) -> Update:
     return add
 
 
+def gauge_adder(child: Gauge) -> Callable[[float], None]:
+    """``add(amount)`` for a gauge child (``-1`` to decrement); ``child.inc`` for any other value class."""
+    value: Any = getattr(child, "_value", None)
+    if not _plain(value):
+        return child.inc
+
+    def add(amount: float) -> None:
+        value._value += amount
+
+    return add
+
+
 def histogram_observer(child: Histogram) -> Update:
     """``observe(amount, exemplar)`` for a histogram child: one bisection, two float additions."""
     total: Any = getattr(child, "_sum", None)

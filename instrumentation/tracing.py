@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from random import getrandbits
 from time import time_ns
 from typing import Any
 
@@ -39,7 +40,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace import _Span as _SdkSpan  # the class Tracer.start_span makes
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -49,6 +50,7 @@ from opentelemetry.sdk.trace.sampling import (
     StaticSampler,
     TraceIdRatioBased,
 )
+from opentelemetry.trace.propagation import _SPAN_KEY  # the key trace.get_current_span reads
 
 from ._config import ENV, VERSION, env_str
 
@@ -209,6 +211,29 @@ def _not_random() -> bool:
     return False
 
 
+_TRACE_ID_LIMIT = TraceIdRatioBased.TRACE_ID_LIMIT
+
+
+def _root_bound(sampler: Any) -> int | None:
+    """The ratio bound a new trace is decided on, for the set-ups ``_decision_rule`` inlines."""
+    root = sampler._root if type(sampler) in (ParentBased, ParentBasedTraceIdRatio) else sampler
+    return root.bound if type(root) is TraceIdRatioBased else None
+
+
+def _current_context_var() -> Any:
+    """The ContextVar holding OpenTelemetry's current context (its default runtime context), or None."""
+    import contextvars
+
+    from opentelemetry import context as otel_context
+    from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+
+    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+    current = getattr(runtime, "_current_context", None)
+    if type(runtime) is not ContextVarsRuntimeContext or not isinstance(current, contextvars.ContextVar):
+        return None
+    return current
+
+
 def _span_context_maker() -> Any:
     """``make(trace_id, span_id, flags, trace_state)`` -> a local ``SpanContext``, as its
     constructor builds it (a tuple of the five fields and ``is_valid``) without the keyword
@@ -262,7 +287,13 @@ class Presampler:
         self.decide = _decision_rule(tracer.sampler)
         inner = self.ids.inner
         self._trace_id, self._span_id = inner.generate_trace_id, inner.generate_span_id
+        # The SDK's RandomIdGenerator draws random.getrandbits(128 / 64), again while it gives the
+        # invalid id 0: drawn here the same way, without its Python frame (0 -> the generator).
+        self._random_ids = type(inner) is RandomIdGenerator
         self._random = getattr(inner, "is_trace_id_random", _not_random)
+        # A new trace's decision inline for a ratio root (ParentBased's default, or a bare ratio).
+        self._root_bound: int | None = _root_bound(tracer.sampler) if self.decide is not None else None
+        self._current = _current_context_var()
         self._checked: Any = object()   # the processor tuple `_lazy` was decided for
         self._lazy = False
 
@@ -290,19 +321,25 @@ class Presampler:
               attributes: Any) -> trace.NonRecordingSpan | LazySpan | None:
         """The span the SDK would start (see the class docstring); ``attributes()`` gives its
         attributes, called only when the span is sampled."""
-        parent_span: trace.SpanContext | None = trace.get_current_span(parent).get_span_context()
+        if self._current is not None:   # trace.get_current_span(parent), read directly
+            span = (parent if parent is not None else self._current.get()).get(_SPAN_KEY)
+            parent_span = span.get_span_context() if isinstance(span, trace.Span) else None
+        else:
+            parent_span = trace.get_current_span(parent).get_span_context()
         random_id: int   # a bool from the id generator, the flag bit from a parent
         if parent_span is None or not parent_span.is_valid:
             if self.every_root and not self.lazy():
                 return None   # the SDK samples it; nothing to decide early
-            trace_id = self._trace_id()
+            trace_id = (self._random_ids and getrandbits(128)) or self._trace_id()
             random_id = self._random()
             parent_span = None
         else:
             trace_id, random_id = parent_span.trace_id, parent_span.trace_flags & _RANDOM
         if not self.tracer._is_enabled():  # noqa: SLF001 - a disabled tracer: let the SDK answer
             return None
-        if self.decide is not None:   # the SDK's samplers' rule, without building a SamplingResult
+        if parent_span is None and self._root_bound is not None:
+            recording, trace_state = trace_id & _TRACE_ID_LIMIT < self._root_bound, None
+        elif self.decide is not None:   # the SDK's samplers' rule, without building a SamplingResult
             recording = self.decide(parent_span, trace_id)
             trace_state = parent_span.trace_state if parent_span is not None else None
         else:
@@ -311,21 +348,26 @@ class Presampler:
         random_id = random_id and _RANDOM
         if recording:
             if self.lazy():
-                context = _make_context(trace_id, self._span_id(), _SAMPLED_RANDOM if random_id else _SAMPLED,
+                span_id = (self._random_ids and getrandbits(64)) or self._span_id()
+                context = _make_context(trace_id, span_id, _SAMPLED_RANDOM if random_id else _SAMPLED,
                                         trace_state)
                 return LazySpan(self.tracer, name, context, parent_span, kind, attributes(), parent)
             if parent_span is None:
                 self.ids.prime(trace_id)
             return None
-        return trace.NonRecordingSpan(_make_context(trace_id, self._span_id(),
-                                                    _NOT_SAMPLED_RANDOM if random_id else _NOT_SAMPLED,
-                                                    trace_state))
+        span_id = (self._random_ids and getrandbits(64)) or self._span_id()
+        # NonRecordingSpan(context), without the Python frame of its __init__ (which only sets _context)
+        dropped = _new_non_recording(trace.NonRecordingSpan)
+        dropped._context = _make_context(trace_id, span_id,
+                                         _NOT_SAMPLED_RANDOM if random_id else _NOT_SAMPLED, trace_state)
+        return dropped
 
 
 _SAMPLED = trace.TraceFlags(trace.TraceFlags.SAMPLED)
 _SAMPLED_RANDOM = trace.TraceFlags(trace.TraceFlags.SAMPLED | _RANDOM)
 _NOT_SAMPLED_RANDOM = trace.TraceFlags(_RANDOM)
 _make_context = _span_context_maker()
+_new_non_recording = trace.NonRecordingSpan.__new__
 
 
 def _quiet_hooks() -> tuple[set[Any], set[Any]]:
@@ -478,15 +520,10 @@ def span_attacher() -> tuple[Any, Any]:
     (``OTEL_PYTHON_CONTEXT`` chose another). Unlike ``context.detach``, a failing detach
     raises: the middleware counts it as a telemetry error.
     """
-    import contextvars
-
     from opentelemetry import context as otel_context
-    from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
-    from opentelemetry.trace.propagation import _SPAN_KEY
 
-    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
-    current = getattr(runtime, "_current_context", None)
-    if type(runtime) is not ContextVarsRuntimeContext or not isinstance(current, contextvars.ContextVar):
+    current = _current_context_var()
+    if current is None:
         def attach_public(span: trace.Span, parent: Any) -> Any:
             return otel_context.attach(trace.set_span_in_context(span, parent))
 

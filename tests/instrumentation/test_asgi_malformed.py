@@ -121,6 +121,7 @@ async def test_a_failing_in_flight_gauge_keeps_everything_else(make_app, registr
     await call_asgi(app, "GET", "/items/1")
     route = next(iter(app.build_middleware_stack.ofsre_middleware._routes.values()))
     monkeypatch.setattr(route.in_flight, "inc", explode)
+    monkeypatch.setattr(route, "in_flight_add", explode)   # the lock-free update of the serving thread
     status, sent, _ = await call_asgi(app, "GET", "/items/1", headers=[("x-fapi-interaction-id", IID)])
     assert status == 200 and _header(sent, b"x-fapi-interaction-id") == IID.encode()
     assert len(spans[1].get_finished_spans()) == 2

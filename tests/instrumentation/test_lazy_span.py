@@ -198,3 +198,16 @@ def test_the_span_attacher_does_what_the_public_context_calls_do():
             assert baggage.get_baggage("outer") == "1" and trace.get_current_span() is trace.INVALID_SPAN
     finally:
         context.detach(outer)
+
+
+async def test_each_host_gets_its_own_server_attributes_and_their_cache_stays_bounded(call_asgi):
+    from ofsre.instrumentation import _asgi
+
+    provider, exporter = _provider()
+    app = _app(provider)
+    for n in range(_asgi._SERVER_KEYS + 50):   # a client choosing a new Host header every time
+        await call_asgi(app, "GET", f"/items/{n}", headers=[("host", f"h{n}.example:{1000 + n}")])
+    spans = sorted((s for s in exporter.get_finished_spans()), key=lambda s: s.start_time)
+    assert [(s.attributes["server.address"], s.attributes["server.port"], s.attributes["url.path"])
+            for s in spans] == [(f"h{n}.example", 1000 + n, f"/items/{n}") for n in range(len(spans))]
+    assert len(app.build_middleware_stack.ofsre_middleware._server_keys) == _asgi._SERVER_KEYS

@@ -32,22 +32,26 @@ def test_count_telemetry_error():
 
 
 def test_lock_free_updates_store_what_the_public_methods_store():
-    from prometheus_client import CollectorRegistry, Counter, Histogram
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-    from ofsre.instrumentation.metrics import counter_adder, histogram_observer
+    from ofsre.instrumentation.metrics import counter_adder, gauge_adder, histogram_observer
 
     fast, slow = CollectorRegistry(), CollectorRegistry()
     observations = [0.0, 0.004, 0.005, 0.0051, 0.3, 2.5, 99.0, 1e9]
     for registry, lock_free in ((fast, True), (slow, False)):
         counter = Counter("c", "c", ["l"], registry=registry).labels(l="x")
         histogram = Histogram("h", "h", ["l"], registry=registry, buckets=(0.005, 0.3, 2.5, 10)).labels(l="x")
+        gauge = Gauge("g", "g", ["l"], registry=registry).labels(l="x")
         add = counter_adder(counter) if lock_free else counter.inc
         observe = histogram_observer(histogram) if lock_free else histogram.observe
+        move = gauge_adder(gauge) if lock_free else gauge.inc
         if lock_free:   # the fast path, not prometheus_client's method
-            assert getattr(add, "__self__", None) is None and getattr(observe, "__self__", None) is None
+            assert all(getattr(f, "__self__", None) is None for f in (add, observe, move))
         for value in observations:
             add(1, {"trace_id": "ab" * 16})
             observe(value, {"trace_id": "cd" * 16})
+            move(1)
+        move(-3)
     def samples(registry):
         return [(s.name, s.labels, s.value, s.exemplar and (s.exemplar.labels, s.exemplar.value))
                 for family in registry.collect() for s in family.samples if not s.name.endswith("_created")]

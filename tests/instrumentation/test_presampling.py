@@ -160,3 +160,13 @@ def test_the_inline_decision_is_the_samplers_own(sampler, parent):
         decide = presampler.decide or (lambda p,
                                        t: sampler.should_sample(context, t, "x").decision.is_sampled())
         assert decide(parent_span if parent_span and parent_span.is_valid else None, trace_id) == expected
+
+
+def test_a_dropped_span_is_the_non_recording_span_its_constructor_makes():
+    tracer = TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.0))).get_tracer("t")
+    dropped = Presampler.of(tracer).start(None, "GET /x", trace.SpanKind.SERVER, dict)
+    assert type(dropped) is trace.NonRecordingSpan and not dropped.is_recording()
+    context = dropped.get_span_context()
+    assert vars(dropped) == vars(trace.NonRecordingSpan(context))
+    assert context == trace.SpanContext(context.trace_id, context.span_id, False, context.trace_flags,
+                                        context.trace_state) and context.is_valid
