@@ -56,15 +56,7 @@ from .catalog import Catalog, RouteMatcher, load_catalog
 from .context import INTERACTION_ID_HEADER, new_interaction_id, reset_interaction_id, set_interaction_id
 from .exposition import ASGIApp, Scope, is_multiprocess, metrics_app
 from .logs import adopt_server_loggers, ensure_logging
-from .metrics import (
-    count_telemetry_error,
-    counter,
-    counter_adder,
-    gauge,
-    gauge_adder,
-    histogram,
-    histogram_observer,
-)
+from .metrics import Record, count_telemetry_error, counter, gauge, gauge_adder, histogram, request_recorders
 from .openfinance import error_body
 from .pcm import PcmCapture, capture_for
 from .tracing import LazySpan, Presampler, span_attacher
@@ -244,7 +236,7 @@ class OfsreMiddleware:
         # Bounded caches: routes come from the catalog and the app (plus __unknown__), methods
         # from KNOWN_METHODS (plus _OTHER), statuses from the app's own responses.
         self._routes: dict[tuple[str, str], _Route] = {}
-        self._series: dict[tuple[_Route, int], tuple[Any, ...]] = {}
+        self._series: dict[tuple[_Route, int], tuple[Record, Record]] = {}
         self._server_keys: dict[tuple[Any, ...], dict[str, Any]] = {}   # see _span_attributes
         # Metric updates skip prometheus_client's locks while one thread (the event loop's) serves;
         # the first request from another thread switches this middleware to the locked methods.
@@ -527,33 +519,26 @@ class OfsreMiddleware:
             count_telemetry_error(COMPONENT, self.registry)
 
     def _observe(self, exchange: _Exchange, route: _Route, status: int, seconds: float, span: Any) -> None:
-        children = self._series.get((route, status)) or self._new_series(route, status)
-        if get_ident() == self._owner:  # the event loop's thread: lock-free updates (metrics.counter_adder)
-            requests, duration, request_size, response_size = children[4:]
-        else:  # another thread serves too: prometheus_client's locked methods, from now on
-            requests, duration, request_size, response_size = children[:4]
+        recorders = self._series.get((route, status)) or self._new_series(route, status)
+        # The event loop's thread: lock-free updates (metrics.request_recorders); once another
+        # thread has served too: prometheus_client's locked methods, from then on.
+        record = recorders[1] if get_ident() == self._owner else recorders[0]
         exemplar = None
         if self._exemplars and span is not None:
             ctx = span.get_span_context()
             if ctx.trace_flags.sampled:
                 exemplar = {"trace_id": format(ctx.trace_id, "032x")}
-        requests(1, exemplar)
-        duration(seconds, exemplar)
-        request_size(exchange.request_size, None)
-        response_size(exchange.response_size, None)
+        record(seconds, exchange.request_size, exchange.response_size, exemplar)
 
-    def _new_series(self, route: _Route, status: int) -> tuple[Any, ...]:
-        """The four children's update functions: locked (public methods), then lock-free."""
+    def _new_series(self, route: _Route, status: int) -> tuple[Record, Record]:
+        """The (locked, lock-free) recorders of the four children of one (route, method, status)."""
         labels = dict(route.labels, status=str(status))
         values = {k: labels[k] for k in semconv.HTTP_LABELS}
-        requests, duration = self._requests.labels(**values), self._duration.labels(**values)
-        request_size = self._request_size.labels(**values)
-        response_size = self._response_size.labels(**values)
-        children = (requests.inc, duration.observe, request_size.observe, response_size.observe,
-                    counter_adder(requests), histogram_observer(duration), histogram_observer(request_size),
-                    histogram_observer(response_size))
-        self._series[(route, status)] = children
-        return children
+        recorders = request_recorders(
+            self._requests.labels(**values), self._duration.labels(**values),
+            self._request_size.labels(**values), self._response_size.labels(**values))
+        self._series[(route, status)] = recorders
+        return recorders
 
 
 def _server_attributes(route_attributes: dict[str, str], scope: Scope, host: bytes | None) -> dict[str, Any]:

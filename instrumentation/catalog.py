@@ -115,14 +115,13 @@ class RouteMatcher:
         self._compiled = None
 
     def match(self, path: str) -> Any | None:
-        compiled = self._compiled or self._compile()
-        plain = path.split("?", 1)[0] if "?" in path else path
-        if plain.endswith("/") and len(plain) > 1:
-            plain = plain[:-1]
-        if plain.startswith("/") and not plain.endswith("/") and "//" not in plain:
-            found = compiled[0].match(plain)
-            return compiled[1][found.lastgroup] if found is not None and found.lastgroup else None
-        return self._walk(self._root, _segments(path), 0)
+        pattern, values = self._compiled or self._compile()
+        found = pattern.match(path)   # a trailing "/" and a query string are part of the expression
+        if found is not None and found.lastgroup is not None:   # (a match always ends in a leaf's group)
+            return values[found.lastgroup]
+        if "//" in path or not path.startswith("/") or path == "/" or path.startswith("/?"):
+            return self._walk(self._root, _segments(path), 0)   # an empty segment: the trie decides
+        return None
 
     def _compile(self) -> tuple[re.Pattern[str], dict[str, Any]]:
         values: dict[str, Any] = {}
@@ -132,12 +131,13 @@ class RouteMatcher:
             if self._LEAF in node:
                 name = f"_{len(values)}"
                 values[name] = node[self._LEAF]
-                alternatives.append(f"(?P<{name}>)\\Z")
-            # "" (an empty segment) is left out: such paths are walked
+                alternatives.append(f"(?P<{name}>)/?(?:\\?|\\Z)")
+            # Left out: "" (an empty segment: such paths are walked) and a segment holding "?"
+            # (the query starts there: no path reaches it).
             alternatives += [f"/{re.escape(key)}(?:{pattern(child)})" for key, child in node.items()
-                             if key not in ("", self._PARAM, self._LEAF)]
+                             if key not in ("", self._PARAM, self._LEAF) and "?" not in key]
             if self._PARAM in node:
-                alternatives.append(f"/[^/]+(?:{pattern(node[self._PARAM])})")
+                alternatives.append(f"/[^/?]+(?:{pattern(node[self._PARAM])})")
             return "|".join(alternatives) or "(?!)"
 
         self._compiled = (re.compile(f"(?:{pattern(self._root)})"), values)

@@ -54,12 +54,10 @@ _V4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))   # the version nibble and the va
 _V4_SET = (0x4000 << 64) | (0x8000 << 48)        # version 4, variant 10xx
 
 
-def set_interaction_id(value: str | None) -> contextvars.Token[str | None]:
-    return _interaction_id.set(value)
-
-
-def reset_interaction_id(token: contextvars.Token[str | None]) -> None:
-    _interaction_id.reset(token)
+# set_interaction_id(value) -> token, reset_interaction_id(token): the ContextVar's own methods
+# (no Python frame on the request path).
+set_interaction_id = _interaction_id.set
+reset_interaction_id = _interaction_id.reset
 
 
 @contextmanager

@@ -155,14 +155,23 @@ def gauge_adder(child: Gauge) -> Callable[[float], None]:
     return add
 
 
-def histogram_observer(child: Histogram) -> Update:
-    """``observe(amount, exemplar)`` for a histogram child: one bisection, two float additions."""
+def _histogram_parts(child: Histogram) -> tuple[Any, list[Any], list[float]] | None:
+    """(sum value, bucket values, upper bounds) of a single-process histogram child, else None."""
     total: Any = getattr(child, "_sum", None)
     buckets = list(getattr(child, "_buckets", None) or ())
     bounds = list(getattr(child, "_upper_bounds", None) or ())
     if not (_plain(total) and buckets and len(buckets) == len(bounds) and all(map(_plain, buckets))
             and bounds[-1] == float("inf")):
+        return None
+    return total, buckets, bounds
+
+
+def histogram_observer(child: Histogram) -> Update:
+    """``observe(amount, exemplar)`` for a histogram child: one bisection, two float additions."""
+    parts = _histogram_parts(child)
+    if parts is None:
         return child.observe
+    total, buckets, bounds = parts
 
     def observe(amount: float, exemplar: dict[str, str] | None = None) -> None:
         total._value += amount
@@ -172,3 +181,47 @@ def histogram_observer(child: Histogram) -> Update:
             bucket._exemplar = Exemplar(exemplar, amount, time.time())
 
     return observe
+
+
+Record = Callable[[float, float, float, "dict[str, str] | None"], None]
+
+
+def request_recorders(requests: Counter, duration: Histogram, request_size: Histogram,
+                      response_size: Histogram) -> tuple[Record, Record]:
+    """``(locked, lock_free)``: each ``record(seconds, request_bytes, response_bytes, exemplar)``
+    counts one request in a counter child and its duration and sizes in three histogram
+    children (the exemplar on the counter and the duration bucket), as ``inc``/``observe`` do.
+
+    ``locked`` calls prometheus_client's methods; ``lock_free`` makes the same updates as
+    :func:`counter_adder` and :func:`histogram_observer`, in one call, for the one thread that
+    serves (it is ``locked`` too for any other value class: multiprocess mode).
+    """
+    def locked(seconds: float, request_bytes: float, response_bytes: float,
+               exemplar: dict[str, str] | None) -> None:
+        requests.inc(1, exemplar)
+        duration.observe(seconds, exemplar)
+        request_size.observe(request_bytes)
+        response_size.observe(response_bytes)
+
+    count: Any = getattr(requests, "_value", None)
+    parts = [_histogram_parts(child) for child in (duration, request_size, response_size)]
+    if not _plain(count) or None in parts:
+        return locked, locked
+    (d_sum, d_buckets, d_bounds), (q_sum, q_buckets, q_bounds), (r_sum, r_buckets, r_bounds) = parts  # type: ignore[misc]
+
+    def lock_free(seconds: float, request_bytes: float, response_bytes: float,
+                  exemplar: dict[str, str] | None) -> None:
+        count._value += 1
+        d_sum._value += seconds
+        bucket = d_buckets[bisect_left(d_bounds, seconds)]
+        bucket._value += 1
+        q_sum._value += request_bytes
+        q_buckets[bisect_left(q_bounds, request_bytes)]._value += 1
+        r_sum._value += response_bytes
+        r_buckets[bisect_left(r_bounds, response_bytes)]._value += 1
+        if exemplar:
+            now = time.time()
+            count._exemplar = Exemplar(exemplar, 1, now)
+            bucket._exemplar = Exemplar(exemplar, seconds, now)
+
+    return locked, lock_free

@@ -102,8 +102,8 @@ def test_the_compiled_matcher_finds_what_the_trie_walk_finds():
     from ofsre.instrumentation.catalog import RouteMatcher, _segments
 
     rng = random.Random(10)
-    words = ["a", "b", "v2", "{id}", "{x}", "q.x", "a+", "(c)", ""]
-    for _ in range(300):
+    words = ["a", "b", "v2", "{id}", "{x}", "q.x", "a+", "(c)", "a?b", ""]
+    for _ in range(600):
         matcher = RouteMatcher()
         templates = ["/" + "/".join(rng.choice(words) for _ in range(rng.randint(0, 4)))
                      for _ in range(rng.randint(1, 12))]
@@ -112,7 +112,7 @@ def test_the_compiled_matcher_finds_what_the_trie_walk_finds():
         for _ in range(40):
             path = "/" + "/".join(rng.choice(words[:-2] + ["zz", "7", "", "{id}"])
                                   for _ in range(rng.randint(0, 5)))
-            path += rng.choice(["", "/", "//", "?q=1"])
+            path += rng.choice(["", "/", "//", "?q=1", "/?q=/a/b", "?"])
             assert matcher.match(path) == matcher._walk(matcher._root, _segments(path), 0), (templates, path)
     catalog = load_catalog()
     matcher = RouteMatcher()

@@ -80,3 +80,26 @@ def test_a_second_thread_switches_the_middleware_to_locked_updates(registry, tra
     labels = {"service": "svc", "route": semconv.UNKNOWN_ROUTE, "method": "GET", "status": "200", "api": "",
               "tier": ""}
     assert registry.get_sample_value(semconv.HTTP_REQUESTS.series, labels) == 3
+
+
+def test_the_lock_free_request_recorder_stores_what_the_locked_one_stores():
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+
+    from ofsre.instrumentation.metrics import request_recorders
+
+    fast, slow = CollectorRegistry(), CollectorRegistry()
+    for registry, which in ((fast, 1), (slow, 0)):
+        children = [Counter("c", "c", ["l"], registry=registry).labels(l="x")]
+        buckets = (0.005, 0.3, 2.5, 10, 5000)
+        children += [Histogram(name, name, ["l"], registry=registry, buckets=buckets).labels(l="x")
+                     for name in ("d", "q", "r")]
+        recorders = request_recorders(*children)
+        assert recorders[0] is not recorders[1]   # single-process values: a lock-free recorder exists
+        record = recorders[which]
+        for seconds, sizes in ((0.0, (0, 0)), (0.004, (12, 4000)), (0.3, (5000, 1)), (99.0, (1e9, 7))):
+            record(seconds, *sizes, {"trace_id": "ab" * 16} if seconds < 1 else None)
+
+    def samples(registry):
+        return [(s.name, s.labels, s.value, s.exemplar and (s.exemplar.labels, s.exemplar.value))
+                for family in registry.collect() for s in family.samples if not s.name.endswith("_created")]
+    assert samples(fast) == samples(slow)

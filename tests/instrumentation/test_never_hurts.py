@@ -65,7 +65,7 @@ async def test_every_histogram_raising_keeps_the_app_exception_unchanged(make_ap
     app = make_app()
     # Every histogram value the middleware would update (the lock-free path and the public one).
     monkeypatch.setattr(Histogram, "observe", explode)
-    monkeypatch.setattr(_asgi, "histogram_observer", lambda child: explode)
+    monkeypatch.setattr(_asgi, "request_recorders", lambda *children: (explode, explode))
     with pytest.raises(Boom) as caught:
         await call_asgi(app, "GET", "/boom")
     assert caught.value is app.state.raised[0]
