@@ -413,17 +413,15 @@ class OfsreMiddleware:
                 known = {**known, "http.request.method_original": method}
         else:
             name, known = "HTTP", {"http.request.method": method}
-        cached = route if route is not None and known is route.attributes else None
-
-        def attributes() -> dict[str, Any]:
-            return self._span_attributes(cached, known, scope, path, host, exchange.interaction_id)
-
+        # _span_attributes(*arguments) gives the attributes: called only for a span that is sampled
+        arguments = (route if route is not None and known is route.attributes else None, known, scope, path,
+                     host, exchange.interaction_id)
         span = None
         if self._presampler is not None:
             # Dropped: no attributes, no SDK call. Sampled: a LazySpan, or None (the SDK's span below).
-            span = self._presampler.start(parent, name, SpanKind.SERVER, attributes)
+            span = self._presampler.start(parent, name, SpanKind.SERVER, self._span_attributes, arguments)
         if span is None:
-            span = self._tracer.start_span(name, parent, SpanKind.SERVER, attributes())
+            span = self._tracer.start_span(name, parent, SpanKind.SERVER, self._span_attributes(*arguments))
         exchange.span = span
         exchange.context_token = _attach_span(span, parent)
 
@@ -505,7 +503,7 @@ class OfsreMiddleware:
                 (counted.in_flight_add if get_ident() == self._owner else counted.in_flight.inc)(-1)
             except Exception:  # noqa: BLE001
                 count_telemetry_error(COMPONENT, self.registry)
-        if span is not None:
+        if span is not None and type(span) is not trace.NonRecordingSpan:   # a dropped one has nothing to end
             try:
                 _end_span(span, status, error)
             except Exception:  # noqa: BLE001
@@ -524,8 +522,8 @@ class OfsreMiddleware:
         # thread has served too: prometheus_client's locked methods, from then on.
         record = recorders[1] if get_ident() == self._owner else recorders[0]
         exemplar = None
-        if self._exemplars and span is not None:
-            ctx = span.get_span_context()
+        if self._exemplars and span is not None and type(span) is not trace.NonRecordingSpan:
+            ctx = span.get_span_context()   # (a dropped span's flags are unsampled: no exemplar)
             if ctx.trace_flags.sampled:
                 exemplar = {"trace_id": format(ctx.trace_id, "032x")}
         record(seconds, exchange.request_size, exchange.response_size, exemplar)
@@ -569,8 +567,6 @@ def _server_address(host: bytes | None, server: Any, scheme: str) -> tuple[str |
 def _end_span(span: Any, status: int, error: BaseException | None) -> None:
     if type(span) is LazySpan and error is None and status < 500:
         span.end_as_server(status)   # the common case, without turning it into the SDK's span
-        return
-    if type(span) is trace.NonRecordingSpan:   # not sampled: its end() and setters do nothing
         return
     if span.is_recording():
         span.set_attribute("http.response.status_code", status)

@@ -37,7 +37,7 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, Tracer, TracerProvider
 from opentelemetry.sdk.trace import _Span as _SdkSpan  # the class Tracer.start_span makes
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
@@ -234,25 +234,23 @@ def _current_context_var() -> Any:
     return current
 
 
-def _span_context_maker() -> Any:
-    """``make(trace_id, span_id, flags, trace_state)`` -> a local ``SpanContext``, as its
-    constructor builds it (a tuple of the five fields and ``is_valid``) without the keyword
-    handling of ``SpanContext.__new__``; the constructor itself if this API version lays the
-    tuple out otherwise."""
-    new_tuple, cls, default_state = tuple.__new__, trace.SpanContext, trace.DEFAULT_TRACE_STATE
-    max_trace, max_span = 2 ** 128 - 1, 2 ** 64 - 1
+_new_tuple = tuple.__new__
+_MAX_TRACE_ID, _MAX_SPAN_ID = 2 ** 128 - 1, 2 ** 64 - 1
 
-    def make(trace_id: int, span_id: int, flags: trace.TraceFlags, state: Any) -> trace.SpanContext:
-        return new_tuple(cls, (trace_id, span_id, False, flags, default_state if state is None else state,
-                               0 < trace_id <= max_trace and 0 < span_id <= max_span))
 
-    def constructor(trace_id: int, span_id: int, flags: trace.TraceFlags, state: Any) -> trace.SpanContext:
-        return trace.SpanContext(trace_id, span_id, False, flags, state)
-
-    samples = [(1, 2, _NOT_SAMPLED, None), (2 ** 128, 5, trace.TraceFlags(1), trace.TraceState([("k", "v")]))]
-    same = all(make(*args) == constructor(*args) and make(*args).is_valid == constructor(*args).is_valid
-               for args in samples)
-    return make if same else constructor
+def _tuple_layout_is_the_constructors() -> bool:
+    """Whether a local ``SpanContext`` is the tuple (trace id, span id, is_remote, flags, state,
+    is_valid), as its constructor builds it: then :meth:`Presampler.start` builds it so, without
+    the keyword handling of ``SpanContext.__new__``; else it calls the constructor."""
+    samples = [(1, 2, _NOT_SAMPLED, trace.DEFAULT_TRACE_STATE),
+               (2 ** 128, 5, trace.TraceFlags(1), trace.TraceState([("k", "v")]))]
+    for trace_id, span_id, flags, state in samples:
+        made = _new_tuple(trace.SpanContext, (trace_id, span_id, False, flags, state,
+                                              0 < trace_id <= _MAX_TRACE_ID and 0 < span_id <= _MAX_SPAN_ID))
+        built = trace.SpanContext(trace_id, span_id, False, flags, state)
+        if made != built or made.is_valid != built.is_valid or made.trace_state is not built.trace_state:
+            return False
+    return True
 
 
 class Presampler:
@@ -289,7 +287,9 @@ class Presampler:
         self._trace_id, self._span_id = inner.generate_trace_id, inner.generate_span_id
         # The SDK's RandomIdGenerator draws random.getrandbits(128 / 64), again while it gives the
         # invalid id 0: drawn here the same way, without its Python frame (0 -> the generator).
-        self._random_ids = type(inner) is RandomIdGenerator
+        self._random_ids = type(inner) is RandomIdGenerator   # (whose trace ids are random: W3C flag)
+        # Tracer._is_enabled() is `self._tracer_config.is_enabled`: read directly when it is the SDK's.
+        self._config = tracer if type(tracer)._is_enabled is Tracer._is_enabled else None
         self._random = getattr(inner, "is_trace_id_random", _not_random)
         # A new trace's decision inline for a ratio root (ParentBased's default, or a bare ratio).
         self._root_bound: int | None = _root_bound(tracer.sampler) if self.decide is not None else None
@@ -299,7 +299,6 @@ class Presampler:
 
     @classmethod
     def of(cls, tracer: Any) -> Presampler | None:
-        from opentelemetry.sdk.trace import Tracer
 
         if not isinstance(tracer, Tracer) or not _attribute_blind(getattr(tracer, "sampler", None)):
             return None
@@ -317,25 +316,31 @@ class Presampler:
             self._lazy = self.decide is not None and _lazy_spans_allowed(self.tracer, processors)
         return self._lazy
 
-    def start(self, parent: Any, name: str, kind: trace.SpanKind,
-              attributes: Any) -> trace.NonRecordingSpan | LazySpan | None:
-        """The span the SDK would start (see the class docstring); ``attributes()`` gives its
-        attributes, called only when the span is sampled."""
+    def start(self, parent: Any, name: str, kind: trace.SpanKind, attributes: Any,
+              arguments: tuple[Any, ...] = ()) -> trace.NonRecordingSpan | LazySpan | None:
+        """The span the SDK would start (see the class docstring); ``attributes(*arguments)``
+        gives its attributes, called only when the span is sampled."""
         if self._current is not None:   # trace.get_current_span(parent), read directly
             span = (parent if parent is not None else self._current.get()).get(_SPAN_KEY)
-            parent_span = span.get_span_context() if isinstance(span, trace.Span) else None
+            parent_span = None
+            if span is not None and isinstance(span, trace.Span):   # (None first: Span is an ABC)
+                parent_span = span.get_span_context()
         else:
             parent_span = trace.get_current_span(parent).get_span_context()
         random_id: int   # a bool from the id generator, the flag bit from a parent
         if parent_span is None or not parent_span.is_valid:
             if self.every_root and not self.lazy():
                 return None   # the SDK samples it; nothing to decide early
-            trace_id = (self._random_ids and getrandbits(128)) or self._trace_id()
-            random_id = self._random()
+            if self._random_ids:
+                trace_id, random_id = getrandbits(128) or self._trace_id(), True
+            else:
+                trace_id, random_id = self._trace_id(), self._random()
             parent_span = None
         else:
             trace_id, random_id = parent_span.trace_id, parent_span.trace_flags & _RANDOM
-        if not self.tracer._is_enabled():  # noqa: SLF001 - a disabled tracer: let the SDK answer
+        config = self._config
+        if not (config._tracer_config.is_enabled if config is not None  # noqa: SLF001 - as _is_enabled()
+                else self.tracer._is_enabled()):  # noqa: SLF001 - a disabled tracer: let the SDK answer
             return None
         if parent_span is None and self._root_bound is not None:
             recording, trace_state = trace_id & _TRACE_ID_LIMIT < self._root_bound, None
@@ -346,28 +351,35 @@ class Presampler:
             result = self.tracer.sampler.should_sample(parent, trace_id, name, kind, None, ())
             recording, trace_state = result.decision.is_recording(), result.trace_state
         random_id = random_id and _RANDOM
-        if recording:
-            if self.lazy():
-                span_id = (self._random_ids and getrandbits(64)) or self._span_id()
-                context = _make_context(trace_id, span_id, _SAMPLED_RANDOM if random_id else _SAMPLED,
-                                        trace_state)
-                return LazySpan(self.tracer, name, context, parent_span, kind, attributes(), parent)
+        if recording and not self.lazy():
             if parent_span is None:
                 self.ids.prime(trace_id)
             return None
         span_id = (self._random_ids and getrandbits(64)) or self._span_id()
+        if recording:
+            flags = _SAMPLED_RANDOM if random_id else _SAMPLED
+        else:
+            flags = _NOT_SAMPLED_RANDOM if random_id else _NOT_SAMPLED
+        if _TUPLE_CONTEXT:   # SpanContext(trace_id, span_id, False, flags, trace_state), built directly
+            context = _new_tuple(trace.SpanContext, (
+                trace_id, span_id, False, flags, trace_state if trace_state is not None else _NO_STATE,
+                0 < trace_id <= _MAX_TRACE_ID and 0 < span_id <= _MAX_SPAN_ID))
+        else:
+            context = trace.SpanContext(trace_id, span_id, False, flags, trace_state)
+        if recording:
+            return LazySpan(self.tracer, name, context, parent_span, kind, attributes(*arguments), parent)
         # NonRecordingSpan(context), without the Python frame of its __init__ (which only sets _context)
         dropped = _new_non_recording(trace.NonRecordingSpan)
-        dropped._context = _make_context(trace_id, span_id,
-                                         _NOT_SAMPLED_RANDOM if random_id else _NOT_SAMPLED, trace_state)
+        dropped._context = context
         return dropped
 
 
 _SAMPLED = trace.TraceFlags(trace.TraceFlags.SAMPLED)
 _SAMPLED_RANDOM = trace.TraceFlags(trace.TraceFlags.SAMPLED | _RANDOM)
 _NOT_SAMPLED_RANDOM = trace.TraceFlags(_RANDOM)
-_make_context = _span_context_maker()
+_TUPLE_CONTEXT = _tuple_layout_is_the_constructors()
 _new_non_recording = trace.NonRecordingSpan.__new__
+_NO_STATE = trace.DEFAULT_TRACE_STATE
 
 
 def _quiet_hooks() -> tuple[set[Any], set[Any]]:
