@@ -505,7 +505,10 @@ class OfsreMiddleware:
                 count_telemetry_error(COMPONENT, self.registry)
         if span is not None and type(span) is not trace.NonRecordingSpan:   # a dropped one has nothing to end
             try:
-                _end_span(span, status, error)
+                if type(span) is LazySpan and error is None and status < 500:
+                    span.end_as_server(status)   # the common case, without turning it into the SDK's span
+                else:
+                    _end_span(span, status, error)
             except Exception:  # noqa: BLE001
                 count_telemetry_error(COMPONENT, self.registry)
         try:
@@ -565,9 +568,6 @@ def _server_address(host: bytes | None, server: Any, scheme: str) -> tuple[str |
 
 
 def _end_span(span: Any, status: int, error: BaseException | None) -> None:
-    if type(span) is LazySpan and error is None and status < 500:
-        span.end_as_server(status)   # the common case, without turning it into the SDK's span
-        return
     if span.is_recording():
         span.set_attribute("http.response.status_code", status)
         if isinstance(error, Exception):

@@ -475,11 +475,13 @@ class LazySpan(trace.Span, ReadableSpan):
 
     def end_as_server(self, status_code: int) -> None:
         """Set ``http.response.status_code`` and end (a server span's normal end, no error)."""
-        if self._sdk is None and self._end_time is None:
+        if self._sdk is None and self._end_time is None:   # end() inline: this runs for every request
             self._values["http.response.status_code"] = status_code
+            self._end_time = time_ns()
+            self._tracer.span_processor.on_end(self)
         else:
             self.sdk_span().set_attribute("http.response.status_code", status_code)
-        self.end()
+            self.end()
 
     def sdk_span(self) -> Any:
         """The SDK's span this one becomes (made on the first call beyond ending it)."""
