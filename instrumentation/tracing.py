@@ -35,10 +35,11 @@ from random import getrandbits
 from time import time_ns
 from typing import Any
 
+import opentelemetry.sdk.trace as _sdk_trace
+import opentelemetry.trace.propagation as _trace_propagation
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Tracer, TracerProvider
-from opentelemetry.sdk.trace import _Span as _SdkSpan  # the class Tracer.start_span makes
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import (
@@ -50,9 +51,14 @@ from opentelemetry.sdk.trace.sampling import (
     StaticSampler,
     TraceIdRatioBased,
 )
-from opentelemetry.trace.propagation import _SPAN_KEY  # the key trace.get_current_span reads
 
 from ._config import ENV, VERSION, env_str
+
+# Two private names of OpenTelemetry's: the class Tracer.start_span makes (a LazySpan turns into
+# one), and the context key trace.get_current_span reads. Without them (another SDK release) the
+# shortcuts that need them are off and the public calls are used.
+_SdkSpan: Any = getattr(_sdk_trace, "_Span", None)
+_SPAN_KEY: Any = getattr(_trace_propagation, "_SPAN_KEY", None)
 
 __all__ = ["setup_tracing", "build_tracer_provider", "build_sampler", "exporter_from_env", "Presampler",
            "LazySpan", "span_attacher"]
@@ -229,7 +235,8 @@ def _current_context_var() -> Any:
 
     runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
     current = getattr(runtime, "_current_context", None)
-    if type(runtime) is not ContextVarsRuntimeContext or not isinstance(current, contextvars.ContextVar):
+    if type(runtime) is not ContextVarsRuntimeContext or not isinstance(current, contextvars.ContextVar) \
+            or not isinstance(_SPAN_KEY, str):
         return None
     return current
 
@@ -397,7 +404,8 @@ def _lazy_spans_allowed(tracer: Any, processors: Any) -> bool:
     truncate values; the lazy span's own attributes are kept as they are)."""
     from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor
 
-    if type(tracer.span_processor) is not SynchronousMultiSpanProcessor or not isinstance(processors, tuple):
+    if _SdkSpan is None or type(tracer.span_processor) is not SynchronousMultiSpanProcessor \
+            or not isinstance(processors, tuple):
         return False
     limits = getattr(tracer, "_span_limits", None)
     if limits is None or getattr(limits, "max_span_attribute_length", 0) is not None:
