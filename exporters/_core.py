@@ -41,7 +41,7 @@ import weakref
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
@@ -59,11 +59,14 @@ from ._transport import (
     Transport,
     TransportError,
     backoff_delay,
-    in_shipper_thread,
     is_retryable,
     mark_shipper_thread,
     retry_after_seconds,
 )
+from ._transport import _local as _thread_flag
+
+if TYPE_CHECKING:
+    from ._process import ProcessShipper
 
 __all__ = ["Backend", "HttpBackend", "Outcome", "Shipper", "ShippingHandler", "Entry", "BackendLimits",
            "DROP_REASONS", "BATCH_OUTCOMES", "status_outcome", "resolve_identity",
@@ -565,25 +568,43 @@ class ShippingHandler(logging.Handler):
 
     def __init__(self, backend: Backend, *, service: str, env: str, version: str,
                  registry: CollectorRegistry | None = REGISTRY, level: int | str = logging.NOTSET,
-                 **options: Any) -> None:
+                 shipper_process: bool = False, **options: Any) -> None:
         super().__init__(level)
         self.backend = backend
         self.service, self.env, self.version = service, env, version
         self.options = resolve_options(backend.limits, **options)
-        self._shipper = Shipper(backend, self.options, registry, service=service, env=env, version=version)
+        self._capture: Callable[[logging.LogRecord], Any] = capture
+        self._shipper: Shipper | ProcessShipper
+        if shipper_process:
+            from ._process import ProcessShipper, capture_frame
+            if self.options.overflow != "drop_newest":
+                _log.warning("ofsre log shipper (%s): overflow=%r ignored with shipper_process "
+                             "(the app thread never waits): drop_newest", backend.name, self.options.overflow)
+            self._shipper = ProcessShipper(backend, self.options, registry, _Metrics(backend.name, registry),
+                                           identity={"service": service, "env": env, "version": version})
+            self._capture = capture_frame
+        else:
+            self._shipper = Shipper(backend, self.options, registry, service=service, env=env,
+                                    version=version)
 
     def handle(self, record: logging.LogRecord) -> bool:
-        if in_shipper_thread():
+        if _thread_flag.shipper:   # in_shipper_thread(), inline
             self._shipper.drop("shipper_thread")
             return False
         if self.filters and not self.filter(record):
             return False
-        self.emit(record)
+        try:   # emit(), inline: one call less on every log call
+            captured = self._capture(record)
+        except Exception:  # noqa: BLE001 - a log call must never fail the caller
+            count_telemetry_error("exporters", self._shipper.registry)
+            self._shipper.drop("unformattable")
+            return True
+        self._shipper.submit(captured)
         return True
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            captured = capture(record)
+            captured = self._capture(record)
         except Exception:  # noqa: BLE001 - a log call must never fail the caller
             count_telemetry_error("exporters", self._shipper.registry)
             self._shipper.drop("unformattable")

@@ -32,7 +32,11 @@ __all__ = ["Transport", "Reply", "TransportError", "mark_shipper_thread", "in_sh
 QUIET_LOGGERS = ("httpx", "httpcore.connection", "httpcore.http11", "httpcore.http2",
                  "httpcore.proxy", "httpcore.socks")
 
-_local = threading.local()
+class _ShipperFlag(threading.local):
+    shipper = False   # a class default: reading it on an unmarked thread is one attribute lookup
+
+
+_local = _ShipperFlag()
 
 
 def mark_shipper_thread() -> None:
@@ -41,7 +45,7 @@ def mark_shipper_thread() -> None:
 
 
 def in_shipper_thread() -> bool:
-    return getattr(_local, "shipper", False)
+    return _local.shipper
 
 
 @contextlib.contextmanager

@@ -1,0 +1,572 @@
+"""A shipper process: the redaction, encoding, batching and HTTP of a handler, out of the app's interpreter.
+
+With ``shipper_process=True`` a :class:`~._core.ShippingHandler` keeps only the capture on the
+application thread and hands everything else to a child Python process
+(``python -m ofsre.exporters._process``) that runs the ordinary :class:`~._core.Shipper` — the
+same backends, retries, spool and per-record limits — on another core, so its CPU no longer
+competes for the app's GIL::
+
+    app thread            capture_frame(record) -> bytes (marshal: message, ids, attributes, extras)
+       │ append (one short lock; bounded by records and bytes, drop_newest when full)
+       ▼
+    ofsre-log-feeder-<backend>   writes the frames to the child's stdin, keeps them until the child
+       │                          reports them settled (delivered, dropped or written to its spool)
+       ▼
+    child process          rebuilds each record, Shipper.submit(): redaction, encoding, batches, gzip, HTTP
+       │ every 10 ms: (records settled, its counters) on its stdout
+       ▼
+    ofsre-log-reports-<backend>  releases the settled frames, adds the child's counters to this
+                                  process's self-metrics (shipped, retried, dropped{reason})
+
+No record is lost when the child dies: the frames it had not reported settled are written again,
+first, to the next child (started again after a pause that doubles up to 5 s), so a record may be
+delivered twice (at least once, like the spool) but never missed. Meanwhile the app keeps
+logging into the bounded buffer. Redaction still happens before anything reaches the network or
+a disk: the frames travel through a pipe between the two processes only.
+
+Limits of this mode: the overflow policy is always ``drop_newest`` (no ``block``: the app thread
+never waits); ``ofsre_log_send_duration_seconds`` is the child's and not exported (the record and
+batch counters are); records logged while no child runs wait in memory.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import marshal
+import os
+import pickle
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from collections import deque
+from itertools import islice
+from operator import itemgetter
+from typing import IO, Any
+
+from opentelemetry.trace import get_current_span as _current_span
+from prometheus_client import CollectorRegistry
+
+from ofsre.instrumentation.context import _interaction_id
+from ofsre.instrumentation.logs import STANDARD_ATTRS, jsonable
+from ofsre.instrumentation.metrics import count_telemetry_error
+
+from ._capture import RECORD_OVERHEAD, Captured
+
+__all__ = ["capture_frame", "record_of_frame", "ProcessShipper", "RESTART_MAX"]
+
+_log = logging.getLogger("ofsre.exporters")
+
+# The LogRecord attributes LogRecord.__init__ always sets, in frame order.
+_FIELDS = ("name", "levelno", "levelname", "pathname", "filename", "module", "lineno", "funcName",
+           "created", "msecs", "relativeCreated", "thread", "threadName", "processName", "process")
+_fields_of = itemgetter(*_FIELDS)
+_INIT_ATTRS = len(logging.LogRecord("", 0, "", 0, "", None, None).__dict__)
+_EXACT = frozenset((str, int, float, bool, type(None)))
+_EXC_FORMATTER = logging.Formatter()
+_HEADER = struct.Struct("<I")
+_dumps, _loads = marshal.dumps, marshal.loads
+RESTART_MAX = 5.0       # longest pause before starting a child again
+_REPORT_EVERY = 0.02    # the child's report period, seconds
+_SEND_MAX = 4 * 1024 * 1024   # bytes of frames per write to the child
+_FEED_FRAMES = 2048     # frames that wake the feeder at once
+_FEED_WAIT = 0.02       # longest a frame waits for the feeder otherwise, seconds
+
+
+def _plain(value: Any) -> Any:
+    """``value`` (already JSON-ready) with subclasses of str/int/float made exact, for marshal."""
+    kind = type(value)
+    if kind in _EXACT:
+        return value
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    return str(value)
+
+
+def capture_frame(record: logging.LogRecord) -> bytes:
+    """The record as a frame for the shipper process: what :func:`._capture.capture` keeps, as bytes.
+
+    Bytes are immutable and not tracked by the garbage collector, so a burst held in memory costs
+    the app one small object per record. Raises on a broken record (bad %-arguments).
+    """
+    message = record.getMessage()
+    attrs = record.__dict__
+    exc_type = None
+    exc_text = record.exc_text
+    exc_info = record.exc_info
+    if exc_info:
+        if not exc_text:
+            exc_text = record.exc_text = _EXC_FORMATTER.formatException(exc_info)
+        if exc_info[0] is not None:
+            exc_type = exc_info[0].__name__
+    if "trace_id" in attrs:   # set by ofsre.instrumentation.logs.ContextFilter
+        ids = (attrs["trace_id"], attrs.get("span_id"), attrs.get("interaction_id"))
+    else:   # current_log_context(), inline
+        span = _current_span().get_span_context()
+        if span.is_valid:
+            ids = (format(span.trace_id, "032x"), format(span.span_id, "016x"), _interaction_id.get())
+        else:
+            ids = (None, None, _interaction_id.get())
+    extras = None
+    if len(attrs) > _INIT_ATTRS:
+        # A plain LogRecord's __init__ attributes come first: only the rest can be extras.
+        keys = islice(attrs, _INIT_ATTRS, None) if type(record) is logging.LogRecord else attrs
+        for key in keys:
+            if key in STANDARD_ATTRS or key[:1] == "_":
+                continue
+            value = attrs[key]
+            if type(value) not in _EXACT:
+                value = _plain(jsonable(value))   # a snapshot: the caller may mutate the original
+            if extras is None:
+                extras = {key: value}
+            else:
+                extras[key] = value
+    return _dumps((_fields_of(attrs), message, exc_type, exc_text, record.stack_info, ids, extras), 2)
+
+
+_exception_types: dict[str, type[BaseException]] = {}
+
+
+def _exception_type(name: str) -> type[BaseException]:
+    """A stand-in class named like the logged exception's (the backends read only its ``__name__``)."""
+    kind = _exception_types.get(name)
+    if kind is None:
+        kind = _exception_types[name] = type(name, (Exception,), {})
+    return kind
+
+
+def record_of_frame(frame: bytes) -> Captured:
+    """The :class:`~._capture.Captured` record a frame came from (in the shipper process)."""
+    fields, message, exc_type, exc_text, stack_info, ids, extras = _loads(frame)
+    attrs: dict[str, Any] = dict(zip(_FIELDS, fields, strict=True))
+    attrs["msg"], attrs["args"], attrs["exc_text"], attrs["stack_info"] = message, None, exc_text, stack_info
+    attrs["exc_info"] = (_exception_type(exc_type), None, None) if exc_type else None
+    attrs["trace_id"], attrs["span_id"], attrs["interaction_id"] = ids
+    attrs["taskName"], attrs["_ofsre_size"] = None, RECORD_OVERHEAD + len(frame)
+    if extras:
+        attrs.update(extras)
+        attrs["_ofsre_extras"] = list(extras)
+    else:
+        attrs["_ofsre_extras"] = ()
+    record = Captured.__new__(Captured)
+    record.__dict__ = attrs
+    return record
+
+
+def _write_message(out: IO[bytes], payload: bytes) -> None:
+    out.write(_HEADER.pack(len(payload)) + payload)
+    out.flush()
+
+
+def _read_message(stream: IO[bytes]) -> bytes | None:
+    header = stream.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        return None
+    (length,) = _HEADER.unpack(header)
+    payload = stream.read(length)
+    return payload if len(payload) == length else None
+
+
+# --- app side ----------------------------------------------------------------------------------
+
+class ProcessShipper:
+    """The app side of a shipper process: the bounded frame buffer, the feeder and the reports.
+
+    Same interface as :class:`~._core.Shipper` for :class:`~._core.ShippingHandler`: ``submit``,
+    ``drop``, ``flush``, ``close``, ``stats``, ``metrics``, ``registry``.
+    """
+
+    def __init__(self, backend: Any, options: Any, registry: CollectorRegistry | None, metrics: Any,
+                 *, identity: dict[str, str], command: list[str] | None = None) -> None:
+        self.backend, self.options, self.registry, self.metrics = backend, options, registry, metrics
+        self._config = pickle.dumps((backend, options, identity))   # fails now if the backend cannot go
+        self._command = command or [sys.executable, "-m", "ofsre.exporters._process"]
+        self._closed = False
+        self._max_records, self._max_bytes = options.queue_records, options.queue_bytes
+        self._setup()
+        from ._core import _call_weak, _close_at_exit
+        weak = weakref.WeakMethod(self.after_fork_in_child)
+        os.register_at_fork(after_in_child=lambda: _call_weak(weak))
+        ref = weakref.ref(self)
+        self._atexit_hook = lambda: _close_at_exit(ref)   # type: ignore[arg-type]
+        atexit.register(self._atexit_hook)
+
+    def _setup(self) -> None:
+        lock = threading.Lock()
+        self._lock = lock
+        self._wake = threading.Condition(lock)       # the feeder waits here
+        self._settled_cv = threading.Condition(lock)  # flush() waits here
+        self._unsent: list[bytes] = []     # frames not yet written to the current child
+        self._inflight: deque[bytes] = deque()   # written to the current child, not yet settled
+        self._bytes = 0                    # of both, with RECORD_OVERHEAD each
+        # Frames in acceptance order: ``released`` have left memory (the child holds them durably),
+        # ``settled`` (<= released) were delivered or dropped: what flush() waits for.
+        self.accepted = self.released = self.settled = 0
+        self._base = 0   # frames released before the current child got its first one
+        self._counts: dict[str, int] = {}
+        self._child_counts: dict[str, int] = {}  # the current child's last report
+        self._spooled = 0
+        self._child: subprocess.Popen[bytes] | None = None
+        self._child_dead = True   # none yet: the feeder starts one at once
+        self._reader: threading.Thread | None = None
+        self._flush_wanted = False
+        self._stopping = False
+        self.restarts = 0
+        self._feeder = threading.Thread(target=self._feed, name=f"ofsre-log-feeder-{self.backend.name}",
+                                        daemon=True)
+        self._feeder.start()
+
+    def after_fork_in_child(self) -> None:
+        """A forked child ships its own records through its own shipper process."""
+        child = self._child
+        if child is not None:   # our copies of the pipes: the parent's child must see the parent's EOF
+            for stream in (child.stdin, child.stdout):
+                with contextlib.suppress(Exception):
+                    if stream is not None:
+                        os.close(stream.fileno())
+        if not self._closed:
+            self._setup()
+
+    # --- application side ------------------------------------------------------------------
+
+    def submit(self, frame: bytes) -> None:
+        size = len(frame) + RECORD_OVERHEAD
+        with self._lock:
+            unsent = self._unsent
+            if (self._closed or self.accepted - self.released >= self._max_records
+                    or self._bytes + size > self._max_bytes):
+                refused = "closed" if self._closed else "buffer_full"
+            else:
+                unsent.append(frame)
+                self._bytes += size
+                self.accepted += 1
+                if len(unsent) == 1 or len(unsent) == _FEED_FRAMES:
+                    self._wake.notify()
+                return
+        self.drop(refused)
+
+    def drop(self, reason: str, count: int = 1) -> None:
+        self.metrics.dropped[reason].inc(count)
+        self._count("dropped_" + reason, count)
+
+    def _count(self, name: str, count: int) -> None:
+        with self._lock:
+            self._counts[name] = self._counts.get(name, 0) + count
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            counts = dict(self._counts)
+            counts.update(accepted=self.accepted, settled=self.settled, queued=self.accepted - self.released,
+                          spooled=self._spooled, restarts=self.restarts)
+        return counts
+
+    # --- feeder ----------------------------------------------------------------------------
+
+    def _start_child(self) -> bool:
+        try:
+            child = subprocess.Popen(self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     env={**os.environ, "OFSRE_SHIPPER_PROCESS": "1"})
+            assert child.stdin is not None
+            _write_message(child.stdin, self._config)
+        except Exception:  # noqa: BLE001 - no child now: the frames wait, the next try comes later
+            count_telemetry_error("exporters", self.registry)
+            _log.exception("ofsre log shipper (%s): cannot start the shipper process", self.backend.name)
+            return False
+        with self._lock:
+            self._child, self._child_dead = child, False
+            self._child_counts, self._base = {}, self.released
+            # What the last child had not settled goes first, in order.
+            self._unsent[:0] = self._inflight
+            self._inflight = deque()
+        reader = threading.Thread(target=self._read_reports, args=(child,), daemon=True,
+                                  name=f"ofsre-log-reports-{self.backend.name}")
+        self._reader = reader
+        reader.start()
+        return True
+
+    def _feed(self) -> None:
+        from ._transport import mark_shipper_thread
+        mark_shipper_thread()
+        pause = 0.1
+        while True:
+            with self._lock:
+                # Woken by a full chunk of frames (or a flush, close, a dead child), else the first
+                # frame waits at most _FEED_WAIT: a thread woken per record would take the GIL from
+                # the app thread at every call.
+                deadline = None
+                while not (len(self._unsent) >= _FEED_FRAMES or self._stopping or self._child_dead
+                           or self._flush_wanted):
+                    if not self._unsent:
+                        deadline = None
+                        self._wake.wait()
+                        continue
+                    now = time.monotonic()
+                    if deadline is None:
+                        deadline = now + _FEED_WAIT
+                    if now >= deadline:
+                        break
+                    self._wake.wait(deadline - now)
+                if self._stopping and not self._unsent:
+                    return
+                child_dead = self._child_dead or self._child is None
+            if child_dead:
+                self._stop_child()
+                if not self._start_child():
+                    if self._wait_stopping(pause):
+                        return
+                    pause = min(pause * 2, RESTART_MAX)
+                    continue
+            with self._lock:
+                frames, self._unsent = self._unsent, []
+                if sum(map(len, frames)) > _SEND_MAX:   # a big backlog goes in pieces
+                    cut, total = 0, 0
+                    while total < _SEND_MAX:
+                        total += len(frames[cut])
+                        cut += 1
+                    frames, self._unsent = frames[:cut], frames[cut:]
+                self._inflight.extend(frames)
+                flush, self._flush_wanted = self._flush_wanted, False
+                child = self._child
+            assert child is not None and child.stdin is not None
+            try:
+                if frames:
+                    _write_message(child.stdin, _dumps(("records", frames)))
+                if flush:
+                    _write_message(child.stdin, _dumps(("flush",)))
+                pause = 0.1
+            except (OSError, ValueError):   # the child died: its reader notices; resend to the next
+                with self._lock:
+                    self._child_dead = True
+                if self._wait_stopping(pause):
+                    return
+                pause = min(pause * 2, RESTART_MAX)
+
+    def _wait_stopping(self, seconds: float) -> bool:
+        with self._lock:
+            if not self._stopping:
+                self._wake.wait(seconds)
+            return self._stopping
+
+    def _stop_child(self) -> None:
+        child = self._child
+        if child is None:
+            return
+        for stream in (child.stdin, child.stdout):
+            with contextlib.suppress(Exception):
+                if stream is not None:
+                    stream.close()
+        with contextlib.suppress(Exception):
+            child.kill()
+            child.wait(1.0)
+
+    def _read_reports(self, child: subprocess.Popen[bytes]) -> None:
+        from ._transport import mark_shipper_thread
+        mark_shipper_thread()
+        assert child.stdout is not None
+        while True:
+            try:
+                payload = _read_message(child.stdout)
+            except (OSError, ValueError):
+                payload = None
+            if payload is None:
+                break
+            durable, delivered, counts = _loads(payload)
+            self._apply(child, durable, delivered, counts)
+        with self._lock:
+            if self._child is child:
+                self._child_dead = True
+                self.restarts += 0 if self._stopping else 1
+                self._wake.notify_all()
+                self._settled_cv.notify_all()
+
+    def _apply(self, child: subprocess.Popen[bytes], durable: int, delivered: int,
+               counts: dict[str, int]) -> None:
+        deltas: dict[str, int] = {}
+        with self._lock:
+            if self._child is not child:
+                return
+            self._spooled = counts.pop("spooled", 0)   # a level, not a counter
+            for name, value in counts.items():
+                delta = value - self._child_counts.get(name, 0)
+                if delta > 0:
+                    deltas[name] = delta
+                    if not name.startswith("batch_"):   # stats() has the record counters only
+                        self._counts[name] = self._counts.get(name, 0) + delta
+            self._child_counts = counts
+            # Frames the child holds durably (settled, or in its spool) leave memory.
+            newly = min(self._base + durable - self.released, len(self._inflight))
+            if newly > 0:
+                inflight = self._inflight
+                released = 0
+                for _ in range(newly):
+                    released += len(inflight.popleft())
+                self._bytes -= released + newly * RECORD_OVERHEAD
+                self.released += newly
+            if self._base + delivered > self.settled:
+                self.settled = min(self._base + delivered, self.released)
+                self._settled_cv.notify_all()
+        metrics = self.metrics
+        for name, delta in deltas.items():
+            if name == "shipped":
+                metrics.shipped.inc(delta)
+            elif name == "retried":
+                metrics.retried.inc(delta)
+            elif name.startswith("dropped_") and name[8:] in metrics.dropped:
+                metrics.dropped[name[8:]].inc(delta)
+            elif name.startswith("batch_") and name[6:] in metrics.batches:
+                metrics.batches[name[6:]].inc(delta)
+        metrics.depth.set(self.accepted - self.settled)
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> bool:
+        deadline = time.monotonic() + (self.options.flush_timeout if timeout is None else timeout)
+        with self._lock:
+            target = self.accepted
+            if not self._stopping:
+                self._flush_wanted = True
+                self._wake.notify_all()
+            while self.settled < target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._settled_cv.wait(min(remaining, 0.1))
+                if self._flush_wanted is False and self.settled < target and not self._stopping:
+                    self._flush_wanted = True   # records that reached the child after the first ask
+                    self._wake.notify_all()
+            return True
+
+    def close(self, timeout: float | None = None) -> bool:
+        if self._closed:
+            return True
+        atexit.unregister(self._atexit_hook)
+        deadline = time.monotonic() + (self.options.flush_timeout if timeout is None else timeout)
+        with self._lock:
+            self._closed = True
+        delivered = self.flush(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            self._stopping = True
+            self._wake.notify_all()
+        self._feeder.join(max(0.0, deadline - time.monotonic()))
+        child = self._child
+        if child is not None and child.stdin is not None:
+            with contextlib.suppress(Exception):   # the child flushes what it holds, then exits
+                _write_message(child.stdin, _dumps(("close", max(0.0, deadline - time.monotonic()))))
+                child.stdin.close()
+            with contextlib.suppress(Exception):
+                child.wait(max(0.1, deadline - time.monotonic() + 1.0))
+            self._stop_child()
+        reader = self._reader
+        if reader is not None:
+            reader.join(max(0.1, deadline - time.monotonic()))   # the child's last report
+        with self._lock:
+            # Never written to a child, or held by one that could not finish: lost unless a spool has them.
+            lost = len(self._unsent) + (0 if self.options.spool_dir else self.accepted - self.settled
+                                        - len(self._unsent))
+            self._unsent, self._inflight = [], deque()
+            self.released = self.settled = self.accepted
+            self._settled_cv.notify_all()
+        if lost > 0:
+            self.drop("shutdown", lost)
+        return delivered
+
+
+# --- child side --------------------------------------------------------------------------------
+
+def _child_main() -> None:
+    """The shipper process: read frames on stdin, ship them, report on (the original) stdout."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # a Ctrl-C is for the app, which then closes us
+    report_out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)   # a stray print must not corrupt the reports
+    stdin = sys.stdin.buffer
+    config = _read_message(stdin)
+    if config is None:
+        return
+    from ._core import Shipper
+    backend, options, identity = pickle.loads(config)
+    options = _child_options(options)
+    shipper = Shipper(backend, options, None, **identity)
+    shipper._ready.wait(60)   # a spool's leftovers are counted as accepted before our first record
+    buffer = shipper._buffer
+    carried = buffer.accepted
+    state = {"submitted": 0}
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def report(last: bytes | None = None) -> bytes:
+        """Send (records held durably, records settled, counters) unless nothing changed since ``last``."""
+        with lock:
+            submitted = state["submitted"]
+            refused = submitted - (buffer.accepted - carried)
+            delivered = max(0, buffer.settled - carried) + refused
+            spool = shipper._spool
+            durable = delivered
+            if spool is not None:   # records on its disk survive this process: the app may let them go
+                durable = max(0, buffer.settled + spool.pending - carried) + refused
+            counts = {k: v for k, v in shipper.stats().items()
+                      if k in ("shipped", "retried") or k.startswith("dropped_")}
+            for kind, child in shipper.metrics.batches.items():
+                counts["batch_" + kind] = int(child._value.get())
+            counts["spooled"] = spool.pending if spool is not None else 0
+        payload = _dumps((durable, delivered, counts))
+        if payload != last:
+            _write_message(report_out, payload)
+        return payload
+
+    def reporter() -> None:
+        last = None
+        while not stop.wait(_REPORT_EVERY):
+            with contextlib.suppress(Exception):
+                last = report(last)
+
+    threading.Thread(target=reporter, daemon=True).start()
+    close_timeout = options.flush_timeout
+    while True:
+        payload = _read_message(stdin)
+        if payload is None:
+            break
+        message = _loads(payload)
+        if message[0] == "records":
+            for frame in message[1]:
+                try:
+                    record = record_of_frame(frame)
+                except Exception:  # noqa: BLE001 - one bad frame must not stop the others
+                    shipper.drop("unformattable")
+                    with lock:
+                        state["submitted"] += 1
+                    continue
+                with lock:
+                    shipper.submit(record)
+                    state["submitted"] += 1
+        elif message[0] == "flush":
+            buffer.request_flush()
+        elif message[0] == "close":
+            close_timeout = float(message[1])
+            break
+    shipper.close(close_timeout)
+    stop.set()
+    with contextlib.suppress(Exception):
+        report()
+
+
+def _child_options(options: Any) -> Any:
+    """The child's buffer holds what the app sends it (the app's bound applies): never drop there."""
+    import dataclasses
+    return dataclasses.replace(options, queue_records=sys.maxsize, queue_bytes=sys.maxsize)
+
+
+if __name__ == "__main__":
+    _child_main()

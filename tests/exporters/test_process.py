@@ -1,0 +1,252 @@
+"""``shipper_process=True``: the same shipping guarantees with the encoding in a child process.
+
+The app keeps only the capture (``_process.capture_frame``); a child Python process runs the
+ordinary shipper. Checked here against the fake backends of ``exporter_fakes``: what arrives is
+what the thread shipper sends (same fields, redacted), a killed child loses nothing, flush/close,
+fork, bounds, and the shipper's own threads never ship their logs. Several tests are the thread
+shipper's own (``test_shipping``, ``test_capture``), run through handlers in this mode.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from collections import Counter
+from enum import IntEnum
+
+import pytest
+
+from ofsre.exporters._capture import capture
+from ofsre.exporters._process import capture_frame, record_of_frame
+from ofsre.instrumentation import semconv
+from ofsre.instrumentation.logs import ContextFilter, record_fields
+
+from . import test_capture, test_shipping
+from .exporter_fakes import dropped, sample, wait_until
+
+KINDS = ["loki", "datadog", "elastic"]
+
+
+@pytest.fixture
+def process_handlers(handlers):
+    """Like ``handlers``, with the shipper process on."""
+    return lambda kind, server, **options: handlers(kind, server, shipper_process=True, **options)
+
+
+def _child(handler) -> int:
+    assert wait_until(lambda: handler._shipper._child is not None)
+    return handler._shipper._child.pid
+
+
+# --- the thread shipper's own tests, in this mode ------------------------------------------------
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_records_arrive_with_context_and_redaction(kind, servers, process_handlers, logger, registry):
+    server = servers(kind)
+    handler = process_handlers(kind, server)
+    logger.addHandler(handler)
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from ofsre.instrumentation.context import use_interaction_id
+    with TracerProvider().get_tracer("t").start_as_current_span("r") as span, use_interaction_id("iid-1"):
+        logger.info("payer cpf 123.456.789-09 paid", extra={"payment_id": "p-1", "cpf": "123.456.789-09"})
+        trace_id = format(span.get_span_context().trace_id, "032x")
+    messages = test_shipping.emit(logger, 99)
+    assert handler.flush(10)
+    assert server.errors == []
+    assert server.messages() == set(messages) | {"payer cpf [CPF] paid"}
+    first = next(r for r in server.records if r["message"] == "payer cpf [CPF] paid")
+    if kind == "elastic":
+        assert first["trace"]["id"] == trace_id and first["labels"]["interaction_id"] == "iid-1"
+    else:
+        assert first["trace_id"] == trace_id and first["interaction_id"] == "iid-1"
+    assert first["payment_id"] == "p-1" and "123.456.789-09" not in str(first)
+    assert test_shipping.shipped(registry, kind) == 100 and dropped(registry, kind) == 0
+    assert sample(registry, semconv.LOG_BATCHES, backend=kind, outcome="ok") == len(server.arrivals)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_backend_down_for_a_while_loses_nothing(kind, servers, process_handlers, logger, registry):
+    test_shipping.test_backend_down_for_a_while_loses_nothing(kind, servers, process_handlers, logger,
+                                                              registry)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_what_is_mutated_after_the_call_ships_as_it_was(kind, servers, process_handlers, logger):
+    test_capture.test_what_is_mutated_after_the_call_ships_as_it_was(kind, servers, process_handlers, logger)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_context_ids_are_those_of_the_logging_thread(kind, servers, process_handlers, logger):
+    test_capture.test_context_ids_are_those_of_the_logging_thread(kind, servers, process_handlers, logger)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_exception_is_formatted_at_the_call_and_redacted_later(kind, servers, process_handlers, logger):
+    test_capture.test_an_exception_is_formatted_at_the_call_and_redacted_on_the_worker(
+        kind, servers, process_handlers, logger)
+
+
+def test_the_spool_holds_only_redacted_records(servers, process_handlers, logger, tmp_path):
+    test_capture.test_the_spool_holds_only_redacted_records(servers, process_handlers, logger, tmp_path)
+
+
+def test_an_unformattable_record_is_dropped_and_counted(servers, process_handlers, logger, registry):
+    test_shipping.test_an_unformattable_record_is_dropped_and_counted(servers, process_handlers, logger,
+                                                                      registry)
+
+
+# --- the frame ---------------------------------------------------------------------------------
+
+class Level(IntEnum):
+    HIGH = 3
+
+
+class Opaque:
+    def __str__(self) -> str:
+        return "opaque token=abc123"
+
+
+def _records() -> list[logging.LogRecord]:
+    log = logging.getLogger("test.frames")
+    try:
+        raise ValueError("cpf 123.456.789-09")
+    except ValueError:
+        exc_info = sys.exc_info()
+    made = [
+        log.makeRecord(log.name, logging.INFO, "f.py", 1, "plain", (), None),
+        log.makeRecord(log.name, logging.WARNING, "f.py", 2, "pay %s of %d", ("p-1", 10), None,
+                       extra={"payment_id": "p-1", "amount": 10.5, "ok": True, "none": None,
+                              "nested": {"client_secret": "s", "items": [1, {"cpf": "123.456.789-09"}]},
+                              "level_enum": Level.HIGH, "obj": Opaque(), "tags": ("a", "b"), "_private": 1}),
+        log.makeRecord(log.name, logging.ERROR, "f.py", 3, "failed", (), exc_info, sinfo="Stack (most)"),
+        log.makeRecord(log.name, logging.INFO, "f.py", 4, "message", (), None, extra={"extra_message": "x"}),
+    ]
+    with_ids = log.makeRecord(log.name, logging.INFO, "f.py", 5, "filtered", (), None)
+    ContextFilter().filter(with_ids)
+    with_ids.trace_id = "a" * 32
+    return [*made, with_ids]
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_a_frame_gives_the_fields_the_thread_shipper_gives(index):
+    record = _records()[index]
+    identity = {"service": "s", "env": "e", "version": "v"}
+    expected = record_fields(capture(record), **identity)
+    rebuilt = record_of_frame(capture_frame(record))
+    assert record_fields(rebuilt, **identity) == expected
+    assert rebuilt.getMessage() == record.getMessage()
+    assert (rebuilt.exc_info is None) == (record.exc_info is None)
+    if record.exc_info:
+        assert rebuilt.exc_info[0].__name__ == "ValueError"
+
+
+# --- what only this mode has -------------------------------------------------------------------
+
+def test_a_killed_shipper_process_loses_nothing(servers, process_handlers, logger, registry):
+    server = servers("loki")
+    handler = process_handlers("loki", server)
+    logger.addHandler(handler)
+    first = test_shipping.emit(logger, 500, "before")
+    os.kill(_child(handler), signal.SIGKILL)
+    second = test_shipping.emit(logger, 500, "after")
+    assert handler.flush(20)
+    assert server.messages() == set(first) | set(second)   # at least once: a few may arrive twice
+    assert handler.stats()["restarts"] >= 1
+    assert dropped(registry, "loki") == 0
+    assert wait_until(lambda: handler.stats()["queued"] == 0)
+
+
+def test_a_shipper_process_that_cannot_start_holds_the_records(servers, process_handlers, logger):
+    server = servers("loki")
+    handler = process_handlers("loki", server)
+    shipper = handler._shipper
+    os.kill(_child(handler), signal.SIGKILL)
+    command = shipper._command
+    shipper._command = ["/nonexistent/python"]   # every restart fails for a while
+    logger.addHandler(handler)
+    messages = test_shipping.emit(logger, 50)
+    assert handler.flush(0.5) is False
+    assert handler.stats()["queued"] == 50
+    shipper._command = command
+    assert handler.flush(20)
+    assert server.messages() == set(messages)
+
+
+def test_a_full_buffer_drops_newest_and_never_blocks(servers, process_handlers, logger, registry):
+    server = servers("loki")
+    handler = process_handlers("loki", server, queue_records=20)
+    shipper = handler._shipper
+    os.kill(_child(handler), signal.SIGKILL)
+    shipper._command = ["/nonexistent/python"]
+    logger.addHandler(handler)
+    test_shipping.emit(logger, 30)
+    assert dropped(registry, "loki", "buffer_full") == 10
+    assert handler.stats()["queued"] == 20
+
+
+def test_close_sends_what_it_holds_then_refuses_later_records(servers, process_handlers, logger, registry):
+    server = servers("loki")
+    handler = process_handlers("loki", server, batch_wait=30)
+    logger.addHandler(handler)
+    messages = test_shipping.emit(logger, 20)
+    _child(handler)
+    child = handler._shipper._child
+    handler.close(timeout=10)
+    assert server.messages() == set(messages)
+    assert child.poll() is not None   # the child exited
+    logger.info("after close")
+    assert dropped(registry, "loki", "closed") == 1
+    stats = handler.stats()
+    assert stats["accepted"] == stats["settled"] == 20
+
+
+def test_close_counts_what_it_could_not_send(servers, process_handlers, logger, registry):
+    server = servers("loki")
+    server.stop()
+    handler = process_handlers("loki", server)
+    logger.addHandler(handler)
+    test_shipping.emit(logger, 10)
+    handler.close(timeout=0.5)
+    assert dropped(registry, "loki", "shutdown") == 10
+    assert sample(registry, semconv.LOG_RECORDS_SHIPPED, backend="loki") == 0
+
+
+def test_a_forked_child_ships_its_own_records_and_not_its_parents(servers, process_handlers, logger):
+    server = servers("loki")
+    handler = process_handlers("loki", server, batch_wait=30)
+    logger.addHandler(handler)
+    for i in range(10):
+        logger.info(f"parent-{i}")
+    pid = os.fork()
+    if pid == 0:  # child: its own buffer and shipper process; exits without pytest's teardown
+        code = 1
+        try:
+            for i in range(5):
+                logger.info(f"child-{i}")
+            code = 0 if handler.flush(20) and handler.stats()["accepted"] == 5 else 1
+            handler.close(5)
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert handler.flush(10)
+    sent = Counter(m for arrival in server.arrivals for m in arrival.messages)
+    assert sent == Counter([f"parent-{i}" for i in range(10)] + [f"child-{i}" for i in range(5)])
+
+
+def test_the_shipper_threads_never_ship_their_own_logs(servers, process_handlers, registry):
+    server = servers("loki")
+    handler = process_handlers("loki", server)
+    shipper = handler._shipper
+    shipper._command = ["/nonexistent/python"]   # the feeder logs the failed start through the root logger
+    os.kill(_child(handler), signal.SIGKILL)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        assert wait_until(lambda: dropped(registry, "loki", "shipper_thread") >= 1)
+    finally:
+        root.removeHandler(handler)
+    assert handler.stats()["accepted"] == 0
