@@ -576,13 +576,13 @@ class ShippingHandler(logging.Handler):
         self._capture: Callable[[logging.LogRecord], Any] = capture
         self._shipper: Shipper | ProcessShipper
         if shipper_process:
-            from ._process import ProcessShipper, capture_frame
+            from ._process import ALL_ATTRIBUTES, ProcessShipper, frame_capture
             if self.options.overflow != "drop_newest":
                 _log.warning("ofsre log shipper (%s): overflow=%r ignored with shipper_process "
                              "(the app thread never waits): drop_newest", backend.name, self.options.overflow)
             self._shipper = ProcessShipper(backend, self.options, registry, _Metrics(backend.name, registry),
                                            identity={"service": service, "env": env, "version": version})
-            self._capture = capture_frame
+            self._capture = frame_capture(getattr(backend, "record_attributes", ALL_ATTRIBUTES))
         else:
             self._shipper = Shipper(backend, self.options, registry, service=service, env=env,
                                     version=version)

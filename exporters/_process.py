@@ -45,6 +45,7 @@ import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Callable
 from itertools import islice
 from operator import itemgetter
 from typing import IO, Any
@@ -58,14 +59,15 @@ from ofsre.instrumentation.metrics import count_telemetry_error
 
 from ._capture import RECORD_OVERHEAD, Captured
 
-__all__ = ["capture_frame", "record_of_frame", "ProcessShipper", "RESTART_MAX"]
+__all__ = ["capture_frame", "frame_capture", "record_of_frame", "ProcessShipper", "RESTART_MAX",
+           "ALL_ATTRIBUTES"]
 
 _log = logging.getLogger("ofsre.exporters")
 
-# The LogRecord attributes LogRecord.__init__ always sets, in frame order.
-_FIELDS = ("name", "levelno", "levelname", "pathname", "filename", "module", "lineno", "funcName",
+# The LogRecord attributes LogRecord.__init__ always sets, in frame order. A backend whose encoding
+# reads fewer of them names those in ``record_attributes`` (Loki, Datadog): smaller frames.
+ALL_ATTRIBUTES = ("name", "levelno", "levelname", "pathname", "filename", "module", "lineno", "funcName",
            "created", "msecs", "relativeCreated", "thread", "threadName", "processName", "process")
-_fields_of = itemgetter(*_FIELDS)
 _INIT_ATTRS = len(logging.LogRecord("", 0, "", 0, "", None, None).__dict__)
 _EXACT = frozenset((str, int, float, bool, type(None)))
 _EXC_FORMATTER = logging.Formatter()
@@ -74,6 +76,7 @@ _dumps, _loads = marshal.dumps, marshal.loads
 RESTART_MAX = 5.0       # longest pause before starting a child again
 _REPORT_EVERY = 0.02    # the child's report period, seconds
 _SEND_MAX = 4 * 1024 * 1024   # bytes of frames per write to the child
+_NICENESS = 10         # the shipper process's nice increment
 _FEED_FRAMES = 2048     # frames that wake the feeder at once
 _FEED_WAIT = 0.02       # longest a frame waits for the feeder otherwise, seconds
 
@@ -96,45 +99,80 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def capture_frame(record: logging.LogRecord) -> bytes:
-    """The record as a frame for the shipper process: what :func:`._capture.capture` keeps, as bytes.
+def _span_lookup() -> Callable[[], Any]:
+    """``() -> current span or None``: OpenTelemetry's current-context ContextVar read directly when it
+    is the default runtime context, else ``trace.get_current_span`` (a non-recording span when none)."""
+    import contextvars
 
-    Bytes are immutable and not tracked by the garbage collector, so a burst held in memory costs
-    the app one small object per record. Raises on a broken record (bad %-arguments).
-    """
-    message = record.getMessage()
-    attrs = record.__dict__
-    exc_type = None
-    exc_text = record.exc_text
-    exc_info = record.exc_info
-    if exc_info:
-        if not exc_text:
-            exc_text = record.exc_text = _EXC_FORMATTER.formatException(exc_info)
-        if exc_info[0] is not None:
-            exc_type = exc_info[0].__name__
-    if "trace_id" in attrs:   # set by ofsre.instrumentation.logs.ContextFilter
-        ids = (attrs["trace_id"], attrs.get("span_id"), attrs.get("interaction_id"))
-    else:   # current_log_context(), inline
-        span = _current_span().get_span_context()
-        if span.is_valid:
-            ids = (format(span.trace_id, "032x"), format(span.span_id, "016x"), _interaction_id.get())
-        else:
-            ids = (None, None, _interaction_id.get())
-    extras = None
-    if len(attrs) > _INIT_ATTRS:
-        # A plain LogRecord's __init__ attributes come first: only the rest can be extras.
-        keys = islice(attrs, _INIT_ATTRS, None) if type(record) is logging.LogRecord else attrs
-        for key in keys:
-            if key in STANDARD_ATTRS or key[:1] == "_":
-                continue
-            value = attrs[key]
-            if type(value) not in _EXACT:
-                value = _plain(jsonable(value))   # a snapshot: the caller may mutate the original
-            if extras is None:
-                extras = {key: value}
+    from opentelemetry import context as otel_context
+    from opentelemetry.trace import propagation
+
+    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+    current = getattr(runtime, "_current_context", None)
+    key = getattr(propagation, "_SPAN_KEY", None)
+    if isinstance(current, contextvars.ContextVar) and isinstance(key, str):
+        get = current.get
+
+        def span() -> Any:
+            return get().get(key)
+
+        return span
+    return _current_span
+
+
+_span = _span_lookup()
+
+
+def frame_capture(attributes: tuple[str, ...] = ALL_ATTRIBUTES) -> Callable[[logging.LogRecord], bytes]:
+    """``capture_frame`` keeping only the LogRecord ``attributes`` a backend reads (all by default)."""
+    fields_of = itemgetter(*attributes)
+
+    def capture_frame(record: logging.LogRecord) -> bytes:
+        """The record as a frame for the shipper process: what :func:`._capture.capture` keeps, as bytes.
+
+        Bytes are immutable and not tracked by the garbage collector, so a burst held in memory costs
+        the app one small object per record. Raises on a broken record (bad %-arguments).
+        """
+        message = record.getMessage()
+        attrs = record.__dict__
+        exc_type = None
+        exc_text = record.exc_text
+        exc_info = record.exc_info
+        if exc_info:
+            if not exc_text:
+                exc_text = record.exc_text = _EXC_FORMATTER.formatException(exc_info)
+            if exc_info[0] is not None:
+                exc_type = exc_info[0].__name__
+        if "trace_id" in attrs:   # set by ofsre.instrumentation.logs.ContextFilter
+            ids = (attrs["trace_id"], attrs.get("span_id"), attrs.get("interaction_id"))
+        else:   # current_log_context(), inline
+            span = _span()
+            context = span.get_span_context() if span is not None else None
+            if context is not None and context.is_valid:
+                ids = (format(context.trace_id, "032x"), format(context.span_id, "016x"),
+                       _interaction_id.get())
             else:
-                extras[key] = value
-    return _dumps((_fields_of(attrs), message, exc_type, exc_text, record.stack_info, ids, extras), 2)
+                ids = (None, None, _interaction_id.get())
+        extras = None
+        if len(attrs) > _INIT_ATTRS:
+            # A plain LogRecord's __init__ attributes come first: only the rest can be extras.
+            keys = islice(attrs, _INIT_ATTRS, None) if type(record) is logging.LogRecord else attrs
+            for key in keys:
+                if key in STANDARD_ATTRS or key[:1] == "_":
+                    continue
+                value = attrs[key]
+                if type(value) not in _EXACT:
+                    value = _plain(jsonable(value))   # a snapshot: the caller may mutate the original
+                if extras is None:
+                    extras = {key: value}
+                else:
+                    extras[key] = value
+        return _dumps((fields_of(attrs), message, exc_type, exc_text, record.stack_info, ids, extras), 2)
+
+    return capture_frame
+
+
+capture_frame = frame_capture()
 
 
 _exception_types: dict[str, type[BaseException]] = {}
@@ -148,10 +186,19 @@ def _exception_type(name: str) -> type[BaseException]:
     return kind
 
 
-def record_of_frame(frame: bytes) -> Captured:
+# What a LogRecord attribute a frame does not carry reads as in the shipper process.
+_ABSENT: dict[str, Any] = {"name": "", "levelno": 0, "levelname": "", "pathname": "", "filename": "",
+                           "module": "", "lineno": 0, "funcName": "", "created": 0.0, "msecs": 0.0,
+                           "relativeCreated": 0.0, "thread": None, "threadName": None, "processName": None,
+                           "process": None}
+
+
+def record_of_frame(frame: bytes, attributes: tuple[str, ...] = ALL_ATTRIBUTES) -> Captured:
     """The :class:`~._capture.Captured` record a frame came from (in the shipper process)."""
     fields, message, exc_type, exc_text, stack_info, ids, extras = _loads(frame)
-    attrs: dict[str, Any] = dict(zip(_FIELDS, fields, strict=True))
+    attrs: dict[str, Any] = dict(zip(attributes, fields, strict=True))
+    if len(attributes) < len(_ABSENT):
+        attrs = {**_ABSENT, **attrs}
     attrs["msg"], attrs["args"], attrs["exc_text"], attrs["stack_info"] = message, None, exc_text, stack_info
     attrs["exc_info"] = (_exception_type(exc_type), None, None) if exc_type else None
     attrs["trace_id"], attrs["span_id"], attrs["interaction_id"] = ids
@@ -489,6 +536,8 @@ class ProcessShipper:
 def _child_main() -> None:
     """The shipper process: read frames on stdin, ship them, report on (the original) stdout."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # a Ctrl-C is for the app, which then closes us
+    with contextlib.suppress(OSError):
+        os.nice(_NICENESS)   # background work: a core the app wants goes to the app
     report_out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)   # a stray print must not corrupt the reports
     stdin = sys.stdin.buffer
@@ -498,9 +547,13 @@ def _child_main() -> None:
     from ._core import Shipper
     backend, options, identity = pickle.loads(config)
     options = _child_options(options)
+    attributes = getattr(backend, "record_attributes", ALL_ATTRIBUTES)
     shipper = Shipper(backend, options, None, **identity)
     shipper._ready.wait(60)   # a spool's leftovers are counted as accepted before our first record
     buffer = shipper._buffer
+    # This thread encodes each batch of frames as it reads it, and the buffer holds entries: one
+    # thread doing the CPU work, not two passing each record through a lock and the GIL.
+    buffer._encode = None
     carried = buffer.accepted
     state = {"submitted": 0}
     lock = threading.Lock()
@@ -542,15 +595,16 @@ def _child_main() -> None:
         if message[0] == "records":
             for frame in message[1]:
                 try:
-                    record = record_of_frame(frame)
+                    record = record_of_frame(frame, attributes)
                 except Exception:  # noqa: BLE001 - one bad frame must not stop the others
+                    count_telemetry_error("exporters", None)
                     shipper.drop("unformattable")
-                    with lock:
-                        state["submitted"] += 1
                     continue
-                with lock:
-                    shipper.submit(record)
-                    state["submitted"] += 1
+                entry = shipper.encode(record)   # redaction happens here; None: dropped and counted
+                if entry is not None:
+                    shipper.submit(entry)   # type: ignore[arg-type]
+            with lock:   # after the puts: a report in between counts fewer records done, never more
+                state["submitted"] += len(message[1])
         elif message[0] == "flush":
             buffer.request_flush()
         elif message[0] == "close":

@@ -35,7 +35,6 @@ idempotency key, so delivery is at least once.
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 from collections.abc import Iterable, Sequence
@@ -47,6 +46,7 @@ from ofsre.instrumentation._config import ENV, SERVICE, VERSION, env_str
 from ofsre.instrumentation.config import read
 
 from ._core import Entry, HttpBackend, ShippingHandler, resolve_identity
+from ._json import dumps as _dumps
 from ._options import DATADOG, BackendLimits
 
 __all__ = ["DatadogHandler", "DatadogBackend", "SITES", "intake_url"]
@@ -59,8 +59,6 @@ DATADOG_LIMITS = BackendLimits(
     max_record_bytes=1_000_000,      # 1 MB per log
     max_record_age=18 * 3600.0,      # timestamps at most 18 h in the past
 )
-# One encoder for every call: json.dumps with non-default arguments builds a new one each time.
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 # Fields that become Datadog's reserved attributes, or are rebuilt below, rather than copied.
 _RESERVED = frozenset({"timestamp", "level", "logger", "message", "service", "env", "version",
                        "exception", "stack"})
@@ -100,6 +98,8 @@ class DatadogBackend(HttpBackend):
     """Encodes records as Datadog log items and batches them into JSON arrays."""
 
     name = "datadog"
+    # The LogRecord attributes encode() and record_fields() read: all a shipper process gets.
+    record_attributes = ("name", "levelno", "levelname", "created", "msecs")
     limits = DATADOG_LIMITS
 
     def __init__(self, url: str, *, api_key: str, service: str, env: str, version: str, source: str,

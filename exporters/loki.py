@@ -42,7 +42,6 @@ saves little over gzip-compressed JSON, which Loki accepts on the same endpoint.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -51,6 +50,7 @@ from logging_loki import const as _loki_const
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from ._core import Entry, HttpBackend, ShippingHandler, resolve_identity
+from ._json import dumps as _dumps
 from ._options import LOKI, BackendLimits
 from ._transport import auth_headers
 
@@ -84,8 +84,6 @@ def loki_label_name(name: str) -> str:
     return cleaned
 
 
-# One encoder for every call: json.dumps with non-default arguments builds a new one each time.
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 
 
 def _parse_labels(raw: str) -> dict[str, str]:
@@ -109,6 +107,8 @@ class LokiBackend(HttpBackend):
     """Encodes records as Loki push values and batches them into streams."""
 
     name = "loki"
+    # The LogRecord attributes encode() and record_fields() read: all a shipper process gets.
+    record_attributes = ("name", "levelno", "levelname", "created", "msecs")
     limits = LOKI_LIMITS
 
     def __init__(self, url: str, *, service: str, env: str, tenant: str | None, headers: Mapping[str, str],
