@@ -205,16 +205,33 @@ def test_two_host_headers_are_400(platform, org_a):
     raw(platform.gateway.port, head).of_error(400)
 
 
-@pytest.mark.parametrize("value", ["Bearer consent:TOPSECRET123 ", " leading-space", "a\x01b"])
-def test_an_invalid_header_value_is_400_and_never_logged(platform, org_a, value):
-    head = request_head("GET", ACCOUNTS, {**org_a, "authorization": value, "x-api-key": "APIKEYSECRET9 ",
-                                          "cookie": "session=COOKIESECRET7 "})
-    raw(platform.gateway.port, head).of_error(400)
+def _assert_never_logged(platform, *secrets):
     time.sleep(0.3)  # the log line, if any, is written by now
     log = platform.gateway.log.read_text(errors="replace")
-    for secret in ("TOPSECRET123", "APIKEYSECRET9", "COOKIESECRET7"):
+    for secret in secrets:
         assert secret not in log
         assert not any(secret in json.dumps(r) for r in list(platform.loki.records))
+
+
+def test_an_invalid_header_value_is_400_and_never_logged(platform, org_a):
+    head = request_head("GET", ACCOUNTS, {**org_a, "authorization": "Bearer consent:TOPSECRET123\x01",
+                                          "x-api-key": "APIKEYSECRET9", "cookie": "session=COOKIESECRET7"})
+    raw(platform.gateway.port, head).of_error(400)
+    _assert_never_logged(platform, "TOPSECRET123", "APIKEYSECRET9", "COOKIESECRET7")
+
+
+@pytest.mark.parametrize("value", ["Bearer consent:TOPSECRET123 ", " Bearer consent:TOPSECRET123", "\tx\t"])
+def test_whitespace_around_a_header_value_is_no_part_of_it_and_never_logged(platform, org_a, value):
+    """RFC 9110 §5.5: whitespace before or after a field value is not part of it. uvicorn >= 0.55
+    strips the trailing whitespace llhttp keeps (older releases passed it on, and the guard
+    refused it with 400): either way the answer is a 4xx with the Open Finance body and the
+    interaction id, and no credential reaches the logs."""
+    head = request_head("GET", ACCOUNTS, {**org_a, "authorization": value, "x-api-key": "APIKEYSECRET9 ",
+                                          "cookie": "session=COOKIESECRET7 "})
+    answer = raw(platform.gateway.port, head)
+    assert 400 <= answer.status < 500, (answer.status, answer.body[:300])
+    answer.of_error(answer.status)
+    _assert_never_logged(platform, "TOPSECRET123", "APIKEYSECRET9", "COOKIESECRET7")
 
 
 # --- 6. size and time -----------------------------------------------------------------------------
