@@ -306,7 +306,6 @@ class Presampler:
 
     @classmethod
     def of(cls, tracer: Any) -> Presampler | None:
-
         if not isinstance(tracer, Tracer) or not _attribute_blind(getattr(tracer, "sampler", None)):
             return None
         if os.environ.get("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "").strip().lower() == "true":
