@@ -583,6 +583,8 @@ class ShippingHandler(logging.Handler):
             self._shipper = ProcessShipper(backend, self.options, registry, _Metrics(backend.name, registry),
                                            identity={"service": service, "env": env, "version": version})
             self._capture = frame_capture(getattr(backend, "record_attributes", ALL_ATTRIBUTES))
+            # One function for the whole log call (an instance attribute wins over the method).
+            self.__dict__["handle"] = self._shipper.handler_for(self, self._capture)
         else:
             self._shipper = Shipper(backend, self.options, registry, service=service, env=env,
                                     version=version)

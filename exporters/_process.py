@@ -2,21 +2,23 @@
 
 With ``shipper_process=True`` a :class:`~._core.ShippingHandler` keeps only the capture on the
 application thread and hands everything else to a child Python process
-(``python -m ofsre.exporters._process``) that runs the ordinary :class:`~._core.Shipper` — the
-same backends, retries, spool and per-record limits — on another core, so its CPU no longer
-competes for the app's GIL::
+(``python -m ofsre.exporters._process``, at nice +10) that runs the ordinary :class:`~._core.Shipper`
+— the same backends, redaction, retries, spool and per-record limits — on another core, so its CPU
+no longer competes for the app's GIL::
 
-    app thread            capture_frame(record) -> bytes (marshal: message, ids, attributes, extras)
-       │ append (one short lock; bounded by records and bytes, drop_newest when full)
+    app thread     capture_frame(record) -> a tuple of plain values (message, ids, attributes,
+       │           a snapshot of the extras); appended under one short lock, bounded by records
+       │           and bytes (drop_newest when full); the whole call is one function (handler_for)
        ▼
-    ofsre-log-feeder-<backend>   writes the frames to the child's stdin, keeps them until the child
-       │                          reports them settled (delivered, dropped or written to its spool)
+    ofsre-log-feeder-<backend>    marshals them, a batch at a time, to the child's stdin and
+       │                          keeps them until the child reports them settled or spooled
        ▼
-    child process          rebuilds each record, Shipper.submit(): redaction, encoding, batches, gzip, HTTP
-       │ every 10 ms: (records settled, its counters) on its stdout
+    child process   rebuilds each record, Shipper.encode() (redaction, JSON), its buffer, batches,
+       │            gzip, HTTP, retries, spool
+       │ every 20 ms: (records held durably, records settled, its counters) on its stdout
        ▼
-    ofsre-log-reports-<backend>  releases the settled frames, adds the child's counters to this
-                                  process's self-metrics (shipped, retried, dropped{reason})
+    ofsre-log-reports-<backend>   releases those frames, adds the child's counters to this
+                                  process's self-metrics (shipped, retried, dropped{reason}, batches)
 
 No record is lost when the child dies: the frames it had not reported settled are written again,
 first, to the next child (started again after a pause that doubles up to 5 s), so a record may be
@@ -73,9 +75,29 @@ _EXACT = frozenset((str, int, float, bool, type(None)))
 _EXC_FORMATTER = logging.Formatter()
 _HEADER = struct.Struct("<I")
 _dumps, _loads = marshal.dumps, marshal.loads
+# (attributes, message, exception type name, exception text, stack, trace id, span id, interaction id,
+#  extras, estimated size): see frame_capture().
+Frame = tuple[Any, ...]
+
+
+def _records_message(frames: list[Frame]) -> bytes:
+    """A batch of frames for the child; a frame marshal refuses (an int subclass as ``levelno``…)
+    becomes None, which the child counts as unformattable."""
+    try:
+        return _dumps(("records", frames), 2)
+    except ValueError:
+        checked: list[Frame | None] = []
+        for frame in frames:
+            try:
+                _dumps(frame, 2)
+                checked.append(frame)
+            except ValueError:
+                checked.append(None)
+        return _dumps(("records", checked), 2)
 RESTART_MAX = 5.0       # longest pause before starting a child again
 _REPORT_EVERY = 0.02    # the child's report period, seconds
-_SEND_MAX = 4 * 1024 * 1024   # bytes of frames per write to the child
+_SEND_FRAMES = 8192     # frames per message to the child
+_SCALAR_SIZE = 24       # an extra holding a number, a bool or None, with its key (as _capture)
 _NICENESS = 10         # the shipper process's nice increment
 _FEED_FRAMES = 2048     # frames that wake the feeder at once
 _FEED_WAIT = 0.02       # longest a frame waits for the feeder otherwise, seconds
@@ -99,75 +121,92 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _span_lookup() -> Callable[[], Any]:
-    """``() -> current span or None``: OpenTelemetry's current-context ContextVar read directly when it
-    is the default runtime context, else ``trace.get_current_span`` (a non-recording span when none)."""
+def _context_lookup() -> tuple[Callable[[], Any] | None, str]:
+    """OpenTelemetry's current-context ``ContextVar.get`` and the span's key in it, when the runtime
+    context is the default one; else ``(None, "")`` and the capture calls ``get_current_span()``."""
     import contextvars
 
     from opentelemetry import context as otel_context
     from opentelemetry.trace import propagation
 
-    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
-    current = getattr(runtime, "_current_context", None)
+    current = getattr(getattr(otel_context, "_RUNTIME_CONTEXT", None), "_current_context", None)
     key = getattr(propagation, "_SPAN_KEY", None)
     if isinstance(current, contextvars.ContextVar) and isinstance(key, str):
-        get = current.get
-
-        def span() -> Any:
-            return get().get(key)
-
-        return span
-    return _current_span
+        return current.get, key
+    return None, ""
 
 
-_span = _span_lookup()
+_context_get, _SPAN_KEY = _context_lookup()
+_LogRecord = logging.LogRecord
 
 
-def frame_capture(attributes: tuple[str, ...] = ALL_ATTRIBUTES) -> Callable[[logging.LogRecord], bytes]:
+def frame_capture(attributes: tuple[str, ...] = ALL_ATTRIBUTES) -> Callable[[logging.LogRecord], Frame]:
     """``capture_frame`` keeping only the LogRecord ``attributes`` a backend reads (all by default)."""
     fields_of = itemgetter(*attributes)
 
-    def capture_frame(record: logging.LogRecord) -> bytes:
-        """The record as a frame for the shipper process: what :func:`._capture.capture` keeps, as bytes.
+    def capture_frame(record: logging.LogRecord) -> Frame:
+        """The record as a frame for the shipper process: what :func:`._capture.capture` keeps.
 
-        Bytes are immutable and not tracked by the garbage collector, so a burst held in memory costs
-        the app one small object per record. Raises on a broken record (bad %-arguments).
+        A tuple of plain values (str, numbers, None, and JSON-ready dicts and lists of them), which
+        the feeder marshals a batch at a time; its last item is the estimated encoded size. Raises
+        on a broken record (bad %-arguments).
         """
-        message = record.getMessage()
         attrs = record.__dict__
+        plain = type(record) is _LogRecord
+        if plain:   # LogRecord.getMessage(), inline
+            message = attrs["msg"]
+            if type(message) is not str:
+                message = str(message)
+            args = attrs["args"]
+            if args:
+                message = message % args
+        else:   # a subclass may format its own way
+            message = record.getMessage()
         exc_type = None
-        exc_text = record.exc_text
-        exc_info = record.exc_info
+        exc_text = attrs.get("exc_text")
+        exc_info = attrs.get("exc_info")
         if exc_info:
             if not exc_text:
                 exc_text = record.exc_text = _EXC_FORMATTER.formatException(exc_info)
             if exc_info[0] is not None:
                 exc_type = exc_info[0].__name__
         if "trace_id" in attrs:   # set by ofsre.instrumentation.logs.ContextFilter
-            ids = (attrs["trace_id"], attrs.get("span_id"), attrs.get("interaction_id"))
+            trace_id, span_id = attrs["trace_id"], attrs.get("span_id")
+            interaction_id = attrs.get("interaction_id")
         else:   # current_log_context(), inline
-            span = _span()
+            span = _context_get().get(_SPAN_KEY) if _context_get is not None else _current_span()
             context = span.get_span_context() if span is not None else None
+            interaction_id = _interaction_id.get()
             if context is not None and context.is_valid:
-                ids = (format(context.trace_id, "032x"), format(context.span_id, "016x"),
-                       _interaction_id.get())
+                trace_id, span_id = format(context.trace_id, "032x"), format(context.span_id, "016x")
             else:
-                ids = (None, None, _interaction_id.get())
+                trace_id = span_id = None
+        size = RECORD_OVERHEAD + len(message)
+        if exc_text:
+            size += len(exc_text)
+        stack = attrs.get("stack_info")
+        if stack:
+            size += len(stack)
         extras = None
         if len(attrs) > _INIT_ATTRS:
             # A plain LogRecord's __init__ attributes come first: only the rest can be extras.
-            keys = islice(attrs, _INIT_ATTRS, None) if type(record) is logging.LogRecord else attrs
-            for key in keys:
+            for key in islice(attrs, _INIT_ATTRS, None) if plain else attrs:
                 if key in STANDARD_ATTRS or key[:1] == "_":
                     continue
                 value = attrs[key]
-                if type(value) not in _EXACT:
+                if type(value) is str:
+                    size += len(key) + len(value)
+                elif type(value) in _EXACT:
+                    size += len(key) + _SCALAR_SIZE
+                else:
                     value = _plain(jsonable(value))   # a snapshot: the caller may mutate the original
+                    size += len(key) + len(repr(value))
                 if extras is None:
                     extras = {key: value}
                 else:
                     extras[key] = value
-        return _dumps((fields_of(attrs), message, exc_type, exc_text, record.stack_info, ids, extras), 2)
+        return (fields_of(attrs), message, exc_type, exc_text, stack, trace_id, span_id, interaction_id,
+                extras, size)
 
     return capture_frame
 
@@ -193,16 +232,16 @@ _ABSENT: dict[str, Any] = {"name": "", "levelno": 0, "levelname": "", "pathname"
                            "process": None}
 
 
-def record_of_frame(frame: bytes, attributes: tuple[str, ...] = ALL_ATTRIBUTES) -> Captured:
+def record_of_frame(frame: Frame, attributes: tuple[str, ...] = ALL_ATTRIBUTES) -> Captured:
     """The :class:`~._capture.Captured` record a frame came from (in the shipper process)."""
-    fields, message, exc_type, exc_text, stack_info, ids, extras = _loads(frame)
+    fields, message, exc_type, exc_text, stack_info, trace_id, span_id, interaction_id, extras, size = frame
     attrs: dict[str, Any] = dict(zip(attributes, fields, strict=True))
     if len(attributes) < len(_ABSENT):
         attrs = {**_ABSENT, **attrs}
     attrs["msg"], attrs["args"], attrs["exc_text"], attrs["stack_info"] = message, None, exc_text, stack_info
     attrs["exc_info"] = (_exception_type(exc_type), None, None) if exc_type else None
-    attrs["trace_id"], attrs["span_id"], attrs["interaction_id"] = ids
-    attrs["taskName"], attrs["_ofsre_size"] = None, RECORD_OVERHEAD + len(frame)
+    attrs["trace_id"], attrs["span_id"], attrs["interaction_id"] = trace_id, span_id, interaction_id
+    attrs["taskName"], attrs["_ofsre_size"] = None, size
     if extras:
         attrs.update(extras)
         attrs["_ofsre_extras"] = list(extras)
@@ -256,8 +295,8 @@ class ProcessShipper:
         self._lock = lock
         self._wake = threading.Condition(lock)       # the feeder waits here
         self._settled_cv = threading.Condition(lock)  # flush() waits here
-        self._unsent: list[bytes] = []     # frames not yet written to the current child
-        self._inflight: deque[bytes] = deque()   # written to the current child, not yet settled
+        self._unsent: list[Frame] = []     # frames not yet written to the current child
+        self._inflight: deque[Frame] = deque()   # written to the current child, not yet settled
         self._bytes = 0                    # of both, with RECORD_OVERHEAD each
         # Frames in acceptance order: ``released`` have left memory (the child holds them durably),
         # ``settled`` (<= released) were delivered or dropped: what flush() waits for.
@@ -289,8 +328,8 @@ class ProcessShipper:
 
     # --- application side ------------------------------------------------------------------
 
-    def submit(self, frame: bytes) -> None:
-        size = len(frame) + RECORD_OVERHEAD
+    def submit(self, frame: Frame) -> None:
+        size = frame[-1]
         with self._lock:
             unsent = self._unsent
             if (self._closed or self.accepted - self.released >= self._max_records
@@ -304,6 +343,42 @@ class ProcessShipper:
                     self._wake.notify()
                 return
         self.drop(refused)
+
+    def handler_for(self, handler: logging.Handler,
+                    capture: Callable[[logging.LogRecord], Frame]) -> Callable[[logging.LogRecord], bool]:
+        """``handler.handle`` for this shipper: ``ShippingHandler.handle`` and :meth:`submit` in one
+        function (the log call's whole cost above stdlib logging is this function)."""
+        from ._transport import _local as flag
+        shipper, drop, registry = self, self.drop, self.registry
+
+        def handle(record: logging.LogRecord) -> bool:
+            if flag.shipper:
+                drop("shipper_thread")
+                return False
+            if handler.filters and not handler.filter(record):
+                return False
+            try:
+                frame = capture(record)
+            except Exception:  # noqa: BLE001 - a log call must never fail the caller
+                count_telemetry_error("exporters", registry)
+                drop("unformattable")
+                return True
+            size = frame[-1]
+            with shipper._lock:   # submit(), inline
+                if (shipper.accepted - shipper.released < shipper._max_records
+                        and shipper._bytes + size <= shipper._max_bytes and not shipper._closed):
+                    unsent = shipper._unsent
+                    unsent.append(frame)
+                    shipper._bytes += size
+                    shipper.accepted += 1
+                    if len(unsent) == 1 or len(unsent) == _FEED_FRAMES:
+                        shipper._wake.notify()
+                    return True
+                refused = "closed" if shipper._closed else "buffer_full"
+            drop(refused)
+            return True
+
+        return handle
 
     def drop(self, reason: str, count: int = 1) -> None:
         self.metrics.dropped[reason].inc(count)
@@ -378,19 +453,15 @@ class ProcessShipper:
                     continue
             with self._lock:
                 frames, self._unsent = self._unsent, []
-                if sum(map(len, frames)) > _SEND_MAX:   # a big backlog goes in pieces
-                    cut, total = 0, 0
-                    while total < _SEND_MAX:
-                        total += len(frames[cut])
-                        cut += 1
-                    frames, self._unsent = frames[:cut], frames[cut:]
+                if len(frames) > _SEND_FRAMES:   # a big backlog goes in pieces
+                    frames, self._unsent = frames[:_SEND_FRAMES], frames[_SEND_FRAMES:]
                 self._inflight.extend(frames)
                 flush, self._flush_wanted = self._flush_wanted, False
                 child = self._child
             assert child is not None and child.stdin is not None
             try:
                 if frames:
-                    _write_message(child.stdin, _dumps(("records", frames)))
+                    _write_message(child.stdin, _records_message(frames))
                 if flush:
                     _write_message(child.stdin, _dumps(("flush",)))
                 pause = 0.1
@@ -459,8 +530,8 @@ class ProcessShipper:
                 inflight = self._inflight
                 released = 0
                 for _ in range(newly):
-                    released += len(inflight.popleft())
-                self._bytes -= released + newly * RECORD_OVERHEAD
+                    released += inflight.popleft()[-1]
+                self._bytes -= released
                 self.released += newly
             if self._base + delivered > self.settled:
                 self.settled = min(self._base + delivered, self.released)
@@ -595,7 +666,7 @@ def _child_main() -> None:
         if message[0] == "records":
             for frame in message[1]:
                 try:
-                    record = record_of_frame(frame, attributes)
+                    record = record_of_frame(frame, attributes)   # None (unmarshallable) raises too
                 except Exception:  # noqa: BLE001 - one bad frame must not stop the others
                     count_telemetry_error("exporters", None)
                     shipper.drop("unformattable")
