@@ -81,8 +81,8 @@ Frame = tuple[Any, ...]
 
 
 def _records_message(frames: list[Frame]) -> bytes:
-    """A batch of frames for the child; a frame marshal refuses (an int subclass as ``levelno``…)
-    becomes None, which the child counts as unformattable."""
+    """A batch of frames for the child. A frame marshal refuses (an int subclass as ``levelno``…) is
+    made of exact types; one that still fails becomes None, which the child counts as unformattable."""
     try:
         return _dumps(("records", frames), 2)
     except ValueError:
@@ -90,9 +90,15 @@ def _records_message(frames: list[Frame]) -> bytes:
         for frame in frames:
             try:
                 _dumps(frame, 2)
-                checked.append(frame)
             except ValueError:
-                checked.append(None)
+                try:   # subclasses of str/int/float made exact, the attributes too
+                    frame = tuple(tuple(map(_plain, item)) if type(item) is tuple else _plain(item)
+                                  for item in frame)
+                    _dumps(frame, 2)
+                except Exception:  # noqa: BLE001 - this record only
+                    checked.append(None)
+                    continue
+            checked.append(frame)
         return _dumps(("records", checked), 2)
 RESTART_MAX = 5.0       # longest pause before starting a child again
 _REPORT_EVERY = 0.02    # the child's report period, seconds
@@ -143,6 +149,7 @@ _LogRecord = logging.LogRecord
 def frame_capture(attributes: tuple[str, ...] = ALL_ATTRIBUTES) -> Callable[[logging.LogRecord], Frame]:
     """``capture_frame`` keeping only the LogRecord ``attributes`` a backend reads (all by default)."""
     fields_of = itemgetter(*attributes)
+    get_exc = itemgetter("exc_text", "exc_info", "stack_info")
 
     def capture_frame(record: logging.LogRecord) -> Frame:
         """The record as a frame for the shipper process: what :func:`._capture.capture` keeps.
@@ -163,8 +170,8 @@ def frame_capture(attributes: tuple[str, ...] = ALL_ATTRIBUTES) -> Callable[[log
         else:   # a subclass may format its own way
             message = record.getMessage()
         exc_type = None
-        exc_text = attrs.get("exc_text")
-        exc_info = attrs.get("exc_info")
+        exc_text, exc_info, stack = get_exc(attrs) if plain else (record.exc_text, record.exc_info,
+                                                                  record.stack_info)
         if exc_info:
             if not exc_text:
                 exc_text = record.exc_text = _EXC_FORMATTER.formatException(exc_info)
@@ -184,7 +191,6 @@ def frame_capture(attributes: tuple[str, ...] = ALL_ATTRIBUTES) -> Callable[[log
         size = RECORD_OVERHEAD + len(message)
         if exc_text:
             size += len(exc_text)
-        stack = attrs.get("stack_info")
         if stack:
             size += len(stack)
         extras = None

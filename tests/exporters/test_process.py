@@ -101,7 +101,7 @@ def test_an_unformattable_record_is_dropped_and_counted(servers, process_handler
 # --- the frame ---------------------------------------------------------------------------------
 
 class Level(IntEnum):
-    HIGH = 3
+    HIGH = 25
 
 
 class Opaque:
@@ -250,3 +250,15 @@ def test_the_shipper_threads_never_ship_their_own_logs(servers, process_handlers
     finally:
         root.removeHandler(handler)
     assert handler.stats()["accepted"] == 0
+
+
+def test_a_record_marshal_refuses_is_made_plain_and_shipped(servers, process_handlers, logger, registry):
+    server = servers("loki")
+    handler = process_handlers("loki", server)
+    logger.addHandler(handler)
+    logger.info("before")
+    logger.log(Level.HIGH, "an IntEnum level")   # levelno is an int subclass: not marshallable as is
+    logger.info("after")
+    assert handler.flush(10)
+    assert server.messages() == {"before", "an IntEnum level", "after"}
+    assert dropped(registry, "loki") == 0
