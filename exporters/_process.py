@@ -6,11 +6,11 @@ application thread and hands everything else to a child Python process
 — the same backends, redaction, retries, spool and per-record limits — on another core, so its CPU
 no longer competes for the app's GIL::
 
-    app thread     capture_frame(record) -> a tuple of plain values (message, ids, attributes,
-       │           a snapshot of the extras); appended under one short lock, bounded by records
-       │           and bytes (drop_newest when full); the whole call is one function (handler_for)
+    app thread     capture_frame(record) -> bytes: a marshalled tuple of plain values (message, ids,
+       │           attributes, a snapshot of the extras); appended under one short lock, bounded by
+       │           records and bytes (drop_newest when full); the whole call is one function
        ▼
-    ofsre-log-feeder-<backend>    marshals them, a batch at a time, to the child's stdin and
+    ofsre-log-feeder-<backend>    writes them, a batch at a time, to the child's stdin and
        │                          keeps them until the child reports them settled or spooled
        ▼
     child process   rebuilds each record, Shipper.encode() (redaction, JSON), its buffer, batches,
@@ -75,38 +75,21 @@ _EXACT = frozenset((str, int, float, bool, type(None)))
 _EXC_FORMATTER = logging.Formatter()
 _HEADER = struct.Struct("<I")
 _dumps, _loads = marshal.dumps, marshal.loads
-# (attributes, message, exception type name, exception text, stack, trace id, span id, interaction id,
-#  extras, estimated size): see frame_capture().
-Frame = tuple[Any, ...]
+# A marshalled (attributes, message, exception type name, exception text, stack, trace id, span id,
+# interaction id, extras): see frame_capture().
+Frame = bytes
 
 
-def _records_message(frames: list[Frame]) -> bytes:
-    """A batch of frames for the child. A frame marshal refuses (an int subclass as ``levelno``…) is
-    made of exact types; one that still fails becomes None, which the child counts as unformattable."""
-    try:
-        return _dumps(("records", frames), 2)
-    except ValueError:
-        checked: list[Frame | None] = []
-        for frame in frames:
-            try:
-                _dumps(frame, 2)
-            except ValueError:
-                try:   # subclasses of str/int/float made exact, the attributes too
-                    frame = tuple(tuple(map(_plain, item)) if type(item) is tuple else _plain(item)
-                                  for item in frame)
-                    _dumps(frame, 2)
-                except Exception:  # noqa: BLE001 - this record only
-                    checked.append(None)
-                    continue
-            checked.append(frame)
-        return _dumps(("records", checked), 2)
 RESTART_MAX = 5.0       # longest pause before starting a child again
 _REPORT_EVERY = 0.02    # the child's report period, seconds
 _SEND_FRAMES = 8192     # frames per message to the child
-_SCALAR_SIZE = 24       # an extra holding a number, a bool or None, with its key (as _capture)
-_NICENESS = 10         # the shipper process's nice increment
+_NICENESS = 10          # the shipper process's nice increment
 _FEED_FRAMES = 2048     # frames that wake the feeder at once
 _FEED_WAIT = 0.02       # longest a frame waits for the feeder otherwise, seconds
+
+
+def _records_message(frames: list[bytes]) -> bytes:
+    return _dumps(("records", frames), 2)
 
 
 def _plain(value: Any) -> Any:
@@ -146,16 +129,17 @@ _context_get, _SPAN_KEY = _context_lookup()
 _LogRecord = logging.LogRecord
 
 
-def frame_capture(attributes: tuple[str, ...] = ALL_ATTRIBUTES) -> Callable[[logging.LogRecord], Frame]:
+def frame_capture(attributes: tuple[str, ...] = ALL_ATTRIBUTES) -> Callable[[logging.LogRecord], bytes]:
     """``capture_frame`` keeping only the LogRecord ``attributes`` a backend reads (all by default)."""
     fields_of = itemgetter(*attributes)
     get_exc = itemgetter("exc_text", "exc_info", "stack_info")
 
-    def capture_frame(record: logging.LogRecord) -> Frame:
-        """The record as a frame for the shipper process: what :func:`._capture.capture` keeps.
+    def capture_frame(record: logging.LogRecord) -> bytes:
+        """The record as a frame for the shipper process: what :func:`._capture.capture` keeps, as bytes
+        (a marshalled tuple of plain values).
 
-        A tuple of plain values (str, numbers, None, and JSON-ready dicts and lists of them), which
-        the feeder marshals a batch at a time; its last item is the estimated encoded size. Raises
+        Bytes are immutable and not tracked by the garbage collector: a burst held in memory while
+        the child catches up costs no collection time (a tuple per record did, measurably). Raises
         on a broken record (bad %-arguments).
         """
         attrs = record.__dict__
@@ -188,11 +172,6 @@ def frame_capture(attributes: tuple[str, ...] = ALL_ATTRIBUTES) -> Callable[[log
                 trace_id, span_id = format(context.trace_id, "032x"), format(context.span_id, "016x")
             else:
                 trace_id = span_id = None
-        size = RECORD_OVERHEAD + len(message)
-        if exc_text:
-            size += len(exc_text)
-        if stack:
-            size += len(stack)
         extras = None
         if len(attrs) > _INIT_ATTRS:
             # A plain LogRecord's __init__ attributes come first: only the rest can be extras.
@@ -200,19 +179,19 @@ def frame_capture(attributes: tuple[str, ...] = ALL_ATTRIBUTES) -> Callable[[log
                 if key in STANDARD_ATTRS or key[:1] == "_":
                     continue
                 value = attrs[key]
-                if type(value) is str:
-                    size += len(key) + len(value)
-                elif type(value) in _EXACT:
-                    size += len(key) + _SCALAR_SIZE
-                else:
+                if type(value) not in _EXACT:
                     value = _plain(jsonable(value))   # a snapshot: the caller may mutate the original
-                    size += len(key) + len(repr(value))
                 if extras is None:
                     extras = {key: value}
                 else:
                     extras[key] = value
-        return (fields_of(attrs), message, exc_type, exc_text, stack, trace_id, span_id, interaction_id,
-                extras, size)
+        frame = (fields_of(attrs), message, exc_type, exc_text, stack, trace_id, span_id, interaction_id,
+                 extras)
+        try:
+            return _dumps(frame, 2)
+        except ValueError:   # an int subclass as levelno, a str subclass as a name…: made exact
+            return _dumps(tuple(tuple(map(_plain, item)) if type(item) is tuple else _plain(item)
+                                for item in frame), 2)
 
     return capture_frame
 
@@ -238,16 +217,16 @@ _ABSENT: dict[str, Any] = {"name": "", "levelno": 0, "levelname": "", "pathname"
                            "process": None}
 
 
-def record_of_frame(frame: Frame, attributes: tuple[str, ...] = ALL_ATTRIBUTES) -> Captured:
+def record_of_frame(frame: bytes, attributes: tuple[str, ...] = ALL_ATTRIBUTES) -> Captured:
     """The :class:`~._capture.Captured` record a frame came from (in the shipper process)."""
-    fields, message, exc_type, exc_text, stack_info, trace_id, span_id, interaction_id, extras, size = frame
+    fields, message, exc_type, exc_text, stack_info, trace_id, span_id, interaction_id, extras = _loads(frame)
     attrs: dict[str, Any] = dict(zip(attributes, fields, strict=True))
     if len(attributes) < len(_ABSENT):
         attrs = {**_ABSENT, **attrs}
     attrs["msg"], attrs["args"], attrs["exc_text"], attrs["stack_info"] = message, None, exc_text, stack_info
     attrs["exc_info"] = (_exception_type(exc_type), None, None) if exc_type else None
     attrs["trace_id"], attrs["span_id"], attrs["interaction_id"] = trace_id, span_id, interaction_id
-    attrs["taskName"], attrs["_ofsre_size"] = None, size
+    attrs["taskName"], attrs["_ofsre_size"] = None, RECORD_OVERHEAD + len(frame)
     if extras:
         attrs.update(extras)
         attrs["_ofsre_extras"] = list(extras)
@@ -335,7 +314,7 @@ class ProcessShipper:
     # --- application side ------------------------------------------------------------------
 
     def submit(self, frame: Frame) -> None:
-        size = frame[-1]
+        size = len(frame) + RECORD_OVERHEAD
         with self._lock:
             unsent = self._unsent
             if (self._closed or self.accepted - self.released >= self._max_records
@@ -369,7 +348,7 @@ class ProcessShipper:
                 count_telemetry_error("exporters", registry)
                 drop("unformattable")
                 return True
-            size = frame[-1]
+            size = len(frame) + RECORD_OVERHEAD
             with shipper._lock:   # submit(), inline
                 if (shipper.accepted - shipper.released < shipper._max_records
                         and shipper._bytes + size <= shipper._max_bytes and not shipper._closed):
@@ -536,8 +515,8 @@ class ProcessShipper:
                 inflight = self._inflight
                 released = 0
                 for _ in range(newly):
-                    released += inflight.popleft()[-1]
-                self._bytes -= released
+                    released += len(inflight.popleft())
+                self._bytes -= released + newly * RECORD_OVERHEAD
                 self.released += newly
             if self._base + delivered > self.settled:
                 self.settled = min(self._base + delivered, self.released)
@@ -672,7 +651,7 @@ def _child_main() -> None:
         if message[0] == "records":
             for frame in message[1]:
                 try:
-                    record = record_of_frame(frame, attributes)   # None (unmarshallable) raises too
+                    record = record_of_frame(frame, attributes)
                 except Exception:  # noqa: BLE001 - one bad frame must not stop the others
                     count_telemetry_error("exporters", None)
                     shipper.drop("unformattable")
