@@ -564,6 +564,10 @@ class ShippingHandler(logging.Handler):
     ``emit`` only captures the record; the worker thread redacts and encodes it.
     A formatter set on the handler is not used: what is shipped is built from
     :func:`~ofsre.instrumentation.logs.record_fields`, the same fields as the stdout JSON logs.
+
+    ``shipper_process=True`` moves the worker's work (redaction, encoding, batching, HTTP, spool) to a
+    child process (:mod:`._process`); the log call then only captures a frame, and ``handle`` is
+    the shipper's one function (:meth:`~._process.ProcessShipper.handler_for`).
     """
 
     def __init__(self, backend: Backend, *, service: str, env: str, version: str,

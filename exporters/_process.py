@@ -384,8 +384,7 @@ class ProcessShipper:
 
     def _start_child(self) -> bool:
         try:
-            child = subprocess.Popen(self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     env={**os.environ, "OFSRE_SHIPPER_PROCESS": "1"})
+            child = subprocess.Popen(self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
             assert child.stdin is not None
             _write_message(child.stdin, self._config)
         except Exception:  # noqa: BLE001 - no child now: the frames wait, the next try comes later
