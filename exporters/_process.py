@@ -8,7 +8,8 @@ no longer competes for the app's GIL::
 
     app thread     capture_frame(record) -> bytes: a marshalled tuple of plain values (message, ids,
        │           attributes, a snapshot of the extras); appended under one short lock, bounded by
-       │           records and bytes (drop_newest when full); the whole call is one function
+       │           records and bytes (full: drop_newest, or with a spool a wait for the child's disk);
+       │           the whole call is one function
        ▼
     ofsre-log-feeder-<backend>    writes them, a batch at a time, to the child's stdin and
        │                          keeps them until the child reports them settled or spooled
@@ -26,8 +27,10 @@ delivered twice (at least once, like the spool) but never missed. Meanwhile the 
 logging into the bounded buffer. Redaction still happens before anything reaches the network or
 a disk: the frames travel through a pipe between the two processes only.
 
-Limits of this mode: the overflow policy is always ``drop_newest`` (no ``block``: the app thread
-never waits); ``ofsre_log_send_duration_seconds`` is the child's and not exported (the record and
+With a spool, a full buffer makes the log call wait (at most ``SPILL_TIMEOUT`` s, while a child is
+running) for the child to move records to its disk, as the thread shipper does: a burst larger than
+memory goes to disk. Limits of this mode: otherwise the overflow policy is always ``drop_newest`` (no
+``block``); ``ofsre_log_send_duration_seconds`` is the child's and not exported (the record and
 batch counters are); records logged while no child runs wait in memory.
 """
 
@@ -59,6 +62,7 @@ from ofsre.instrumentation.context import _interaction_id
 from ofsre.instrumentation.logs import STANDARD_ATTRS, jsonable
 from ofsre.instrumentation.metrics import count_telemetry_error
 
+from ._buffer import SPILL_TIMEOUT
 from ._capture import RECORD_OVERHEAD, Captured
 
 __all__ = ["capture_frame", "frame_capture", "record_of_frame", "ProcessShipper", "RESTART_MAX",
@@ -86,6 +90,9 @@ _SEND_FRAMES = 8192     # frames per message to the child
 _NICENESS = 10          # the shipper process's nice increment
 _FEED_FRAMES = 2048     # frames that wake the feeder at once
 _FEED_WAIT = 0.02       # longest a frame waits for the feeder otherwise, seconds
+# Bytes a frame counts for in the byte bound beyond its own: its object, and about what its encoding
+# adds (the thread shipper counts the encoded size).
+_FRAME_OVERHEAD = 200
 
 
 def _records_message(frames: list[bytes]) -> bytes:
@@ -267,6 +274,7 @@ class ProcessShipper:
         self._command = command or [sys.executable, "-m", "ofsre.exporters._process"]
         self._closed = False
         self._max_records, self._max_bytes = options.queue_records, options.queue_bytes
+        self._spill = bool(options.spool_dir)   # a full buffer waits for the child's disk, as in a thread
         self._setup()
         from ._core import _call_weak, _close_at_exit
         weak = weakref.WeakMethod(self.after_fork_in_child)
@@ -279,6 +287,7 @@ class ProcessShipper:
         lock = threading.Lock()
         self._lock = lock
         self._wake = threading.Condition(lock)       # the feeder waits here
+        self._room = threading.Condition(lock)       # a full buffer's callers wait here (with a spool)
         self._settled_cv = threading.Condition(lock)  # flush() waits here
         self._unsent: list[Frame] = []     # frames not yet written to the current child
         self._inflight: deque[Frame] = deque()   # written to the current child, not yet settled
@@ -292,6 +301,8 @@ class ProcessShipper:
         self._spooled = 0
         self._child: subprocess.Popen[bytes] | None = None
         self._child_dead = True   # none yet: the feeder starts one at once
+        self._child_ready = False   # the current child has reported
+        self._first_start = True    # no child has been ready or failed yet
         self._reader: threading.Thread | None = None
         self._flush_wanted = False
         self._stopping = False
@@ -314,11 +325,10 @@ class ProcessShipper:
     # --- application side ------------------------------------------------------------------
 
     def submit(self, frame: Frame) -> None:
-        size = len(frame) + RECORD_OVERHEAD
+        size = len(frame) + _FRAME_OVERHEAD
         with self._lock:
             unsent = self._unsent
-            if (self._closed or self.accepted - self.released >= self._max_records
-                    or self._bytes + size > self._max_bytes):
+            if not self._fits(size) and not self._wait_for_room(size):
                 refused = "closed" if self._closed else "buffer_full"
             else:
                 unsent.append(frame)
@@ -348,10 +358,11 @@ class ProcessShipper:
                 count_telemetry_error("exporters", registry)
                 drop("unformattable")
                 return True
-            size = len(frame) + RECORD_OVERHEAD
+            size = len(frame) + _FRAME_OVERHEAD
             with shipper._lock:   # submit(), inline
-                if (shipper.accepted - shipper.released < shipper._max_records
-                        and shipper._bytes + size <= shipper._max_bytes and not shipper._closed):
+                if ((shipper.accepted - shipper.released < shipper._max_records
+                        and shipper._bytes + size <= shipper._max_bytes and not shipper._closed)
+                        or shipper._wait_for_room(size)):
                     unsent = shipper._unsent
                     unsent.append(frame)
                     shipper._bytes += size
@@ -364,6 +375,28 @@ class ProcessShipper:
             return True
 
         return handle
+
+    def _fits(self, size: int) -> bool:
+        return (self.accepted - self.released < self._max_records and self._bytes + size <= self._max_bytes
+                and not self._closed)
+
+    def _wait_for_room(self, size: int) -> bool:
+        """Under the lock, the buffer full: with a spool, wait (at most SPILL_TIMEOUT s) while the child
+        writes to disk, as the thread shipper does; without one, or with no child running, refuse."""
+        if not (self._spill and self._may_wait()):
+            return False
+        deadline = time.monotonic() + SPILL_TIMEOUT
+        self._wake.notify()   # the feeder: the child must get what is waiting
+        while not self._fits(size):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._may_wait():
+                return False
+            self._room.wait(min(remaining, 0.05))
+        return True
+
+    def _may_wait(self) -> bool:
+        """A child is running and reporting, or the first one is starting: a full buffer will drain."""
+        return not self._closed and (self._child_ready or self._first_start)
 
     def drop(self, reason: str, count: int = 1) -> None:
         self.metrics.dropped[reason].inc(count)
@@ -390,6 +423,9 @@ class ProcessShipper:
         except Exception:  # noqa: BLE001 - no child now: the frames wait, the next try comes later
             count_telemetry_error("exporters", self.registry)
             _log.exception("ofsre log shipper (%s): cannot start the shipper process", self.backend.name)
+            with self._lock:
+                self._first_start = False
+                self._room.notify_all()
             return False
         with self._lock:
             self._child, self._child_dead = child, False
@@ -490,9 +526,11 @@ class ProcessShipper:
         with self._lock:
             if self._child is child:
                 self._child_dead = True
+                self._child_ready = self._first_start = False
                 self.restarts += 0 if self._stopping else 1
                 self._wake.notify_all()
                 self._settled_cv.notify_all()
+                self._room.notify_all()
 
     def _apply(self, child: subprocess.Popen[bytes], durable: int, delivered: int,
                counts: dict[str, int]) -> None:
@@ -500,6 +538,9 @@ class ProcessShipper:
         with self._lock:
             if self._child is not child:
                 return
+            if not self._child_ready:
+                self._child_ready, self._first_start = True, False
+                self._room.notify_all()
             self._spooled = counts.pop("spooled", 0)   # a level, not a counter
             for name, value in counts.items():
                 delta = value - self._child_counts.get(name, 0)
@@ -515,8 +556,9 @@ class ProcessShipper:
                 released = 0
                 for _ in range(newly):
                     released += len(inflight.popleft())
-                self._bytes -= released + newly * RECORD_OVERHEAD
+                self._bytes -= released + newly * _FRAME_OVERHEAD
                 self.released += newly
+                self._room.notify_all()
             if self._base + delivered > self.settled:
                 self.settled = min(self._base + delivered, self.released)
                 self._settled_cv.notify_all()
@@ -558,6 +600,7 @@ class ProcessShipper:
         deadline = time.monotonic() + (self.options.flush_timeout if timeout is None else timeout)
         with self._lock:
             self._closed = True
+            self._room.notify_all()
         delivered = self.flush(max(0.0, deadline - time.monotonic()))
         with self._lock:
             self._stopping = True

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
 import sys
 from collections import Counter
 from enum import IntEnum
@@ -20,6 +21,7 @@ import pytest
 
 from ofsre.exporters._capture import capture
 from ofsre.exporters._process import capture_frame, record_of_frame
+from ofsre.exporters.loki import LokiHandler
 from ofsre.instrumentation import semconv
 from ofsre.instrumentation.logs import ContextFilter, record_fields
 
@@ -262,3 +264,37 @@ def test_a_record_marshal_refuses_is_made_plain_and_shipped(servers, process_han
     assert handler.flush(10)
     assert server.messages() == {"before", "an IntEnum level", "after"}
     assert dropped(registry, "loki") == 0
+
+
+def test_a_burst_larger_than_memory_goes_to_the_spool_while_the_backend_is_down(servers, registry, logger,
+                                                                                 tmp_path):
+    server = servers("loki")
+    server.stop()
+    handler = LokiHandler(server.url, service="payments", registry=registry, spool_dir=str(tmp_path),
+                          queue_bytes=2 * 1024 * 1024, backoff_initial=0.05, backoff_max=0.2,
+                          shipper_process=True)
+    try:
+        logger.addHandler(handler)
+        messages = test_shipping.emit(logger, 50_000, "burst")   # ~20 MB of frames: 10x the memory bound
+        assert dropped(registry, "loki") == 0, handler.stats()
+        assert wait_until(lambda: handler.stats()["spooled"] == 50_000, timeout=60), handler.stats()
+        assert handler.stats()["queued"] == 0   # out of the app's memory, on the child's disk
+        server.start()
+        assert handler.flush(120), handler.stats()
+        assert server.messages() == set(messages)
+        assert dropped(registry, "loki") == 0
+    finally:
+        handler.close(timeout=5)
+
+
+def test_records_are_flushed_at_interpreter_exit(servers):
+    server = servers("loki")
+    script = (
+        "import logging\n"
+        "from ofsre.exporters.loki import LokiHandler\n"
+        f"handler = LokiHandler({server.url!r}, service='payments', batch_wait=60, shipper_process=True)\n"
+        "log = logging.getLogger('app'); log.addHandler(handler); log.setLevel(logging.INFO)\n"
+        "for i in range(10): log.info(f'exit-{i}')\n"   # no flush(), no close(): atexit does it
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    assert server.messages() == {f"exit-{i}" for i in range(10)}
