@@ -302,6 +302,7 @@ class ProcessShipper:
         self._child: subprocess.Popen[bytes] | None = None
         self._child_dead = True   # none yet: the feeder starts one at once
         self._child_ready = False   # the current child has reported
+        self._child_spill = False   # ... that its spool has room
         self._first_start = True    # no child has been ready or failed yet
         self._reader: threading.Thread | None = None
         self._flush_wanted = False
@@ -395,8 +396,9 @@ class ProcessShipper:
         return True
 
     def _may_wait(self) -> bool:
-        """A child is running and reporting, or the first one is starting: a full buffer will drain."""
-        return not self._closed and (self._child_ready or self._first_start)
+        """A child is running with room on its disk, or the first one is starting: a full buffer
+        will drain. A full spool stops the waits (the thread shipper's ``spill``)."""
+        return not self._closed and ((self._child_ready and self._child_spill) or self._first_start)
 
     def drop(self, reason: str, count: int = 1) -> None:
         self.metrics.dropped[reason].inc(count)
@@ -541,7 +543,8 @@ class ProcessShipper:
             if not self._child_ready:
                 self._child_ready, self._first_start = True, False
                 self._room.notify_all()
-            self._spooled = counts.pop("spooled", 0)   # a level, not a counter
+            self._spooled = counts.pop("spooled", 0)   # levels, not counters
+            self._child_spill = bool(counts.pop("spill", 0))
             for name, value in counts.items():
                 delta = value - self._child_counts.get(name, 0)
                 if delta > 0:
@@ -672,6 +675,7 @@ def _child_main() -> None:
             for kind, child in shipper.metrics.batches.items():
                 counts["batch_" + kind] = int(child._value.get())
             counts["spooled"] = spool.pending if spool is not None else 0
+            counts["spill"] = int(buffer.spill)   # its spool has room for another batch
         payload = _dumps((durable, delivered, counts))
         if payload != last:
             _write_message(report_out, payload)

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections import Counter
 from enum import IntEnum
 
@@ -298,3 +299,24 @@ def test_records_are_flushed_at_interpreter_exit(servers):
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
     assert server.messages() == {f"exit-{i}" for i in range(10)}
+
+
+def test_a_full_spool_stops_the_waits_and_the_overflow_is_dropped_and_counted(servers, registry, logger,
+                                                                              tmp_path):
+    server = servers("loki")
+    server.stop()
+    handler = LokiHandler(server.url, service="payments", registry=registry, spool_dir=str(tmp_path),
+                          spool_bytes=2 * 1024 * 1024, queue_bytes=256 * 1024,
+                          backoff_initial=0.05, backoff_max=0.2, shipper_process=True)
+    try:
+        logger.addHandler(handler)
+        burst = threading.Thread(target=test_shipping.emit, args=(logger, 20_000, "x" * 100))
+        burst.start()
+        burst.join(60)   # 5 s per call past the bound would take hours
+        assert not burst.is_alive()
+        assert dropped(registry, "loki", "buffer_full") > 0
+        stats = handler.stats()
+        assert stats["accepted"] + stats["dropped_buffer_full"] == 20_000
+        assert stats["spooled"] > 0   # the spool took what it could
+    finally:
+        handler.close(timeout=1)
