@@ -8,9 +8,9 @@ traced and carries the ``x-fapi-interaction-id``). Per request, in this order:
    ``Content-Length`` that is not one decimal number (or several that disagree), a header name
    that is not a token or a value with control characters or leading/trailing whitespace → 400
    (uvicorn >= 0.55 strips the whitespace around a value itself, as RFC 9110 §5.5 says a parser
-   does: the value is then judged without it). Such a request is the client's error; forwarded as it is, the gateway's HTTP client would
-   refuse to send it and the caller would see a 502. The offending value is never logged: it
-   is often a credential.
+   does: the value is then judged without it). Such a request is the client's error; forwarded
+   as it is, the gateway's HTTP client would refuse to send it and the caller would see a 502.
+   The offending value is never logged: it is often a credential.
 2. **Who may call a module** (``gateway_secret`` set, modules only): an API path
    (``/open-banking/…``, ``/_sim/…``) without ``x-ofsre-gateway-secret`` equal to the secret
    → 401. Only a request that passed this check may carry the caller's organisation
