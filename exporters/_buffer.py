@@ -56,6 +56,24 @@ OVERFLOW_POLICIES = (DROP_NEWEST, DROP_OLDEST, BLOCK)
 SPILL_TIMEOUT = 5.0
 
 
+def linger_wait(condition: threading.Condition, done: Callable[[], bool], pending: Callable[[], bool],
+                linger: float) -> None:
+    """Wait on ``condition`` (its lock held) until ``done()``, or until ``linger`` seconds have passed
+    since ``pending()`` (something waiting to go) became true; with nothing pending, wait unbounded."""
+    deadline = None
+    while not done():
+        if not pending():
+            deadline = None
+            condition.wait()
+            continue
+        now = time.monotonic()
+        if deadline is None:
+            deadline = now + linger
+        if now >= deadline:
+            return
+        condition.wait(deadline - now)
+
+
 class Entry(NamedTuple):
     """One log record, already formatted, redacted and encoded for its backend."""
 
@@ -205,18 +223,8 @@ class RecordBuffer:
         Returns True when everything should go now (flush or stop), False for a timed batch.
         """
         with self._lock:
-            deadline = None
-            while not (self._stopping or self._flush_requested or self.batch_ready()):
-                if not self._count:
-                    deadline = None
-                    self._work.wait()
-                    continue
-                now = time.monotonic()
-                if deadline is None:
-                    deadline = now + linger
-                if now >= deadline:
-                    break
-                self._work.wait(deadline - now)
+            linger_wait(self._work, lambda: self._stopping or self._flush_requested or self.batch_ready(),
+                        lambda: self._count > 0, linger)
             drain = self._stopping or self._flush_requested
             self._flush_requested = False
             return drain

@@ -62,7 +62,7 @@ from ofsre.instrumentation.context import _interaction_id
 from ofsre.instrumentation.logs import STANDARD_ATTRS, jsonable
 from ofsre.instrumentation.metrics import count_telemetry_error
 
-from ._buffer import SPILL_TIMEOUT
+from ._buffer import SPILL_TIMEOUT, linger_wait
 from ._capture import RECORD_OVERHEAD, Captured
 
 __all__ = ["capture_frame", "frame_capture", "record_of_frame", "ProcessShipper", "RESTART_MAX",
@@ -450,19 +450,9 @@ class ProcessShipper:
                 # Woken by a full chunk of frames (or a flush, close, a dead child), else the first
                 # frame waits at most _FEED_WAIT: a thread woken per record would take the GIL from
                 # the app thread at every call.
-                deadline = None
-                while not (len(self._unsent) >= _FEED_FRAMES or self._stopping or self._child_dead
-                           or self._flush_wanted):
-                    if not self._unsent:
-                        deadline = None
-                        self._wake.wait()
-                        continue
-                    now = time.monotonic()
-                    if deadline is None:
-                        deadline = now + _FEED_WAIT
-                    if now >= deadline:
-                        break
-                    self._wake.wait(deadline - now)
+                linger_wait(self._wake, lambda: (len(self._unsent) >= _FEED_FRAMES or self._stopping
+                                                 or self._child_dead or self._flush_wanted),
+                            lambda: bool(self._unsent), _FEED_WAIT)
                 if self._stopping and not self._unsent:
                     return
                 child_dead = self._child_dead or self._child is None

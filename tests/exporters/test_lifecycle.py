@@ -53,12 +53,13 @@ def test_close_counts_what_it_could_not_send_and_refuses_later_records(servers, 
     assert sample(registry, semconv.LOG_RECORDS_SHIPPED, backend="loki") == 0
 
 
-def test_records_are_flushed_at_interpreter_exit(servers):
+@pytest.mark.parametrize("mode", ["", ", shipper_process=True"], ids=["thread", "process"])
+def test_records_are_flushed_at_interpreter_exit(servers, mode):
     server = servers("loki")
     script = (
         "import logging\n"
         "from ofsre.exporters.loki import LokiHandler\n"
-        f"handler = LokiHandler({server.url!r}, service='payments', batch_wait=60)\n"
+        f"handler = LokiHandler({server.url!r}, service='payments', batch_wait=60{mode})\n"
         "log = logging.getLogger('app'); log.addHandler(handler); log.setLevel(logging.INFO)\n"
         "for i in range(10): log.info(f'exit-{i}')\n"   # no flush(), no close(): atexit does it
     )
@@ -73,12 +74,13 @@ def test_a_forked_child_ships_its_own_records_and_not_its_parents(servers, handl
     for i in range(10):
         logger.info(f"parent-{i}")
     pid = os.fork()
-    if pid == 0:  # child: fresh buffer and thread; exits without pytest's teardown
+    if pid == 0:  # child: its own buffer and shipper (thread or process); exits without pytest's teardown
         code = 1
         try:
             for i in range(5):
                 logger.info(f"child-{i}")
-            code = 0 if handler.flush(10) and handler.stats()["accepted"] == 5 else 1
+            code = 0 if handler.flush(20) and handler.stats()["accepted"] == 5 else 1
+            handler.close(5)
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)

@@ -12,10 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
-from collections import Counter
 from enum import IntEnum
 
 import pytest
@@ -26,7 +24,7 @@ from ofsre.exporters.loki import LokiHandler
 from ofsre.instrumentation import semconv
 from ofsre.instrumentation.logs import ContextFilter, record_fields
 
-from . import test_capture, test_shipping
+from . import test_capture, test_lifecycle, test_shipping
 from .exporter_fakes import dropped, sample, wait_until
 
 KINDS = ["loki", "datadog", "elastic"]
@@ -218,26 +216,8 @@ def test_close_counts_what_it_could_not_send(servers, process_handlers, logger, 
 
 
 def test_a_forked_child_ships_its_own_records_and_not_its_parents(servers, process_handlers, logger):
-    server = servers("loki")
-    handler = process_handlers("loki", server, batch_wait=30)
-    logger.addHandler(handler)
-    for i in range(10):
-        logger.info(f"parent-{i}")
-    pid = os.fork()
-    if pid == 0:  # child: its own buffer and shipper process; exits without pytest's teardown
-        code = 1
-        try:
-            for i in range(5):
-                logger.info(f"child-{i}")
-            code = 0 if handler.flush(20) and handler.stats()["accepted"] == 5 else 1
-            handler.close(5)
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    assert handler.flush(10)
-    sent = Counter(m for arrival in server.arrivals for m in arrival.messages)
-    assert sent == Counter([f"parent-{i}" for i in range(10)] + [f"child-{i}" for i in range(5)])
+    test_lifecycle.test_a_forked_child_ships_its_own_records_and_not_its_parents(servers, process_handlers,
+                                                                                 logger)
 
 
 def test_the_shipper_threads_never_ship_their_own_logs(servers, process_handlers, registry):
@@ -286,19 +266,6 @@ def test_a_burst_larger_than_memory_goes_to_the_spool_while_the_backend_is_down(
         assert dropped(registry, "loki") == 0
     finally:
         handler.close(timeout=5)
-
-
-def test_records_are_flushed_at_interpreter_exit(servers):
-    server = servers("loki")
-    script = (
-        "import logging\n"
-        "from ofsre.exporters.loki import LokiHandler\n"
-        f"handler = LokiHandler({server.url!r}, service='payments', batch_wait=60, shipper_process=True)\n"
-        "log = logging.getLogger('app'); log.addHandler(handler); log.setLevel(logging.INFO)\n"
-        "for i in range(10): log.info(f'exit-{i}')\n"   # no flush(), no close(): atexit does it
-    )
-    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
-    assert server.messages() == {f"exit-{i}" for i in range(10)}
 
 
 def test_a_full_spool_stops_the_waits_and_the_overflow_is_dropped_and_counted(servers, registry, logger,
