@@ -7,6 +7,7 @@ Not a benchmark (``run.py`` runs ``bench_*.py`` only). The benchmarks import it 
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import socket
@@ -35,10 +36,29 @@ def wait_port(port: int, failure: str, timeout: float = 30) -> None:
 
 # -- load generators: requests/s of GET ``url`` for ``seconds``, keep-alive connections ------------
 
-def load_wrk(url: str, seconds: float, connections: int) -> float:
+def on_cpus(cpus: set[int] | None) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that runs the child on ``cpus`` only (None: wherever the kernel likes)."""
+    if not cpus:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
+def split_cpus() -> tuple[set[int] | None, set[int] | None]:
+    """(server CPUs, load-generator CPUs): the last CPU this process may use for the server, the
+    others for the load, so the two never take turns on one core; (None, None) on one CPU or where
+    affinity cannot be set."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None, None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None, None
+    return {cpus[-1]}, set(cpus[:-1])
+
+
+def load_wrk(url: str, seconds: float, connections: int, cpus: set[int] | None = None) -> float:
     out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
                           "-H", f"x-fapi-interaction-id: {INTERACTION_ID}", url],
-                         capture_output=True, text=True, check=True).stdout
+                         capture_output=True, text=True, check=True, preexec_fn=on_cpus(cpus)).stdout
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         raise RuntimeError(f"wrk saw {errors.group(1)} error responses:\n{out}")
@@ -67,16 +87,16 @@ asyncio.run(main())
 """
 
 
-def load_python(url: str, seconds: float, connections: int) -> float:
+def load_python(url: str, seconds: float, connections: int, cpus: set[int] | None = None) -> float:
     """Fallback load generator: asyncio keep-alive connections in a separate process."""
     parts = urlsplit(url)
     out = subprocess.run([sys.executable, "-c", _PY_CLIENT, parts.hostname, str(parts.port), parts.path,
                           INTERACTION_ID, str(seconds), str(connections)],
-                         capture_output=True, text=True, check=True).stdout
+                         capture_output=True, text=True, check=True, preexec_fn=on_cpus(cpus)).stdout
     return float(out.strip())
 
 
-def load_generator() -> tuple[Callable[[str, float, int], float], str]:
+def load_generator() -> tuple[Callable[..., float], str]:
     """wrk when it is installed, else the Python client; and the name the tables print."""
     if shutil.which("wrk"):
         return load_wrk, "wrk -t1"

@@ -41,6 +41,7 @@ per callgrind measurement, 200).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -48,9 +49,20 @@ import signal
 import socket
 import subprocess
 import sys
-from statistics import median
+import time
+from statistics import median, quantiles
 
-from _common import INTERACTION_ID, CountingServer, asgi_scope, best_us, call_asgi, load_generator, wait_port
+from _common import (
+    INTERACTION_ID,
+    CountingServer,
+    asgi_scope,
+    best_us,
+    call_asgi,
+    load_generator,
+    on_cpus,
+    split_cpus,
+    wait_port,
+)
 
 VARIANTS = ("bare", "ofsre", "instrumentator", "otel", "both", "ofsre_10pct", "ofsre_0pct", "ofsre_no_traces",
             "ofsre_otlp", "otel_otlp")
@@ -156,27 +168,31 @@ def serve(variant: str) -> None:
 
 
 class Server:
-    """The variant's uvicorn in a subprocess, for the duration of a ``with`` block."""
+    """The variant's uvicorn in a subprocess on ``cpus`` until :meth:`stop`; ``url`` is its endpoint.
+    ``otlp_url``: where the OTLP rows export their spans."""
 
-    def __init__(self, variant: str):
+    def __init__(self, variant: str, cpus: set[int] | None = None, otlp_url: str | None = None):
         self.variant = variant
-
-    def __enter__(self) -> str:
-        self.proc = subprocess.Popen([sys.executable, __file__, "--serve", self.variant],
-                                     stdout=subprocess.PIPE, text=True)
+        env = dict(os.environ)
+        if otlp_url:
+            env["BENCH_OTLP_URL"] = otlp_url
+            # Queue room for every span of the run: the row is what exporting costs, and all must arrive.
+            env["OTEL_BSP_MAX_QUEUE_SIZE"] = "1000000"
+        self.proc = subprocess.Popen([sys.executable, __file__, "--serve", variant], stdout=subprocess.PIPE,
+                                     text=True, env=env, preexec_fn=on_cpus(cpus))
+        self.lines: list[str] | None = None
         port = int(self.proc.stdout.readline())
-        wait_port(port, f"{self.variant}: server did not start")
-        return f"http://127.0.0.1:{port}{PATH}"
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        wait_port(port, f"{variant}: server did not start")
+        self.url = f"http://127.0.0.1:{port}{PATH}"
 
     def stop(self) -> list[str]:
         """Stop the server (SIGTERM: uvicorn shuts down cleanly); return what it printed after its port."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        out, _ = self.proc.communicate(timeout=120)
-        return [line for line in (out or "").splitlines() if line.strip()]
+        if self.lines is None:
+            if self.proc.poll() is None:
+                self.proc.terminate()
+            out, _ = self.proc.communicate(timeout=120)
+            self.lines = [line for line in (out or "").splitlines() if line.strip()]
+        return self.lines
 
 
 # The OTLP receiver's answer to a POST (see _common.CountingServer): decode the request, count its spans.
@@ -192,47 +208,58 @@ def answer(path, body):
 """
 
 
-SPAN_CHECKS: list[str] = []   # "variant: N spans ended, N received" lines of the OTLP rows
+def measure(variants: list[str], rounds: int, seconds: float, warmup: float,
+            connections: int) -> tuple[dict[str, list[float]], dict[str, list[float]], list[str]]:
+    """Requests/s of every variant in every round, each round's ratios to the bare app, and the OTLP
+    rows' span checks.
 
-
-def measure(variant: str, seconds: float, warmup: float, connections: int,
-            receiver: CountingServer | None = None) -> float:
+    Every variant's server runs for the whole measurement (idle when it is not the one measured), on
+    its own core when there are two or more (the load generator on the others). A round measures bare
+    first and last and every other variant once in between (the order reversed every other round);
+    a variant's ratio is to the mean of its round's two bare runs, so a slow phase of the shared
+    machine lands on both sides of the ratio instead of on one variant."""
     load, _ = load_generator()
-    if variant not in OTLP_VARIANTS:
-        with Server(variant) as url:
-            load(url, warmup, connections)
-            return load(url, seconds, connections)
-    receiver.reset()
-    server = Server(variant)
-    os.environ["BENCH_OTLP_URL"] = receiver.url + "/v1/traces"
-    # Queue room for every span of the run: the row is about what exporting costs, and all must arrive.
-    os.environ["OTEL_BSP_MAX_QUEUE_SIZE"] = "1000000"
-    try:
-        url = server.__enter__()
-        load(url, warmup, connections)
-        rps = load(url, seconds, connections)
-    finally:
-        lines = server.stop()
-        os.environ.pop("OTEL_BSP_MAX_QUEUE_SIZE", None)
-    ended = int(next(line.split()[1] for line in lines if line.startswith("ended ")))
-    received = receiver.count()
-    verdict = "all arrived" if received == ended else f"MISSING {ended - received}"
-    SPAN_CHECKS.append(f"{variant}: {ended:,} spans ended, {received:,} received by the OTLP receiver: "
-                       f"{verdict}")
-    return rps
+    server_cpus, load_cpus = split_cpus()
+    others = [v for v in variants if v != "bare"]
+    results: dict[str, list[float]] = {v: [] for v in variants}
+    ratios: dict[str, list[float]] = {v: [] for v in variants}
+    checks = []
+    with contextlib.ExitStack() as stack:
+        receivers = {v: stack.enter_context(CountingServer(OTLP_ANSWER, f"the OTLP receiver of {v}"))
+                     for v in variants if v in OTLP_VARIANTS}
+        servers = {}
+        for variant in variants:
+            otlp = receivers[variant].url + "/v1/traces" if variant in receivers else None
+            servers[variant] = server = Server(variant, server_cpus, otlp)
+            stack.callback(server.stop)
+        for variant in variants:
+            load(servers[variant].url, warmup, connections, load_cpus)
+        for r in range(rounds):
+            order = others if r % 2 == 0 else others[::-1]
+            this_round = {}
+            for variant in ["bare", *order, "bare"]:
+                rps = load(servers[variant].url, seconds, connections, load_cpus)
+                print(f"round {r + 1}/{rounds} {variant}: {rps:,.0f} req/s", file=sys.stderr, flush=True)
+                this_round.setdefault(variant, []).append(rps)
+            bare = sum(this_round["bare"]) / 2
+            for variant in variants:
+                rps = bare if variant == "bare" else this_round[variant][0]
+                results[variant].append(rps)
+                ratios[variant].append(rps / bare)
+        for variant, receiver in receivers.items():   # after SIGTERM the server exports what is queued
+            said = servers[variant].stop()
+            ended = int(next(line.split()[1] for line in said if line.startswith("ended ")))
+            received = receiver.count()
+            verdict = "all arrived" if received == ended else f"MISSING {ended - received}"
+            checks.append(f"{variant}: {ended:,} spans ended, {received:,} received by its OTLP receiver: "
+                          f"{verdict}")
+    return results, ratios, checks
 
 
 # -- where the time goes: the same app called in-process (no server, no sockets, no noise from the
 # load generator), microseconds per request, best of a few rounds -------------------------------
 
 _SCOPE = asgi_scope(PATH, INTERACTION_ID)
-
-
-def _per_request_us(app, requests: int, rounds: int = 3) -> float:
-    import asyncio
-
-    asyncio.run(call_asgi(app, _SCOPE, 500))  # warm-up: route tables, label children, caches
-    return best_us(lambda: asyncio.run(call_asgi(app, _SCOPE, requests)), requests, rounds)
 
 
 def _span_alone_us(count: int = 20000) -> float:
@@ -252,33 +279,46 @@ def _span_alone_us(count: int = 20000) -> float:
     return best_us(spans, count)
 
 
-def cost_breakdown(requests: int = 3000) -> tuple[list[str], dict[str, float]]:
-    from opentelemetry.trace import NoOpTracerProvider
-    from prometheus_client import CollectorRegistry
+def cost_breakdown(requests: int = 300, rounds: int = 40) -> tuple[list[str], dict[str, list[float]]]:
+    """Wall-clock microseconds per in-process request of each variant, and above the bare app.
 
-    from ofsre.instrumentation import instrument_app
+    The apps are called in turns of ``requests`` (the order reversed every other round), so a slow
+    moment of the machine falls on every variant; each figure is the median over the rounds, and the
+    difference to bare the median of each round's difference (paired)."""
+    import asyncio
 
-    def ofsre(provider):
-        return instrument_app(build_app("bare"), "bench", registry=CollectorRegistry(),
-                              tracer_provider=provider, logs=False)
-
-    bare = _per_request_us(build_app("bare"), requests)
-    rows = [("bare FastAPI app, called in-process", bare, "")]
-    for label, provider in (("ofsre, no tracer (metrics, id, context)", NoOpTracerProvider()),
-                            ("ofsre, traces sampled at 0 %", _discarding_provider(0.0)),
-                            ("ofsre, traces sampled at 100 %", _discarding_provider(1.0)),
-                            # Diagnostic only: the same sampled spans with no span processor, so the
-                            # gap to the row above is what the BatchSpanProcessor (queue, worker
-                            # thread, spans freed in batches) adds.
-                            ("  same, no span processor (diagnostic)", _unprocessed_provider())):
-        rows.append((label, _per_request_us(ofsre(provider), requests), "+"))
-    lines = ["where the time goes (in-process ASGI calls, no server; wall-clock us per request, best of 3)"]
-    for label, us, sign in rows:
-        extra = f"  ({sign}{us - bare:.1f})" if sign else ""
-        lines.append(f"  {label:<42}{us:>7.1f}{extra}")
+    rows = (("bare", "bare FastAPI app, called in-process"),
+            ("notrace", "ofsre, no tracer (metrics, id, context)"),
+            ("sampled0", "ofsre, traces sampled at 0 %"),
+            ("sampled100", "ofsre, traces sampled at 100 %"),
+            # Diagnostic only: the same sampled spans with no span processor, so the gap to the row
+            # above is what the BatchSpanProcessor (queue, worker thread, spans freed in batches) adds.
+            ("unprocessed", "  same, no span processor (diagnostic)"))
+    apps = {key: _cg_app(key) for key, _ in rows}   # the apps the instruction counts use
+    loop = asyncio.new_event_loop()
+    for app in apps.values():   # warm-up: route tables, label children, caches
+        loop.run_until_complete(call_asgi(app, _SCOPE, 1000))
+    times: dict[str, list[float]] = {key: [] for key in apps}
+    for r in range(rounds):
+        for key in (list(apps) if r % 2 == 0 else list(apps)[::-1]):
+            started = time.perf_counter()
+            loop.run_until_complete(call_asgi(apps[key], _SCOPE, requests))
+            times[key].append((time.perf_counter() - started) / requests * 1e6)
+    loop.close()
+    per_us = {key: median(values) for key, values in times.items()}
+    above = {key: paired_difference(times[key], times["bare"]) for key in times}
+    lines = [f"where the time goes (in-process ASGI calls, no server; wall-clock us per request, median of "
+             f"{rounds} turns of {requests} requests; above bare: the median of the paired differences)"]
+    for key, label in rows:
+        extra = f"  ({above[key]:+.1f})" if key != "bare" else ""
+        lines.append(f"  {label:<42}{per_us[key]:>7.1f}{extra}")
     lines.append(f"  {'one OpenTelemetry SDK span alone':<42}{_span_alone_us():>7.1f}")
-    keys = ("bare", "notrace", "sampled0", "sampled100", "unprocessed")
-    return lines, {key: us for key, (_, us, _) in zip(keys, rows, strict=True)}
+    return lines, times
+
+
+def paired_difference(these: list[float], those: list[float]) -> float:
+    """The median of the round-by-round differences of two series measured in the same rounds."""
+    return median(a - b for a, b in zip(these, those, strict=True))
 
 
 # -- instruction counts: the same in-process calls under valgrind's callgrind --------------------
@@ -405,59 +445,48 @@ GOAL_0PCT_US = 2.0   # 0 % sampled within this many microseconds per request of 
 
 
 def run() -> str:
-    seconds = float(os.environ.get("BENCH_DURATION", "5"))
+    seconds = float(os.environ.get("BENCH_DURATION", "2"))
     warmup = float(os.environ.get("BENCH_WARMUP", "2"))
-    rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
+    rounds = int(os.environ.get("BENCH_ROUNDS", "10"))
     connections = int(os.environ.get("BENCH_CONNECTIONS", "16"))
     variants = [v for v in os.environ.get("BENCH_VARIANTS", ",".join(VARIANTS)).split(",") if v]
     if "bare" not in variants:
         variants.insert(0, "bare")
-    SPAN_CHECKS.clear()
     load_before = os.getloadavg()[0]
-    results: dict[str, list[float]] = {v: [] for v in variants}
-    ratios: dict[str, list[float]] = {v: [] for v in variants}
-    with CountingServer(OTLP_ANSWER, "the OTLP receiver") as receiver:
-        for r in range(rounds):
-            # Interleaved, and every other round in reverse order, so a slow phase of the shared
-            # machine is spread over every variant instead of landing on one.
-            order = variants if r % 2 == 0 else variants[::-1]
-            this_round = {}
-            for variant in order:
-                rps = measure(variant, seconds, warmup, connections, receiver)
-                print(f"round {r + 1} {variant}: {rps:,.0f} req/s", file=sys.stderr, flush=True)
-                this_round[variant] = rps
-                results[variant].append(rps)
-            for variant in variants:
-                ratios[variant].append(this_round[variant] / this_round["bare"])
+    results, ratios, checks = measure(variants, rounds, seconds, warmup, connections)
     _, generator = load_generator()
-    lines = [f"FastAPI + uvicorn (1 worker), GET {ROUTE}, {generator}, {connections} connections, "
-             f"{seconds:g} s x {rounds} interleaved rounds; load average {load_before:.1f} at start on "
-             f"{os.cpu_count()} cores (a shared, busy machine: read the spread)",
-             f"{'variant':<16}{'median req/s':>13}{'min-max':>17}{'vs bare (median, range)':>26}"]
+    server_cpus, _ = split_cpus()
+    pinning = (f"the servers on CPU {min(server_cpus)}, the load on the others" if server_cpus
+               else "not pinned")
+    lines = [f"FastAPI + uvicorn (1 worker), GET {ROUTE}, {generator}, {connections} connections; "
+             f"{rounds} rounds of {seconds:g} s per variant ({pinning}); load average {load_before:.1f} at "
+             f"start on {os.cpu_count()} cores (a shared machine: read the middle half)",
+             f"{'variant':<16}{'median req/s':>13}{'vs bare: median':>17}{'middle half':>14}{'min-max':>12}"]
     for variant in variants:
         got, rel = results[variant], ratios[variant]
+        quarter, _, three_quarters = quantiles(rel, n=4) if len(rel) > 1 else (rel[0], 0, rel[0])
         mark = ""
         if variant == "ofsre":
             verdict = "met" if median(rel) >= TARGET else "MISSED"
             mark = f"  goal >= {TARGET:.2f}: {verdict}"
-        lines.append(f"{variant:<16}{median(got):>13,.0f}{f'{min(got):,.0f}-{max(got):,.0f}':>17}"
-                     f"{f'{median(rel):.2f} ({min(rel):.2f}-{max(rel):.2f})':>26}{mark}")
+        lines.append(f"{variant:<16}{median(got):>13,.0f}{median(rel):>17.2f}"
+                     f"{f'{quarter:.2f}-{three_quarters:.2f}':>14}{f'{min(rel):.2f}-{max(rel):.2f}':>12}{mark}")
     lines += ["", "ofsre_otlp / otel_otlp export every span OTLP/HTTP (protobuf) to a receiver process "
                   "in the bench:"]
-    lines += [f"  {check}" for check in SPAN_CHECKS] or ["  (not run)"]
+    lines += [f"  {check}" for check in checks] or ["  (not run)"]
     if "ofsre" in ratios and median(ratios["ofsre"]) < TARGET:
         lines += ["", *telemetry_profile()]
-    breakdown, per_us = cost_breakdown()
+    breakdown, times = cost_breakdown()
     instructions, per_request = instruction_breakdown()
     lines += ["", *breakdown, "", *instructions]
-    if per_request:
-        delta = per_request["sampled0"] - per_request["notrace"]
-        # Instructions -> microseconds at the rate this machine ran the bare app in-process.
-        us = delta / per_request["bare"] * per_us["bare"]
-        verdict = "met" if us <= GOAL_0PCT_US else "MISSED"
-        lines.append(f"  0 % sampled vs no tracer: +{delta:,.0f} instructions ~ {us:.1f} us at this "
-                     f"machine's rate (wall-clock: {per_us['sampled0'] - per_us['notrace']:+.1f} us); "
-                     f"goal <= {GOAL_0PCT_US:g} us: {verdict}")
+    # Judged on the wall clock (paired in-process rounds): the instructions undercount it, because
+    # the telemetry code runs between the app's and finds less of itself in the CPU's caches.
+    wall = paired_difference(times["sampled0"], times["notrace"])
+    verdict = "met" if wall <= GOAL_0PCT_US else "MISSED"
+    counted = (f"; +{per_request['sampled0'] - per_request['notrace']:,.0f} instructions"
+               if per_request else "")
+    lines += ["", f"0 % sampled vs no tracer: {wall:+.1f} us per request, wall clock in-process (median of "
+                  f"the paired rounds){counted}; goal <= {GOAL_0PCT_US:g} us: {verdict}"]
     return "\n".join(lines)
 
 
