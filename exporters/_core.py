@@ -52,7 +52,7 @@ from ofsre.instrumentation.metrics import count_telemetry_error, counter, gauge,
 
 from ._buffer import Entry, RecordBuffer
 from ._capture import Captured, capture
-from ._options import BODY_MARGIN, BackendLimits, ShipperOptions, resolve_options
+from ._options import BODY_MARGIN, SHIPPER_PROCESS, BackendLimits, ShipperOptions, resolve_options
 from ._spool import Position, Spool
 from ._transport import (
     Reply,
@@ -565,21 +565,22 @@ class ShippingHandler(logging.Handler):
     A formatter set on the handler is not used: what is shipped is built from
     :func:`~ofsre.instrumentation.logs.record_fields`, the same fields as the stdout JSON logs.
 
-    ``shipper_process=True`` moves the worker's work (redaction, encoding, batching, HTTP, spool) to a
-    child process (:mod:`._process`); the log call then only captures a frame, and ``handle`` is
-    the shipper's one function (:meth:`~._process.ProcessShipper.handler_for`).
+    ``shipper_process=True`` (or, when the argument is ``None``, ``OFSRE_LOG_SHIPPER_PROCESS=on``) moves
+    the worker's work (redaction, encoding, batching, HTTP, spool) to a child process (:mod:`._process`);
+    the log call then only captures a frame, and ``handle`` is the shipper's one function
+    (:meth:`~._process.ProcessShipper.handler_for`).
     """
 
     def __init__(self, backend: Backend, *, service: str, env: str, version: str,
                  registry: CollectorRegistry | None = REGISTRY, level: int | str = logging.NOTSET,
-                 shipper_process: bool = False, **options: Any) -> None:
+                 shipper_process: bool | str | None = None, **options: Any) -> None:
         super().__init__(level)
         self.backend = backend
         self.service, self.env, self.version = service, env, version
         self.options = resolve_options(backend.limits, **options)
         self._capture: Callable[[logging.LogRecord], Any] = capture
         self._shipper: Shipper | ProcessShipper
-        if shipper_process:
+        if SHIPPER_PROCESS.get(shipper_process):
             from ._process import ALL_ATTRIBUTES, ProcessShipper, frame_capture
             if self.options.overflow != "drop_newest":
                 _log.warning("ofsre log shipper (%s): overflow=%r ignored with shipper_process "

@@ -21,7 +21,7 @@ from ofsre.instrumentation.config import BOOLEAN, TEXT, UNSET, Var, choice, dura
 from ._buffer import DROP_NEWEST, OVERFLOW_POLICIES
 
 __all__ = ["ShipperOptions", "BackendLimits", "resolve_options", "ENV_VARS", "OPTIONS", "BODY_MARGIN",
-           "LOG_SHIPPER", "LOKI", "DATADOG", "ELASTIC"]
+           "LOG_SHIPPER", "SHIPPER_PROCESS", "LOKI", "DATADOG", "ELASTIC"]
 
 _LOGGER = "ofsre.exporters"
 _MiB = 1024 * 1024
@@ -66,6 +66,13 @@ OPTIONS: dict[str, Var[Any]] = {var.argument or "": var for var in (
             "default timeout of `flush()`, `close()` and at exit"),
 )}
 ENV_VARS = {argument: var.name for argument, var in OPTIONS.items()}  # argument -> variable
+
+# Read by ShippingHandler (not a ShipperOptions field: it chooses which shipper runs the options).
+SHIPPER_PROCESS = _option(
+    "OFSRE_LOG_SHIPPER_PROCESS", BOOLEAN, False, "shipper_process",
+    "`on`: redaction, encoding, batching and HTTP run in a child process (`python -m "
+    "ofsre.exporters._process`) instead of a thread sharing the app's GIL; the overflow policy is then "
+    "`drop_newest` (with a spool, after a wait for the child's disk)")
 
 # Read by install_from_env (exporters/__init__.py), which refuses an unknown name: a misconfigured log
 # pipeline should stop a deploy, not silently ship nothing.

@@ -18,8 +18,10 @@ from enum import IntEnum
 
 import pytest
 
+from ofsre.exporters import install_from_env
 from ofsre.exporters._capture import capture
-from ofsre.exporters._process import capture_frame, record_of_frame
+from ofsre.exporters._core import Shipper
+from ofsre.exporters._process import ProcessShipper, capture_frame, record_of_frame
 from ofsre.exporters.loki import LokiHandler
 from ofsre.instrumentation import semconv
 from ofsre.instrumentation.logs import ContextFilter, record_fields
@@ -145,6 +147,37 @@ def test_a_frame_gives_the_fields_the_thread_shipper_gives(index):
 
 
 # --- what only this mode has -------------------------------------------------------------------
+
+def test_the_variable_turns_it_on_for_install_from_env_and_an_argument_wins(monkeypatch, servers, registry,
+                                                                             caplog):
+    server = servers("loki")
+    monkeypatch.setenv("OFSRE_LOG_SHIPPER", "loki")
+    monkeypatch.setenv("OFSRE_LOKI_URL", server.url)
+    monkeypatch.setenv("OFSRE_LOG_BATCH_WAIT", "0.05")
+    monkeypatch.setenv("OFSRE_LOG_SHIPPER_PROCESS", "on")
+    root = logging.getLogger()
+    handler = install_from_env("payments", registry=registry)
+    try:
+        assert isinstance(handler._shipper, ProcessShipper)
+        logging.getLogger("svc").warning("via the shipper process")
+        assert handler.flush(10)
+        assert handler._shipper._child is not None and handler._shipper._child.pid != os.getpid()
+    finally:
+        root.removeHandler(handler)
+        handler.close(timeout=1)
+    assert server.messages() == {"via the shipper process"}
+    for value, given, expected in (("on", False, Shipper), ("on", "false", Shipper), ("off", None, Shipper),
+                                   ("off", True, ProcessShipper), ("maybe", None, Shipper)):
+        monkeypatch.setenv("OFSRE_LOG_SHIPPER_PROCESS", value)
+        handler = LokiHandler(server.url, service="payments", registry=registry, shipper_process=given)
+        try:
+            assert type(handler._shipper) is expected, (value, given)
+        finally:
+            handler.close(timeout=1)
+    assert "OFSRE_LOG_SHIPPER_PROCESS='maybe' is not valid" in caplog.text   # logged, the default used
+    with pytest.raises(ValueError, match="shipper_process"):
+        LokiHandler(server.url, service="payments", registry=registry, shipper_process="maybe")
+
 
 def test_a_killed_shipper_process_loses_nothing(servers, process_handlers, logger, registry):
     server = servers("loki")
