@@ -174,6 +174,28 @@ async def test_the_upstream_clients_telemetry_errors_are_counted_in_the_apps_reg
     assert (REGISTRY.get_sample_value(semconv.TELEMETRY_ERRORS.series, errors) or 0) == global_before
 
 
+async def test_the_upstream_call_is_a_client_span_of_the_apps_tracer_provider(tmp_path, serve, replicas,
+                                                                              registry):
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    app = create_app(gateway_settings(tmp_path), transport=replicas.transport, registry=registry,
+                     tracer_provider=provider)
+    async with serve(app) as http:
+        assert (await http.get(ACCOUNTS)).json()["replica"] == "accounts-1"
+    by_kind = {span.kind: span for span in spans.get_finished_spans()}
+    server, client = by_kind[SpanKind.SERVER], by_kind[SpanKind.CLIENT]
+    assert client.parent.span_id == server.context.span_id
+    assert client.context.trace_id == server.context.trace_id
+    # and the trace goes on upstream: the replica got the client span's traceparent
+    assert replicas.seen[-1].headers["traceparent"].split("-")[2] == f"{client.context.span_id:016x}"
+
+
 async def test_a_replica_closing_its_connection_unanswered_is_skipped_only_when_repeating_is_safe(
         tmp_path, serve, replicas, registry):
     """A replica that is leaving may close a pooled connection as the gateway sends on it. A GET,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import uuid
 
 import pytest
@@ -13,6 +14,7 @@ from ofsre.platform.payments.app import create_app as payments_app
 from ofsre.platform.queue import open_queue
 from ofsre.platform.worker.app import create_app as worker_app
 
+from ..http_stub import Request, json_reply
 from .participant import Participant, pix_body
 from .test_payments import BASE, ORG, authorised_consent, drain, post
 
@@ -124,3 +126,39 @@ async def test_stopping_finishes_the_settlement_in_flight(settings, registry, se
             await until(accepted)
         # the worker's lifespan has ended: the settlement it had started was finished, not dropped
         assert (await status_of(http, payment_id)())["status"] == "ACSC"
+
+
+async def test_the_webhook_is_a_client_span_of_the_workers_tracer_provider(
+        settings, registry, serve, initiator, http_stub, monkeypatch):
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    from ofsre.platform.worker.app import ENV_WEBHOOKS
+
+    calls: list[Request] = []
+
+    def webhook(request: Request):
+        calls.append(request)
+        return json_reply(202, {})
+
+    receiver = http_stub(webhook, methods=("POST",))
+    monkeypatch.setenv(ENV_WEBHOOKS, json.dumps({ORG["x-ofsre-client-org-id"]: receiver.url}))
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    await drain(settings)
+    async with (serve(payments_app(settings, registry=registry)) as http,
+                serve(worker_app(settings, registry=registry, tracer_provider=provider))):
+        payment_id = await pay(http, initiator)
+
+        async def notified():
+            return bool(calls)
+        await until(notified)
+    # the worker's CLIENT spans: its database calls and the one HTTP call, the webhook
+    client = [span for span in spans.get_finished_spans()
+              if span.kind is SpanKind.CLIENT and "url.full" in span.attributes]
+    assert [span.attributes["http.request.method"] for span in client] == ["POST"]
+    assert calls[0].route.endswith(f"/pix/payments/{payment_id}")
+    assert calls[0].headers["traceparent"].split("-")[2] == f"{client[0].context.span_id:016x}"

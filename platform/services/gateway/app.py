@@ -110,7 +110,8 @@ class GatewayProxy:
     def __init__(self, settings: Settings, catalog: Catalog, upstreams: Upstreams,
                  authenticator: Authenticator | None, *, transport: httpx.AsyncBaseTransport | None = None,
                  clock: Callable[[], float] = time.time,
-                 registry: CollectorRegistry | None = REGISTRY) -> None:
+                 registry: CollectorRegistry | None = REGISTRY,
+                 tracer_provider: TracerProvider | None = None) -> None:
         self.catalog = catalog
         self.upstreams = upstreams
         self.authenticator = authenticator  # None: OFSRE_MTLS=off
@@ -124,11 +125,12 @@ class GatewayProxy:
         self.tps = WindowCounter(1, clock)
         self.transport = transport  # tests: an httpx transport standing in for the network
         self.registry = registry  # the app's: the client's telemetry errors are counted there
+        self.tracer_provider = tracer_provider  # the app's: the client spans nest under its server spans
         self.client: httpx.AsyncClient | None = None
 
     def open(self) -> None:
         self.client = instrumented_client(transport=self.transport or _ShardedTransport(),
-                                          registry=self.registry,
+                                          registry=self.registry, tracer_provider=self.tracer_provider,
                                           cookies=_refusing_cookie_jar(),
                                           timeout=httpx.Timeout(self.timeout_s))
 
@@ -330,7 +332,8 @@ def create_app(settings: Settings | None = None, *, catalog: Catalog | None = No
                                       trusted_proxies=settings.trusted_proxies)
     upstreams = Upstreams(settings.upstreams, settings.upstreams_file)
     proxy = GatewayProxy(settings, catalog, upstreams, authenticator, transport=transport, clock=clock,
-                         registry=registry if registry is not None else REGISTRY)
+                         registry=registry if registry is not None else REGISTRY,
+                         tracer_provider=tracer_provider)
     watcher: list[asyncio.Task] = []
 
     async def start(app: FastAPI) -> None:

@@ -74,13 +74,14 @@ class Notifier:
 
     MAX_IN_FLIGHT = 64
 
-    def __init__(self, sessions, webhooks: dict[str, str],
-                 registry: CollectorRegistry | None = REGISTRY) -> None:
+    def __init__(self, sessions, webhooks: dict[str, str], registry: CollectorRegistry | None = REGISTRY,
+                 tracer_provider: TracerProvider | None = None) -> None:
         self.sessions, self.webhooks = sessions, webhooks
         self.tasks: set[asyncio.Task] = set()
         # The worker's PCM capture (OFSRE_PCM_CAPTURE lists "worker"), else a plain traced client.
         capture = capture_for("worker", None)
         self.client = instrumented_client(pcm=capture or False, registry=registry,
+                                          tracer_provider=tracer_provider,
                                           timeout=float(load_catalog().ecosystem["client_timeout_s"]))
 
     def notify(self, payment_id: str) -> None:
@@ -238,7 +239,7 @@ def create_app(settings: Settings | None = None, *, registry: CollectorRegistry 
 
     async def start(app: FastAPI) -> None:
         app.state.notifier = Notifier(app.state.sessions, _webhooks_from_env(),
-                                      registry if registry is not None else REGISTRY)
+                                      registry if registry is not None else REGISTRY, tracer_provider)
         app.state.settler = Settler(app, settings)
         app.state.settler.start()
 
