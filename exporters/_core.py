@@ -151,6 +151,10 @@ class HttpBackend:
 
 # --- self-metrics -------------------------------------------------------------------------------
 
+class Observer(Protocol):
+    def observe(self, amount: float) -> None: ...
+
+
 class _Metrics:
     """The shipper's prometheus children, created once (every reason and outcome shows from zero)."""
 
@@ -158,7 +162,8 @@ class _Metrics:
         self.shipped = counter(semconv.LOG_RECORDS_SHIPPED, registry).labels(backend=backend)
         self.retried = counter(semconv.LOG_RECORDS_RETRIED, registry).labels(backend=backend)
         self.depth = gauge(semconv.LOG_QUEUE_DEPTH, registry).labels(backend=backend)
-        self.duration = histogram(semconv.LOG_SEND_DURATION, registry).labels(backend=backend)
+        # A histogram child; the shipper process's child keeps the durations for its next report instead.
+        self.duration: Observer = histogram(semconv.LOG_SEND_DURATION, registry).labels(backend=backend)
         dropped = counter(semconv.LOG_RECORDS_DROPPED, registry)
         self.dropped = {reason: dropped.labels(backend=backend, reason=reason) for reason in DROP_REASONS}
         batches = counter(semconv.LOG_BATCHES, registry)

@@ -16,10 +16,12 @@ no longer competes for the app's GIL::
        ▼
     child process   rebuilds each record, Shipper.encode() (redaction, JSON), its buffer, batches,
        │            gzip, HTTP, retries, spool
-       │ every 20 ms: (records held durably, records settled, its counters) on its stdout
+       │ every 20 ms: (records held durably, records settled, its counters, its send durations)
+       │ on its stdout
        ▼
     ofsre-log-reports-<backend>   releases those frames, adds the child's counters to this
-                                  process's self-metrics (shipped, retried, dropped{reason}, batches)
+                                  process's self-metrics (shipped, retried, dropped{reason}, batches,
+                                  telemetry errors) and observes its send durations
 
 No record is lost when the child dies: the frames it had not reported settled are written again,
 first, to the next child (started again after a pause that doubles up to 5 s), so a record may be
@@ -30,8 +32,8 @@ a disk: the frames travel through a pipe between the two processes only.
 With a spool, a full buffer makes the log call wait (at most ``SPILL_TIMEOUT`` s, while a child is
 running) for the child to move records to its disk, as the thread shipper does: a burst larger than
 memory goes to disk. Limits of this mode: otherwise the overflow policy is always ``drop_newest`` (no
-``block``); ``ofsre_log_send_duration_seconds`` is the child's and not exported (the record and
-batch counters are); records logged while no child runs wait in memory.
+``block``); records logged while no child runs wait in memory; what a killed child counted or timed
+after its last report (at most 20 ms of it) is not in this process's self-metrics.
 """
 
 from __future__ import annotations
@@ -58,9 +60,10 @@ from typing import IO, Any
 from opentelemetry.trace import get_current_span as _current_span
 from prometheus_client import CollectorRegistry
 
+from ofsre.instrumentation import semconv
 from ofsre.instrumentation.context import _interaction_id
 from ofsre.instrumentation.logs import STANDARD_ATTRS, jsonable
-from ofsre.instrumentation.metrics import count_telemetry_error
+from ofsre.instrumentation.metrics import count_telemetry_error, counter
 
 from ._buffer import SPILL_TIMEOUT, linger_wait
 from ._capture import RECORD_OVERHEAD, Captured
@@ -93,6 +96,8 @@ _FEED_WAIT = 0.02       # longest a frame waits for the feeder otherwise, second
 # Bytes a frame counts for in the byte bound beyond its own: its object, and about what its encoding
 # adds (the thread shipper counts the encoded size).
 _FRAME_OVERHEAD = 200
+_DURATIONS_KEPT = 10_000   # send durations a child keeps for its next report (one per request)
+_ERRORS = "telemetry_errors"   # the report's count of the child's swallowed errors
 
 
 def _records_message(frames: list[bytes]) -> bytes:
@@ -513,8 +518,8 @@ class ProcessShipper:
                 payload = None
             if payload is None:
                 break
-            durable, delivered, counts = _loads(payload)
-            self._apply(child, durable, delivered, counts)
+            durable, delivered, counts, durations = _loads(payload)
+            self._apply(child, durable, delivered, counts, durations)
         with self._lock:
             if self._child is child:
                 self._child_dead = True
@@ -525,7 +530,7 @@ class ProcessShipper:
                 self._room.notify_all()
 
     def _apply(self, child: subprocess.Popen[bytes], durable: int, delivered: int,
-               counts: dict[str, int]) -> None:
+               counts: dict[str, int], durations: list[float]) -> None:
         deltas: dict[str, int] = {}
         with self._lock:
             if self._child is not child:
@@ -539,7 +544,7 @@ class ProcessShipper:
                 delta = value - self._child_counts.get(name, 0)
                 if delta > 0:
                     deltas[name] = delta
-                    if not name.startswith("batch_"):   # stats() has the record counters only
+                    if not name.startswith("batch_") and name != _ERRORS:   # stats(): the record counters
                         self._counts[name] = self._counts.get(name, 0) + delta
             self._child_counts = counts
             # Frames the child holds durably (settled, or in its spool) leave memory.
@@ -565,6 +570,10 @@ class ProcessShipper:
                 metrics.dropped[name[8:]].inc(delta)
             elif name.startswith("batch_") and name[6:] in metrics.batches:
                 metrics.batches[name[6:]].inc(delta)
+            elif name == _ERRORS:
+                counter(semconv.TELEMETRY_ERRORS, self.registry).labels(component="exporters").inc(delta)
+        for duration in durations:
+            metrics.duration.observe(duration)
         metrics.depth.set(self.accepted - self.settled)
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -639,7 +648,11 @@ def _child_main() -> None:
     backend, options, identity = pickle.loads(config)
     options = _child_options(options)
     attributes = getattr(backend, "record_attributes", ALL_ATTRIBUTES)
-    shipper = Shipper(backend, options, None, **identity)
+    registry = CollectorRegistry()   # the child's own self-metrics, which the reports carry to the app
+    shipper = Shipper(backend, options, registry, **identity)
+    durations = _Durations()
+    shipper.metrics.duration = durations
+    errors = counter(semconv.TELEMETRY_ERRORS, registry).labels(component="exporters")
     shipper._ready.wait(60)   # a spool's leftovers are counted as accepted before our first record
     buffer = shipper._buffer
     # This thread encodes each batch of frames as it reads it, and the buffer holds entries: one
@@ -651,7 +664,8 @@ def _child_main() -> None:
     stop = threading.Event()
 
     def report(last: bytes | None = None) -> bytes:
-        """Send (records held durably, records settled, counters) unless nothing changed since ``last``."""
+        """Send (records held durably, records settled, counters, send durations since the last report)
+        unless nothing changed since ``last``."""
         with lock:
             submitted = state["submitted"]
             refused = submitted - (buffer.accepted - carried)
@@ -664,10 +678,12 @@ def _child_main() -> None:
                       if k in ("shipped", "retried") or k.startswith("dropped_")}
             for kind, child in shipper.metrics.batches.items():
                 counts["batch_" + kind] = int(child._value.get())
+            counts[_ERRORS] = int(errors._value.get())
             counts["spooled"] = spool.pending if spool is not None else 0
             counts["spill"] = int(buffer.spill)   # its spool has room for another batch
-        payload = _dumps((durable, delivered, counts))
-        if payload != last:
+            taken = durations.take()
+        payload = _dumps((durable, delivered, counts, taken))
+        if taken or payload != last:
             _write_message(report_out, payload)
         return payload
 
@@ -689,7 +705,7 @@ def _child_main() -> None:
                 try:
                     record = record_of_frame(frame, attributes)
                 except Exception:  # noqa: BLE001 - one bad frame must not stop the others
-                    count_telemetry_error("exporters", None)
+                    count_telemetry_error("exporters", registry)
                     shipper.drop("unformattable")
                     continue
                 entry = shipper.encode(record)   # redaction happens here; None: dropped and counted
@@ -706,6 +722,22 @@ def _child_main() -> None:
     stop.set()
     with contextlib.suppress(Exception):
         report()
+
+
+class _Durations:
+    """The child's ``ofsre_log_send_duration_seconds``: each request's duration, kept (bounded) until the
+    next report hands it to the app's histogram."""
+
+    def __init__(self) -> None:
+        self._values: deque[float] = deque(maxlen=_DURATIONS_KEPT)
+
+    def observe(self, amount: float) -> None:
+        self._values.append(amount)
+
+    def take(self) -> list[float]:
+        """What was observed since the last call (the reporter is the only taker)."""
+        values = self._values
+        return [values.popleft() for _ in range(len(values))]
 
 
 def _child_options(options: Any) -> Any:

@@ -27,7 +27,7 @@ from ofsre.instrumentation import semconv
 from ofsre.instrumentation.logs import ContextFilter, record_fields
 
 from . import test_capture, test_lifecycle, test_shipping
-from .exporter_fakes import dropped, sample, wait_until
+from .exporter_fakes import Reply, dropped, sample, wait_until
 
 KINDS = ["loki", "datadog", "elastic"]
 
@@ -177,6 +177,52 @@ def test_the_variable_turns_it_on_for_install_from_env_and_an_argument_wins(monk
     assert "OFSRE_LOG_SHIPPER_PROCESS='maybe' is not valid" in caplog.text   # logged, the default used
     with pytest.raises(ValueError, match="shipper_process"):
         LokiHandler(server.url, service="payments", registry=registry, shipper_process="maybe")
+
+
+def _moved(registry) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
+    """The shipper's series that moved from zero (a histogram by its count and sum, not its buckets)."""
+    return {(s.name, tuple(sorted(s.labels.items())))
+            for metric in registry.collect()
+            if metric.name.startswith("ofsre_log_") or metric.name == semconv.TELEMETRY_ERRORS.name
+            for s in metric.samples
+            if s.value > 0 and not s.name.endswith(("_created", "_bucket"))}
+
+
+@pytest.mark.parametrize("mode", [{}, {"shipper_process": True}], ids=["thread", "process"])
+def test_both_modes_move_the_same_self_metrics(mode, servers, handlers, logger, registry):
+    server = servers("loki")
+    server.respond(Reply(500))   # one failed request, then the default success
+    handler = handlers("loki", server, **mode)
+    logger.addHandler(handler)
+    test_shipping.emit(logger, 20)
+    assert handler.flush(10)
+    requests = len(server.arrivals)
+    assert requests >= 2
+    duration = semconv.LOG_SEND_DURATION.name
+    loki = (("backend", "loki"),)
+    assert _moved(registry) == {
+        (semconv.LOG_RECORDS_SHIPPED.series, loki), (semconv.LOG_RECORDS_RETRIED.series, loki),
+        (semconv.LOG_BATCHES.series, (("backend", "loki"), ("outcome", "ok"))),
+        (semconv.LOG_BATCHES.series, (("backend", "loki"), ("outcome", "server_error"))),
+        (duration + "_count", loki), (duration + "_sum", loki)}
+    assert registry.get_sample_value(duration + "_count", {"backend": "loki"}) == requests
+    assert registry.get_sample_value(duration + "_bucket", {"backend": "loki", "le": "+Inf"}) == requests
+
+
+def test_the_shipper_process_s_swallowed_errors_are_counted_in_the_app_s_registry(servers, process_handlers,
+                                                                                  logger, registry):
+    from prometheus_client import REGISTRY
+    server = servers("loki")
+    handler = process_handlers("loki", server)
+    errors_before = sample(REGISTRY, semconv.TELEMETRY_ERRORS, component="exporters")
+    handler._shipper.submit(b"not a frame")   # the child cannot rebuild it: dropped and counted there
+    logger.addHandler(handler)
+    logger.info("fine")
+    assert handler.flush(10)
+    assert server.messages() == {"fine"}
+    assert wait_until(lambda: dropped(registry, "loki", "unformattable") == 1)
+    assert wait_until(lambda: sample(registry, semconv.TELEMETRY_ERRORS, component="exporters") == 1)
+    assert sample(REGISTRY, semconv.TELEMETRY_ERRORS, component="exporters") == errors_before
 
 
 def test_a_killed_shipper_process_loses_nothing(servers, process_handlers, logger, registry):
