@@ -18,21 +18,27 @@ OTLP/HTTP exporter pointed at a receiver process of the bench, which decodes eve
 counts its spans; the server counts the spans it ended, and the table says whether all arrived.
 
 Load: ``wrk`` (one thread, 16 keep-alive connections; Debian package ``wrk``) in its own
-process, or when wrk is missing a Python keep-alive client in its own process (slower: it
-then shares the CPU with the server and the ratios mean less). Every request carries a
-valid ``x-fapi-interaction-id``, as Open Finance clients do. Each variant gets a warm-up
-run, then a measured run; the rounds are interleaved (every other one in reverse order), and
-the table gives the median, the min-max spread and each round's ratio to that round's bare
-run, because the machine is shared. Goal: ofsre / bare >= 0.90 (median ratio); when missed,
-a profile of the telemetry code follows.
+process, or when wrk is missing a Python keep-alive client in its own process (slower). Every
+request carries a valid ``x-fapi-interaction-id``, as Open Finance clients do. All the variants'
+servers run for the whole measurement, pinned to one core, the load generator to the others (a
+pod with one CPU; on one core nothing is pinned). After a warm-up run each, a round measures bare
+first and last and every other variant once in between, the order reversed every other round; a
+variant's ratio is to the mean of its round's two bare runs. The table gives each variant's median
+ratio over the rounds, the middle half and the min-max of the rounds, because the machine is
+shared. Goal: ofsre / bare >= 0.90 (median ratio); when missed, a profile of the telemetry code
+follows.
 
-Then the in-process breakdown: the same app called directly (no server, no sockets), in
-wall-clock microseconds (noisy on a shared machine) and in *instructions per request* under
-valgrind's callgrind (repeatable whatever else runs). The 0 % sampled goal (within 2 µs of
-no tracer) is judged on the instruction difference, converted to microseconds at the rate
-this machine ran the bare app.
+Then the in-process breakdown: the same app called directly (no server, no sockets): wall-clock
+microseconds per request, the variants called in alternating turns (the difference to bare is
+the median of the paired turns), and *instructions per request* under valgrind's callgrind
+(repeatable whatever else runs). The two disagree: called in a loop of its own (a trivial app
+inside), the middleware runs at the app's rate, ~8 instructions per ns; between FastAPI's code it
+runs at about a third of that, so instructions understate what it costs (the CPU's caches are the
+likely reason; this VM exposes no hardware counters to show it). The 0 % sampled goal (within
+2 µs of no tracer) is judged on the paired wall clock; the instruction difference is printed
+beside it.
 
-Knobs: BENCH_DURATION (s per measured run, default 5), BENCH_WARMUP (s, 2), BENCH_ROUNDS (3),
+Knobs: BENCH_DURATION (s per measured run, default 2), BENCH_WARMUP (s, 2), BENCH_ROUNDS (10),
 BENCH_CONNECTIONS (16), BENCH_VARIANTS (comma list, default all), BENCH_CG_REQUESTS (requests
 per callgrind measurement, 200).
 ``python bench/bench_instrumentation.py`` runs it alone;
