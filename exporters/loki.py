@@ -149,9 +149,19 @@ class LokiBackend(HttpBackend):
             key = self._keys[level] = _dumps(labels).encode()
         return key
 
+    @property
+    def line_omits(self) -> frozenset[str]:
+        """The fields of ``record_fields()`` the line leaves out: the timestamp and the stream labels."""
+        return self._skip
+
     def encode(self, fields: dict[str, Any], record: Any) -> Entry:
         line = {k: v for k, v in fields.items() if k not in self._skip}
-        timestamp = str(int(record.created * 1e9))   # a string: Loki rejects a JSON number
+        return self.encode_line(line, record.created, fields["level"])
+
+    def encode_line(self, line: dict[str, Any], created: float, level: str) -> Entry:
+        """The entry of a record whose fields, without :attr:`line_omits`, are ``line`` (changed here
+        with structured metadata). The shipper process builds ``line`` straight from a frame."""
+        timestamp = str(int(created * 1e9))   # a string: Loki rejects a JSON number
         metadata = None
         if self._metadata:
             metadata = {k: str(line[k]) for k in METADATA_FIELDS if line.get(k) is not None}
@@ -161,7 +171,7 @@ class LokiBackend(HttpBackend):
         # string again is one C call, a list would go through the encoder's Python loop.
         value = '["' + timestamp + '",' + _dumps(_dumps(line))
         value += "," + _dumps(metadata) + "]" if metadata else "]"
-        return Entry(self._stream_key(fields["level"]), value.encode(), record.created)
+        return Entry(self._stream_key(level), value.encode(), created)
 
     def body(self, entries: Sequence[Entry]) -> bytes:
         streams: dict[bytes, list[bytes]] = {}
