@@ -158,6 +158,35 @@ class RecordBuffer:
                 self._work.notify()
         return True, evicted
 
+    def put_many(self, items: Sequence[Any]) -> tuple[int, int]:
+        """:meth:`put` each of ``items`` in order; return ``(refused, evicted)``.
+
+        When they all fit, under one lock, waking the worker once if any single put would have.
+        """
+        count = len(items)
+        if not count:
+            return 0, 0
+        sizes = sum(item.size for item in items)
+        with self._lock:
+            before, before_bytes = self._count, self._bytes
+            if (not self._closed and before + count <= self.max_records
+                    and before_bytes + sizes <= self.max_bytes):
+                self._raw.extend(items)
+                self._count, self._bytes = before + count, before_bytes + sizes
+                self.accepted += count
+                if (before == 0 or before < self._batch_records <= self._count
+                        or before_bytes < self._batch_bytes <= self._bytes
+                        or before <= self.max_records // 2 < self._count
+                        or before_bytes < self.max_bytes // 2 <= self._bytes):
+                    self._work.notify()
+                return 0, 0
+        refused = evicted = 0
+        for item in items:   # near or at a bound: each one its own way, as put() decides
+            accepted, dropped = self.put(item)
+            refused += not accepted
+            evicted += dropped
+        return refused, evicted
+
     def _half_full(self, size: int) -> bool:
         """This put crossed half the byte or record bound."""
         return (self._count == self.max_records // 2 + 1
@@ -244,6 +273,9 @@ class RecordBuffer:
                 raw, self._raw = self._raw, deque()
             else:
                 raw = [self._raw.popleft() for _ in range(missing)]
+            if self._encode is None:   # entries already, sized exactly
+                self._ready.extend(raw)
+                return
         encode = self._encode
         # Outside the lock: the app threads keep logging while the worker encodes.
         done = [(item if encode is None else encode(item), item.size) for item in raw]

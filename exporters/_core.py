@@ -251,6 +251,14 @@ class Shipper:
         if not accepted:
             self.drop("closed" if self._closed else "buffer_full")
 
+    def submit_many(self, records: Sequence[Captured | Entry]) -> None:
+        """:meth:`submit` each of ``records``, in order (the shipper process puts a message's entries)."""
+        refused, evicted = self._buffer.put_many(records)
+        if evicted:
+            self.drop("buffer_full", evicted)
+        if refused:
+            self.drop("closed" if self._closed else "buffer_full", refused)
+
     def drop(self, reason: str, count: int = 1) -> None:
         self.metrics.dropped[reason].inc(count)
         self._count("dropped_" + reason, count)

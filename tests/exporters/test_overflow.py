@@ -9,6 +9,8 @@ from __future__ import annotations
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ofsre.exporters._buffer import Entry, RecordBuffer
 from ofsre.instrumentation import semconv
@@ -99,3 +101,39 @@ def test_closed_buffer_refuses_records():
 def test_unknown_policy_is_a_definition_error():
     with pytest.raises(ValueError, match="overflow"):
         RecordBuffer(max_records=10, max_bytes=1000, policy="drop_random", batch_records=10, batch_bytes=1000)
+
+
+def _state(buffer: RecordBuffer) -> tuple:
+    return buffer.accepted, buffer.settled, len(buffer), buffer._bytes, list(buffer._raw), list(buffer._ready)
+
+
+@settings(max_examples=200, deadline=None)
+@given(groups=st.lists(st.lists(st.integers(1, 120), max_size=8), max_size=8),
+       policy=st.sampled_from(["drop_newest", "drop_oldest", "block"]), closed_after=st.integers(0, 8))
+def test_put_many_is_put_one_after_another(groups, policy, closed_after):
+    def make() -> RecordBuffer:
+        return RecordBuffer(max_records=12, max_bytes=600, policy=policy, block_timeout=0.0, batch_records=5,
+                            batch_bytes=300)
+    one_by_one, together = make(), make()
+    for index, group in enumerate(groups):
+        if index == closed_after:
+            one_by_one.close()
+            together.close()
+        items = [Entry(b"", str(i).encode() * size, 0.0) for i, size in enumerate(group)]
+        results = [one_by_one.put(item) for item in items]
+        assert together.put_many(items) == (sum(not ok for ok, _ in results), sum(ev for _, ev in results))
+        assert _state(together) == _state(one_by_one)
+
+
+def test_put_many_wakes_the_worker_for_a_full_batch():
+    buffer = RecordBuffer(max_records=100, max_bytes=10_000, batch_records=5, batch_bytes=10_000)
+    woke = []
+    worker = threading.Thread(target=lambda: woke.append(buffer.wait_for_batch(linger=30)))
+    worker.start()
+    waiting = lambda: bool(buffer._work._waiters)  # noqa: E731 - the worker sits in wait_for_batch
+    assert wait_until(waiting)
+    buffer.put_many([entry(10)])   # the first record: its linger starts, no batch yet
+    assert wait_until(waiting)
+    buffer.put_many([entry(10)] * 4)
+    worker.join(5)
+    assert woke == [False] and len(buffer.take(10, 10_000)) == 5   # a full batch, not the 30 s linger
