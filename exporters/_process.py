@@ -14,8 +14,9 @@ no longer competes for the app's GIL::
     ofsre-log-feeder-<backend>    writes them, a batch at a time, to the child's stdin and
        │                          keeps them until the child reports them settled or spooled
        ▼
-    child process   rebuilds each record, Shipper.encode() (redaction, JSON), its buffer, batches,
-       │            gzip, HTTP, retries, spool
+    child process   frame_encoder(): the record's redacted, encoded entry (Loki: its line built straight
+       │            from the frame; otherwise through the rebuilt record and Shipper.encode()), its
+       │            buffer, batches, gzip, HTTP, retries, spool
        │ every 20 ms: (records held durably, records settled, its counters, its send durations)
        │ on its stdout
        ▼
