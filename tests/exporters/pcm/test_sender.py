@@ -244,8 +244,12 @@ def test_the_long_running_sender_serves_the_deadline_metrics_and_stops_on_sigter
         while len(pcm.received) < len(rows) + 1:
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-        assert 'ofsre_pcm_backlog_reports{kind="private"} 0.0' in metrics
+        # The PCM has every report; the sender marks the last one delivered just after its answer,
+        # so the backlog reads 0 from then on (polled, within the deadline).
+        while 'ofsre_pcm_backlog_reports{kind="private"} 0.0' not in (
+                metrics := httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text):
+            assert time.monotonic() < deadline, metrics
+            time.sleep(0.05)
         assert 'ofsre_pcm_day_reports{status="ACCEPTED"}' in metrics
         assert "ofsre_pcm_deadline_seconds_left" in metrics
     finally:
