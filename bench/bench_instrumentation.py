@@ -219,8 +219,8 @@ def measure(variants: list[str], rounds: int, seconds: float, warmup: float,
     """Requests/s of every variant in every round, each round's ratios to the bare app, and the OTLP
     rows' span checks.
 
-    Every variant's server runs for the whole measurement (idle when it is not the one measured), on
-    its own core when there are two or more (the load generator on the others). A round measures bare
+    Every variant's server runs for the whole measurement (idle when it is not the one measured), all
+    of them on one core when there are two or more (the load generator on the others). A round measures bare
     first and last and every other variant once in between (the order reversed every other round);
     a variant's ratio is to the mean of its round's two bare runs, so a slow phase of the shared
     machine lands on both sides of the ratio instead of on one variant."""
