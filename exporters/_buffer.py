@@ -150,11 +150,7 @@ class RecordBuffer:
             self._bytes += size
             self._count += 1
             self.accepted += 1
-            # Wake the worker only when it has something new to decide on: the first record
-            # (its linger timer starts), a full batch (it should send now), or a half-full
-            # buffer (with a spool, time to move it to disk).
-            if self._count == 1 or self._count == self._batch_records or (
-                    self._bytes >= self._batch_bytes > self._bytes - size) or self._half_full(size):
+            if self._wakes_worker(self._count - 1, self._bytes - size):
                 self._work.notify()
         return True, evicted
 
@@ -174,10 +170,7 @@ class RecordBuffer:
                 self._raw.extend(items)
                 self._count, self._bytes = before + count, before_bytes + sizes
                 self.accepted += count
-                if (before == 0 or before < self._batch_records <= self._count
-                        or before_bytes < self._batch_bytes <= self._bytes
-                        or before <= self.max_records // 2 < self._count
-                        or before_bytes < self.max_bytes // 2 <= self._bytes):
+                if self._wakes_worker(before, before_bytes):
                     self._work.notify()
                 return 0, 0
         refused = evicted = 0
@@ -187,10 +180,15 @@ class RecordBuffer:
             evicted += dropped
         return refused, evicted
 
-    def _half_full(self, size: int) -> bool:
-        """This put crossed half the byte or record bound."""
-        return (self._count == self.max_records // 2 + 1
-                or self._bytes >= self.max_bytes // 2 > self._bytes - size)
+    def _wakes_worker(self, count_before: int, bytes_before: int) -> bool:
+        """Whether what was just added (the buffer held ``count_before`` records of ``bytes_before``
+        bytes) gives the worker something new to decide on: the first record (its linger timer
+        starts), a full batch (it should send now), or half the buffer (with a spool, time to move it
+        to disk). Only a bound crossed wakes it, so a burst of puts wakes it a few times, not per put."""
+        return (count_before == 0 or count_before < self._batch_records <= self._count
+                or bytes_before < self._batch_bytes <= self._bytes
+                or count_before <= self.max_records // 2 < self._count
+                or bytes_before < self.max_bytes // 2 <= self._bytes)
 
     def under_pressure(self) -> bool:
         """At least half full, or a producer waits for a spill."""
