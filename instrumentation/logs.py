@@ -275,19 +275,21 @@ def adopt_server_loggers() -> None:
     """Route uvicorn's loggers through the root logger (JSON, redacted, with the request's ids).
 
     Removes only the handlers uvicorn's default ``log_config`` installs (their formatter is
-    uvicorn's); a handler the service added itself stays. Called by :func:`ensure_logging`
-    and again by the middleware on its first lifespan or HTTP call, because ``uvicorn.run(app)``
-    configures its loggers *after* the app was built. Never raises.
+    uvicorn's), and lets the logger propagate when that left it none; a handler the service added
+    itself stays. A logger switched off (no handler, not propagating: what uvicorn's
+    ``access_log=False`` / ``--no-access-log`` does to ``uvicorn.access``) stays off. Called by
+    :func:`ensure_logging` and again by the middleware on its first lifespan or HTTP call, because
+    ``uvicorn.run(app)`` configures its loggers *after* the app was built. Never raises.
     """
     try:
         if not logging_configured():
             return
         for name in SERVER_LOGGERS:
             logger = logging.getLogger(name)
-            for handler in list(logger.handlers):
-                if type(handler.formatter).__module__.startswith("uvicorn"):
-                    logger.removeHandler(handler)
-            if not logger.handlers:
+            theirs = [h for h in logger.handlers if type(h.formatter).__module__.startswith("uvicorn")]
+            for handler in theirs:
+                logger.removeHandler(handler)
+            if theirs and not logger.handlers:
                 logger.propagate = True
     except Exception:  # noqa: BLE001 - logging set-up must not stop a service
         metrics.count_telemetry_error("logs")

@@ -147,6 +147,19 @@ def test_a_fastapi_app_under_the_uvicorn_cli_logs_json_correlated_and_redacted(t
     assert all(line["service"] == "newuser" for line in lines)
 
 
+def test_uvicorn_no_access_log_stays_off(tmp_path):
+    # `--no-access-log` (uvicorn's access_log=False) leaves uvicorn.access without a handler and not
+    # propagating: adopting uvicorn's loggers must not turn the access log back on (it did: a line per
+    # request, and uvicorn building the line's arguments on every response).
+    port = _free_port()
+    lines, everything, iid = _serve_and_call(
+        tmp_path, FASTAPI_APP, [sys.executable, "-m", "uvicorn", "newuser:app", "--host", "127.0.0.1",
+                                "--port", str(port), "--no-access-log"], port)
+    _assert_correlated_and_redacted(lines, everything, iid)
+    loggers = {line["logger"] for line in lines}
+    assert "uvicorn.error" in loggers and "uvicorn.access" not in loggers, loggers
+
+
 def test_a_plain_asgi_app_under_uvicorn_run_logs_json_correlated_and_redacted(tmp_path):
     port = _free_port()
     lines, everything, iid = _serve_and_call(tmp_path, PLAIN_ASGI_APP,
