@@ -26,8 +26,9 @@ Per request, in this order and with no I/O:
 4. Counter, duration histogram (buckets hold every regulatory p95 limit), request and
    response size histograms, in-flight gauge: labels ``service, route, method, status, api,
    tier`` (``api``/``tier`` from the catalog, ``""`` outside it). Label children are cached
-   per (route, method, status). The counter and the histogram carry a ``trace_id`` exemplar
-   of sampled requests (not in multiprocess mode, which has no exemplars).
+   per (route, method, status). The counter and each duration bucket carry a ``trace_id``
+   exemplar of a sampled request, replaced at most once a second (not in multiprocess mode,
+   which has no exemplars).
 
 An exception from the app counts as 500 and is re-raised unchanged; a client that went away
 before any response counts as 499. Every telemetry step is guarded: a failure inside it
@@ -524,12 +525,12 @@ class OfsreMiddleware:
         # The event loop's thread: lock-free updates (metrics.request_recorders); once another
         # thread has served too: prometheus_client's locked methods, from then on.
         record = recorders[1] if get_ident() == self._owner else recorders[0]
-        exemplar = None
+        trace_id = 0   # the exemplar's, if any (request_recorders makes one at most once a second per bucket)
         if self._exemplars and span is not None and type(span) is not trace.NonRecordingSpan:
             ctx = span.get_span_context()   # (a dropped span's flags are unsampled: no exemplar)
             if ctx.trace_flags.sampled:
-                exemplar = {"trace_id": format(ctx.trace_id, "032x")}
-        record(seconds, exchange.request_size, exchange.response_size, exemplar)
+                trace_id = ctx.trace_id
+        record(seconds, exchange.request_size, exchange.response_size, trace_id)
 
     def _new_series(self, route: _Route, status: int) -> tuple[Record, Record]:
         """The (locked, lock-free) recorders of the four children of one (route, method, status)."""

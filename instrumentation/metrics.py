@@ -183,23 +183,50 @@ def histogram_observer(child: Histogram) -> Update:
     return observe
 
 
-Record = Callable[[float, float, float, "dict[str, str] | None"], None]
+Record = Callable[[float, float, float, int], None]
+
+# A series' exemplars (the counter's, each duration bucket's) are replaced at most this often: a
+# scrape every few seconds sees one per bucket either way, and the request path builds no exemplar
+# most of the time (the first sampled request of a bucket always leaves one).
+EXEMPLAR_REFRESH_S = 1.0
+_now = time.time
+
+
+def _due_exemplars(due: list[float], index: int, trace_id: int, now: float) -> tuple[Any, Any]:
+    """The exemplar labels for (the counter, duration bucket ``index``), each None unless it is due;
+    ``due[index]`` / ``due[-1]`` (the counter's) move on for those that are."""
+    labels = {"trace_id": format(trace_id, "032x")}
+    counted = observed = None
+    if now >= due[-1]:
+        counted, due[-1] = labels, now + EXEMPLAR_REFRESH_S
+    if now >= due[index]:
+        observed, due[index] = labels, now + EXEMPLAR_REFRESH_S
+    return counted, observed
 
 
 def request_recorders(requests: Counter, duration: Histogram, request_size: Histogram,
                       response_size: Histogram) -> tuple[Record, Record]:
-    """``(locked, lock_free)``: each ``record(seconds, request_bytes, response_bytes, exemplar)``
+    """``(locked, lock_free)``: each ``record(seconds, request_bytes, response_bytes, trace_id)``
     counts one request in a counter child and its duration and sizes in three histogram
-    children (the exemplar on the counter and the duration bucket), as ``inc``/``observe`` do.
+    children, as ``inc``/``observe`` do. A non-zero ``trace_id`` (a sampled request) is an exemplar
+    for the counter and the duration bucket, each replaced at most every :data:`EXEMPLAR_REFRESH_S`.
 
     ``locked`` calls prometheus_client's methods; ``lock_free`` makes the same updates as
     :func:`counter_adder` and :func:`histogram_observer`, in one call, for the one thread that
-    serves (it is ``locked`` too for any other value class: multiprocess mode).
+    serves (it is ``locked`` too for any other value class: multiprocess mode). Both keep the same
+    exemplar times, so switching from one to the other changes nothing.
     """
-    def locked(seconds: float, request_bytes: float, response_bytes: float,
-               exemplar: dict[str, str] | None) -> None:
-        requests.inc(1, exemplar)
-        duration.observe(seconds, exemplar)
+    d_bounds: list[float] = list(getattr(duration, "_upper_bounds", None) or (float("inf"),))
+    due = [0.0] * (len(d_bounds) + 1)   # when each bucket's exemplar may be replaced; [-1]: the counter's
+
+    def locked(seconds: float, request_bytes: float, response_bytes: float, trace_id: int) -> None:
+        counted = observed = None
+        if trace_id:
+            now, index = _now(), bisect_left(d_bounds, seconds)
+            if now >= due[index] or now >= due[-1]:
+                counted, observed = _due_exemplars(due, index, trace_id, now)
+        requests.inc(1, counted)
+        duration.observe(seconds, observed)
         request_size.observe(request_bytes)
         response_size.observe(response_bytes)
 
@@ -207,21 +234,25 @@ def request_recorders(requests: Counter, duration: Histogram, request_size: Hist
     parts = [_histogram_parts(child) for child in (duration, request_size, response_size)]
     if not _plain(count) or None in parts:
         return locked, locked
-    (d_sum, d_buckets, d_bounds), (q_sum, q_buckets, q_bounds), (r_sum, r_buckets, r_bounds) = parts  # type: ignore[misc]
+    (d_sum, d_buckets, _), (q_sum, q_buckets, q_bounds), (r_sum, r_buckets, r_bounds) = parts  # type: ignore[misc]
 
-    def lock_free(seconds: float, request_bytes: float, response_bytes: float,
-                  exemplar: dict[str, str] | None) -> None:
+    def lock_free(seconds: float, request_bytes: float, response_bytes: float, trace_id: int) -> None:
         count._value += 1
         d_sum._value += seconds
-        bucket = d_buckets[bisect_left(d_bounds, seconds)]
+        index = bisect_left(d_bounds, seconds)
+        bucket = d_buckets[index]
         bucket._value += 1
         q_sum._value += request_bytes
         q_buckets[bisect_left(q_bounds, request_bytes)]._value += 1
         r_sum._value += response_bytes
         r_buckets[bisect_left(r_bounds, response_bytes)]._value += 1
-        if exemplar:
-            now = time.time()
-            count._exemplar = Exemplar(exemplar, 1, now)
-            bucket._exemplar = Exemplar(exemplar, seconds, now)
+        if trace_id:
+            now = _now()
+            if now >= due[index] or now >= due[-1]:
+                counted, observed = _due_exemplars(due, index, trace_id, now)
+                if counted is not None:
+                    count._exemplar = Exemplar(counted, 1, now)
+                if observed is not None:
+                    bucket._exemplar = Exemplar(observed, seconds, now)
 
     return locked, lock_free

@@ -1,3 +1,4 @@
+import pytest
 from prometheus_client import CollectorRegistry
 
 from ofsre.instrumentation import semconv
@@ -97,9 +98,38 @@ def test_the_lock_free_request_recorder_stores_what_the_locked_one_stores():
         assert recorders[0] is not recorders[1]   # single-process values: a lock-free recorder exists
         record = recorders[which]
         for seconds, sizes in ((0.0, (0, 0)), (0.004, (12, 4000)), (0.3, (5000, 1)), (99.0, (1e9, 7))):
-            record(seconds, *sizes, {"trace_id": "ab" * 16} if seconds < 1 else None)
+            record(seconds, *sizes, 0xAB if seconds < 1 else 0)
 
     def samples(registry):
         return [(s.name, s.labels, s.value, s.exemplar and (s.exemplar.labels, s.exemplar.value))
                 for family in registry.collect() for s in family.samples if not s.name.endswith("_created")]
     assert samples(fast) == samples(slow)
+    assert {"trace_id": format(0xAB, "032x")} in [s[3][0] for s in samples(fast) if s[3]]
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["locked", "lock_free"])
+def test_a_series_exemplars_are_replaced_at_most_once_a_second_per_bucket(which, monkeypatch):
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+
+    from ofsre.instrumentation import metrics
+
+    clock = [1000.0]
+    monkeypatch.setattr(metrics, "_now", lambda: clock[0])
+    registry = CollectorRegistry()
+    children = [Counter("c", "c", ["l"], registry=registry).labels(l="x")]
+    children += [Histogram(name, name, ["l"], registry=registry, buckets=(0.1, 1.0)).labels(l="x")
+                 for name in ("d", "q", "r")]
+    record = metrics.request_recorders(*children)[which]
+
+    def exemplars():   # sample name and le -> the exemplar's trace id
+        return {(s.name, s.labels.get("le")): s.exemplar.labels["trace_id"][-2:]
+                for family in registry.collect() for s in family.samples if s.exemplar}
+
+    record(0.05, 0, 0, 0x01)
+    record(0.06, 0, 0, 0x02)   # same bucket, 0 s later: the first stays
+    record(0.5, 0, 0, 0x03)    # another bucket: its own exemplar at once
+    record(0.07, 0, 0, 0)      # not sampled: no exemplar
+    assert exemplars() == {("c_total", None): "01", ("d_bucket", "0.1"): "01", ("d_bucket", "1.0"): "03"}
+    clock[0] += metrics.EXEMPLAR_REFRESH_S
+    record(0.08, 0, 0, 0x04)
+    assert exemplars() == {("c_total", None): "04", ("d_bucket", "0.1"): "04", ("d_bucket", "1.0"): "03"}
