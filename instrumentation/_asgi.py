@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Iterable, Iterator
 from threading import get_ident
 from time import perf_counter
 from typing import Any
@@ -166,24 +166,25 @@ class _Exchange:
             count_telemetry_error(COMPONENT, self._registry)
         return message
 
-    async def send(self, message: dict[str, Any]) -> None:
-        final = False
+    def send(self, message: dict[str, Any]) -> Awaitable[None]:
+        """The server's ``send(message)`` awaitable, returned as it is (no coroutine of ours around
+        it): the response ends, for the duration, when its last message is handed to the server."""
         try:
             kind = message["type"]
             if kind == "http.response.body":
                 self.response_size += len(message.get("body", b""))
-                final = not message.get("more_body", False)
+                if not message.get("more_body", False):
+                    self.t_end = perf_counter()
             elif kind == "http.response.start":
                 self.status = message["status"]
                 if self.interaction_header is not None:
                     message = self._with_interaction_id(message)
             elif kind == "http.response.pathsend":  # Starlette FileResponse via the pathsend extension
-                final = True
+                self.t_end = perf_counter()
         except Exception:  # noqa: BLE001
             count_telemetry_error(COMPONENT, self._registry)
-        await self._send(message)
-        if final:
-            self.t_end = perf_counter()
+        result: Awaitable[None] = self._send(message)
+        return result
 
     def _with_interaction_id(self, message: dict[str, Any]) -> dict[str, Any]:
         headers = message.get("headers") or []
