@@ -334,9 +334,12 @@ class Presampler:
         else:
             parent_span = trace.get_current_span(parent).get_span_context()
         random_id: int   # a bool from the id generator, the flag bit from a parent
+        lazy: bool | None = None   # self.lazy(), once asked
         if parent_span is None or not parent_span.is_valid:
-            if self.every_root and not self.lazy():
-                return None   # the SDK samples it; nothing to decide early
+            if self.every_root:
+                lazy = self.lazy()
+                if not lazy:
+                    return None   # the SDK samples it; nothing to decide early
             if self._random_ids:
                 trace_id, random_id = getrandbits(128) or self._trace_id(), True
             else:
@@ -357,7 +360,7 @@ class Presampler:
             result = self.tracer.sampler.should_sample(parent, trace_id, name, kind, None, ())
             recording, trace_state = result.decision.is_recording(), result.trace_state
         random_id = random_id and _RANDOM
-        if recording and not self.lazy():
+        if recording and not (self.lazy() if lazy is None else lazy):
             if parent_span is None:
                 self.ids.prime(trace_id)
             return None
