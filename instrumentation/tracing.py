@@ -442,6 +442,14 @@ class LazySpan(trace.Span, ReadableSpan):
     same ids and attributes, and from then on every call goes to that span.
     """
 
+    # ReadableSpan's fields every new lazy span has (class defaults: no store per span); the first
+    # assignment, on the instance, shadows them.
+    _end_time: int | None = None
+    _events: Any = ()
+    _links: Any = ()
+    _status = _UNSET_STATUS
+    _sdk: Any = None
+
     def __init__(self, tracer: Any, name: str, context: trace.SpanContext, parent: trace.SpanContext | None,
                  kind: trace.SpanKind, attributes: dict[str, Any], parent_context: Any) -> None:
         # ReadableSpan's fields, set here rather than through its __init__ (one call less per span)
@@ -452,18 +460,13 @@ class LazySpan(trace.Span, ReadableSpan):
         self._instrumentation_scope = tracer._instrumentation_scope  # noqa: SLF001 - the SDK span's scope
         self._parent = parent
         self._start_time = time_ns()
-        self._end_time = None
         self._attributes = attributes
-        self._events = ()
-        self._links = ()
         self._resource = tracer.resource
-        self._status = _UNSET_STATUS
         # its own (typed copies of two of them: ReadableSpan declares them optional)
         self._span_context = context
         self._values = attributes
         self._tracer = tracer
         self._parent_context = parent_context
-        self._sdk: Any = None
 
     def get_span_context(self) -> trace.SpanContext:
         return self._span_context
