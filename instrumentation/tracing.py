@@ -303,6 +303,7 @@ class Presampler:
         self._current = _current_context_var()
         self._checked: Any = object()   # the processor tuple `_lazy` was decided for
         self._lazy = False
+        self._enders: tuple[Any, ...] = ()   # what a lazy span calls when it ends (_span_enders)
 
     @classmethod
     def of(cls, tracer: Any) -> Presampler | None:
@@ -320,6 +321,7 @@ class Presampler:
         if processors is not self._checked:
             self._checked = processors
             self._lazy = self.decide is not None and _lazy_spans_allowed(self.tracer, processors)
+            self._enders = _span_enders(processors) if self._lazy else ()
         return self._lazy
 
     def start(self, parent: Any, name: str, kind: trace.SpanKind, attributes: Any,
@@ -376,7 +378,8 @@ class Presampler:
         else:
             context = trace.SpanContext(trace_id, span_id, False, flags, trace_state)
         if recording:
-            return LazySpan(self.tracer, name, context, parent_span, kind, attributes(*arguments), parent)
+            return LazySpan(self.tracer, name, context, parent_span, kind, attributes(*arguments), parent,
+                            self._enders)
         # NonRecordingSpan(context), without the Python frame of its __init__ (which only sets _context)
         dropped = _new_non_recording(trace.NonRecordingSpan)
         dropped._context = context
@@ -419,6 +422,18 @@ def _lazy_spans_allowed(tracer: Any, processors: Any) -> bool:
                for p in processors)
 
 
+def _span_enders(processors: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Per span processor, what a lazy span's end calls: its ``on_end``; for the SDK's
+    ``BatchSpanProcessor`` (whose ``on_end`` checks that the span is sampled, which a lazy span
+    always is, then queues it) its queue's ``emit`` directly, when this SDK release has one."""
+    enders = []
+    for processor in processors:
+        queue = getattr(processor, "_batch_processor", None)
+        emit = getattr(queue, "emit", None)
+        enders.append(emit if type(processor) is BatchSpanProcessor and callable(emit) else processor.on_end)
+    return tuple(enders)
+
+
 # A lazy span holds the middleware's attributes (at most 10) and the status code; a span limit
 # below this makes the SDK's own span necessary (it drops attributes beyond the limit).
 _LAZY_ATTRIBUTE_ROOM = 16
@@ -451,7 +466,8 @@ class LazySpan(trace.Span, ReadableSpan):
     _sdk: Any = None
 
     def __init__(self, tracer: Any, name: str, context: trace.SpanContext, parent: trace.SpanContext | None,
-                 kind: trace.SpanKind, attributes: dict[str, Any], parent_context: Any) -> None:
+                 kind: trace.SpanKind, attributes: dict[str, Any], parent_context: Any,
+                 enders: tuple[Any, ...]) -> None:
         # ReadableSpan's fields, set here rather than through its __init__ (one call less per span)
         self._name = name
         self._context = context
@@ -467,6 +483,7 @@ class LazySpan(trace.Span, ReadableSpan):
         self._values = attributes
         self._tracer = tracer
         self._parent_context = parent_context
+        self._enders = enders   # the tracer's processors' on_end (see _span_enders), as at the start
 
     def get_span_context(self) -> trace.SpanContext:
         return self._span_context
@@ -484,14 +501,16 @@ class LazySpan(trace.Span, ReadableSpan):
             _log.warning("Calling end() on an ended span.")
             return
         self._end_time = end_time if end_time is not None else time_ns()
-        self._tracer.span_processor.on_end(self)
+        for end in self._enders:
+            end(self)
 
     def end_as_server(self, status_code: int) -> None:
         """Set ``http.response.status_code`` and end (a server span's normal end, no error)."""
         if self._sdk is None and self._end_time is None:   # end() inline: this runs for every request
             self._values["http.response.status_code"] = status_code
             self._end_time = time_ns()
-            self._tracer.span_processor.on_end(self)
+            for end in self._enders:
+                end(self)
         else:
             self.sdk_span().set_attribute("http.response.status_code", status_code)
             self.end()

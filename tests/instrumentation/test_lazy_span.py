@@ -168,6 +168,32 @@ async def test_a_batch_processor_exports_lazy_spans_over_otlp_like_the_sdks(call
     assert span.kind == expected.kind and span.flags == expected.flags
 
 
+async def test_a_lazy_span_ends_in_every_processor_once_and_not_after_shutdown(call_asgi):
+    # A lazy span hands itself to a BatchSpanProcessor's queue directly (tracing._span_enders) and to
+    # any other processor's on_end; a shut-down batch processor still refuses it, as its on_end would.
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    class Ends(SpanProcessor):
+        names: list[str] = []
+
+        def on_end(self, span):
+            self.names.append(span.name)
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    batch = BatchSpanProcessor(exporter)
+    provider.add_span_processor(batch)
+    provider.add_span_processor(Ends())
+    app = _app(provider)
+    await call_asgi(app, "GET", "/items/3")
+    assert batch.force_flush()
+    [span] = exporter.get_finished_spans()
+    assert type(span) is LazySpan and Ends.names == [span.name]
+    batch.shutdown()
+    await call_asgi(app, "GET", "/items/4")
+    assert len(exporter.get_finished_spans()) == 1 and len(Ends.names) == 2
+
+
 async def test_after_it_ended_nothing_changes_it(call_asgi):
     provider, exporter = _provider()
     await call_asgi(_app(provider), "GET", "/items/4")
