@@ -447,7 +447,8 @@ class LazySpan(trace.Span, ReadableSpan):
     given it. Until it ends it is the current span (child spans nest under it, logs and
     outgoing ``traceparent`` carry its ids). It is its own ``ReadableSpan`` (the same fields
     the SDK's span hands to processors): :meth:`end` sets the end time and passes it to the
-    tracer's processors' ``on_end``, as the SDK's ``Span.end`` does, without the SDK span's
+    processors the tracer had when it started (``on_end``, or a batch processor's queue: see
+    ``_span_enders``), as the SDK's ``Span.end`` does, without the SDK span's
     lock, bounded attribute copy, processor start call and second ``ReadableSpan`` — which
     :meth:`Presampler.lazy` checked are not needed. :meth:`end_as_server` adds
     ``http.response.status_code`` first.
