@@ -422,7 +422,7 @@ def _lazy_spans_allowed(tracer: Any, processors: Any) -> bool:
                for p in processors)
 
 
-def _span_enders(processors: tuple[Any, ...]) -> tuple[Any, ...]:
+def _span_enders(processors: Any) -> tuple[Any, ...]:
     """Per span processor, what a lazy span's end calls: its ``on_end``; for the SDK's
     ``BatchSpanProcessor`` (whose ``on_end`` checks that the span is sampled, which a lazy span
     always is, then queues it) its queue's ``emit`` directly, when this SDK release has one."""
