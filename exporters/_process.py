@@ -63,9 +63,8 @@ from prometheus_client import CollectorRegistry
 
 from ofsre.instrumentation import semconv
 from ofsre.instrumentation.context import _interaction_id
-from ofsre.instrumentation.logs import STANDARD_ATTRS, jsonable, record_fields
+from ofsre.instrumentation.logs import STANDARD_ATTRS, build_fields, jsonable
 from ofsre.instrumentation.metrics import count_telemetry_error, counter
-from ofsre.instrumentation.redact import redact_text, redact_value
 
 from ._buffer import SPILL_TIMEOUT, Entry, linger_wait
 from ._capture import RECORD_OVERHEAD, Captured
@@ -255,16 +254,14 @@ def record_of_frame(frame: bytes, attributes: tuple[str, ...] = ALL_ATTRIBUTES) 
 
 def frame_encoder(shipper: Any, attributes: tuple[str, ...], identity: dict[str, str]
                   ) -> Callable[[bytes], Entry | None]:
-    """``frame -> entry`` in the shipper process: exactly ``shipper.encode(record_of_frame(frame))``
-    (``None``: dropped and counted), built without the record when the backend encodes from a line.
+    """``frame -> entry`` in the shipper process: what ``shipper.encode(record_of_frame(frame))``
+    gives (``None``: dropped and counted), built without the record when the backend encodes from a line.
 
-    A backend with ``encode_line(line, created, level)`` and ``line_omits`` (Loki) gets the line built
-    straight from the frame: the fields :func:`~ofsre.instrumentation.logs.record_fields` gives, in its
-    order, through the same redaction calls, minus the ones the line leaves out (so no timestamp text,
-    no rebuilt LogRecord, no filtered copy). A record it cannot take that way (a line above the
-    per-record limit, to truncate; an exception without its text; a malformed frame) goes through the
-    record. Decided once: the line path is used only if it gives the record path's bytes for a set of
-    probe records (a change in ``record_fields`` it does not follow turns it off, not the output wrong).
+    A backend with ``encode_line(line, created, level)`` and ``line_omits`` (Loki) gets the line from
+    :func:`~ofsre.instrumentation.logs.build_fields` called with the frame's parts, as
+    :func:`~ofsre.instrumentation.logs.record_fields` calls it with a record's (no rebuilt LogRecord,
+    no timestamp text). A record it cannot take that way (a line above the per-record limit, to
+    truncate; an exception without its text; a malformed frame) goes through the record.
     """
     registry = shipper.registry
 
@@ -278,95 +275,35 @@ def frame_encoder(shipper: Any, attributes: tuple[str, ...], identity: dict[str,
         entry: Entry | None = shipper.encode(record)   # redaction happens here; None: dropped, counted
         return entry
 
-    line_of = _line_builder(shipper.backend, attributes, identity)
-    if line_of is None:
+    backend = shipper.backend
+    omits = getattr(backend, "line_omits", None)
+    encode_line = getattr(backend, "encode_line", None)
+    if omits is None or not callable(encode_line):
         return through_record
-    encode_line = shipper.backend.encode_line
-    limit = shipper.backend.limits.max_record_bytes
+    try:
+        i_name, i_levelname, i_created = (attributes.index(a) for a in ("name", "levelname", "created"))
+    except ValueError:   # the frames do not carry what the line needs
+        return through_record
+    count, limit = len(attributes), backend.limits.max_record_bytes
+    identity = {"service": identity["service"], "env": identity["env"], "version": identity["version"]}
 
     def encode(frame: bytes) -> Entry | None:
         try:
-            entry: Entry = encode_line(*line_of(frame))   # redaction happens in line_of
+            (attrs, message, exc_type, exc_text, stack, trace_id, span_id, interaction_id,
+             extras) = _loads(frame)
+            if len(attrs) != count or (exc_type and not exc_text):
+                return through_record(frame)
+            level = attrs[i_levelname]
+            context = {"trace_id": trace_id, "span_id": span_id, "interaction_id": interaction_id}
+            fields = build_fields(None, level, attrs[i_name], message, **identity, context=context,
+                                  extras=extras.items() if extras else (), exception=exc_text, stack=stack)
+            line = {key: value for key, value in fields.items() if key not in omits}
+            entry: Entry = encode_line(line, attrs[i_created], level)   # redacted by build_fields
         except Exception:  # noqa: BLE001 - the record path does it, or counts why not
             return through_record(frame)
         return entry if entry.size <= limit else through_record(frame)   # truncation is the record path's
 
-    probes = [frame_capture(attributes)(record) for record in _probe_records()]
-    if any(encode(frame) != through_record(frame) for frame in probes):
-        _log.warning("ofsre log shipper (%s): the line path differs from record_fields(); "
-                     "encoding through the record", shipper.backend.name)
-        return through_record
     return encode
-
-
-# Where each of record_fields()'s own fields comes from in _line_builder's values.
-_SOURCES = {"level": 0, "logger": 1, "message": 2, "service": 3, "env": 4, "version": 5, "trace_id": 6,
-            "span_id": 7, "interaction_id": 8}
-
-
-def _core_fields() -> tuple[str, ...]:
-    """The fields record_fields() gives a record without extras, exception or stack, in its order."""
-    probe = logging.LogRecord("p", logging.INFO, "", 0, "m", None, None)
-    probe.trace_id = probe.span_id = probe.interaction_id = None
-    return tuple(record_fields(probe, service="s", env="e", version="v"))
-
-
-def _line_builder(backend: Any, attributes: tuple[str, ...], identity: dict[str, str]
-                  ) -> Callable[[bytes], tuple[dict[str, Any], float, str]] | None:
-    """``frame -> (line, created, levelname)`` for ``backend.encode_line``, or None if it has none."""
-    omits = getattr(backend, "line_omits", None)
-    core = _core_fields()
-    if (omits is None or not callable(getattr(backend, "encode_line", None)) or "timestamp" not in omits
-            or set(core) - {"timestamp"} - set(_SOURCES) or set(omits) - set(core)):
-        return None
-    try:
-        i_name, i_levelname, i_created = (attributes.index(a) for a in ("name", "levelname", "created"))
-    except ValueError:
-        return None
-    kept = tuple(key for key in core if key not in omits)
-    pick = itemgetter(*(_SOURCES[key] for key in kept))
-    taken = frozenset(core)   # an extra named like one of them is renamed extra_<name>, as record_fields does
-    service, env, version = identity["service"], identity["env"], identity["version"]
-    count = len(attributes)
-
-    def line_of(frame: bytes) -> tuple[dict[str, Any], float, str]:
-        attrs, message, exc_type, exc_text, stack, trace_id, span_id, interaction_id, extras = _loads(frame)
-        if len(attrs) != count or (exc_type and not exc_text):
-            raise ValueError("for the record path")
-        levelname = attrs[i_levelname]
-        values = (levelname, attrs[i_name], redact_text(message), service, env, version, trace_id, span_id,
-                  interaction_id)
-        line = dict(zip(kept, pick(values), strict=True)) if len(kept) > 1 else {kept[0]: pick(values)}
-        if extras:
-            for key, value in extras.items():
-                if key in STANDARD_ATTRS or key[:1] == "_":
-                    continue
-                name = key if key not in taken and key not in line else "extra_" + key
-                line[name] = redact_text(value) if type(value) is str else redact_value(jsonable(value))
-        if exc_text:
-            line["exception"] = redact_text(exc_text)
-        if stack:
-            line["stack"] = redact_text(stack)
-        return line, attrs[i_created], levelname
-
-    return line_of
-
-
-def _probe_records() -> list[logging.LogRecord]:
-    """Records of every shape the line path handles, to check it against the record path."""
-    log = logging.getLogger("ofsre.exporters.probe")
-    error = ValueError("cpf 123.456.789-09")
-    exc_info = (ValueError, error, None)
-    extras = {"payment_id": "p-1", "amount": 10.5, "count": 3, "ok": True, "none": None, "cpf": 52998224725,
-              "level": "x", "service": "y", "extra_env": "z", "env": "w", "timestamp": "t", "logger": "l",
-              "nested": {"client_secret": "s", "items": [1, {"email": "a@b.com"}], "t": ["a", "b"]}}
-    make = log.makeRecord
-    records = [make(log.name, logging.INFO, "", 1, "payer 123.456.789-09 paid %s", ("p-1",), None),
-               make(log.name, logging.WARNING, "", 2, "with extras", (), None, extra=extras),
-               make(log.name, logging.ERROR, "", 3, "failed", (), exc_info, sinfo="Stack token=abc"),
-               make(log.name, logging.INFO, "", 4, "ids", (), None)]
-    records[-1].trace_id, records[-1].span_id, records[-1].interaction_id = "a" * 32, "b" * 16, "iid"
-    return records
 
 
 def _write_message(out: IO[bytes], payload: bytes) -> None:

@@ -51,6 +51,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Iterable
 from typing import Any, TextIO
 
 from . import metrics
@@ -58,8 +59,9 @@ from ._config import ENV, LOG_LEVEL, VERSION
 from .context import current_log_context
 from .redact import redact_text, redact_value
 
-__all__ = ["JsonFormatter", "ContextFilter", "record_fields", "configure_logging", "ensure_logging",
-           "logging_configured", "adopt_server_loggers", "CONTEXT_KEYS", "STANDARD_ATTRS", "jsonable"]
+__all__ = ["JsonFormatter", "ContextFilter", "record_fields", "build_fields", "configure_logging",
+           "ensure_logging", "logging_configured", "adopt_server_loggers", "CONTEXT_KEYS", "STANDARD_ATTRS",
+           "jsonable"]
 
 CONTEXT_KEYS = ("trace_id", "span_id", "interaction_id")
 
@@ -126,31 +128,40 @@ def record_fields(record: logging.LogRecord, *, service: str, env: str, version:
 
     Raises if the record itself is broken (bad ``%`` args); :class:`JsonFormatter` handles that.
     """
-    fields: dict[str, Any] = {
-        "timestamp": _timestamp(record),
-        "level": record.levelname,
-        "logger": record.name,
-        "message": redact_text(record.getMessage()),
-        "service": service,
-        "env": env,
-        "version": version,
-    }
-    fields.update(_context_of(record))
     attrs = record.__dict__
     # A record captured by a log shipper lists its extras already (ofsre.exporters._capture).
     extras = attrs.get("_ofsre_extras")
     items = ((key, attrs[key]) for key in extras) if extras is not None else attrs.items()
-    for key, value in items:
+    return build_fields(_timestamp(record), record.levelname, record.name, record.getMessage(),
+                        service=service, env=env, version=version, context=_context_of(record), extras=items,
+                        exception=_exception_text(record), stack=record.stack_info)
+
+
+def build_fields(timestamp: str | None, level: str, logger: str, message: str, *, service: str, env: str,
+                 version: str, context: dict[str, Any], extras: Iterable[tuple[str, Any]],
+                 exception: str | None, stack: str | None) -> dict[str, Any]:
+    """:func:`record_fields` from a record's parts (``message`` already formatted, ``context`` the
+    :data:`CONTEXT_KEYS`): what the log shipper process calls with the parts a frame carries."""
+    fields: dict[str, Any] = {
+        "timestamp": timestamp,
+        "level": level,
+        "logger": logger,
+        "message": redact_text(message),
+        "service": service,
+        "env": env,
+        "version": version,
+    }
+    fields.update(context)
+    for key, value in extras:
         if key in STANDARD_ATTRS or key.startswith("_"):
             continue
         # An extra may not overwrite a core field; it is kept under another name.
         name = key if key not in fields else f"extra_{key}"
         fields[name] = redact_value(jsonable(value))
-    exception = _exception_text(record)
     if exception:
         fields["exception"] = redact_text(exception)
-    if record.stack_info:
-        fields["stack"] = redact_text(record.stack_info)
+    if stack:
+        fields["stack"] = redact_text(stack)
     return fields
 
 

@@ -1,6 +1,7 @@
 """The shipper process's line path: a Loki entry built straight from a frame is byte for byte the entry of
 the record path (``Shipper.encode(record_of_frame(frame))``: ``record_fields`` and its redaction, then
-``LokiBackend.encode``), for any record; and a line path that disagrees is not used.
+``LokiBackend.encode``), for any record: both build the fields with ``build_fields``, from a frame's
+parts and from a record's.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from ofsre.exporters import _process
 from ofsre.exporters._core import Shipper
 from ofsre.exporters._options import ShipperOptions, _validate
 from ofsre.exporters._process import frame_capture, frame_encoder, record_of_frame
@@ -134,18 +134,6 @@ def test_a_frame_the_record_path_refuses_is_counted_the_same_way(shippers):
     before = shipper.stats().get("dropped_unformattable", 0)
     assert encode(b"not a frame") is None
     assert shipper.stats()["dropped_unformattable"] == before + 1
-
-
-def test_a_line_path_that_disagrees_with_record_fields_is_not_used(shippers, monkeypatch, caplog):
-    shipper = shippers["default"]
-    monkeypatch.setattr(_process, "redact_text", lambda text: text)   # as if record_fields redacted more
-    encode = frame_encoder(shipper, LokiBackend.record_attributes, IDENTITY)
-    assert encode.__name__ == "through_record"
-    assert "the line path differs from record_fields()" in caplog.text
-    log = logging.getLogger("p")
-    frame = frame_capture(LokiBackend.record_attributes)(
-        log.makeRecord(log.name, logging.INFO, "f.py", 1, "cpf 123.456.789-09", (), None))
-    assert CPF_MARK.encode() in encode(frame).body
 
 
 class RecordOnlyLoki(LokiBackend):
