@@ -353,7 +353,8 @@ def _table(results: dict[str, dict]) -> str:
         if name in results:
             goal_lines, met = _goal_lines(title, results[name], floor, queued)
             lines += goal_lines
-            thread_met = thread_met and (met or name != THREAD)
+            if name == THREAD:
+                thread_met = met
     lines += [
         "ofsre's app thread: the floor + capture (message, context ids, exception text, extras snapshot)",
         "+ enqueue; its worker thread redacts, encodes, batches and sends. With shipper_process=True the",
