@@ -239,7 +239,7 @@ class OfsreMiddleware:
         # from KNOWN_METHODS (plus _OTHER), statuses from the app's own responses.
         self._routes: dict[tuple[str, str], _Route] = {}
         self._series: dict[tuple[_Route, int], tuple[Record, Record]] = {}
-        self._server_keys: dict[tuple[Any, ...], dict[str, Any]] = {}   # see _span_attributes
+        self._server_keys: dict[tuple[Any, ...], dict[str, Any]] = {}   # see _span_parts
         # Metric updates skip prometheus_client's locks while one thread (the event loop's) serves;
         # the first request from another thread switches this middleware to the locked methods.
         self._owner: int | None = None
@@ -405,42 +405,44 @@ class OfsreMiddleware:
 
     def _start_span(self, exchange: _Exchange, scope: Scope, path: str, route: _Route | None,
                     carrier: dict[str, str] | None, host: bytes | None, method: str) -> None:
-        """Step 3: the SERVER span, current while the app runs (named ``HTTP`` if the route step failed)."""
+        """Step 3: the SERVER span, current while the app runs."""
         parent = propagate.extract(carrier) if carrier is not None else None
-        # All attributes at once: the SDK validates them in one pass (a later set_attributes
-        # costs a second pass and a lock), and samplers get to see them.
-        if route is not None:
-            name, known = route.span_name, route.attributes
-            if route.labels["method"] == semconv.OTHER_METHOD:
-                known = {**known, "http.request.method_original": method}
-        else:
-            name, known = "HTTP", {"http.request.method": method}
-        # _span_attributes(*arguments) gives the attributes: called only for a span that is sampled
-        arguments = (route if route is not None and known is route.attributes else None, known, scope, path,
-                     host, exchange.interaction_id)
+        arguments = (route, scope, path, host, method, exchange.interaction_id)   # of _span_parts
         span = None
         if self._presampler is not None:
-            # Dropped: no attributes, no SDK call. Sampled: a LazySpan, or None (the SDK's span below).
-            span = self._presampler.start(parent, name, SpanKind.SERVER, self._span_attributes, arguments)
+            # Dropped: no name, no attributes, no SDK call. Sampled: a LazySpan, or None (the SDK's span,
+            # below).
+            span = self._presampler.start(parent, SpanKind.SERVER, self._span_parts, arguments)
         if span is None:
-            span = self._tracer.start_span(name, parent, SpanKind.SERVER, self._span_attributes(*arguments))
+            name, attributes = self._span_parts(*arguments)
+            span = self._tracer.start_span(name, parent, SpanKind.SERVER, attributes)
         exchange.span = span
         exchange.context_token = _attach_span(span, parent)
 
-    def _span_attributes(self, route: _Route | None, known: dict[str, str], scope: Scope, path: str,
-                         host: bytes | None, interaction_id: str | None) -> dict[str, Any]:
-        """The server span's attributes known before the app runs. The route's and the server's
-        are kept per (route, Host header or socket, scheme), for at most _SERVER_KEYS keys (the
-        Host header is the client's to choose); ``url.path`` and the interaction id are added."""
-        base: dict[str, Any] | None = None
-        if route is not None:
-            key = (route, host or scope.get("server"), scope.get("scheme"))
-            base = self._server_keys.get(key)
-            if base is None and len(self._server_keys) < _SERVER_KEYS:
-                base = self._server_keys[key] = _server_attributes(known, scope, host)
-        if base is None:
+    def _span_parts(self, route: _Route | None, scope: Scope, path: str, host: bytes | None, method: str,
+                    interaction_id: str | None) -> tuple[str, dict[str, Any]]:
+        """The server span's name and its attributes known before the app runs (``HTTP`` and the method
+        alone if the route step failed), all at once: the SDK validates them in one pass (a later
+        ``set_attributes`` costs a second pass and a lock), and samplers get to see them. The route's and
+        the server's attributes are kept per (route, Host header or socket, scheme), for at most
+        _SERVER_KEYS keys (the Host header is the client's to choose); ``url.path`` and the interaction
+        id are added."""
+        if route is None:
+            name, base = "HTTP", _server_attributes({"http.request.method": method}, scope, host)
+        elif route.labels["method"] == semconv.OTHER_METHOD:
+            name = route.span_name
+            known = {**route.attributes, "http.request.method_original": method}
             base = _server_attributes(known, scope, host)
-        return {**base, "url.path": path, "fapi.interaction_id": interaction_id}
+        else:
+            name = route.span_name
+            key = (route, host or scope.get("server"), scope.get("scheme"))
+            cached = self._server_keys.get(key)
+            if cached is None:
+                cached = _server_attributes(route.attributes, scope, host)
+                if len(self._server_keys) < _SERVER_KEYS:
+                    self._server_keys[key] = cached
+            base = cached
+        return name, {**base, "url.path": path, "fapi.interaction_id": interaction_id}
 
     def _new_route(self, template: str, method: str) -> _Route:
         endpoint = None if template == semconv.UNKNOWN_ROUTE else self.catalog.lookup(method, template)

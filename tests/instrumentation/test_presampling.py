@@ -162,11 +162,41 @@ def test_the_inline_decision_is_the_samplers_own(sampler, parent):
         assert decide(parent_span if parent_span and parent_span.is_valid else None, trace_id) == expected
 
 
-def test_a_dropped_span_is_the_non_recording_span_its_constructor_makes():
-    tracer = TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.0))).get_tracer("t")
-    dropped = Presampler.of(tracer).start(None, "GET /x", trace.SpanKind.SERVER, dict)
-    assert type(dropped) is trace.NonRecordingSpan and not dropped.is_recording()
-    context = dropped.get_span_context()
-    assert vars(dropped) == vars(trace.NonRecordingSpan(context))
-    assert context == trace.SpanContext(context.trace_id, context.span_id, False, context.trace_flags,
-                                        context.trace_state) and context.is_valid
+@pytest.mark.parametrize("current", [None, trace.INVALID_SPAN],
+                         ids=["no-current-span", "invalid-current-span"])
+def test_a_new_traces_span_is_the_one_the_sdk_makes(current):
+    """Both ways to a new trace (the shortcut with no current span, the general path past an invalid
+    one): the SDK's decision on the span's own trace id, its flags, a valid context built as its
+    constructor builds it; a dropped span is a plain NonRecordingSpan, a kept one a LazySpan."""
+    from opentelemetry import context as otel_context
+
+    from ofsre.instrumentation.tracing import LazySpan
+
+    sampler = ParentBased(TraceIdRatioBased(0.5))
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+    tracer = provider.get_tracer("t")
+    presampler = Presampler.of(tracer)
+    sdk_flags = int(TracerProvider(sampler=ALWAYS_OFF).get_tracer("sdk").start_span("x").get_span_context()
+                    .trace_flags)   # a new trace's flags, unsampled (the W3C random bit where the API has it)
+    token = otel_context.attach(trace.set_span_in_context(current)) if current is not None else None
+    kept = 0
+    try:
+        for _ in range(200):
+            span = presampler.start(None, trace.SpanKind.SERVER, lambda: ("GET /x", {"k": "v"}))
+            context = span.get_span_context()
+            sampled = sampler.should_sample(None, context.trace_id, "GET /x").decision.is_sampled()
+            assert context.trace_flags.sampled == sampled and int(context.trace_flags) & ~1 == sdk_flags
+            assert context == trace.SpanContext(context.trace_id, context.span_id, False, context.trace_flags,
+                                                context.trace_state) and context.is_valid
+            if sampled:
+                kept += 1
+                assert type(span) is LazySpan and span.parent is None
+                assert (span.name, dict(span.attributes)) == ("GET /x", {"k": "v"})
+            else:
+                assert type(span) is trace.NonRecordingSpan
+                assert vars(span) == vars(trace.NonRecordingSpan(context))
+    finally:
+        if token is not None:
+            otel_context.detach(token)
+    assert 60 < kept < 140
