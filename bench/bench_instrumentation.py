@@ -286,22 +286,12 @@ def _span_alone_us(count: int = 20000) -> float:
     return best_us(spans, count)
 
 
-def cost_breakdown(requests: int = 300, rounds: int = 40) -> tuple[list[str], dict[str, list[float]]]:
-    """Wall-clock microseconds per in-process request of each variant, and above the bare app.
-
-    The apps are called in turns of ``requests`` (the order reversed every other round), so a slow
-    moment of the machine falls on every variant; each figure is the median over the rounds, and the
-    difference to bare the median of each round's difference (paired)."""
+def _turns(apps: dict, requests: int, rounds: int) -> dict[str, list[float]]:
+    """Wall-clock microseconds per in-process request of each app, one figure per round: the apps are
+    called in turns of ``requests`` (the order reversed every other round), so a slow moment of the
+    machine falls on every one of them."""
     import asyncio
 
-    rows = (("bare", "bare FastAPI app, called in-process"),
-            ("notrace", "ofsre, no tracer (metrics, id, context)"),
-            ("sampled0", "ofsre, traces sampled at 0 %"),
-            ("sampled100", "ofsre, traces sampled at 100 %"),
-            # Diagnostic only: the same sampled spans with no span processor, so the gap to the row
-            # above is what the BatchSpanProcessor (queue, worker thread, spans freed in batches) adds.
-            ("unprocessed", "  same, no span processor (diagnostic)"))
-    apps = {key: _cg_app(key) for key, _ in rows}   # the apps the instruction counts use
     loop = asyncio.new_event_loop()
     for app in apps.values():   # warm-up: route tables, label children, caches
         loop.run_until_complete(call_asgi(app, _SCOPE, 1000))
@@ -312,14 +302,56 @@ def cost_breakdown(requests: int = 300, rounds: int = 40) -> tuple[list[str], di
             loop.run_until_complete(call_asgi(apps[key], _SCOPE, requests))
             times[key].append((time.perf_counter() - started) / requests * 1e6)
     loop.close()
-    per_us = {key: median(values) for key, values in times.items()}
-    above = {key: paired_difference(times[key], times["bare"]) for key in times}
-    lines = [f"where the time goes (in-process ASGI calls, no server; wall-clock us per request, median of "
-             f"{rounds} turns of {requests} requests; above bare: the median of the paired differences)"]
+    return times
+
+
+def _rows(rows: tuple[tuple[str, str], ...], times: dict[str, list[float]]) -> list[str]:
+    """Each row's median and, after the first (the reference), the median of its paired differences."""
+    reference = rows[0][0]
+    lines = []
     for key, label in rows:
-        extra = f"  ({above[key]:+.1f})" if key != "bare" else ""
-        lines.append(f"  {label:<42}{per_us[key]:>7.1f}{extra}")
-    lines.append(f"  {'one OpenTelemetry SDK span alone':<42}{_span_alone_us():>7.1f}")
+        extra = f"  ({paired_difference(times[key], times[reference]):+.1f})" if key != reference else ""
+        lines.append(f"  {label:<42}{median(times[key]):>7.1f}{extra}")
+    return lines
+
+
+async def _trivial_app(scope, receive, send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"{}"})
+
+
+def cost_breakdown(requests: int = 300, rounds: int = 40) -> tuple[list[str], dict[str, list[float]]]:
+    """Wall-clock microseconds per in-process request of each variant, and above the bare app
+    (medians over the rounds of :func:`_turns`; above bare: the median of each round's difference);
+    then the same middleware around a trivial ASGI app, where its code stays in the CPU's caches."""
+    from opentelemetry.trace import NoOpTracerProvider
+    from prometheus_client import CollectorRegistry
+
+    from ofsre.instrumentation import OfsreMiddleware
+
+    rows = (("bare", "bare FastAPI app, called in-process"),
+            ("notrace", "ofsre, no tracer (metrics, id, context)"),
+            ("sampled0", "ofsre, traces sampled at 0 %"),
+            ("sampled100", "ofsre, traces sampled at 100 %"),
+            # Diagnostic only: the same sampled spans with no span processor, so the gap to the row
+            # above is what the BatchSpanProcessor (queue, worker thread, spans freed in batches) adds.
+            ("unprocessed", "  same, no span processor (diagnostic)"))
+    times = _turns({key: _cg_app(key) for key, _ in rows}, requests, rounds)   # the instruction counts' apps
+    lines = [f"where the time goes (in-process ASGI calls, no server; wall-clock us per request, median of "
+             f"{rounds} turns of {requests} requests; above bare: the median of the paired differences)",
+             *_rows(rows, times),
+             f"  {'one OpenTelemetry SDK span alone':<42}{_span_alone_us():>7.1f}"]
+    alone = (("bare", "a trivial ASGI app (two sends)"),
+             ("notrace", "  in ofsre, no tracer"),
+             ("sampled0", "  in ofsre, traces sampled at 0 %"),
+             ("sampled100", "  in ofsre, traces sampled at 100 %"))
+    providers = {"notrace": NoOpTracerProvider, "sampled0": lambda: _discarding_provider(0.0),
+                 "sampled100": lambda: _discarding_provider(1.0)}
+    apps = {"bare": _trivial_app, **{key: OfsreMiddleware(_trivial_app, "bench", registry=CollectorRegistry(),
+                                                          tracer_provider=make(), logs=False)
+                                     for key, make in providers.items()}}
+    lines += ["the same middleware around a trivial ASGI app (same code path, its code and data stay in the "
+              "CPU's caches)", *_rows(alone, _turns(apps, requests * 4, rounds))]
     return lines, times
 
 
