@@ -33,6 +33,7 @@ measures what they cost.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -50,6 +51,8 @@ from jwt.algorithms import RSAPSSAlgorithm
 from ofsre.instrumentation._config import DATA_DIR
 
 from .settings import JWKS_DIR, JWS_KEY_FILE, ORG_ID
+
+_log = logging.getLogger("ofsre.platform.jws")
 
 __all__ = ["ALGORITHM", "MEDIA_TYPE", "IAT_LEEWAY_S", "JTI_WINDOW_S", "JwsError", "BadSignature",
            "InvalidClaims",
@@ -402,11 +405,18 @@ class JwsConfig:
                    key_file=JWS_KEY_FILE.from_env(environ) or base / "jws" / "platform-key.json")
 
     def platform_key(self) -> SigningKey:
-        """The platform's signing key (created on first use) with its public half published."""
+        """The platform's signing key (created on first use), its public half published in ``jwks_dir``
+        when that folder can be written. A read-only one (in Kubernetes, a ConfigMap of the participants'
+        keys: the platform's own is in the Directory) is left as it is, with a warning."""
         key = SigningKey.load_or_create(self.key_file)
         directory = KeyDirectory(self.jwks_dir)
         if key.kid not in directory.keys(self.org_id):
-            directory.publish(self.org_id, key)
+            try:
+                directory.publish(self.org_id, key)
+            except OSError as exc:
+                _log.warning("the platform's public key %s is not in %s and cannot be written there (%s): "
+                             "participants must find it in the Directory", key.kid, self.jwks_dir,
+                             exc.strerror or exc)
         return key
 
 

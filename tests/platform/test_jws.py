@@ -183,6 +183,35 @@ def test_the_platform_key_is_created_once_and_published(tmp_path):
     assert Verifier(KeyDirectory(config.jwks_dir)).verify(token, audience="org-a")["iss"] == "ofsre-bank"
 
 
+def test_a_read_only_key_directory_is_read_not_written(tmp_path, keys, monkeypatch, caplog):
+    """As the Helm chart mounts them: the platform's key from a Secret, the participants' JWKS from a
+    ConfigMap, both read-only. The platform starts with its key, warns that its public half is not in
+    the folder, and verifies a participant from it."""
+    import errno
+
+    import ofsre.platform.jws as jws
+
+    key_file = tmp_path / "secret" / "platform-key.json"
+    key_file.parent.mkdir()
+    key_file.write_text(json.dumps(SigningKey.generate(kid="bank-1").private_jwk()))
+    jwks = tmp_path / "configmap"
+    KeyDirectory(jwks).publish("org-a", keys["org-a"])
+
+    def read_only(path, text, mode=0o644):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(jws, "_atomic_write", read_only)
+    before = sorted(p.name for p in jwks.iterdir())
+    config = JwsConfig.from_env({"OFSRE_JWS_KEY_FILE": str(key_file), "OFSRE_JWKS_DIR": str(jwks),
+                                 "OFSRE_DATA_DIR": str(tmp_path / "data")})
+    with caplog.at_level("WARNING", logger="ofsre.platform.jws"):
+        assert config.platform_key().kid == "bank-1"
+    assert "bank-1" in caplog.text and "Read-only file system" in caplog.text
+    assert sorted(p.name for p in jwks.iterdir()) == before
+    token = keys["org-a"].sign({"data": {}}, iss="org-a", aud=AUD)
+    assert Verifier(KeyDirectory(jwks)).verify(token, audience=AUD, issuer="org-a")["iss"] == "org-a"
+
+
 def test_replicas_starting_together_agree_on_one_platform_key(tmp_path):
     """Several payments replicas create the missing key at once: the first link wins, all load it."""
     from concurrent.futures import ThreadPoolExecutor

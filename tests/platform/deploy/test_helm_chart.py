@@ -45,6 +45,7 @@ EVERYTHING: dict[str, Any] = {
     "env": {"OFSRE_DB_POOL_SIZE": 5},
     "modules": {"worker": {"autoscaling": {"enabled": False}}},
     "serviceMonitor": {"labels": {"release": "kube-prometheus-stack"}},
+    "jws": {"keySecret": "payments-jws", "keySecretKey": "key.json", "jwksConfigMap": "participants-jwks"},
 }
 LONGEST_RELEASE = "r" * 53  # Helm's maximum release name length
 SCENARIOS = {
@@ -197,6 +198,39 @@ def test_pods_run_locked_down_with_writable_tmp_and_data_dir(chart):
             assert all("emptyDir" in volumes[mounts[path]] for path in ("/tmp", data_dir))
             assert chart.plain_env(container)["OFSRE_DATA_DIR"] == data_dir
             assert "PROMETHEUS_MULTIPROC_DIR" not in chart.container_env(container)  # one process per pod
+
+
+def test_payments_reads_its_signing_keys_from_read_only_mounts(chart, everything):
+    """values.jws: the platform's private JWK from the Secret, the participants' JWKS from the ConfigMap,
+    read-only, for payments alone; the paths the pod gets are the ones ofsre.platform.jws reads."""
+    from pathlib import PurePosixPath
+
+    from ofsre.platform.jws import JwsConfig
+
+    deployments = everything.of_kind("Deployment")
+    spec = chart.pod_spec(deployments["payments"])
+    [payments] = spec["containers"]
+    config = JwsConfig.from_env(chart.plain_env(payments))
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["name"]: m for m in payments["volumeMounts"]}
+    key, jwks = mounts["jws-key"], mounts["jwks"]
+    assert key["readOnly"] is True and jwks["readOnly"] is True
+    assert PurePosixPath(config.key_file) == PurePosixPath(key["mountPath"]) / "key.json"
+    assert volumes["jws-key"]["secret"]["secretName"] == "payments-jws"
+    assert volumes["jws-key"]["secret"]["items"] == [{"key": "key.json", "path": "key.json"}]
+    assert volumes["jws-key"]["secret"]["defaultMode"] == 0o440   # the pod's fsGroup reads it, no one else
+    assert PurePosixPath(config.jwks_dir) == PurePosixPath(jwks["mountPath"])
+    assert volumes["jwks"]["configMap"]["name"] == "participants-jwks"
+    for name, deployment in deployments.items():   # nobody else gets them
+        if name != "payments":
+            [container] = chart.pod_spec(deployment)["containers"]
+            assert not {"OFSRE_JWS_KEY_FILE", "OFSRE_JWKS_DIR"} & chart.container_env(container).keys()
+            assert not {"jws-key", "jwks"} & {v["name"] for v in chart.pod_spec(deployment)["volumes"]}
+    # Defaults: no mounts; the key and the JWKS live in the pod's writable data dir.
+    [default] = chart.pod_spec(chart.default.of_kind("Deployment")["payments"])["containers"]
+    config = JwsConfig.from_env(chart.plain_env(default))
+    assert str(config.jwks_dir).startswith(chart.values["dataDir"] + "/")
+    assert {m["name"] for m in default["volumeMounts"]} == {"tmp", "data"}
 
 
 def test_shutdown_fits_in_the_termination_grace_period(chart):

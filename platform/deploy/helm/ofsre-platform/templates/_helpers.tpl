@@ -143,6 +143,49 @@ shared by the Deployments and the migrate Job. Both take $.
 {{- end -}}
 
 {{/*
+Payments v4 signing keys (values `jws`), read-only: the platform's private JWK from a Secret
+(OFSRE_JWS_KEY_FILE) and the participants' JWKS from a ConfigMap (OFSRE_JWKS_DIR). Each of the
+three takes $ and gives nothing for what is unset: the env (as JSON, merged into the module's
+`extra`), the volumes and the mounts.
+*/}}
+{{- define "ofsre-platform.jwsEnv" -}}
+{{- $env := dict -}}
+{{- with .Values.jws.keySecret }}{{ $_ := set $env "OFSRE_JWS_KEY_FILE" (printf "/etc/ofsre/jws/%s" $.Values.jws.keySecretKey) }}{{ end -}}
+{{- with .Values.jws.jwksConfigMap }}{{ $_ := set $env "OFSRE_JWKS_DIR" "/etc/ofsre/jwks" }}{{ end -}}
+{{- toJson $env -}}
+{{- end -}}
+
+{{- define "ofsre-platform.jwsVolumes" -}}
+{{- with .Values.jws.keySecret }}
+- name: jws-key
+  secret:
+    secretName: {{ . | quote }}
+    items:
+      - key: {{ $.Values.jws.keySecretKey | quote }}
+        path: {{ $.Values.jws.keySecretKey | quote }}
+    defaultMode: 0440
+{{- end }}
+{{- with .Values.jws.jwksConfigMap }}
+- name: jwks
+  configMap:
+    name: {{ . | quote }}
+{{- end }}
+{{- end -}}
+
+{{- define "ofsre-platform.jwsVolumeMounts" -}}
+{{- if .Values.jws.keySecret }}
+- name: jws-key
+  mountPath: /etc/ofsre/jws
+  readOnly: true
+{{- end }}
+{{- if .Values.jws.jwksConfigMap }}
+- name: jwks
+  mountPath: /etc/ofsre/jwks
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/*
 The Secret holding OFSRE_GATEWAY_SECRET, shared by the gateway and every module:
 {secret, key}. gatewaySecret.existingSecret if set, else the one templates/secret.yaml
 creates. Takes $.
