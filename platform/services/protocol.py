@@ -6,8 +6,10 @@ received.`` — no ``x-fapi-interaction-id``, no Open Finance body. Every platfo
 (``python -m ofsre.platform.run``) serves with :func:`protocol_class` instead, which adds:
 
 * **414** when the request target is longer than ``max_url_bytes``;
-* **431** when the request line plus headers exceed ``max_header_bytes`` (counted as bytes
-  arrive, so a 64 MB header costs at most one socket read beyond the limit, never 64 MB);
+* **431** when the request line plus headers exceed ``max_header_bytes``: counted as the parser
+  reads the target and each header (a head that arrives in one read), and as bytes arrive for a head
+  still open at the end of a read, so a 64 MB header costs at most one socket read beyond the limit,
+  never 64 MB (a read that also ends a pipelined request is not charged to the next head);
 * **408** when the head has not fully arrived ``header_timeout_s`` after its first byte (or
   after the connection opened);
 * the Open Finance error body, ``application/json``, a fresh ``x-fapi-interaction-id`` and
@@ -53,8 +55,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._in_head = True
         self._head_bytes = 0
+        self._parsed_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
         self._refused: _HeadRefused | None = None
+        self._ended_in_chunk = False   # a request ended inside the chunk being parsed (see data_received)
 
     # -- the head's clock ----------------------------------------------------------------
     def connection_made(self, transport) -> None:  # type: ignore[override]
@@ -83,7 +87,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
-        self._head_bytes = 0
+        self._head_bytes = 0     # the reads that ended inside this head
+        self._parsed_bytes = 0   # the target and headers parsed so far
         self._arm_head_timer()
 
     def on_url(self, url: bytes) -> None:
@@ -92,19 +97,40 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             # httptools turns an exception here into a parse error, which lands in send_400_response.
             self._refused = _HeadRefused(414, f"the request target is longer than {self.max_url_bytes} bytes")
             raise self._refused
+        self._parsed(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        super().on_header(name, value)
+        self._parsed(len(name) + len(value) + 4)   # "name: value\r\n"
+
+    def _parsed(self, count: int) -> None:
+        self._parsed_bytes += count
+        if self._parsed_bytes > self.max_header_bytes:   # raised as on_url's 414 is
+            self._refused = _HeadRefused(431, self._too_large())
+            raise self._refused
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._cancel_head_timer()
         super().on_headers_complete()
 
+    def on_message_complete(self) -> None:
+        self._ended_in_chunk = True
+        super().on_message_complete()
+
     def data_received(self, data: bytes) -> None:
+        self._ended_in_chunk = False
         super().data_received(data)  # a parse error or a refusal above answers in send_400_response
         if self._in_head and not self.transport.is_closing():
-            self._head_bytes += len(data)
+            # A pipelined head that began after another request ended in this chunk: the chunk also holds
+            # that request (its body, perhaps large), so the new head is counted from the next chunk on
+            # (at most one chunk beyond the limit, as for any head).
+            self._head_bytes += 0 if self._ended_in_chunk else len(data)
             if self._head_bytes > self.max_header_bytes:
-                self._answer(431,
-                             f"the request line and headers are larger than {self.max_header_bytes} bytes")
+                self._answer(431, self._too_large())
+
+    def _too_large(self) -> str:
+        return f"the request line and headers are larger than {self.max_header_bytes} bytes"
 
     def send_400_response(self, msg: str) -> None:
         if self._refused is not None:

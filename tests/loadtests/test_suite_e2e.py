@@ -32,9 +32,11 @@ JOURNEY_ROUTES = {
 def test_personas_run_the_journeys_against_the_platform(platform, tmp_path):
     summary = tmp_path / "summary.json"
     timeline = tmp_path / "timeline.jsonl"
+    # Latency is not what this test checks (test_thresholds.py checks the rule, `make demo` judges it): a
+    # p95 ten times the tier's limit still passes, so a CI machine busy with other tests cannot fail it.
     out = run_locust("ecosystem.py", platform.gateway, "Institution", "-u", "6", "-r", "6", "-t", "15s",
                      "--pki-dir", str(platform.pki), "--runtime-data-dir", str(platform.data_dir),
-                     "--mix", "account_reads=40,new_consent=30,payment=30",
+                     "--mix", "account_reads=40,new_consent=30,payment=30", "--p95-scale", "10",
                      "--think-time", "0.1,0.3", "--summary-json", str(summary), "--timeline", str(timeline),
                      "--replicas-url", platform.runtime_metrics, "--progress-interval", "5")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

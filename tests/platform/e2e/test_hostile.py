@@ -244,8 +244,58 @@ def test_a_64_mb_header_is_431_and_costs_no_memory(platform, org_a):
     assert gateway.memory_info().rss - before < 32 << 20
 
 
+def test_a_64_kb_head_that_arrives_in_one_read_is_431(platform, org_a):
+    """Under the socket's read size: the whole head arrives at once, and is counted as it is parsed."""
+    padded = {**org_a, "x-padding": "c" * (64 << 10)}
+    raw(platform.gateway.port, request_head("GET", ACCOUNTS, padded)).of_error(431)
+    many = {f"x-h{i}": "v" * 100 for i in range(400)}   # 400 headers of ~110 bytes: ~44 KB
+    raw(platform.gateway.port, request_head("GET", ACCOUNTS, {**org_a, **many})).of_error(431)
+    module = platform.services["accounts"].port
+    padded = {**platform.module_headers, "x-padding": "c" * (64 << 10)}
+    raw(module, request_head("GET", ACCOUNTS, padded)).of_error(431)
+
+
 def test_a_16_mb_header_without_a_certificate_is_431_not_401_after_reading_it(platform):
     raw(platform.gateway.port, request_head("GET", ACCOUNTS, {"x-padding": "b" * (16 << 20)})).of_error(431)
+
+
+class _OneReader:
+    """One buffered reader over a socket for several answers (http.client closes its reader after each)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._file = sock.makefile("rb")
+        self.read, self.readline, self.readinto = self._file.read, self._file.readline, self._file.readinto
+
+    def makefile(self, mode: str) -> _OneReader:
+        return self
+
+    def close(self) -> None:
+        pass
+
+    def answer(self, method: str) -> tuple[int, bytes]:
+        response = http.client.HTTPResponse(self, method=method)   # type: ignore[arg-type]
+        response.begin()
+        return response.status, response.read()
+
+
+@pytest.mark.parametrize("padding", [0, 64 << 10], ids=["small-head", "64-kb-head"])
+def test_a_pipelined_head_after_a_large_body_is_counted_alone(platform, org_a, padding):
+    """A POST whose body alone is larger than the head limit (16 KiB), and in the same write the start of a
+    GET's head, its end once the POST is answered: a small GET is answered too (its head is not charged
+    with the POST's body), a 64 KiB one is still 431."""
+    body = json.dumps(consent_request()).encode() + b" " * (24 << 10)   # JSON may end in whitespace
+    post = request_head("POST", CONSENTS, {**org_a, "content-type": "application/json",
+                                           "content-length": str(len(body))})
+    post = post.replace(b"connection: close", b"connection: keep-alive")
+    get = request_head("GET", "/healthz", {"x-padding": "p" * padding} if padding else None)
+    with socket.create_connection(("127.0.0.1", platform.gateway.port), timeout=20) as sock:
+        reader = _OneReader(sock)
+        sock.sendall(post + b"\r\n\r\n" + body + get[:20])
+        status, created = reader.answer("POST")   # the GET's head still open on the server
+        assert status == 201 and json.loads(created)["data"]["status"] == "AWAITING_AUTHORISATION"
+        sock.sendall(get[20:] + b"\r\n\r\n")
+        status, answer = reader.answer("GET")
+    assert status == (431 if padding else 200), answer
 
 
 def test_a_body_larger_than_the_limit_is_413_at_the_gateway_and_the_module(platform, org_a):
