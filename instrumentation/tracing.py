@@ -301,9 +301,8 @@ class Presampler:
         # A new trace's decision inline for a ratio root (ParentBased's default, or a bare ratio).
         self._root_bound: int | None = _root_bound(tracer.sampler) if self.decide is not None else None
         self._current = _current_context_var()
-        # The common case decided first, in few steps (see _new_root): no parent, the SDK's random
-        # ids and tracer, a ratio root, OpenTelemetry's default runtime context, SpanContext a tuple.
-        # The shortcut's ratio bound, or None for no shortcut.
+        # A new trace decided in few steps (see _new_root): its ratio bound when the ids and the tracer are
+        # the SDK's, the runtime context OpenTelemetry's default and SpanContext a tuple; else None.
         fast = self._random_ids and self._config is not None and self._current is not None and _TUPLE_CONTEXT
         self._fast_root: int | None = self._root_bound if fast else None
         self._checked: Any = object()   # the processor tuple `_lazy` was decided for

@@ -97,13 +97,13 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             # httptools turns an exception here into a parse error, which lands in send_400_response.
             self._refused = _HeadRefused(414, f"the request target is longer than {self.max_url_bytes} bytes")
             raise self._refused
-        self._parsed(len(url))
+        self._count_parsed(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
         super().on_header(name, value)
-        self._parsed(len(name) + len(value) + 4)   # "name: value\r\n"
+        self._count_parsed(len(name) + len(value) + 4)   # "name: value\r\n"
 
-    def _parsed(self, count: int) -> None:
+    def _count_parsed(self, count: int) -> None:
         self._parsed_bytes += count
         if self._parsed_bytes > self.max_header_bytes:   # raised as on_url's 414 is
             self._refused = _HeadRefused(431, self._too_large())
