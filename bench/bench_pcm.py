@@ -195,7 +195,7 @@ def run() -> str:
              f"{'met' if ratio >= CAPTURE_TARGET else 'MISSED'}",
              f"in-process, CPU of the whole process (best of 4 interleaved): {us['pcm_off']:.1f} us/request "
              f"without capture, {us['pcm_on']:.1f} with (+{us['pcm_on'] - us['pcm_off']:.1f} us: the enqueue "
-             f"and the writer thread's SQLite insert), ratio {us['pcm_off'] / us['pcm_on']:.2f}",
+             f"and the writer thread's rows and staged batch), ratio {us['pcm_off'] / us['pcm_on']:.2f}",
              "",
              f"sender: {count:,} reports from the SQLite store to the local PCM (own process), "
              f"{requests} requests of <= 5,000",
