@@ -128,7 +128,7 @@ COLUMNS = ("kind", "role", "day", "ts", "endpoint", "method", "status_code", "pr
 _SENT = ("role", "endpoint", "method", "status_code", "process_ms", "ts", "interaction_id", "client_org",
          "server_org", "correlation_id", "info", "uri_prefix", "ss_id")
 _INSERT = f"INSERT INTO reports ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-PROMOTE_ROWS = 20_000   # reports moved by one of promote()'s transactions (a few tens of ms)
+PROMOTE_ROWS = 20_000   # reports moved by one of promote()'s transactions (~0.1 s at ~4 µs a row)
 _PICKLE_PROTOCOL = 4   # read by every Python since 3.4: a sender on another version still reads a batch
 _log = logging.getLogger("ofsre.exporters.pcm")
 
